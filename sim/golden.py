@@ -1,0 +1,464 @@
+"""Hardware-exact golden model: one function per hardware unit (docs/architecture.md).
+
+Every function here is the contract its RTL unit is tested against, bit for bit. Integer parts
+are exact; floating-point parts use only the primitives of :mod:`tellme.sim.fp32` in the order
+stated. Shapes: a leading token axis T on activations; weights as the units see them.
+
+Units:
+    tlmm_encode / tlmm_decode  weight code format (sign-magnitude balanced ternary, G per code)
+    tlmm_table                 online table precompute of one activation group
+    tlmm                       lookup-accumulate lanes: int32 dot products
+    quantize                   absmax int8 quantiser (per token, or per token and head)
+    rmsnorm                    RMSNorm
+    rmsnorm_quantize           the fused RMSNorm + quantiser pipeline
+    dequantize                 int32 accumulators -> float32 (activation scale x weight multiplier)
+    residual_add               residual stream update
+    gated_activation           ReLU^2(gate) * up or SiLU(gate) * up
+    rope                       rotate-half RoPE from the host-computed table
+    attention                  prefill and decode attention (online softmax over key tiles)
+    lm_head                    int8-per-row (or fp16) LM head
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config import HardwareConfig, ModelConfig, code_bits, table_entries
+from ..weights import ModelWeights
+from . import fp32 as f
+
+ACT_CLAMP = np.float32(1e-5)
+INV_127 = np.float32(1.0 / 127.0)
+Q_MAX = np.float32(127.0)
+
+
+# --------------------------------------------------------------------------------------------
+# TLMM: code format, table precompute, lookup-accumulate
+# --------------------------------------------------------------------------------------------
+
+def tlmm_groups(k: int, group: int) -> int:
+    """Groups per row: K padded with zero weights (and zero activations) to a multiple of G."""
+    return -(-k // group)
+
+
+def tlmm_encode(trits: np.ndarray, group: int) -> np.ndarray:
+    """Ternary weights (N, K) -> codes (N, ceil(K/G)), uint16.
+
+    The weights w_0..w_{G-1} of inputs gG..gG+G-1 form the balanced-ternary number
+    n = sum_i w_i 3^i. The code is ``sign << (b-1) | |n|`` with sign = (n < 0) and b = code_bits(G).
+    """
+    trits = np.asarray(trits)
+    n_rows, k = trits.shape
+    kg = tlmm_groups(k, group)
+    padded = np.zeros((n_rows, kg * group), dtype=np.int64)
+    padded[:, :k] = trits
+    powers = 3 ** np.arange(group, dtype=np.int64)
+    value = padded.reshape(n_rows, kg, group) @ powers
+    sign = (value < 0).astype(np.int64)
+    return ((sign << (code_bits(group) - 1)) | np.abs(value)).astype(np.uint16)
+
+
+def tlmm_digits(group: int) -> np.ndarray:
+    """Balanced-ternary digits of every table magnitude m: int8 (entries, G), digit i of weight 3^i."""
+    m = np.arange(table_entries(group), dtype=np.int64)
+    digits = np.zeros((len(m), group), dtype=np.int8)
+    rest = m.copy()
+    for i in range(group):
+        d = ((rest + 1) % 3) - 1
+        digits[:, i] = d
+        rest = (rest - d) // 3
+    return digits
+
+
+def tlmm_decode(codes: np.ndarray, group: int, k: int) -> np.ndarray:
+    """Inverse of tlmm_encode; raises ValueError on a magnitude outside the table."""
+    codes = np.asarray(codes).astype(np.int64)
+    b = code_bits(group)
+    mag = codes & ((1 << (b - 1)) - 1)
+    sign = (codes >> (b - 1)) & 1
+    if np.any(mag >= table_entries(group)) or np.any(codes >> b):
+        raise ValueError(f"TLMM code outside the G={group} format (magnitude >= {table_entries(group)})")
+    digits = tlmm_digits(group).astype(np.int64)[mag]           # (N, Kg, G)
+    digits = np.where(sign[..., None] == 1, -digits, digits)
+    return digits.reshape(codes.shape[0], -1)[:, :k].astype(np.int8)
+
+
+def tlmm_table(x_group: np.ndarray, group: int) -> np.ndarray:
+    """Online precompute: entry m = sum_i d_i(m) * x_i over the G activations of one group
+    (int8 in, int32 out, exact); entries in ascending m. Sign symmetry: entry(-n) = -entry(n)."""
+    return tlmm_digits(group).astype(np.int32) @ np.asarray(x_group, dtype=np.int32)
+
+
+def tlmm_tables(x_q: np.ndarray, group: int) -> np.ndarray:
+    """Tables of every group of every token: (T, Kg, entries) int32; K zero-padded to Kg*G."""
+    x_q = np.atleast_2d(np.asarray(x_q, dtype=np.int32))
+    t, k = x_q.shape
+    kg = tlmm_groups(k, group)
+    padded = np.zeros((t, kg * group), dtype=np.int32)
+    padded[:, :k] = x_q
+    return padded.reshape(t, kg, group) @ tlmm_digits(group).astype(np.int32).T
+
+
+def tlmm(codes: np.ndarray, x_q: np.ndarray, group: int) -> np.ndarray:
+    """Lookup-accumulate: acc[t, r] = sum_g sign(r,g) * table[t, g, |code(r,g)|], exact int32.
+
+    codes: (N, Kg) from tlmm_encode; x_q: (T, K) int8. Integer addition is exact, so the
+    result does not depend on lane count or order; the RTL must match it exactly."""
+    codes = np.asarray(codes).astype(np.int64)
+    b = code_bits(group)
+    mag = codes & ((1 << (b - 1)) - 1)
+    neg = ((codes >> (b - 1)) & 1).astype(bool)
+    tables = tlmm_tables(x_q, group)                               # (T, Kg, E)
+    kg = codes.shape[1]
+    if tables.shape[1] != kg:
+        raise ValueError(f"codes have {kg} groups but activations give {tables.shape[1]}")
+    out = np.empty((tables.shape[0], codes.shape[0]), dtype=np.int64)
+    g_idx = np.arange(kg)
+    for t in range(tables.shape[0]):
+        looked = tables[t][g_idx[None, :], mag]                     # (N, Kg)
+        out[t] = np.where(neg, -looked, looked).sum(axis=1)
+    assert np.all(np.abs(out) < 2 ** 31)
+    return out.astype(np.int32)
+
+
+def tlmm_weight_stream(codes: np.ndarray, lanes: int) -> np.ndarray:
+    """The order the TLMM lanes consume codes (and the DDR image stores them):
+    (blocks, N, lanes) with block b, row r, lane p holding group b*lanes + p of row r; groups past
+    Kg are zero codes (zero weights). Lane p of block b thus always sees the same activation group."""
+    codes = np.asarray(codes)
+    n_rows, kg = codes.shape
+    blocks = -(-kg // lanes)
+    padded = np.zeros((n_rows, blocks * lanes), dtype=codes.dtype)
+    padded[:, :kg] = codes
+    return padded.reshape(n_rows, blocks, lanes).transpose(1, 0, 2).copy()
+
+
+def tlmm_codes_from_stream(stream: np.ndarray, kg: int) -> np.ndarray:
+    """Inverse of tlmm_weight_stream."""
+    blocks, n_rows, lanes = stream.shape
+    return stream.transpose(1, 0, 2).reshape(n_rows, blocks * lanes)[:, :kg].copy()
+
+
+# --------------------------------------------------------------------------------------------
+# Element-wise units
+# --------------------------------------------------------------------------------------------
+
+def quantize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Absmax int8 quantiser over the last axis.
+
+    m = max(max|x|, 1e-5); s = 127 * recip(m); x_q = to_int8(x * s); d = m * fp32(1/127).
+    Returns (x_q int8, d float32 with the last axis removed): x ~= x_q * d."""
+    x = f.ftz(x)
+    m = f.fmax(f.max_abs(x), ACT_CLAMP)
+    s = f.mul(Q_MAX, f.recip(m))
+    x_q = f.to_int8(f.mul(x, s[..., None]))
+    return x_q, f.mul(m, INV_127)
+
+
+def rmsnorm(x: np.ndarray, gain: np.ndarray, eps: float, lanes: int) -> np.ndarray:
+    """y = (x * rsqrt(lane_sum(x*x) * fp32(1/d) + eps)) * gain, over the last axis."""
+    x = f.ftz(x)
+    d = x.shape[-1]
+    ss = f.lane_sum(f.mul(x, x), lanes)
+    mean = f.mul(ss, np.float32(1.0 / d))
+    r = f.rsqrt(f.add(mean, np.float32(eps)))
+    return f.mul(f.mul(x, r[..., None]), f.as_f32(gain))
+
+
+def rmsnorm_quantize(x, gain, eps, lanes):
+    """The fused norm/quant pipeline: rmsnorm, then quantize of the normalised vector."""
+    return quantize(rmsnorm(x, gain, eps, lanes))
+
+
+def dequantize(acc: np.ndarray, d_x: np.ndarray, w_mult: np.float32) -> np.ndarray:
+    """y = from_int(acc) * (d_x * w_mult): one multiplier per token, computed once."""
+    comb = f.mul(f.as_f32(d_x), np.float32(w_mult))
+    return f.mul(f.from_int(acc), comb[..., None])
+
+
+def residual_add(h: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return f.add(h, y)
+
+
+def gated_activation(gate: np.ndarray, up: np.ndarray, act: str) -> np.ndarray:
+    """act(gate) * up with act = relu2 (max(x,0)^2) or silu (x * recip(1 + exp(-x)))."""
+    if act == "relu2":
+        a = f.relu2(gate)
+    elif act == "silu":
+        a = f.silu(gate)
+    else:
+        raise ValueError(f"unknown activation {act!r}")
+    return f.mul(a, up)
+
+
+def rope_table(theta: float, head_dim: int, positions: int) -> tuple[np.ndarray, np.ndarray]:
+    """Host-computed (cos, sin), each float32 (positions, head_dim/2), as Hugging Face computes
+    them: inv_freq_i = 1 / theta^(2i/d) in float32, angle = float32(pos) * inv_freq (float32),
+    cos/sin of that float32 angle correctly rounded to float32."""
+    i = np.arange(0, head_dim, 2, dtype=np.float32)
+    inv_freq = (np.float32(1.0) / (np.float32(theta) ** (i / np.float32(head_dim)))).astype(np.float32)
+    angle = (np.arange(positions, dtype=np.float32)[:, None] * inv_freq[None, :]).astype(np.float32)
+    return (np.cos(angle.astype(np.float64)).astype(np.float32),
+            np.sin(angle.astype(np.float64)).astype(np.float32))
+
+
+def rope(x: np.ndarray, positions: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """Rotate-half RoPE on (T, heads, head_dim): with x1, x2 the halves and c, s the table rows,
+    out1 = x1*c - x2*s, out2 = x2*c + x1*s."""
+    half = x.shape[-1] // 2
+    c = cos[positions][:, None, :]
+    s = sin[positions][:, None, :]
+    x1, x2 = x[..., :half], x[..., half:]
+    return np.concatenate([f.sub(f.mul(x1, c), f.mul(x2, s)),
+                           f.add(f.mul(x2, c), f.mul(x1, s))], axis=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# Attention
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class KVCache:
+    """One layer's cache: int8 keys/values per (kv head, position, head_dim) and a float32
+    dequantisation scale per (kv head, position)."""
+
+    k: np.ndarray
+    v: np.ndarray
+    k_scale: np.ndarray
+    v_scale: np.ndarray
+
+    @classmethod
+    def empty(cls, kv_heads: int, capacity: int, head_dim: int) -> "KVCache":
+        return cls(np.zeros((kv_heads, capacity, head_dim), np.int8), np.zeros((kv_heads, capacity, head_dim), np.int8),
+                   np.zeros((kv_heads, capacity), np.float32), np.zeros((kv_heads, capacity), np.float32))
+
+    def write(self, pos0: int, k_q, k_d, v_q, v_d):
+        """Store a chunk: k_q/v_q (T, kv_heads, hd), k_d/v_d (T, kv_heads)."""
+        t = k_q.shape[0]
+        if pos0 + t > self.k.shape[1]:
+            raise ValueError(f"KV cache overflow: positions {pos0}..{pos0 + t - 1} exceed capacity {self.k.shape[1]}")
+        self.k[:, pos0:pos0 + t] = k_q.transpose(1, 0, 2)
+        self.v[:, pos0:pos0 + t] = v_q.transpose(1, 0, 2)
+        self.k_scale[:, pos0:pos0 + t] = k_d.T
+        self.v_scale[:, pos0:pos0 + t] = v_d.T
+
+
+def key_tile_order(pos: int, tile: int) -> list[tuple[int, int]]:
+    """Key ranges [lo, hi) one query at position ``pos`` visits, in order: tiles of ``tile`` keys
+    aligned to multiples of ``tile``, from the tile holding ``pos`` (cut at pos, causal mask)
+    down to tile 0 (the reversed order of docs/architecture.md)."""
+    ranges = []
+    top = pos // tile
+    for t in range(top, -1, -1):
+        lo = t * tile
+        ranges.append((lo, min(lo + tile, pos + 1)))
+    return ranges
+
+
+def attention_query(q_q: np.ndarray, d_q: np.float32, cache: KVCache, kv_head: int, pos: int,
+                    tile: int, head_dim: int) -> np.ndarray:
+    """One query head at position ``pos`` against cached keys 0..pos; returns float32 (head_dim,).
+
+    Scores: s_j = (from_int(q_q . k_q[j]) * d_k[j]) * (d_q * fp32(1/sqrt(head_dim))).
+    Online softmax over the tiles of key_tile_order; per tile: m' = max(m, max_j s_j),
+    a = exp(m - m'), l = l*a then l += p_j for j ascending, o = o*a then o += (p_j*d_v[j]) *
+    from_int(v_q[j]) for j ascending, with p_j = exp(s_j - m'). Output o * recip(l)."""
+    inv_sqrt = np.float32(1.0 / np.sqrt(head_dim))
+    dq = f.mul(np.float32(d_q), inv_sqrt)
+    m = np.float32(-np.inf)
+    l = np.float32(0.0)
+    o = np.zeros(head_dim, dtype=np.float32)
+    kq = cache.k[kv_head].astype(np.int64)
+    vq = cache.v[kv_head]
+    qq = q_q.astype(np.int64)
+    for lo, hi in key_tile_order(pos, tile):
+        dots = kq[lo:hi] @ qq
+        s = f.mul(f.mul(f.from_int(dots), cache.k_scale[kv_head, lo:hi]), dq)
+        m_new = f.fmax(m, np.max(s))
+        a = f.exp(f.sub(m, m_new))
+        p = f.exp(f.sub(s, m_new))
+        l = f.mul(l, a)
+        o = f.mul(o, a)
+        w = f.mul(p, cache.v_scale[kv_head, lo:hi])
+        vf = f.from_int(vq[lo:hi])
+        for j in range(hi - lo):
+            l = f.add(l, p[j])
+            o = f.add(o, f.mul(w[j], vf[j]))
+        m = m_new
+    return f.mul(o, f.recip(l))
+
+
+def attention(q: np.ndarray, positions: np.ndarray, cache: KVCache, config: ModelConfig, tile: int) -> np.ndarray:
+    """Prefill (T > 1) or decode (T = 1) attention of q (T, heads, hd) float32 after RoPE, whose
+    keys/values are already in ``cache``. q is quantised per (token, head) with ``quantize``.
+    GQA: query head h reads kv head h // (heads/kv_heads). Returns (T, heads*hd) float32."""
+    q_q, d_q = quantize(q)
+    t_count, heads, hd = q.shape
+    out = np.zeros((t_count, heads, hd), dtype=np.float32)
+    for t in range(t_count):
+        for h in range(heads):
+            out[t, h] = attention_query(q_q[t, h], d_q[t, h], cache, h // config.group_size,
+                                        int(positions[t]), tile, hd)
+    return out.reshape(t_count, heads * hd)
+
+
+# --------------------------------------------------------------------------------------------
+# LM head
+# --------------------------------------------------------------------------------------------
+
+def lm_head_int8(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Host-side per-row int8 quantisation of the head: s_r = fp32(max|W_r| / 127) (1 for an
+    all-zero row), q = clip(rint(W / s_r), -127, 127) computed in float64."""
+    w = np.asarray(weight, dtype=np.float64)
+    mx = np.max(np.abs(w), axis=1)
+    scale = np.where(mx > 0, mx / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(w / scale.astype(np.float64)[:, None]), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def lm_head(x_q: np.ndarray, d_x: np.ndarray, head_q: np.ndarray, head_scale: np.ndarray) -> np.ndarray:
+    """logit[t, r] = from_int(x_q[t] . head_q[r]) * (d_x[t] * head_scale[r]) (int8 head)."""
+    acc = x_q.astype(np.int64) @ head_q.astype(np.int64).T
+    comb = f.mul(f.as_f32(d_x)[:, None], f.as_f32(head_scale)[None, :])
+    return f.mul(f.from_int(acc), comb)
+
+
+def lm_head_fp16(x: np.ndarray, head_f16: np.ndarray, lanes: int) -> np.ndarray:
+    """logit[t, r] = lane_sum(fp32(W16[r]) * x[t]) on the normalised float32 vector (fp16 head)."""
+    w = head_f16.astype(np.float32)
+    return np.stack([f.lane_sum(f.mul(w, x[t][None, :]), lanes) for t in range(x.shape[0])])
+
+
+# --------------------------------------------------------------------------------------------
+# Whole model
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class PreparedLayer:
+    """A layer in the form the accelerator holds it: TLMM codes and weight multipliers."""
+    codes: dict[str, np.ndarray]
+    w_mult: dict[str, np.float32]
+    shapes: dict[str, tuple[int, int]]
+    input_norm: np.ndarray
+    post_attention_norm: np.ndarray
+    attn_sub_norm: np.ndarray | None
+    ffn_sub_norm: np.ndarray | None
+
+
+def weight_multiplier(weight_scale: np.float32) -> np.float32:
+    """w_mult = fp32(1 / s_w), computed on the host in float64."""
+    return np.float32(1.0 / float(weight_scale))
+
+
+@dataclass
+class Trace:
+    """Per-layer intermediate values of one forward call, for layer-by-layer comparison."""
+    layers: list[dict[str, np.ndarray]] = field(default_factory=list)
+    final: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class GoldenModel:
+    """The accelerator's forward pass, unit by unit, with its own KV cache.
+
+    ``prefill(ids)`` processes a prompt chunk at the next positions and returns the logits of
+    its last token; ``decode(id)`` is prefill of one token. Both append to the KV cache."""
+
+    def __init__(self, weights: ModelWeights, hw: HardwareConfig):
+        hw.check_model(weights.config)
+        self.config = weights.config
+        self.hw = hw
+        c = self.config
+        self.embed = weights.embed
+        self.final_norm = weights.final_norm
+        self.layers = []
+        for lw in weights.layers:
+            self.layers.append(PreparedLayer(
+                codes={n: tlmm_encode(t.trits, hw.tlmm_group) for n, t in lw.proj.items()},
+                w_mult={n: weight_multiplier(t.weight_scale) for n, t in lw.proj.items()},
+                shapes={n: t.shape for n, t in lw.proj.items()},
+                input_norm=lw.input_norm, post_attention_norm=lw.post_attention_norm,
+                attn_sub_norm=lw.attn_sub_norm, ffn_sub_norm=lw.ffn_sub_norm))
+        if hw.lm_head_format == "int8":
+            self.head_q, self.head_scale = lm_head_int8(weights.lm_head)
+        else:
+            self.head_f16 = weights.lm_head.astype(np.float16)
+        self.cos, self.sin = rope_table(c.rope_theta, c.head_dim, hw.max_context)
+        self.reset()
+
+    def reset(self):
+        c = self.config
+        self.caches = [KVCache.empty(c.num_kv_heads, self.hw.max_context, c.head_dim) for _ in range(c.num_layers)]
+        self.position = 0
+
+    def _linear(self, layer: PreparedLayer, name: str, x_q, d_x):
+        acc = tlmm(layer.codes[name], x_q, self.hw.tlmm_group)
+        return dequantize(acc, d_x, layer.w_mult[name])
+
+    def _norm_quant(self, x, gain):
+        if gain is None:
+            return quantize(x)
+        return rmsnorm_quantize(x, gain, self.config.rms_norm_eps, self.hw.ew_lanes)
+
+    def layer(self, i: int, h: np.ndarray, positions: np.ndarray, trace: Trace | None = None) -> np.ndarray:
+        c, lw, lanes = self.config, self.layers[i], self.hw.ew_lanes
+        t = h.shape[0]
+        x_q, d_x = rmsnorm_quantize(h, lw.input_norm, c.rms_norm_eps, lanes)
+        q = self._linear(lw, "q_proj", x_q, d_x).reshape(t, c.num_heads, c.head_dim)
+        k = self._linear(lw, "k_proj", x_q, d_x).reshape(t, c.num_kv_heads, c.head_dim)
+        v = self._linear(lw, "v_proj", x_q, d_x).reshape(t, c.num_kv_heads, c.head_dim)
+        q = rope(q, positions, self.cos, self.sin)
+        k = rope(k, positions, self.cos, self.sin)
+        k_q, k_d = quantize(k)
+        v_q, v_d = quantize(v)
+        self.caches[i].write(int(positions[0]), k_q, k_d, v_q, v_d)
+        attn = attention(q, positions, self.caches[i], c, self.hw.attn_tile)
+        a_q, d_a = self._norm_quant(attn, lw.attn_sub_norm)
+        h = residual_add(h, self._linear(lw, "o_proj", a_q, d_a))
+        attn_out = h
+        x_q, d_x = rmsnorm_quantize(h, lw.post_attention_norm, c.rms_norm_eps, lanes)
+        g = gated_activation(self._linear(lw, "gate_proj", x_q, d_x), self._linear(lw, "up_proj", x_q, d_x), c.hidden_act)
+        g_q, d_g = self._norm_quant(g, lw.ffn_sub_norm)
+        h = residual_add(h, self._linear(lw, "down_proj", g_q, d_g))
+        if trace is not None:
+            trace.layers.append({"q": q, "k": k, "v": v, "attn": attn, "after_attn": attn_out, "ffn_act": g, "hidden": h})
+        return h
+
+    def forward(self, token_ids, trace: Trace | None = None) -> np.ndarray:
+        """Run a chunk of tokens at the next positions; return the logits (vocab,) of the last one."""
+        ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
+        if ids.size == 0:
+            raise ValueError("no tokens given")
+        if np.any(ids < 0) or np.any(ids >= self.config.vocab_size):
+            raise ValueError(f"token id outside the vocabulary [0, {self.config.vocab_size})")
+        if self.position + ids.size > self.hw.max_context:
+            raise ValueError(f"context overflow: {self.position} + {ids.size} tokens exceed max_context {self.hw.max_context}")
+        positions = np.arange(self.position, self.position + ids.size)
+        h = f.ftz(self.embed[ids])
+        for i in range(self.config.num_layers):
+            h = self.layer(i, h, positions, trace)
+        self.position += ids.size
+        last = h[-1:]
+        if self.hw.lm_head_format == "int8":
+            x_q, d_x = rmsnorm_quantize(last, self.final_norm, self.config.rms_norm_eps, self.hw.ew_lanes)
+            logits = lm_head(x_q, d_x, self.head_q, self.head_scale)[0]
+        else:
+            x = rmsnorm(last, self.final_norm, self.config.rms_norm_eps, self.hw.ew_lanes)
+            logits = lm_head_fp16(x, self.head_f16, self.hw.ew_lanes)[0]
+        if trace is not None:
+            trace.final = {"hidden": last[0], "logits": logits}
+        return logits
+
+    def prefill(self, token_ids, trace: Trace | None = None) -> np.ndarray:
+        """Prefill in chunks of at most hw.prefill_chunk tokens; logits of the last token."""
+        ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
+        logits = None
+        for lo in range(0, len(ids), self.hw.prefill_chunk):
+            logits = self.forward(ids[lo:lo + self.hw.prefill_chunk], trace)
+        if logits is None:
+            raise ValueError("no tokens given")
+        return logits
+
+    def decode(self, token_id: int, trace: Trace | None = None) -> np.ndarray:
+        return self.forward([token_id], trace)

@@ -1,0 +1,32 @@
+"""cocotb testbenches for the units in :mod:`tellme.hw`.
+
+Each ``tb_<unit>.py`` module here holds the cocotb tests of one unit; pytest starts them through
+:func:`tellme.sim.rtl.run_cocotb`, which builds the unit under Verilator and runs the module
+inside the simulator. :mod:`tellme.sim.tb.streams` has the drivers and checkers they share.
+
+Configuration travels from pytest to the testbench as one JSON object in the environment variable
+:data:`CONFIG_ENV`; a test reads it with :func:`tb_config`. This module imports neither cocotb
+nor Amaranth, so both sides can use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+__all__ = ["CONFIG_ENV", "tb_config"]
+
+#: Environment variable holding the JSON configuration that ``run_cocotb(parameters=...)`` sends.
+CONFIG_ENV = "TELLME_TB_CONFIG"
+
+
+def tb_config() -> dict[str, Any]:
+    """Return the configuration the pytest side passed to this simulation (``{}`` if none)."""
+    text = os.environ.get(CONFIG_ENV)
+    if not text:
+        return {}
+    config = json.loads(text)
+    if not isinstance(config, dict):
+        raise ValueError(f"{CONFIG_ENV} must hold a JSON object, got {type(config).__name__}")
+    return config

@@ -1,0 +1,2 @@
+"""tellme: ternary-LLM accelerator generator."""
+__version__ = "0.1.0"
