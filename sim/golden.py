@@ -31,7 +31,6 @@ from . import fp32 as f
 
 ACT_CLAMP = np.float32(1e-5)
 INV_127 = np.float32(1.0 / 127.0)
-Q_MAX = np.float32(127.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,13 +147,14 @@ def tlmm_codes_from_stream(stream: np.ndarray, kg: int) -> np.ndarray:
 def quantize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Absmax int8 quantiser over the last axis.
 
-    m = max(max|x|, 1e-5); s = 127 * recip(m); x_q = to_int8(x * s); d = m * fp32(1/127).
-    Returns (x_q int8, d float32 with the last axis removed): x ~= x_q * d."""
+    m = max(max|x|, 1e-5); d = m * fp32(1/127); s = recip(d); x_q = to_int8(x * s).
+    Returns (x_q int8, d float32 with the last axis removed): x ~= x_q * d. (s is formed from d,
+    not as 127 * recip(m), so it stays a normal number for every finite m.)"""
     x = f.ftz(x)
     m = f.fmax(f.max_abs(x), ACT_CLAMP)
-    s = f.mul(Q_MAX, f.recip(m))
-    x_q = f.to_int8(f.mul(x, s[..., None]))
-    return x_q, f.mul(m, INV_127)
+    d = f.mul(m, INV_127)
+    x_q = f.to_int8(f.mul(x, f.recip(d)[..., None]))
+    return x_q, d
 
 
 def rmsnorm(x: np.ndarray, gain: np.ndarray, eps: float, lanes: int) -> np.ndarray:

@@ -129,22 +129,3 @@ class ReferenceModel:
     def decode(self, token_id: int, trace: Trace | None = None) -> np.ndarray:
         return self.forward([token_id], trace)
 
-
-def generate(model, prompt_ids, max_new_tokens: int, on_token=None) -> tuple[list[int], list[np.ndarray]]:
-    """Greedy generation on any model with prefill/decode; returns (generated ids, step logits)."""
-    if max_new_tokens < 0:
-        raise ValueError("max_new_tokens must be >= 0")
-    model.reset()
-    generated, step_logits = [], []
-    if max_new_tokens == 0:
-        return generated, step_logits
-    logits = model.prefill(list(prompt_ids))
-    for step in range(max_new_tokens):
-        token = int(np.argmax(logits))
-        generated.append(token)
-        step_logits.append(logits)
-        if on_token is not None:
-            on_token(step, token)
-        if step + 1 < max_new_tokens:
-            logits = model.decode(token)
-    return generated, step_logits

@@ -123,7 +123,7 @@ def random_weights(config: ModelConfig, seed: int = 0) -> ModelWeights:
             attn_sub_norm=norm_gain(config.q_size) if config.sub_norms else None,
             ffn_sub_norm=norm_gain(config.intermediate_size) if config.sub_norms else None,
             proj=proj))
-    embed = (rng.standard_normal((config.vocab_size, config.hidden_size)) * 0.5).astype(np.float32)
+    embed = (rng.standard_normal((config.vocab_size, config.hidden_size)) * 0.05).astype(np.float32)
     lm_head = embed if config.tie_word_embeddings else \
         (rng.standard_normal((config.vocab_size, config.hidden_size)) * 0.05).astype(np.float32)
     return ModelWeights(config, embed, layers, norm_gain(config.hidden_size), lm_head).validate()

@@ -1,0 +1,39 @@
+# tellme: two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# pytest workers: CI and this project's machines have 2 cores.
+JOBS   ?= 2
+
+.PHONY: all setup demo test test-all bench clean info
+
+all: test
+
+# The virtualenv is (re)built whenever the project's dependency list changes.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tellme demo
+
+test: $(STAMP)
+	$(BIN)/pytest -n $(JOBS) -m "not slow"
+
+# Everything, slow sweeps included.
+test-all: $(STAMP)
+	$(BIN)/pytest -n $(JOBS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+info: $(STAMP)
+	$(BIN)/tellme info
+
+clean:
+	rm -rf build out .pytest_cache

@@ -1,0 +1,243 @@
+"""The ``tellme`` command line.
+
+Every subcommand has ``--help``; bad input exits with status 2 and one line ``tellme: error: ...``
+on stderr, leaving no half-written output file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .config import (HARDWARE_PRESETS, MODEL_PRESETS, ConfigError, HardwareConfig, hardware_preset,
+                     load_json_config, model_preset)
+
+
+class CliError(Exception):
+    """A user error, reported as one line."""
+
+
+def _hardware(arg: str) -> HardwareConfig:
+    if arg.endswith(".json") or os.path.sep in arg:
+        return load_json_config(arg, HardwareConfig)
+    return hardware_preset(arg)
+
+
+def _prompt_ids(text: str) -> list[int]:
+    try:
+        ids = [int(t) for t in text.split(",") if t.strip() != ""]
+    except ValueError:
+        raise CliError(f"--prompt-ids: expected comma-separated integers, got {text!r}") from None
+    if not ids:
+        raise CliError("--prompt-ids: the prompt is empty")
+    return ids
+
+
+def _load_weights(args, hw: HardwareConfig):
+    """Weights from --checkpoint, --image or --preset (random weights, seeded)."""
+    chosen = [n for n in ("checkpoint", "image", "preset") if getattr(args, n, None)]
+    if len(chosen) != 1:
+        raise CliError("give exactly one of --checkpoint, --image, --preset")
+    if args.checkpoint:
+        from .gen.checkpoint import load_checkpoint
+        return load_checkpoint(args.checkpoint)
+    if args.image:
+        from .gen.image import read_image
+        weights, fmt, _ = read_image(args.image)
+        if fmt.tlmm_group != hw.tlmm_group or fmt.tlmm_lanes != hw.tlmm_lanes:
+            raise CliError(f"--image was built for G={fmt.tlmm_group}, lanes={fmt.tlmm_lanes}; "
+                           f"the hardware config has G={hw.tlmm_group}, lanes={hw.tlmm_lanes}")
+        return weights
+    from .weights import random_weights
+    return random_weights(model_preset(args.preset), seed=args.seed)
+
+
+def _fit_hardware(hw: HardwareConfig, weights) -> HardwareConfig:
+    """Cap max_context at the model's limit so small models run on the default instance."""
+    limit = weights.config.max_position_embeddings
+    if hw.max_context > limit:
+        hw = hw.replace(max_context=limit, prefill_chunk=min(hw.prefill_chunk, limit))
+    hw.check_model(weights.config)
+    return hw
+
+
+def write_json_atomic(path, data) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def cmd_info(args) -> int:
+    from .sim.toolchain import toolchain_versions
+    print(f"tellme {__version__}")
+    print("\nModel presets:")
+    print(f"  {'name':22} {'vocab':>7} {'hidden':>6} {'ffn':>6} {'layers':>6} {'heads':>7} {'hd':>4} {'act':>6}  ternary MACs/token")
+    for name, m in MODEL_PRESETS.items():
+        print(f"  {name:22} {m.vocab_size:7} {m.hidden_size:6} {m.intermediate_size:6} {m.num_layers:6} "
+              f"{m.num_heads:3}/{m.num_kv_heads:<3} {m.head_dim:4} {m.hidden_act:>6}  {m.ternary_weights_per_token() / 1e6:,.1f} M")
+    print("\nHardware presets:")
+    for name, h in HARDWARE_PRESETS.items():
+        print(f"  {name:10} board={h.board} clock={h.clock_mhz:g} MHz G={h.tlmm_group} lanes={h.tlmm_lanes} "
+              f"tokens={h.tlmm_tokens} ew_lanes={h.ew_lanes} ports={h.hp_ports}x{h.axi_data_width}b "
+              f"max_context={h.max_context} lm_head={h.lm_head_format}")
+    print("\nToolchain:")
+    for tool, version in toolchain_versions().items():
+        print(f"  {tool:16} {version or 'not found'}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .gen.checkpoint import load_checkpoint
+    from .gen.image import write_image
+    hw = _hardware(args.hardware)
+    weights = load_checkpoint(args.checkpoint)
+    hw = _fit_hardware(hw, weights)
+    header = write_image(weights, hw, args.out)
+    size = os.path.getsize(args.out)
+    print(f"wrote {args.out}: {size:,} bytes, {len(header['sections'])} sections, "
+          f"model {weights.config.name}, G={hw.tlmm_group}, lanes={hw.tlmm_lanes}, ports={hw.hp_ports}")
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from .gen.synthetic import make_synthetic
+    make_synthetic(args.preset, args.out, style=args.style, seed=args.seed)
+    print(f"wrote synthetic {args.style} checkpoint of preset {args.preset} to {args.out}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .sim.backends import generate, make_backend
+    hw = _hardware(args.hardware)
+    prompt = _prompt_ids(args.prompt_ids)
+    if args.max_new_tokens < 1:
+        raise CliError("--max-new-tokens must be >= 1")
+    weights = _load_weights(args, hw)
+    hw = _fit_hardware(hw, weights)
+    if max(prompt) >= weights.config.vocab_size or min(prompt) < 0:
+        raise CliError(f"--prompt-ids: ids must be in [0, {weights.config.vocab_size})")
+    if len(prompt) + args.max_new_tokens > hw.max_context:
+        raise CliError(f"prompt ({len(prompt)}) + new tokens ({args.max_new_tokens}) exceed max_context {hw.max_context}")
+    model = make_backend(args.backend, weights, hw)
+    start = time.monotonic()
+
+    def progress(step, token):
+        if not args.quiet:
+            print(f"  token {step + 1}/{args.max_new_tokens}: {token}  ({time.monotonic() - start:.2f} s)", file=sys.stderr)
+
+    generated, step_logits = generate(model, prompt, args.max_new_tokens, on_token=progress)
+    print(f"backend {args.backend}: prompt {prompt} -> generated {generated}")
+    if args.json:
+        write_json_atomic(args.json, {
+            "model": weights.config.name, "backend": args.backend, "hardware": hw.to_dict(),
+            "prompt_ids": prompt, "generated_ids": generated,
+            "step_logits": [np.asarray(l, dtype=np.float32).tolist() for l in step_logits]})
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .sim.backends import compare
+    hw = _hardware(args.hardware)
+    prompt = _prompt_ids(args.prompt_ids)
+    weights = _load_weights(args, hw)
+    hw = _fit_hardware(hw, weights)
+    report = compare(weights, hw, prompt)
+    print(f"golden (hardware-exact) vs float reference, {weights.config.name}, {len(prompt)} prompt tokens")
+    keys = ("q", "k", "v", "after_attn", "ffn_act", "hidden")
+    print("  layer " + " ".join(f"{k:>11}" for k in keys))
+    for row in report["layers"]:
+        print(f"  {row['layer']:5} " + " ".join(f"{row[k]:11.6f}" for k in keys))
+    print(f"  logits cosine {report['logits_cosine']:.6f}; argmax golden {report['golden_argmax']}, "
+          f"float {report['float_argmax']}")
+    if args.json:
+        write_json_atomic(args.json, report)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+    summary = run_demo(args.out)
+    if args.json:
+        write_json_atomic(args.json, summary)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tellme", description="Ternary-LLM accelerator generator for AMD/Xilinx edge FPGAs.")
+    p.add_argument("--version", action="version", version=f"tellme {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("info", help="presets, boards and toolchain versions found")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("demo", help="the main job end to end on the built-in tiny models")
+    s.add_argument("--out", default="out/demo", help="directory for the demo's files (default out/demo)")
+    s.add_argument("--json", help="write a summary as JSON here")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("convert", help="convert a Hugging Face BitNet checkpoint into the DDR image")
+    s.add_argument("--checkpoint", required=True, help="checkpoint directory (config.json + safetensors)")
+    s.add_argument("--out", required=True, help="image file to write")
+    s.add_argument("--hardware", default="kv260", help="hardware preset name or JSON file (default kv260)")
+    s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("synth-checkpoint", help="write a synthetic checkpoint in the real HF format")
+    s.add_argument("--preset", required=True, choices=sorted(MODEL_PRESETS))
+    s.add_argument("--out", required=True, help="directory to create")
+    s.add_argument("--style", default="packed", choices=["packed", "full"])
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_synth)
+
+    def model_source(s):
+        s.add_argument("--checkpoint", help="HF checkpoint directory")
+        s.add_argument("--image", help="DDR image written by `tellme convert`")
+        s.add_argument("--preset", choices=sorted(MODEL_PRESETS), help="model preset with random weights")
+        s.add_argument("--seed", type=int, default=0, help="seed of --preset's random weights")
+        s.add_argument("--hardware", default="kv260", help="hardware preset name or JSON file (default kv260)")
+        s.add_argument("--prompt-ids", required=True, help="comma-separated token ids, e.g. 1,17,42")
+        s.add_argument("--json", help="write the result as JSON here")
+
+    s = sub.add_parser("run", help="greedy generation on a simulation backend")
+    model_source(s)
+    s.add_argument("--max-new-tokens", type=int, default=8)
+    s.add_argument("--backend", default="golden", choices=["float", "golden"])
+    s.add_argument("--quiet", action="store_true", help="no per-token progress on stderr")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("compare", help="layer-by-layer agreement of the golden model with the float reference")
+    model_source(s)
+    s.set_defaults(func=cmd_compare)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .gen.checkpoint import CheckpointError
+    from .gen.image import ImageError
+    from .weights import WeightsError
+    try:
+        return args.func(args)
+    except (CliError, ConfigError, CheckpointError, ImageError, WeightsError, ValueError, OSError) as e:
+        message = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
+        print(f"tellme: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
