@@ -1,0 +1,85 @@
+"""The command line: every subcommand has --help, bad input exits 2 with one line, outputs are
+complete or absent."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tellme.cli import main
+
+SUBCOMMANDS = ["info", "demo", "convert", "synth-checkpoint", "run", "compare"]
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "tellme.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    assert "usage: tellme " + command in capsys.readouterr().out
+
+
+def test_info_lists_presets_and_toolchain(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "bitnet-b1.58-large" in out and "bitnet-b1.58-2B-4T" in out and "kv260" in out
+    assert "verilator" in out and "amaranth" in out
+
+
+def test_run_writes_the_promised_json(tmp_path, capsys):
+    out = tmp_path / "out.json"
+    assert main(["run", "--preset", "tiny", "--prompt-ids", "1,17,42", "--max-new-tokens", "3",
+                 "--backend", "golden", "--json", str(out), "--quiet"]) == 0
+    data = json.loads(out.read_text())
+    assert data["prompt_ids"] == [1, 17, 42]
+    assert len(data["generated_ids"]) == 3 and len(data["step_logits"]) == 3
+    assert all(len(l) == 256 for l in data["step_logits"])
+    # each generated id is the argmax of the logits it was chosen from
+    assert data["generated_ids"] == [max(range(256), key=l.__getitem__) for l in data["step_logits"]]
+
+
+def test_convert_and_run_from_checkpoint_and_image(tmp_path, capsys):
+    ckpt, image = tmp_path / "ckpt", tmp_path / "m.img"
+    assert main(["synth-checkpoint", "--preset", "tiny-silu", "--style", "full", "--out", str(ckpt)]) == 0
+    assert main(["convert", "--checkpoint", str(ckpt), "--out", str(image), "--hardware", "sim-small"]) == 0
+    results = {}
+    for source in (["--checkpoint", str(ckpt)], ["--image", str(image)]):
+        out = tmp_path / "r.json"
+        assert main(["run", *source, "--hardware", "sim-small", "--prompt-ids", "5,6,7", "--max-new-tokens", "4",
+                     "--json", str(out), "--quiet"]) == 0
+        results[source[0]] = json.loads(out.read_text())["generated_ids"]
+    assert results["--checkpoint"] == results["--image"]
+    assert main(["compare", "--image", str(image), "--hardware", "sim-small", "--prompt-ids", "1,2,3"]) == 0
+    assert "logits cosine" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--preset", "tiny", "--prompt-ids", "1,x"], "--prompt-ids"),
+    (["run", "--preset", "tiny", "--prompt-ids", "1,999"], "--prompt-ids"),
+    (["run", "--prompt-ids", "1"], "exactly one of"),
+    (["run", "--preset", "tiny", "--prompt-ids", "1", "--max-new-tokens", "0"], "max-new-tokens"),
+    (["run", "--preset", "tiny", "--prompt-ids", "1", "--hardware", "nope"], "unknown hardware preset"),
+    (["run", "--checkpoint", "/nonexistent/ckpt", "--prompt-ids", "1"], "/nonexistent/ckpt"),
+    (["convert", "--checkpoint", "/nonexistent/ckpt", "--out", "x.img"], "/nonexistent/ckpt"),
+    (["run", "--image", "/nonexistent.img", "--prompt-ids", "1"], "/nonexistent.img"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    result = run_cli(*args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tellme: error:") and message in lines[0]
+    assert not (tmp_path / "x.img").exists()
+
+
+def test_demo_runs(tmp_path, capsys):
+    summary_path = tmp_path / "demo.json"
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--json", str(summary_path)]) == 0
+    summary = json.loads(summary_path.read_text())
+    for preset in ("tiny", "tiny-silu"):
+        assert summary[preset]["golden_ids"] == summary[preset]["float_ids"]
+        assert summary[preset]["min_layer_cosine"] >= 0.999
