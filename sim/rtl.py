@@ -1,0 +1,370 @@
+"""Running cocotb testbenches on Amaranth components under Verilator, from pytest.
+
+:func:`run_cocotb` is the one entry point unit tests use::
+
+    from tellme.hw.stream_buffer import StreamBuffer
+    from tellme.sim.rtl import run_cocotb
+
+    @pytest.mark.rtl
+    def test_stream_buffer():
+        run_cocotb(StreamBuffer(shape=8), name="stream_buffer",
+                   test_module="tellme.sim.tb.tb_stream_buffer",
+                   parameters={"beats": 2000})
+
+It converts the component to Verilog, builds it with Verilator through the cocotb Python runner
+(once per distinct design: builds are cached under ``build/rtl/<name>-<hash of the Verilog>``),
+runs the cocotb tests of ``test_module`` in the simulator, and raises :class:`RTLTestFailure`
+naming each failing cocotb test. On failure it rebuilds the design with tracing (FST when the LZ4
+headers are installed, else VCD: see :func:`waves_format`), reruns with the same seed and names
+the waveform file in the message.
+
+Concurrency: a build directory is filled under an exclusive lock (``<dir>.lock``) and marked
+complete by a stamp file, so pytest-xdist workers building the same design wait for one build
+instead of racing, and workers with different designs never share a directory. Each simulation
+runs in its own fresh directory under ``<build_root>/runs/``, which is deleted when the run passes
+and kept (log, results, waveform) when it fails.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from xml.etree import ElementTree
+
+from amaranth.back import verilog
+from amaranth.lib import wiring
+
+from .tb import CONFIG_ENV
+from .toolchain import verilator_env
+
+__all__ = ["REPO_ROOT", "DEFAULT_BUILD_ROOT", "RTLTestFailure", "CocotbResult",
+           "verilog_of", "waves_format", "run_cocotb"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_BUILD_ROOT = REPO_ROOT / "build" / "rtl"
+
+# Amaranth's Verilog has no `timescale; cocotb's clocks are given in ns.
+TIMESCALE = ("1ns", "1ps")
+# Verilator's default warnings are fatal; Amaranth's generated Verilog is correct by
+# construction, so lint noise in it must not stop a simulation (it stays in build.log).
+VERILATOR_ARGS = ["-Wno-fatal"]
+# Failed run directories kept per design name (older ones are deleted).
+KEEP_FAILED_RUNS = 6
+_STAMP = "tellme-build-complete"
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_LOG_TAIL_LINES = 40
+
+
+class RTLTestFailure(AssertionError):
+    """One or more cocotb tests failed (or the simulation did not finish).
+
+    Attributes: ``failed`` (test name -> failure message), ``seed``, ``run_dir`` (the kept run
+    directory with ``sim.log`` and ``results.xml``), ``waves`` (waveform path, or ``None``).
+    """
+
+    def __init__(self, message: str, *, failed: dict[str, str], seed: int, run_dir: Path,
+                 waves: Path | None):
+        super().__init__(message)
+        self.failed = failed
+        self.seed = seed
+        self.run_dir = run_dir
+        self.waves = waves
+
+
+@dataclass(frozen=True)
+class CocotbResult:
+    """What a passing :func:`run_cocotb` call ran."""
+    #: Verilog top-level module name.
+    name: str
+    #: Seed given to cocotb (``COCOTB_RANDOM_SEED``); pass it back to replay the run.
+    seed: int
+    #: Name of every cocotb test that ran -> ``"passed"`` or ``"skipped"``.
+    tests: dict[str, str]
+    #: Directory of the Verilator build that was simulated.
+    build_dir: Path
+    #: Wall-clock seconds spent building (0 when the cached build was reused) and simulating.
+    build_seconds: float
+    sim_seconds: float
+
+
+def verilog_of(component: wiring.Component, name: str) -> str:
+    """Return the Verilog text of ``component`` as a module called ``name``, with one port per
+    signature member (see :mod:`tellme.sim.tb.streams` for how stream ports are named)."""
+    if not _NAME_RE.match(name):
+        raise ValueError(f"module name must be a plain Verilog identifier, not {name!r}")
+    if not isinstance(component, wiring.Component):
+        raise TypeError(f"expected an amaranth.lib.wiring.Component, not {component!r}")
+    return verilog.convert(component, name=name)
+
+
+def _design_key(verilog_text: str, name: str) -> str:
+    # The key covers everything that changes the compiled simulator, not just the design.
+    digest = hashlib.sha256()
+    for part in (verilog_text, name, repr(TIMESCALE), repr(VERILATOR_ARGS),
+                 importlib.metadata.version("verilator"), importlib.metadata.version("cocotb")):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+@contextmanager
+def _locked(lock_path: Path):
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text[-lines:])
+
+
+def _verilator_runner(timeout: float | None, forced_env: Mapping[str, str]):
+    from cocotb_tools.runner import Verilator
+
+    class _Runner(Verilator):
+        # The cocotb runner copies os.environ over the test's extra_env; the configuration
+        # must win, or a stray variable in the caller's shell would silently change a test.
+        def _set_env_test(self):
+            super()._set_env_test()
+            self.env.update(forced_env)
+
+        # Bound the simulator's wall-clock time: coreutils `timeout` ends a hung simulation
+        # (TERM, then KILL 10 s later), which the runner reports as a non-zero exit.
+        def _get_sim_cmd_prefix(self):
+            prefix = super()._get_sim_cmd_prefix()
+            if timeout is not None and shutil.which("timeout"):
+                prefix = ["timeout", "--kill-after=10", f"{timeout:g}", *prefix]
+            return prefix
+
+    return _Runner()
+
+
+@functools.cache
+def waves_format() -> str:
+    """Return ``"fst"`` if Verilator's FST writer can be compiled here, else ``"vcd"``.
+
+    Verilator 5.048's FST writer includes ``<lz4.h>`` and links ``-llz4``, which only the
+    LZ4 development package provides (Debian ``liblz4-dev``); without it an FST build fails,
+    so tracing falls back to VCD.
+    """
+    compiler = shutil.which(os.environ.get("CXX", "c++"))
+    if compiler is None:
+        return "vcd"
+    probe = subprocess.run([compiler, "-E", "-x", "c++", "-"], input="#include <lz4.h>\n",
+                           capture_output=True, text=True)
+    return "fst" if probe.returncode == 0 else "vcd"
+
+
+def _build(verilog_text: str, name: str, build_dir: Path, *, waves: str | None) -> float:
+    """Build ``verilog_text`` into ``build_dir`` unless a complete build is there already,
+    with tracing in format ``waves`` (``"fst"``/``"vcd"``) or none (``None``).
+    Returns the seconds spent building (0 for a cache hit)."""
+    stamp = build_dir / _STAMP
+    with _locked(build_dir.with_name(build_dir.name + ".lock")):
+        if stamp.exists():
+            return 0.0
+        start = time.monotonic()
+        build_dir.mkdir(parents=True, exist_ok=True)
+        source = build_dir / f"{name}.v"
+        source.write_text(verilog_text)
+        log = build_dir / "build.log"
+        runner = _verilator_runner(None, {})
+        build_args = list(VERILATOR_ARGS)
+        if waves == "fst":
+            # The runner's waves=True adds --trace (VCD); FST is far smaller for long runs and
+            # cocotb's Verilator main then writes dump.fst instead of dump.vcd.
+            build_args.append("--trace-fst")
+        try:
+            runner.build(sources=[source], hdl_toplevel=name, build_dir=build_dir,
+                         build_args=build_args, timescale=TIMESCALE, waves=waves is not None,
+                         log_file=log)
+        except (RuntimeError, SystemExit) as error:
+            raise RuntimeError(f"Verilator build of {name} failed ({error}); log {log}:\n"
+                               f"{_tail(log)}") from None
+        stamp.write_text(f"{name}\n")
+        return time.monotonic() - start
+
+
+def _parse_results(results_xml: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Return (test name -> status, failed test name -> message) from cocotb's xUnit file."""
+    statuses: dict[str, str] = {}
+    failures: dict[str, str] = {}
+    for testcase in ElementTree.parse(results_xml).getroot().iter("testcase"):
+        test_name = testcase.get("name", "?")
+        problem = testcase.find("failure")
+        if problem is None:
+            problem = testcase.find("error")
+        if problem is not None:
+            statuses[test_name] = "failed"
+            failures[test_name] = (problem.get("message") or problem.text or "").strip()
+        elif testcase.find("skipped") is not None:
+            statuses[test_name] = "skipped"
+        else:
+            statuses[test_name] = "passed"
+    return statuses, failures
+
+
+def _prune_runs(run_root: Path, name: str) -> None:
+    # Passing runs delete their directory; failed ones are kept for inspection, but only the
+    # newest few per design, so tests that fail on purpose do not fill the disk.
+    def age(path: Path) -> float:
+        try:
+            return path.stat().st_mtime
+        except FileNotFoundError:  # removed meanwhile by another worker
+            return 0.0
+    runs = sorted(run_root.glob(f"{name}-*"), key=age, reverse=True)
+    for stale in runs[KEEP_FAILED_RUNS:]:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _simulate(name: str, test_module: str, build_dir: Path, run_root: Path, *, seed: int,
+              env: Mapping[str, str], testcase, waves: bool, timeout: float | None):
+    """Run the tests once in a fresh directory. Returns (run_dir, statuses, failures), with a
+    pseudo-test ``<simulation>`` in failures if the simulator did not finish normally."""
+    run_root.mkdir(parents=True, exist_ok=True)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    _prune_runs(run_root, name)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{name}-{worker}-", dir=run_root))
+    results_xml = run_dir / "results.xml"
+    log = run_dir / "sim.log"
+    runner = _verilator_runner(timeout, env)
+    sim_error = None
+    try:
+        runner.test(test_module=test_module, hdl_toplevel=name, hdl_toplevel_lang="verilog",
+                    build_dir=build_dir, test_dir=run_dir, seed=seed, testcase=testcase,
+                    extra_env=dict(env), results_xml=str(results_xml), log_file=log,
+                    waves=waves)
+    except SystemExit as error:
+        # Under pytest the runner reports failing tests by sys.exit(); the results file
+        # says which. A non-zero code without results means the simulator itself failed.
+        if error.code not in (0, 1, None) or not results_xml.exists():
+            sim_error = f"simulator exited with status {error.code}"
+    except RuntimeError as error:
+        sim_error = str(error)
+    statuses, failures = ({}, {}) if not results_xml.exists() else _parse_results(results_xml)
+    if sim_error is not None or not results_xml.exists():
+        hint = ""
+        # coreutils `timeout` exits with 124 when it had to stop the simulator.
+        if timeout is not None and sim_error and sim_error.endswith("return code: 124"):
+            hint = f" (timed out after {timeout:g} s)"
+        failures["<simulation>"] = (f"{sim_error or 'no results file'}{hint}; "
+                                    f"last lines of {log}:\n{_tail(log)}")
+    elif not statuses:
+        failures["<simulation>"] = (f"no cocotb test ran (test_module={test_module!r}, "
+                                    f"testcase={testcase!r})")
+    return run_dir, statuses, failures
+
+
+def run_cocotb(component: wiring.Component, *, name: str, test_module: str,
+               parameters: Mapping | None = None, extra_env: Mapping[str, str] | None = None,
+               testcase: str | Sequence[str] | None = None,
+               build_root: str | os.PathLike | None = None, seed: int | None = None,
+               waves_on_failure: bool = True, timeout: float | None = 300.0) -> CocotbResult:
+    """Simulate ``component`` under Verilator with the cocotb tests of ``test_module``.
+
+    Parameters
+    ----------
+    component : wiring.Component
+        Design under test; its signature members become the Verilog ports.
+    name : str
+        Verilog module name (a plain identifier); the tests see the design as ``dut``.
+    test_module : str
+        Importable module holding the ``@cocotb.test()`` functions, normally
+        ``"tellme.sim.tb.tb_<unit>"``. It runs in the simulator's embedded Python, which gets
+        this process's ``sys.path``.
+    parameters : mapping, optional
+        JSON-serialisable configuration for the tests, read there with
+        :func:`tellme.sim.tb.tb_config` (it travels in the ``TELLME_TB_CONFIG`` variable).
+    extra_env : mapping, optional
+        Further environment variables for the simulator process.
+    testcase : str or list of str, optional
+        Run only these cocotb tests (by name); default all in ``test_module``.
+    build_root : path, optional
+        Where builds and run directories go; default ``<repo>/build/rtl``.
+    seed : int, optional
+        ``COCOTB_RANDOM_SEED``; a random one is drawn (and reported) when omitted.
+    waves_on_failure : bool
+        On failure, rebuild with tracing (FST, or VCD without LZ4 headers), rerun the failed
+        tests with the same seed and report the waveform path.
+    timeout : float or None
+        Wall-clock limit in seconds for one simulation run (not the build).
+
+    Returns a :class:`CocotbResult` when every test passed; raises :class:`RTLTestFailure`
+    (an ``AssertionError``) naming the failing tests otherwise, and ``RuntimeError`` if the
+    design does not build.
+    """
+    if not isinstance(test_module, str) or importlib.util.find_spec(test_module) is None:
+        raise ValueError(f"test module {test_module!r} cannot be imported; testbenches live in "
+                         f"the tellme.sim.tb package (sim/tb/)")
+    verilator_env()
+    build_root = Path(build_root) if build_root is not None else DEFAULT_BUILD_ROOT
+    build_root = build_root.resolve()
+    if seed is None:
+        seed = random.randrange(1 << 31)
+    env = {str(key): str(value) for key, value in (extra_env or {}).items()}
+    env[CONFIG_ENV] = json.dumps(dict(parameters or {}))
+
+    verilog_text = verilog_of(component, name)
+    key = _design_key(verilog_text, name)
+    build_dir = build_root / f"{name}-{key}"
+    run_root = build_root / "runs"
+
+    build_seconds = _build(verilog_text, name, build_dir, waves=None)
+    start = time.monotonic()
+    run_dir, statuses, failures = _simulate(name, test_module, build_dir, run_root, seed=seed,
+                                            env=env, testcase=testcase, waves=False,
+                                            timeout=timeout)
+    sim_seconds = time.monotonic() - start
+    if not failures:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return CocotbResult(name=name, seed=seed, tests=statuses, build_dir=build_dir,
+                            build_seconds=build_seconds, sim_seconds=sim_seconds)
+
+    lines = [f"{len(failures)} cocotb test(s) of {test_module} failed on {name} "
+             f"(seed={seed}, run directory {run_dir}):"]
+    lines += [f"  {test}: {message}" for test, message in failures.items()]
+    waves = None
+    if waves_on_failure:
+        trace_format = waves_format()
+        waves_dir = build_root / f"{name}-{key}-{trace_format}"
+        _build(verilog_text, name, waves_dir, waves=trace_format)
+        # Replay only the tests that failed, unless the simulation as a whole broke. cocotb
+        # seeds each test from (seed, module, test name), so a subset replays identically.
+        replay = None if "<simulation>" in failures else sorted(failures)
+        waves_run, _, replay_failures = _simulate(
+            name, test_module, waves_dir, run_root, seed=seed, env=env,
+            testcase=replay if replay is not None else testcase, waves=True, timeout=timeout)
+        candidates = sorted(waves_run.glob("dump.*"))
+        waves = candidates[0] if candidates else None
+        if waves is None:
+            lines.append(f"waveform: rerun with tracing produced no dump file in {waves_run}")
+        else:
+            lines.append(f"waveform: {waves}")
+        if not replay_failures:
+            lines.append("note: the traced rerun with the same seed passed (nondeterministic "
+                         "testbench or design?)")
+    raise RTLTestFailure("\n".join(lines), failed=failures, seed=seed, run_dir=run_dir,
+                         waves=waves)
