@@ -1,0 +1,395 @@
+"""TLMM engine: ternary weights x int8 activations by table lookup (docs/architecture.md 3.2, 4)."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..config import code_bits, table_entries
+from ..sim.golden import tlmm_digits
+from .tlmm_decode import codes_layout
+
+__all__ = ["TlmmEngine", "TlmmTables", "entry_bits", "command_layout", "act_layout", "result_layout"]
+
+ACC_BITS = 32
+
+
+def entry_bits(group: int) -> int:
+    """Signed width of a table entry: sums of G int8 values lie in [-128 G, 127 G]."""
+    return 8 + (group - 1).bit_length()
+
+
+def command_layout(tokens: int, max_blocks: int, max_rows: int) -> data.StructLayout:
+    """One TLMM command: ``blocks`` lane blocks of ``rows`` rows, plus the scales passed along."""
+    return data.StructLayout({
+        "blocks": unsigned((max_blocks).bit_length()),
+        "rows": unsigned((max_rows).bit_length()),
+        "w_mult": unsigned(32),
+        "d_x": data.ArrayLayout(unsigned(32), tokens),
+    })
+
+
+def act_layout(group: int) -> data.StructLayout:
+    """One activation group (G int8 values); ``last`` marks the final group of a block."""
+    return data.StructLayout({"x": data.ArrayLayout(signed(8), group), "last": unsigned(1)})
+
+
+def result_layout(tokens: int) -> data.StructLayout:
+    """One output row: a dot product per token, the command's scales, and the command's last row."""
+    return data.StructLayout({
+        "acc": data.ArrayLayout(signed(ACC_BITS), tokens),
+        "d_x": data.ArrayLayout(unsigned(32), tokens),
+        "w_mult": unsigned(32),
+        "last": unsigned(1),
+    })
+
+
+def _check_params(group, lanes, tokens):
+    if group not in (2, 3, 4, 5):
+        raise ValueError(f"group must be 2, 3, 4 or 5, got {group!r}")
+    for name, value in (("lanes", lanes), ("tokens", tokens)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+class TlmmTables(wiring.Component):
+    """Online table precompute into ping-pong lookup tables (one pair of banks per lane).
+
+    Activation groups arrive on ``act`` in the order: for each block, for each token t, for each
+    lane p, the group of lane p (inputs (bP+p)G .. (bP+p)G+G-1 of token t); ``last`` is set on
+    the block's final group. Once the groups of one token have arrived for all P lanes, every
+    lane builds that token's table column in lock step, one entry per cycle in ascending
+    magnitude m: entry(m) = sum_i d_i(m) x_i with d(m) the balanced-ternary digits of m. A bank
+    is filled token after token; after the group marked ``last`` it is handed to the lookup side
+    (``full[bank]``) and the other bank is filled next, once the lookup side has released it.
+
+    Collecting a token's groups takes P cycles and building it E = (3^G+1)/2 cycles; the two
+    overlap, so a block of n tokens costs about n * max(P, E) cycles of precompute, hidden
+    behind the lookups of the previous block when its rows take at least as long.
+
+    Ports: ``act`` (In stream, act_layout); ``rd_mag[p]`` (In, magnitude read address of lane
+    p), ``rd_bank`` (In), ``rd_data[p][t]`` (Out, combinational entry of token t in lane p);
+    ``full`` (Out(2)); ``release`` (In(2): one-cycle pulse per bank the lookup side is done with).
+    """
+
+    def __init__(self, *, group: int, lanes: int, tokens: int):
+        _check_params(group, lanes, tokens)
+        self.group, self.lanes, self.tokens = group, lanes, tokens
+        self.entries = table_entries(group)
+        self.width = entry_bits(group)
+        mag_bits = code_bits(group) - 1
+        super().__init__({
+            "act": In(stream.Signature(act_layout(group))),
+            "rd_mag": In(unsigned(mag_bits)).array(lanes),
+            "rd_bank": In(1),
+            "rd_data": Out(data.ArrayLayout(signed(self.width), tokens)).array(lanes),
+            "full": Out(2),
+            "release": In(2),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g, p_count, t_count, e_count, w = self.group, self.lanes, self.tokens, self.entries, self.width
+
+        # -- collection: one token's groups for all lanes, into the shadow registers
+        shadow = [Signal(data.ArrayLayout(signed(8), g), name=f"shadow{p}") for p in range(p_count)]
+        shadow_full = Signal()
+        shadow_last = Signal()
+        lane = Signal(range(p_count))
+
+        # -- build: all lanes in lock step, entry m of token column `token` of bank `wbank`
+        building = Signal()
+        build_last = Signal()
+        entry = Signal(range(e_count))
+        token = Signal(range(t_count))
+        wbank = Signal()
+        full = Signal(2)
+        x = [Signal(data.ArrayLayout(signed(8), g), name=f"x{p}") for p in range(p_count)]
+        m.d.comb += self.full.eq(full)
+
+        # A new block may start only into a bank the lookup side has released; later tokens of
+        # the same block go into the bank already being filled.
+        bank_free = Mux(wbank, ~full[1], ~full[0])
+        start = Signal()
+        m.d.comb += start.eq(shadow_full & ~building & ((token != 0) | bank_free))
+        # The shadow takes groups while empty, and also in the cycle its contents move on.
+        m.d.comb += self.act.ready.eq(~shadow_full | start)
+        accept = self.act.valid & self.act.ready
+        completes = accept & (lane == p_count - 1)
+        with m.If(accept):
+            for p in range(p_count):
+                with m.If(lane == p):
+                    m.d.sync += shadow[p].eq(self.act.payload.x)
+            with m.If(completes):
+                m.d.sync += [lane.eq(0), shadow_last.eq(self.act.payload.last)]
+            with m.Else():
+                m.d.sync += lane.eq(lane + 1)
+        with m.If(completes):
+            m.d.sync += shadow_full.eq(1)
+        with m.Elif(start):
+            m.d.sync += shadow_full.eq(0)
+        with m.If(start):
+            m.d.sync += [building.eq(1), entry.eq(0), build_last.eq(shadow_last)]
+            for p in range(p_count):
+                m.d.sync += x[p].eq(shadow[p])
+
+        set_full = Signal(2)
+        with m.If(building):
+            with m.If(entry == e_count - 1):
+                m.d.sync += building.eq(0)
+                with m.If(build_last | (token == t_count - 1)):
+                    m.d.sync += [token.eq(0), wbank.eq(~wbank)]
+                    m.d.comb += set_full.eq(Mux(wbank, 0b10, 0b01))
+                with m.Else():
+                    m.d.sync += token.eq(token + 1)
+            with m.Else():
+                m.d.sync += entry.eq(entry + 1)
+        m.d.sync += full.eq((full | set_full) & ~self.release)
+
+        # Digits of the current magnitude: a small ROM shared by all lanes.
+        digits = tlmm_digits(g)
+        digit_pos = [Signal(g, name="digit_pos") , Signal(g, name="digit_neg")]
+        with m.Switch(entry):
+            for mag in range(e_count):
+                with m.Case(mag):
+                    m.d.comb += [
+                        digit_pos[0].eq(sum(1 << i for i in range(g) if digits[mag, i] > 0)),
+                        digit_pos[1].eq(sum(1 << i for i in range(g) if digits[mag, i] < 0)),
+                    ]
+        pos, neg = digit_pos
+
+        for p in range(p_count):
+            terms = []
+            for i in range(g):
+                xi = x[p][i]
+                terms.append(Mux(pos[i], xi, Mux(neg[i], -xi, 0)))
+            total = terms[0]
+            for t in terms[1:]:
+                total = total + t
+            entry_value = Signal(signed(w), name=f"entry_value{p}")
+            m.d.comb += entry_value.eq(total)
+
+            for bank in range(2):
+                mem = memory.Memory(shape=unsigned(t_count * w), depth=e_count, init=[])
+                m.submodules[f"table{p}_{bank}"] = mem
+                wp = mem.write_port(granularity=w)
+                rp = mem.read_port(domain="comb")
+                # One address per bank: a bank is either being built or being read, never both,
+                # so the LUTRAM can be single-ported.
+                writing = building & (wbank == bank)
+                addr = Signal(range(e_count), name=f"addr{p}_{bank}")
+                m.d.comb += [
+                    addr.eq(Mux(writing, entry, self.rd_mag[p])),
+                    wp.addr.eq(addr),
+                    rp.addr.eq(addr),
+                    wp.data.eq(Cat(*([entry_value] * t_count))),
+                ]
+                with m.If(writing):
+                    m.d.comb += wp.en.eq(1 << token)
+                if bank == 0:
+                    bank0_data = rp.data
+                else:
+                    m.d.comb += self.rd_data[p].eq(Mux(self.rd_bank, rp.data, bank0_data))
+        return m
+
+
+class TlmmEngine(wiring.Component):
+    """Lookup-accumulate lanes with their tables: int32 dot products of ternary rows with up to
+    T tokens' int8 activations.
+
+    A command (``cmd``) asks for ``rows`` outputs over ``blocks`` lane blocks. Codes arrive on
+    ``codes`` as lane words in (block, row) order (``golden.tlmm_weight_stream``); activation
+    groups on ``act`` as :class:`TlmmTables` describes, one table set per block. For every lane
+    word the P lanes look up their entries in the current block's tables, negate by the code's
+    sign, and an adder tree per token sums the P values; the sum is added to the row's
+    accumulator (zero in block 0). During the last block each row leaves on ``out`` with the
+    command's ``d_x``/``w_mult`` passed along and ``last`` on the command's final row. Results
+    for tokens beyond those the act stream supplied are meaningless.
+
+    Throughput: one lane word (P x T lookups) per cycle when tables are ready and ``out`` is not
+    stalled. Latency from a lane word to its result: 4 + ceil(log2(P) / tree_levels_per_stage)
+    cycles. Precompute of block b+1 overlaps the rows of block b (ping-pong banks).
+
+    Parameters (keyword-only): ``group`` G, ``lanes`` P, ``tokens`` T, ``max_rows``,
+    ``max_blocks``, ``tree_levels_per_stage`` (adder-tree levels between pipeline registers).
+    """
+
+    def __init__(self, *, group: int, lanes: int, tokens: int, max_rows: int, max_blocks: int,
+                 tree_levels_per_stage: int = 2):
+        _check_params(group, lanes, tokens)
+        for name, value in (("max_rows", max_rows), ("max_blocks", max_blocks),
+                            ("tree_levels_per_stage", tree_levels_per_stage)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.group, self.lanes, self.tokens = group, lanes, tokens
+        self.max_rows, self.max_blocks = max_rows, max_blocks
+        self.tree_levels_per_stage = tree_levels_per_stage
+        super().__init__({
+            "cmd": In(stream.Signature(command_layout(tokens, max_blocks, max_rows))),
+            "act": In(stream.Signature(act_layout(group))),
+            "codes": In(stream.Signature(codes_layout(group, lanes))),
+            "out": Out(stream.Signature(result_layout(tokens))),
+        })
+
+    @property
+    def latency(self) -> int:
+        levels = (self.lanes - 1).bit_length()
+        return 4 + -(-levels // self.tree_levels_per_stage)
+
+    def elaborate(self, platform):
+        m = Module()
+        g, p_count, t_count = self.group, self.lanes, self.tokens
+        w = entry_bits(g)
+        mag_bits = code_bits(g) - 1
+
+        m.submodules.tables = tables = TlmmTables(group=g, lanes=p_count, tokens=t_count)
+        wiring.connect(m, wiring.flipped(self.act), tables.act)
+
+        # Scales travel beside the pipeline in a FIFO: pushed when a command starts, popped with
+        # its last output row. Commands are accepted only while the FIFO has room.
+        meta_layout = data.StructLayout({"w_mult": unsigned(32), "d_x": data.ArrayLayout(unsigned(32), t_count)})
+        m.submodules.meta = meta = fifo.SyncFIFOBuffered(width=meta_layout.size, depth=4)
+
+        # Global pipeline advance: everything moves unless the output register holds a beat
+        # that is not being taken.
+        advance = Signal()
+        m.d.comb += advance.eq(~self.out.valid | self.out.ready)
+
+        # -- row sequencer: which (block, row) the next lane word is
+        running = Signal()
+        blocks = Signal.like(self.cmd.payload.blocks)
+        rows = Signal.like(self.cmd.payload.rows)
+        block = Signal.like(blocks)
+        row = Signal.like(rows)
+        rbank = Signal()
+        m.d.comb += [
+            self.cmd.ready.eq(~running & meta.w_rdy),
+            meta.w_data.eq(Cat(self.cmd.payload.w_mult, self.cmd.payload.d_x)),
+            meta.w_en.eq(self.cmd.valid & self.cmd.ready),
+        ]
+        with m.If(self.cmd.valid & self.cmd.ready):
+            # A command with no rows or blocks produces nothing; it is dropped whole (and its
+            # scales with it: the FIFO write is cancelled).
+            with m.If((self.cmd.payload.rows == 0) | (self.cmd.payload.blocks == 0)):
+                m.d.comb += meta.w_en.eq(0)
+            with m.Else():
+                m.d.sync += [running.eq(1), blocks.eq(self.cmd.payload.blocks), rows.eq(self.cmd.payload.rows),
+                             block.eq(0), row.eq(0)]
+
+        tables_ready = Mux(rbank, tables.full[1], tables.full[0])
+        take = Signal()
+        m.d.comb += [
+            self.codes.ready.eq(running & tables_ready & advance),
+            take.eq(self.codes.valid & self.codes.ready),
+        ]
+        last_row = row == rows - 1
+        last_block = block == blocks - 1
+        with m.If(take):
+            with m.If(last_row):
+                m.d.sync += [row.eq(0), rbank.eq(~rbank)]
+                with m.If(last_block):
+                    m.d.sync += running.eq(0)
+                with m.Else():
+                    m.d.sync += block.eq(block + 1)
+            with m.Else():
+                m.d.sync += row.eq(row + 1)
+
+        # -- stage 1: the lane word, registered; table read addresses
+        s1 = Signal(data.StructLayout({
+            "valid": 1, "mag": data.ArrayLayout(mag_bits, p_count), "neg": p_count, "bank": 1,
+            "row": unsigned(rows.shape().width), "first": 1, "last_block": 1, "last_row": 1, "release": 1,
+        }))
+        with m.If(advance):
+            m.d.sync += s1.valid.eq(take)
+            with m.If(take):
+                for p in range(p_count):
+                    code = self.codes.payload[p]
+                    m.d.sync += [s1.mag[p].eq(code[:mag_bits]), s1.neg[p].eq(code[mag_bits])]
+                m.d.sync += [s1.bank.eq(rbank), s1.row.eq(row), s1.first.eq(block == 0),
+                             s1.last_block.eq(last_block), s1.last_row.eq(last_block & last_row),
+                             s1.release.eq(last_row)]
+        for p in range(p_count):
+            m.d.comb += tables.rd_mag[p].eq(s1.mag[p])
+        m.d.comb += tables.rd_bank.eq(s1.bank)
+        # The bank is free once its last row's entries have been read (they move to stage 2).
+        with m.If(advance & s1.valid & s1.release):
+            m.d.comb += tables.release.eq(Mux(s1.bank, 0b10, 0b01))
+
+        # -- stage 2: signed entries per (lane, token)
+        vw = w + 1   # negating -128 G needs one more bit
+        s2_vals = [[Signal(signed(vw), name=f"s2_v{p}_{t}") for t in range(t_count)] for p in range(p_count)]
+        s2 = Signal(data.StructLayout({"valid": 1, "row": unsigned(rows.shape().width), "first": 1,
+                                       "last_block": 1, "last_row": 1}))
+        with m.If(advance):
+            m.d.sync += [s2.valid.eq(s1.valid), s2.row.eq(s1.row), s2.first.eq(s1.first),
+                         s2.last_block.eq(s1.last_block), s2.last_row.eq(s1.last_row)]
+            for p in range(p_count):
+                for t in range(t_count):
+                    e = tables.rd_data[p][t]
+                    m.d.sync += s2_vals[p][t].eq(Mux(s1.neg[p], -e, e))
+
+        # -- adder trees (one per token), a register every tree_levels_per_stage levels
+        level_vals = [[s2_vals[p][t] for p in range(p_count)] for t in range(t_count)]
+        ctrl = s2
+        depth = 0
+        stage_index = 0
+        while len(level_vals[0]) > 1:
+            nxt = []
+            for vals in level_vals:
+                pairs = [vals[i] + vals[i + 1] for i in range(0, len(vals) - 1, 2)]
+                if len(vals) % 2:
+                    pairs.append(vals[-1])
+                nxt.append(pairs)
+            level_vals = nxt
+            depth += 1
+            if depth % self.tree_levels_per_stage == 0 or len(level_vals[0]) == 1:
+                stage_index += 1
+                regs = []
+                for t, vals in enumerate(level_vals):
+                    row_regs = []
+                    for i, v in enumerate(vals):
+                        r = Signal(signed(vw + depth), name=f"tree{stage_index}_{t}_{i}")
+                        with m.If(advance):
+                            m.d.sync += r.eq(v)
+                        row_regs.append(r)
+                    regs.append(row_regs)
+                level_vals = regs
+                new_ctrl = Signal.like(ctrl, name=f"tree{stage_index}_ctrl")
+                with m.If(advance):
+                    m.d.sync += new_ctrl.eq(ctrl)
+                ctrl = new_ctrl
+        sums = [vals[0] for vals in level_vals]
+
+        # -- accumulate: read the row's partial sum (transparent to the write of the previous
+        # lane word, which may be the same row when rows == 1), add, write back.
+        acc_layout = data.ArrayLayout(signed(ACC_BITS), t_count)
+        acc_mem = memory.Memory(shape=acc_layout, depth=self.max_rows, init=[])
+        m.submodules.acc = acc_mem
+        acc_wp = acc_mem.write_port()
+        acc_rp = acc_mem.read_port(domain="sync", transparent_for=(acc_wp,))
+        m.d.comb += [acc_rp.addr.eq(ctrl.row), acc_rp.en.eq(advance)]
+
+        sa = Signal.like(ctrl, name="sa_ctrl")
+        sa_sums = [Signal(signed(ACC_BITS), name=f"sa_sum{t}") for t in range(t_count)]
+        with m.If(advance):
+            m.d.sync += sa.eq(ctrl)
+            for t in range(t_count):
+                m.d.sync += sa_sums[t].eq(sums[t])
+        new_acc = Signal(acc_layout)
+        for t in range(t_count):
+            m.d.comb += new_acc[t].eq(Mux(sa.first, 0, acc_rp.data[t]) + sa_sums[t])
+        m.d.comb += [acc_wp.addr.eq(sa.row), acc_wp.data.eq(new_acc),
+                     acc_wp.en.eq(advance & sa.valid)]
+
+        # -- output register
+        meta_data = Signal(meta_layout)
+        m.d.comb += meta_data.eq(meta.r_data)
+        with m.If(advance):
+            m.d.sync += self.out.valid.eq(sa.valid & sa.last_block)
+            with m.If(sa.valid & sa.last_block):
+                m.d.sync += [self.out.payload.acc.eq(new_acc), self.out.payload.last.eq(sa.last_row),
+                             self.out.payload.w_mult.eq(meta_data.w_mult), self.out.payload.d_x.eq(meta_data.d_x)]
+                with m.If(sa.last_row):
+                    m.d.comb += meta.r_en.eq(1)
+        return m
