@@ -33,7 +33,10 @@ class Stages:
 
     def reg(self, value, *, name=None, shape=None):
         self.count += 1
-        sig = Signal(shape if shape is not None else value.shape(), name=name or f"stage_{self.count}")
+        # Data registers need no reset (validity travels separately), which also lets long
+        # delay lines map to shift-register LUTs.
+        sig = Signal(shape if shape is not None else value.shape(), name=name or f"stage_{self.count}",
+                     reset_less=True)
         with self.m.If(self.en):
             self.m.d.sync += sig.eq(value)
         return sig

@@ -209,24 +209,35 @@ def relu2(x) -> np.ndarray:
     return mul(r, r)
 
 
-def lane_sum(x, lanes: int) -> np.ndarray:
-    """Sum over the last axis in the hardware's order: lane l accumulates x[l], x[l+lanes], ...
-    sequentially from +0; then the lane partials are added pairwise, level by level
-    ((p0+p1)+(p2+p3))+... ; ``lanes`` is a power of two. Returns float32 of shape x.shape[:-1]."""
-    if lanes < 1 or lanes & (lanes - 1):
-        raise ValueError(f"lanes must be a power of two, got {lanes}")
+ACC_INTERLEAVE = 4     # partial sums in flight in the accumulating adder (= FAdd latency)
+
+
+def _pairwise(x) -> np.ndarray:
+    """Pairwise tree over the last axis (a power-of-two length): ((x0+x1)+(x2+x3))+..."""
+    while x.shape[-1] > 1:
+        x = add(x[..., 0::2], x[..., 1::2])
+    return x[..., 0]
+
+
+def vector_sum(x, lanes: int, interleave: int = ACC_INTERLEAVE) -> np.ndarray:
+    """Sum over the last axis in the hardware's order (docs/architecture.md 3.3):
+    the vector arrives in beats of ``lanes`` elements (the last beat zero-padded); each beat is
+    summed by a pairwise tree; beat k is accumulated into partial k mod ``interleave``,
+    sequentially, each partial starting from +0; the partials are summed by a pairwise tree.
+    ``lanes`` and ``interleave`` are powers of two. Returns float32 of shape x.shape[:-1]."""
+    for name, v in (("lanes", lanes), ("interleave", interleave)):
+        if v < 1 or v & (v - 1):
+            raise ValueError(f"{name} must be a power of two, got {v}")
     x = ftz(np.asarray(x, dtype=np.float32))
     n = x.shape[-1]
-    cols = -(-n // lanes) * lanes
-    padded = np.zeros(x.shape[:-1] + (cols,), dtype=np.float32)
+    beats = max(1, -(-n // lanes))
+    padded = np.zeros(x.shape[:-1] + (beats * lanes,), dtype=np.float32)
     padded[..., :n] = x
-    padded = padded.reshape(x.shape[:-1] + (cols // lanes, lanes))
-    acc = np.zeros(x.shape[:-1] + (lanes,), dtype=np.float32)
-    for i in range(cols // lanes):
-        acc = add(acc, padded[..., i, :])
-    while acc.shape[-1] > 1:
-        acc = add(acc[..., 0::2], acc[..., 1::2])
-    return acc[..., 0]
+    beat_sums = _pairwise(padded.reshape(x.shape[:-1] + (beats, lanes)))
+    partial = np.zeros(x.shape[:-1] + (interleave,), dtype=np.float32)
+    for k in range(beats):
+        partial[..., k % interleave] = add(partial[..., k % interleave], beat_sums[..., k])
+    return _pairwise(partial)
 
 
 def max_abs(x) -> np.ndarray:

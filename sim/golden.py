@@ -158,10 +158,10 @@ def quantize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rmsnorm(x: np.ndarray, gain: np.ndarray, eps: float, lanes: int) -> np.ndarray:
-    """y = (x * rsqrt(lane_sum(x*x) * fp32(1/d) + eps)) * gain, over the last axis."""
+    """y = (x * rsqrt(vector_sum(x*x) * fp32(1/d) + eps)) * gain, over the last axis."""
     x = f.ftz(x)
     d = x.shape[-1]
-    ss = f.lane_sum(f.mul(x, x), lanes)
+    ss = f.vector_sum(f.mul(x, x), lanes)
     mean = f.mul(ss, np.float32(1.0 / d))
     r = f.rsqrt(f.add(mean, np.float32(eps)))
     return f.mul(f.mul(x, r[..., None]), f.as_f32(gain))
@@ -326,9 +326,9 @@ def lm_head(x_q: np.ndarray, d_x: np.ndarray, head_q: np.ndarray, head_scale: np
 
 
 def lm_head_fp16(x: np.ndarray, head_f16: np.ndarray, lanes: int) -> np.ndarray:
-    """logit[t, r] = lane_sum(fp32(W16[r]) * x[t]) on the normalised float32 vector (fp16 head)."""
+    """logit[t, r] = vector_sum(fp32(W16[r]) * x[t]) on the normalised float32 vector (fp16 head)."""
     w = head_f16.astype(np.float32)
-    return np.stack([f.lane_sum(f.mul(w, x[t][None, :]), lanes) for t in range(x.shape[0])])
+    return np.stack([f.vector_sum(f.mul(w, x[t][None, :]), lanes) for t in range(x.shape[0])])
 
 
 # --------------------------------------------------------------------------------------------

@@ -125,19 +125,24 @@ def test_silu_and_relu2():
     assert r.tolist() == [0.0, 0.0, 0.0, 9.0] and not np.signbit(r[1])
 
 
-def test_lane_sum_order_is_the_documented_one():
-    x = random_f32(37, -5, 5)
-    lanes = 4
-    acc = [np.float32(0)] * lanes
-    for i, v in enumerate(x):
-        acc[i % lanes] = np.float32(acc[i % lanes] + v)
-    expect = np.float32(np.float32(acc[0] + acc[1]) + np.float32(acc[2] + acc[3]))
-    assert f.lane_sum(x, lanes) == expect
+@pytest.mark.parametrize("n", [1, 7, 8, 37, 64, 100])
+def test_vector_sum_order_is_the_documented_one(n):
+    x = random_f32(n, -5, 5)
+    lanes, interleave = 4, 4
+    beats = -(-n // lanes)
+    padded = list(x) + [np.float32(0)] * (beats * lanes - n)
+    partial = [np.float32(0)] * interleave
+    for k in range(beats):
+        b = padded[k * lanes:(k + 1) * lanes]
+        beat_sum = np.float32(np.float32(b[0] + b[1]) + np.float32(b[2] + b[3]))
+        partial[k % interleave] = np.float32(partial[k % interleave] + beat_sum)
+    expect = np.float32(np.float32(partial[0] + partial[1]) + np.float32(partial[2] + partial[3]))
+    assert f.vector_sum(x, lanes, interleave) == expect
     # batched form agrees row by row
-    xs = random_f32(5 * 37, -5, 5).reshape(5, 37)
-    assert np.array_equal(f.lane_sum(xs, 8), np.array([f.lane_sum(r, 8) for r in xs]))
+    xs = random_f32(5 * n, -5, 5).reshape(5, n)
+    assert np.array_equal(f.vector_sum(xs, 8), np.array([f.vector_sum(r, 8) for r in xs]))
     with pytest.raises(ValueError, match="power of two"):
-        f.lane_sum(x, 3)
+        f.vector_sum(x, 3)
 
 
 def test_max_and_fmax():
