@@ -1,0 +1,148 @@
+"""The accelerator's AXI4-Lite register map: one description for the RTL and the host.
+
+``hw/regfile.py`` builds the register file from :data:`REGISTER_MAP`; ``tellme.runtime`` reads
+and writes through it; ``markdown_table()`` renders the table of docs/architecture.md section 7
+(a test checks the document agrees). Change the map here and all three follow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ACCESS = ("ro", "rw", "w1c", "sc")
+
+
+class RegisterMapError(ValueError):
+    """A register map description is inconsistent."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """Bits [lsb, lsb+width) of a register.
+
+    access: ``ro`` (driven by the core), ``rw`` (held for the core, read back), ``w1c`` (set by
+    the core, cleared by writing 1), ``sc`` (a write of 1 gives the core a one-cycle pulse;
+    reads 0).
+    """
+    name: str
+    lsb: int
+    width: int
+    access: str
+    doc: str = ""
+    reset: int = 0
+
+    @property
+    def mask(self) -> int:
+        return ((1 << self.width) - 1) << self.lsb
+
+
+@dataclass(frozen=True)
+class Register:
+    name: str
+    offset: int
+    fields: tuple[Field, ...]
+    doc: str = ""
+
+    @property
+    def defined_mask(self) -> int:
+        mask = 0
+        for f in self.fields:
+            mask |= f.mask
+        return mask
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"{self.name} has no field {name}")
+
+
+@dataclass(frozen=True)
+class RegisterMap:
+    registers: tuple[Register, ...]
+    id_value: int
+    size: int = 0x1000
+
+    def __post_init__(self):
+        seen_names, seen_offsets = set(), set()
+        for r in self.registers:
+            if r.offset % 4 or not 0 <= r.offset < self.size:
+                raise RegisterMapError(f"{r.name}: offset {r.offset:#x} is not a word inside the map")
+            if r.name in seen_names or r.offset in seen_offsets:
+                raise RegisterMapError(f"{r.name}: duplicate name or offset {r.offset:#x}")
+            seen_names.add(r.name)
+            seen_offsets.add(r.offset)
+            used = 0
+            for f in r.fields:
+                if f.access not in ACCESS:
+                    raise RegisterMapError(f"{r.name}.{f.name}: access must be one of {ACCESS}")
+                if f.width < 1 or f.lsb < 0 or f.lsb + f.width > 32:
+                    raise RegisterMapError(f"{r.name}.{f.name}: bits outside the 32-bit word")
+                if used & f.mask:
+                    raise RegisterMapError(f"{r.name}.{f.name}: overlaps another field")
+                if f.reset >> f.width:
+                    raise RegisterMapError(f"{r.name}.{f.name}: reset value does not fit")
+                used |= f.mask
+
+    def __getitem__(self, name: str) -> Register:
+        for r in self.registers:
+            if r.name == name:
+                return r
+        raise KeyError(f"no register {name}")
+
+    def markdown_table(self) -> str:
+        """The table of docs/architecture.md section 7."""
+        access_names = {"ro": "RO", "rw": "RW", "w1c": "W1C", "sc": "SC"}
+        lines = ["| offset | name | fields |", "|---|---|---|"]
+        for r in self.registers:
+            parts = []
+            for f in r.fields:
+                bits = f"[{f.lsb}]" if f.width == 1 else f"[{f.lsb + f.width - 1}:{f.lsb}]"
+                parts.append(f"{bits} {f.name} ({access_names[f.access]}){': ' + f.doc if f.doc else ''}")
+            lines.append(f"| 0x{r.offset:02X} | {r.name} | {'; '.join(parts)} |")
+        return "\n".join(lines)
+
+
+def _word(name, doc, access="rw"):
+    return (Field(name, 0, 32, access, doc),)
+
+
+# Error bits of ERR_CODE, in order (bit i).
+ERROR_BITS = ("AXI_READ", "AXI_WRITE", "BAD_TOKEN_COUNT", "CONTEXT_OVERFLOW", "MISALIGNED_BASE", "WATCHDOG")
+
+REGISTER_MAP = RegisterMap(id_value=0x544C4D45, registers=(
+    Register("ID", 0x00, _word("ID", 'reads 0x544C4D45 ("TLME")', "ro")),
+    Register("VERSION", 0x04, (Field("RTL", 0, 16, "ro", "RTL version"),
+                               Field("IMAGE", 16, 16, "ro", "DDR image format version"))),
+    Register("CONFIG_HASH", 0x08, _word("HASH", "CRC-32 of the model+format JSON of the generated design", "ro")),
+    Register("CAPS", 0x0C, (Field("G", 0, 4, "ro", "TLMM group size"), Field("LANES", 4, 12, "ro", "TLMM lanes"),
+                            Field("TOKENS", 16, 8, "ro", "TLMM tokens"), Field("PORTS", 24, 8, "ro", "AXI read ports"))),
+    Register("CONTROL", 0x10, (Field("START", 0, 1, "sc", "start a call"),
+                               Field("SOFT_RESET", 1, 1, "sc", "abort and return to idle"),
+                               Field("IRQ_ENABLE", 8, 1, "rw", "raise the interrupt on DONE or ERROR"))),
+    Register("STATUS", 0x14, (Field("BUSY", 0, 1, "ro", "a call is running"),
+                              Field("DONE", 1, 1, "w1c", "the last call finished"),
+                              Field("ERROR", 2, 1, "w1c", "the last call failed: see ERR_CODE"))),
+    Register("MODE", 0x18, (Field("DECODE", 0, 1, "rw", "0 = prefill, 1 = decode"),)),
+    Register("SEQ_POS", 0x1C, _word("POS", "position of the first token of this call")),
+    Register("TOKEN_COUNT", 0x20, _word("COUNT", "tokens in this call (1..PREFILL_CHUNK; 1 in decode)")),
+    Register("ERR_CODE", 0x24, tuple(Field(name, i, 1, "ro") for i, name in enumerate(ERROR_BITS))),
+    Register("RESULT_TOKEN", 0x28, _word("TOKEN", "argmax of the last position's logits", "ro")),
+    Register("CYCLES_LO", 0x30, _word("VALUE", "cycles from START to DONE of the last call, low word", "ro")),
+    Register("CYCLES_HI", 0x34, _word("VALUE", "high word", "ro")),
+    Register("STALL_LO", 0x38, _word("VALUE", "cycles the TLMM lanes waited for weights, low word", "ro")),
+    Register("STALL_HI", 0x3C, _word("VALUE", "high word", "ro")),
+    Register("IMAGE_BASE_LO", 0x40, _word("ADDR", "DDR image base, low word (4 KiB aligned)")),
+    Register("IMAGE_BASE_HI", 0x44, _word("ADDR", "high word")),
+    Register("KV_BASE_LO", 0x48, _word("ADDR", "KV cache base, low word (4 KiB aligned)")),
+    Register("KV_BASE_HI", 0x4C, _word("ADDR", "high word")),
+    Register("SCRATCH_BASE_LO", 0x50, _word("ADDR", "scratch base, low word (4 KiB aligned)")),
+    Register("SCRATCH_BASE_HI", 0x54, _word("ADDR", "high word")),
+    Register("IO_BASE_LO", 0x58, _word("ADDR", "token/logit I/O base, low word (4 KiB aligned)")),
+    Register("IO_BASE_HI", 0x5C, _word("ADDR", "high word")),
+    Register("MAX_CONTEXT", 0x60, _word("VALUE", "KV-cache capacity in tokens", "ro")),
+    Register("PREFILL_CHUNK", 0x64, _word("VALUE", "most tokens per prefill call", "ro")),
+    Register("VOCAB", 0x68, _word("VALUE", "vocabulary size", "ro")),
+    Register("HIDDEN", 0x6C, _word("VALUE", "hidden size", "ro")),
+    Register("LAYERS", 0x70, _word("VALUE", "decoder layers", "ro")),
+))
