@@ -1,0 +1,97 @@
+"""Analytic weight tiling for the URAM weight buffer (docs/architecture.md, section 4).
+
+A projection's weight stream is (block, row, lane) ordered; a tile is a range of rows across
+all blocks. The buffer bank holds ``entries_per_bank`` lane words, so
+``tile_rows = min(N, floor(entries_per_bank / B))`` and ``tiles = ceil(N / tile_rows)``. The
+DDR reads of a tile are, for each port and each block, one run of ``tile_rows`` sub-words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import ConfigError, HardwareConfig, ModelConfig, code_bits
+from ..sim.golden import tlmm_groups
+
+URAM_DEPTH = 4096
+URAM_WIDTH = 72
+
+
+@dataclass(frozen=True)
+class BufferGeometry:
+    """The weight buffer of one hardware configuration."""
+    lanes: int
+    group: int
+    ports: int
+    urams_per_bank: int
+    beat_bytes: int = 16
+
+    @property
+    def word_bits(self) -> int:
+        return self.lanes * code_bits(self.group)
+
+    @property
+    def urams_wide(self) -> int:
+        return -(-self.word_bits // URAM_WIDTH)
+
+    @property
+    def entries_per_bank(self) -> int:
+        if self.urams_per_bank % self.urams_wide:
+            raise ConfigError(f"urams_per_bank: {self.urams_per_bank} is not a multiple of the "
+                              f"{self.urams_wide} URAMs one lane word needs")
+        return URAM_DEPTH * (self.urams_per_bank // self.urams_wide)
+
+    @property
+    def subword_bytes(self) -> int:
+        lanes_per_port = self.lanes // self.ports
+        raw = -(-lanes_per_port * code_bits(self.group) // 8)
+        return -(-raw // self.beat_bytes) * self.beat_bytes
+
+    @classmethod
+    def of(cls, hw: HardwareConfig, urams_per_bank: int = 16) -> "BufferGeometry":
+        return cls(hw.tlmm_lanes, hw.tlmm_group, hw.hp_ports, urams_per_bank, hw.axi_data_width // 8)
+
+
+@dataclass(frozen=True)
+class Tile:
+    row0: int
+    rows: int
+    blocks: int
+
+    @property
+    def entries(self) -> int:
+        return self.rows * self.blocks
+
+
+@dataclass(frozen=True)
+class ProjectionTiling:
+    name: str
+    rows: int             # N
+    inputs: int           # K
+    blocks: int           # B
+    tile_rows: int        # N_t
+    tiles: tuple[Tile, ...]
+    subword_bytes: int
+
+    def port_runs(self, tile: Tile) -> list[tuple[int, int]]:
+        """(byte offset within a port's sub-stream, bytes) of each DDR run of ``tile``."""
+        return [((b * self.rows + tile.row0) * self.subword_bytes, tile.rows * self.subword_bytes)
+                for b in range(self.blocks)]
+
+    @property
+    def bytes_per_port(self) -> int:
+        return self.blocks * self.rows * self.subword_bytes
+
+
+def tile_projection(name: str, rows: int, inputs: int, geometry: BufferGeometry) -> ProjectionTiling:
+    blocks = -(-tlmm_groups(inputs, geometry.group) // geometry.lanes)
+    tile_rows = min(rows, geometry.entries_per_bank // blocks)
+    if tile_rows < 1:
+        raise ConfigError(f"{name}: {blocks} lane blocks do not fit one bank of "
+                          f"{geometry.entries_per_bank} lane words")
+    tiles = tuple(Tile(r0, min(tile_rows, rows - r0), blocks) for r0 in range(0, rows, tile_rows))
+    return ProjectionTiling(name, rows, inputs, blocks, tile_rows, tiles, geometry.subword_bytes)
+
+
+def tile_model(model: ModelConfig, geometry: BufferGeometry) -> dict[str, ProjectionTiling]:
+    return {name: tile_projection(name, n, k, geometry) for name, (n, k) in model.projections().items()}
