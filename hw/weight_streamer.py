@@ -1,0 +1,127 @@
+"""Weight streamer: projection commands in, TLMM lane words out, over all AXI read ports."""
+
+from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..gen.tiling import BufferGeometry
+from .axi import axi_read_signature
+from .axi_read import AxiReadMaster
+from .tlmm_decode import TlmmWeightDecode, codes_layout
+from .weight_buffer import WeightBuffer
+
+__all__ = ["WeightStreamer", "projection_layout"]
+
+
+def projection_layout(ports: int, addr_width: int) -> data.StructLayout:
+    """One projection: its per-port sub-stream base addresses and shape, and the replay count."""
+    return data.StructLayout({
+        "base": data.ArrayLayout(unsigned(addr_width), ports),
+        "blocks": unsigned(8),       # B
+        "rows": unsigned(16),        # N
+        "tile_rows": unsigned(16),   # N_t (from gen.tiling)
+        "passes": unsigned(8),       # 1 in decode, C/T in prefill
+    })
+
+
+class WeightStreamer(wiring.Component):
+    """Streams projections' weights from DDR into the TLMM, tile by tile.
+
+    For each ``proj`` command the streamer walks the tiles of ``gen.tiling`` (rows r0..r0+N_t
+    across all B blocks): it hands the weight buffer a tile descriptor and, on every port, one
+    read per block of N_t sub-words at ``base[port] + (b*N + r0) * subword_bytes``; the
+    per-port beats are joined into lane words (TlmmWeightDecode) and stored in the free bank,
+    from which the TLMM reads each tile ``passes`` times (``codes``). Loading of the next tile
+    overlaps the lanes' use of the current one; each weight byte crosses AXI once per command.
+
+    Ports: ``proj`` (In stream, projection_layout), ``codes`` (Out stream, lane words),
+    ``axi[i]`` (Out, AXI4 read manager per port), ``waiting`` (Out 1: no tile ready for the
+    lanes), ``error`` (Out 1: an AXI read error on any port).
+    """
+
+    def __init__(self, *, geometry: BufferGeometry, addr_width: int = 40, max_outstanding: int = 4,
+                 ram_style: str = "ultra", depth: int | None = None):
+        self.geometry = geometry
+        self.addr_width = addr_width
+        self.depth = depth or geometry.entries_per_bank
+        self.max_outstanding = max_outstanding
+        self.ram_style = ram_style
+        data_width = geometry.beat_bytes * 8
+        super().__init__({
+            "proj": In(stream.Signature(projection_layout(geometry.ports, addr_width))),
+            "codes": Out(stream.Signature(codes_layout(geometry.group, geometry.lanes))),
+            "axi": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)).array(geometry.ports),
+            "waiting": Out(1),
+            "error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self.geometry
+        ports = g.ports
+        beats_per_subword = g.subword_bytes // g.beat_bytes
+
+        m.submodules.decode = decode = TlmmWeightDecode(group=g.group, lanes=g.lanes, ports=ports,
+                                                        beat_bits=g.beat_bytes * 8)
+        m.submodules.buffer = buffer = WeightBuffer(shape=codes_layout(g.group, g.lanes), depth=self.depth,
+                                                    ram_style=self.ram_style)
+        wiring.connect(m, decode.codes, buffer.fill)
+        wiring.connect(m, buffer.out, wiring.flipped(self.codes))
+        m.d.comb += self.waiting.eq(buffer.waiting)
+
+        masters = []
+        errors = 0
+        for p in range(ports):
+            master = AxiReadMaster(data_width=g.beat_bytes * 8, addr_width=self.addr_width,
+                                   max_outstanding=self.max_outstanding)
+            m.submodules[f"port{p}"] = master
+            wiring.connect(m, master.axi, wiring.flipped(self.axi[p]))
+            m.d.comb += [decode.beats[p].valid.eq(master.data.valid), decode.beats[p].payload.eq(master.data.payload.data),
+                         master.data.ready.eq(decode.beats[p].ready)]
+            masters.append(master)
+            errors = errors | master.error
+        m.d.comb += self.error.eq(errors)
+
+        # -- tile walker
+        cmd = Signal(projection_layout(ports, self.addr_width))
+        active = Signal()
+        row0 = Signal(16)
+        block = Signal(8)
+        tile_sent = Signal()         # this tile's descriptor went to the buffer
+        port_done = Signal(ports)    # this block's read went to each port
+        m.d.comb += self.proj.ready.eq(~active)
+        with m.If(self.proj.valid & self.proj.ready & (self.proj.payload.rows != 0) & (self.proj.payload.blocks != 0)):
+            m.d.sync += [cmd.eq(self.proj.payload), active.eq(1), row0.eq(0), block.eq(0), tile_sent.eq(0),
+                         port_done.eq(0)]
+
+        rows_left = cmd.rows - row0
+        tile_rows = Signal(16)
+        m.d.comb += tile_rows.eq(Mux(rows_left < cmd.tile_rows, rows_left, cmd.tile_rows))
+        m.d.comb += [buffer.tile.valid.eq(active & ~tile_sent),
+                     buffer.tile.payload.entries.eq(tile_rows * cmd.blocks),
+                     buffer.tile.payload.passes.eq(cmd.passes)]
+        with m.If(buffer.tile.valid & buffer.tile.ready):
+            m.d.sync += tile_sent.eq(1)
+
+        # One read per port per block: rows r0.. of block b of the port's sub-stream.
+        offset = Signal(self.addr_width)
+        m.d.comb += offset.eq((block * cmd.rows + row0) * g.subword_bytes)
+        sent_now = Signal(ports)
+        for p, master in enumerate(masters):
+            m.d.comb += [master.cmd.valid.eq(active & tile_sent & ~port_done[p]),
+                         master.cmd.payload.addr.eq(cmd.base[p] + offset),
+                         master.cmd.payload.beats.eq(tile_rows * beats_per_subword),
+                         sent_now[p].eq(master.cmd.valid & master.cmd.ready)]
+        all_sent = (port_done | sent_now).all()
+        with m.If(active & tile_sent):
+            with m.If(all_sent):
+                m.d.sync += port_done.eq(0)
+                with m.If(block == cmd.blocks - 1):
+                    m.d.sync += [block.eq(0), row0.eq(row0 + tile_rows), tile_sent.eq(0)]
+                    with m.If(row0 + tile_rows >= cmd.rows):
+                        m.d.sync += active.eq(0)
+                with m.Else():
+                    m.d.sync += block.eq(block + 1)
+            with m.Else():
+                m.d.sync += port_done.eq(port_done | sent_now)
+        return m
