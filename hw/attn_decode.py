@@ -1,0 +1,133 @@
+"""Decode attention: one query per head against the KV cache in DDR, plus the cache append."""
+
+from amaranth.hdl import Cat, Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .attention import AttentionCore, query_layout
+from .axi import axi_read_signature, axi_write_signature
+from .axi_write import AxiWriteMaster
+from .kv_reader import KvReader, kv_command_layout
+from .pipeline import f32_vec
+
+__all__ = ["DecodeAttention", "KvWriter", "kv_append_layout"]
+
+
+def kv_append_layout(head_dim: int, addr_width: int) -> data.StructLayout:
+    """The new token's key and value of one kv head, where they go, and their scales."""
+    return data.StructLayout({
+        "k_base": unsigned(addr_width), "v_base": unsigned(addr_width), "s_base": unsigned(addr_width),
+        "pos": unsigned(16),
+        "k": data.ArrayLayout(signed(8), head_dim), "v": data.ArrayLayout(signed(8), head_dim),
+        "k_scale": unsigned(32), "v_scale": unsigned(32),
+    })
+
+
+class KvWriter(wiring.Component):
+    """Appends one position of one kv head to the KV cache: the K row, the V row and the scale
+    record {k_scale, v_scale, 0, 0} (docs/architecture.md 6), as three AXI writes. ``done``
+    pulses when all three are acknowledged."""
+
+    def __init__(self, *, head_dim: int, addr_width: int = 40, data_width: int = 128):
+        if (head_dim * 8) % data_width:
+            raise ValueError(f"head_dim ({head_dim}) bytes must be whole {data_width}-bit beats")
+        self.head_dim, self.addr_width, self.data_width = head_dim, addr_width, data_width
+        self.row_beats = head_dim * 8 // data_width
+        super().__init__({
+            "append": In(stream.Signature(kv_append_layout(head_dim, addr_width))),
+            "axi": Out(axi_write_signature(addr_width=addr_width, data_width=data_width)),
+            "done": Out(1), "error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        hd, rb, dw = self.head_dim, self.row_beats, self.data_width
+        m.submodules.master = master = AxiWriteMaster(data_width=dw, addr_width=self.addr_width)
+        wiring.connect(m, master.axi, wiring.flipped(self.axi))
+        m.d.comb += self.error.eq(master.error)
+        job = Signal(kv_append_layout(hd, self.addr_width))
+        which = Signal(2)
+        beat = Signal(range(rb + 1))
+        acks = Signal(3)
+        with m.FSM(name="kvw"):
+            with m.State("IDLE"):
+                m.d.comb += self.append.ready.eq(1)
+                with m.If(self.append.valid):
+                    m.d.sync += [job.eq(self.append.payload), which.eq(0), acks.eq(0)]
+                    m.next = "COMMAND"
+            with m.State("COMMAND"):
+                base = [job.k_base + job.pos * hd, job.v_base + job.pos * hd, job.s_base + job.pos * 16]
+                m.d.comb += master.cmd.valid.eq(1)
+                with m.Switch(which):
+                    for i in range(3):
+                        with m.Case(i):
+                            m.d.comb += [master.cmd.payload.addr.eq(base[i]),
+                                         master.cmd.payload.beats.eq(1 if i == 2 else rb)]
+                with m.If(master.cmd.ready):
+                    m.d.sync += beat.eq(0)
+                    m.next = "DATA"
+            with m.State("DATA"):
+                k_bits, v_bits = job.k.as_value(), job.v.as_value()
+                with m.Switch(which):
+                    with m.Case(0):
+                        m.d.comb += master.data.payload.eq(k_bits.word_select(beat, dw))
+                    with m.Case(1):
+                        m.d.comb += master.data.payload.eq(v_bits.word_select(beat, dw))
+                    with m.Case(2):
+                        m.d.comb += master.data.payload.eq(Cat(job.k_scale, job.v_scale))
+                m.d.comb += master.data.valid.eq(1)
+                with m.If(master.data.ready):
+                    with m.If((which == 2) | (beat == rb - 1)):
+                        with m.If(which == 2):
+                            m.next = "WAIT"
+                        with m.Else():
+                            m.d.sync += which.eq(which + 1)
+                            m.next = "COMMAND"
+                    with m.Else():
+                        m.d.sync += beat.eq(beat + 1)
+            with m.State("WAIT"):
+                with m.If(acks == 3):
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
+        # Write responses may arrive while later writes are still being sent: count them all.
+        with m.If(master.done):
+            m.d.sync += acks.eq(acks + 1)
+        with m.If(self.append.valid & self.append.ready):
+            m.d.sync += acks.eq(0)
+        return m
+
+
+class DecodeAttention(wiring.Component):
+    """One query (per ``query`` beat, with its ``kv`` command: cache addresses and position)
+    against the cached keys/values of positions 0..pos, read from DDR by a :class:`KvReader`
+    and reduced by an :class:`AttentionCore` (``golden.attention_query``). Resource-lean: one
+    score per hd/dot_lanes cycles. GQA: the query heads of a kv head issue the same ``kv``
+    command with their own queries.
+
+    Ports: ``query`` (In, attention query_layout), ``kv`` (In, kv_command_layout), ``out``
+    (Out, f32_vec(out_lanes)), ``axi`` (Out, AXI4 read manager), ``error`` (Out 1).
+    """
+
+    def __init__(self, *, head_dim: int, tile: int, addr_width: int = 40, data_width: int = 128,
+                 dot_lanes: int = 16, pv_lanes: int = 16, out_lanes: int = 8):
+        self.reader = KvReader(head_dim=head_dim, tile=tile, addr_width=addr_width, data_width=data_width)
+        self.core = AttentionCore(head_dim=head_dim, tile=tile, dot_lanes=dot_lanes, pv_lanes=pv_lanes,
+                                  out_lanes=out_lanes)
+        super().__init__({
+            "query": In(stream.Signature(query_layout(head_dim))),
+            "kv": In(stream.Signature(kv_command_layout(addr_width))),
+            "out": Out(stream.Signature(f32_vec(out_lanes))),
+            "axi": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
+            "error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.reader, m.submodules.core = self.reader, self.core
+        wiring.connect(m, wiring.flipped(self.kv), self.reader.cmd)
+        wiring.connect(m, wiring.flipped(self.query), self.core.query)
+        wiring.connect(m, self.reader.keys, self.core.keys)
+        wiring.connect(m, self.core.out, wiring.flipped(self.out))
+        wiring.connect(m, self.reader.axi, wiring.flipped(self.axi))
+        m.d.comb += self.error.eq(self.reader.error)
+        return m

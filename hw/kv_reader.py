@@ -1,0 +1,126 @@
+"""KV reader: streams one query's keys and values from the KV cache in DDR, in visiting order."""
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .attention import key_layout
+from .axi import axi_read_signature
+from .axi_read import AxiReadMaster
+
+__all__ = ["KvReader", "kv_command_layout"]
+
+
+def kv_command_layout(addr_width: int) -> data.StructLayout:
+    """One query: the (layer, kv head) arrays' base addresses and the query's position."""
+    return data.StructLayout({"k_base": unsigned(addr_width), "v_base": unsigned(addr_width),
+                              "s_base": unsigned(addr_width), "pos": unsigned(16)})
+
+
+class KvReader(wiring.Component):
+    """Reads the keys/values a query at position ``pos`` attends to (docs/architecture.md 6):
+    tiles of ``tile`` positions from the tile holding ``pos`` down to tile 0 (cut at pos),
+    each as three bursts — K rows (hd bytes each), V rows, 16-byte scale records — into tile
+    buffers, then emits one ``keys`` beat per position (``tile_last``/``last`` marked), the
+    input of :class:`~tellme.hw.attention.AttentionCore`.
+
+    Every cached byte of positions 0..pos is read once per query. Reading and emitting of a
+    tile do not overlap yet: about 2*n*hd/16 + n + latency cycles per tile of n positions.
+
+    Ports: ``cmd`` (In stream, kv_command_layout), ``keys`` (Out stream, attention key_layout),
+    ``axi`` (Out, AXI4 read manager), ``error`` (Out 1).
+    """
+
+    def __init__(self, *, head_dim: int, tile: int, addr_width: int = 40, data_width: int = 128):
+        if not isinstance(head_dim, int) or head_dim < 1 or (head_dim * 8) % data_width:
+            raise ValueError(f"head_dim ({head_dim!r}) bytes must be whole {data_width}-bit beats")
+        if not isinstance(tile, int) or tile < 1:
+            raise ValueError(f"tile must be a positive integer, got {tile!r}")
+        if data_width < 64:
+            raise ValueError("data_width must be at least 64 bits (a scale record holds two words)")
+        self.head_dim, self.tile, self.addr_width, self.data_width = head_dim, tile, addr_width, data_width
+        self.row_beats = head_dim * 8 // data_width
+        super().__init__({
+            "cmd": In(stream.Signature(kv_command_layout(addr_width))),
+            "keys": Out(stream.Signature(key_layout(head_dim))),
+            "axi": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
+            "error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        hd, tile, rb, dw = self.head_dim, self.tile, self.row_beats, self.data_width
+        record = 16                                   # bytes per scale record
+        m.submodules.master = master = AxiReadMaster(data_width=dw, addr_width=self.addr_width)
+        wiring.connect(m, master.axi, wiring.flipped(self.axi))
+        m.d.comb += self.error.eq(master.error)
+
+        row = data.ArrayLayout(signed(8), hd)
+        kmem = memory.Memory(shape=row, depth=tile, init=[])
+        vmem = memory.Memory(shape=row, depth=tile, init=[])
+        smem = memory.Memory(shape=64, depth=tile, init=[])
+        m.submodules.kmem, m.submodules.vmem, m.submodules.smem = kmem, vmem, smem
+        kw, vw, sw = kmem.write_port(), vmem.write_port(), smem.write_port()
+        kr, vr, sr = (mem.read_port(domain="comb") for mem in (kmem, vmem, smem))
+
+        cmd = Signal(kv_command_layout(self.addr_width))
+        lo = Signal(16)
+        hi = Signal(16)
+        n = Signal(range(tile + 1))
+        m.d.comb += n.eq(hi - lo)
+        which = Signal(2)                             # 0: K rows, 1: V rows, 2: scales
+        gather = Signal(hd * 8)
+        beat_in_row = Signal(range(rb + 1))
+        index = Signal(range(tile + 1))               # row being gathered / emitted
+
+        data_beat = master.data.payload.data
+        m.d.comb += [kw.addr.eq(index), vw.addr.eq(index), sw.addr.eq(index),
+                     kr.addr.eq(index), vr.addr.eq(index), sr.addr.eq(index)]
+        row_value = Cat(gather[dw:], data_beat) if rb > 1 else data_beat
+        m.d.comb += [kw.data.eq(row_value), vw.data.eq(row_value), sw.data.eq(data_beat[:64])]
+
+        with m.FSM(name="kv"):
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    top = self.cmd.payload.pos // tile * tile
+                    m.d.sync += [cmd.eq(self.cmd.payload), lo.eq(top), hi.eq(self.cmd.payload.pos + 1)]
+                    m.next = "REQUEST"
+            with m.State("REQUEST"):
+                base = Mux(which == 0, cmd.k_base, Mux(which == 1, cmd.v_base, cmd.s_base))
+                size = Mux(which == 2, record, hd)
+                m.d.comb += [master.cmd.valid.eq(1), master.cmd.payload.addr.eq(base + lo * size),
+                             master.cmd.payload.beats.eq(Mux(which == 2, n, n * rb))]
+                with m.If(master.cmd.ready):
+                    m.d.sync += [index.eq(0), beat_in_row.eq(0)]
+                    m.next = "RECEIVE"
+            with m.State("RECEIVE"):
+                m.d.comb += master.data.ready.eq(1)
+                with m.If(master.data.valid):
+                    with m.If((which == 2) | (beat_in_row == rb - 1)):
+                        m.d.comb += [kw.en.eq(which == 0), vw.en.eq(which == 1), sw.en.eq(which == 2)]
+                        m.d.sync += [beat_in_row.eq(0), index.eq(index + 1)]
+                    with m.Else():
+                        m.d.sync += [beat_in_row.eq(beat_in_row + 1), gather.eq(row_value)]
+                    with m.If(master.data.payload.last):
+                        with m.If(which == 2):
+                            m.d.sync += [which.eq(0), index.eq(0)]
+                            m.next = "EMIT"
+                        with m.Else():
+                            m.d.sync += which.eq(which + 1)
+                            m.next = "REQUEST"
+            with m.State("EMIT"):
+                final = lo == 0
+                m.d.comb += [self.keys.valid.eq(1), self.keys.payload.k.eq(kr.data), self.keys.payload.v.eq(vr.data),
+                             self.keys.payload.k_scale.eq(sr.data[:32]), self.keys.payload.v_scale.eq(sr.data[32:64]),
+                             self.keys.payload.tile_last.eq(index == n - 1),
+                             self.keys.payload.last.eq(final & (index == n - 1))]
+                with m.If(self.keys.ready):
+                    m.d.sync += index.eq(index + 1)
+                    with m.If(index == n - 1):
+                        with m.If(final):
+                            m.next = "IDLE"
+                        with m.Else():
+                            m.d.sync += [hi.eq(lo), lo.eq(lo - tile)]
+                            m.next = "REQUEST"
+        return m
