@@ -7,7 +7,7 @@ and writes through it; ``markdown_table()`` renders the table of docs/architectu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 ACCESS = ("ro", "rw", "w1c", "sc")
 

@@ -167,7 +167,6 @@ class AttentionCore(wiring.Component):
         acc_group = Signal(range(groups + 1))
         v_row = Signal(data.ArrayLayout(signed(8), hd))
         m.d.comb += [v_rp.addr.eq(acc_key), v_row.eq(v_rp.data)]
-        o_group = Array(Cat(*o_regs[g]) for g in range(groups))
         products = []
         for i in range(pl):
             v_elem = Array(v_row[g * pl + i] for g in range(groups))[acc_group]

@@ -1,6 +1,6 @@
 """AXI4 write master: byte-range commands and data beats in, INCR bursts out."""
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 

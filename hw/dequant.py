@@ -1,7 +1,7 @@
 """Dequantisation (+ residual) of TLMM results (docs/architecture.md 3.4)."""
 
-from amaranth.hdl import Module, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.hdl import Module
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .fp32 import FAdd, FMul, FromInt, Stages

@@ -10,7 +10,7 @@ when ``en`` is low every stage holds. One operation per cycle. Wrap a unit in
 :class:`FixedLatencyStream` to give it stream ports.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 

