@@ -1,0 +1,175 @@
+"""TLMM engine and weight decode under Verilator + cocotb, bit-exact against the golden model.
+
+The testbenches are ``sim/tb/tb_tlmm.py`` and ``sim/tb/tb_tlmm_decode.py``; their docstrings
+list what every cocotb test covers. Fast parameter sets run in ``make test``; the full
+bitnet-b1.58-large matrices (in their real N_t tiling) and a long random sweep are ``slow``.
+"""
+
+from __future__ import annotations
+
+
+import pytest
+
+from tellme.hw.tlmm import TlmmEngine, act_layout, command_layout, result_layout
+from tellme.hw.tlmm_decode import TlmmWeightDecode
+from tellme.sim.rtl import RTLTestFailure, run_cocotb
+from tellme.sim.tb.streams import struct_fields
+
+TB = "tellme.sim.tb.tb_tlmm"
+TB_DECODE = "tellme.sim.tb.tb_tlmm_decode"
+
+# (G, P, T) sets with their command limits. max_rows leaves room for test_throughput's rows,
+# which must outlast a block's table precompute (about T * (max(P, E) + 1) cycles).
+ENGINE_SETS = {
+    "g5p4t2": dict(group=5, lanes=4, tokens=2, max_rows=320, max_blocks=8),
+    "g3p8t1": dict(group=3, lanes=8, tokens=1, max_rows=64, max_blocks=6),
+    "g2p16t4": dict(group=2, lanes=16, tokens=4, max_rows=128, max_blocks=4),
+    "g4p3t3": dict(group=4, lanes=3, tokens=3, max_rows=192, max_blocks=8),
+}
+# The KV260 lane count and code (T = 1: decode; precompute of 122 entries hides behind 128-row
+# tiles), with room for the real tiles of docs/architecture.md section 4 (N_t <= 1638, B <= 13).
+REAL_SET = dict(group=5, lanes=64, tokens=1, max_rows=2048, max_blocks=16)
+
+ENGINE_TESTS = ["test_random", "test_corners", "test_back_to_back", "test_late_codes",
+                "test_throughput"]
+
+# bitnet-b1.58-large (hidden 1536, FFN 4096): one output tile of 128 rows over the full K.
+REAL_TILES = [
+    {"name": "q/k/v/o 1536x1536", "rows": 128, "k": 1536},
+    {"name": "gate/up 4096x1536", "rows": 128, "k": 1536},
+    {"name": "down 1536x4096", "rows": 128, "k": 4096},
+]
+# The whole matrices in their real tiling (N_t of docs/architecture.md section 4).
+FULL_MATRICES = [
+    {"name": "q/k/v/o 1536x1536", "rows": 1536, "k": 1536, "tiles": [1536]},
+    {"name": "gate/up 4096x1536", "rows": 4096, "k": 1536, "tiles": [1638, 1638, 820]},
+    {"name": "down 1536x4096", "rows": 1536, "k": 4096, "tiles": [630, 630, 276]},
+]
+
+
+def engine(params: dict) -> TlmmEngine:
+    return TlmmEngine(**params)
+
+
+def engine_parameters(dut: TlmmEngine, params: dict, **extra) -> dict:
+    t = params["tokens"]
+    return {
+        **params,
+        "latency": dut.latency,
+        "fields": {
+            "cmd": struct_fields(command_layout(t, params["max_blocks"], params["max_rows"])),
+            "act": struct_fields(act_layout(params["group"])),
+            "out": struct_fields(result_layout(t)),
+        },
+        **extra,
+    }
+
+
+def run_engine(params: dict, testcase, *, timeout: float = 600, **extra):
+    dut = engine(params)
+    result = run_cocotb(dut, name="tlmm", test_module=TB, testcase=testcase,
+                        parameters=engine_parameters(dut, params, **extra), timeout=timeout)
+    assert set(result.tests.values()) == {"passed"}, result.tests
+    report(result)
+    return result
+
+
+def report(result):
+    # Shown with `pytest -rP`: where the time goes (build 0 s = cached build reused).
+    print(f"{result.name}: build {result.build_seconds:.1f} s, simulation {result.sim_seconds:.1f} s, "
+          f"seed {result.seed}, {result.build_dir.name}")
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("key", list(ENGINE_SETS))
+def test_tlmm_engine(key):
+    result = run_engine(ENGINE_SETS[key], ENGINE_TESTS)
+    assert set(result.tests) == set(ENGINE_TESTS)
+
+
+@pytest.mark.rtl
+def test_tlmm_real_tiles():
+    """One 128-row tile of each bitnet-b1.58-large projection shape at P=64, G=5: stall-free
+    (rows/cycle logged) and with stalls on every stream; plus the full-rate check at P=64."""
+    result = run_engine(REAL_SET, ["test_real_tiles", "test_throughput"], real_tiles=REAL_TILES,
+                        real_stalls=[[0.0] * 4, [0.2, 0.2, 0.2, 0.3]])
+    assert set(result.tests) == {"test_real_tiles", "test_throughput"}
+
+
+@pytest.mark.rtl
+def test_tlmm_harness_catches_wrong_code():
+    """A lane word with one code's sign flipped (the expected rows are those of the true code)
+    must fail the scoreboard: the harness really compares what the engine computes."""
+    params = ENGINE_SETS["g5p4t2"]
+    dut = engine(params)
+    with pytest.raises(RTLTestFailure) as caught:
+        run_cocotb(dut, name="tlmm", test_module=TB, testcase="test_random",
+                   waves_on_failure=False,
+                   parameters=engine_parameters(dut, params, corrupt=True, random_problems=2,
+                                                stalls=[[0.0] * 4]))
+    message = caught.value.failed["test_random"]
+    assert "acc" in message and "expected" in message, message
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_tlmm_full_matrices():
+    """The whole bitnet-b1.58-large projections, tile by tile, at P=64, G=5, T=1."""
+    run_engine(REAL_SET, ["test_real_tiles"], real_tiles=FULL_MATRICES,
+               real_stalls=[[0.0] * 4, [0.2, 0.2, 0.2, 0.3]], timeout=3600)
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("key", list(ENGINE_SETS))
+def test_tlmm_engine_sweep(key):
+    """A long random sweep: many more problems per stall setting."""
+    run_engine(ENGINE_SETS[key], ["test_random", "test_back_to_back"], random_problems=60,
+               timeout=3600)
+
+
+# -- weight decode --------------------------------------------------------------------------------
+
+DECODE_SETS = {
+    # KV260 default: 16 lanes x 8 bits per port = one 128-bit beat per port per lane word.
+    "g5p64x4": dict(group=5, lanes=64, ports=4, beat_bits=128,
+                    shapes=[[7, 100], [1, 3], [64, 1536], [16, 4096]]),
+    # A port's share spans two beats: 32 lanes x 7 bits = 224 bits.
+    "g4p64x2": dict(group=4, lanes=64, ports=2, beat_bits=128),
+    # Another beat width (pack_codes layout): 4 lanes x 4 bits = 16 bits padded into one 32-bit
+    # beat, on three ports.
+    "g2p12x3b32": dict(group=2, lanes=12, ports=3, beat_bits=32),
+}
+# More of the same (each is a separate Verilator build, so they wait for `make test-all`).
+DECODE_SETS_SLOW = {
+    # 32 lanes x 5 bits = 160 bits: two beats, the second mostly padding.
+    "g3p64x2": dict(group=3, lanes=64, ports=2, beat_bits=128),
+    # One port of 8 lanes x 8 bits = exactly one 64-bit beat.
+    "g5p8x1b64": dict(group=5, lanes=8, ports=1, beat_bits=64),
+    # One port for all 64 lanes: 512 bits = four 128-bit beats per lane word.
+    "g5p64x1": dict(group=5, lanes=64, ports=1, beat_bits=128),
+}
+
+
+def run_decode(params: dict):
+    params = dict(params)
+    shapes = params.pop("shapes", None)
+    dut = TlmmWeightDecode(**params)
+    result = run_cocotb(dut, name="tlmm_decode", test_module=TB_DECODE,
+                        parameters={**params, "beats_per_word": dut.beats_per_word,
+                                    **({"shapes": shapes} if shapes else {})})
+    assert result.tests == {"test_decode": "passed"}
+    report(result)
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("key", list(DECODE_SETS))
+def test_tlmm_weight_decode(key):
+    run_decode(DECODE_SETS[key])
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("key", list(DECODE_SETS_SLOW))
+def test_tlmm_weight_decode_more(key):
+    run_decode(DECODE_SETS_SLOW[key])
