@@ -1,0 +1,115 @@
+"""Attention units under Verilator + cocotb, bit-exact against ``golden.attention_query``.
+
+The testbench is ``sim/tb/tb_attention.py``; its docstring lists what every cocotb test covers.
+One Verilator build per configuration, each running several cocotb tests:
+
+- AttentionCore alone (keys driven by the testbench in ``golden.key_tile_order`` order):
+  head_dim 64/96/128 at tile 32 with dot_lanes 16, pv_lanes 16 or 32, out_lanes 8, and a
+  quick tile-8 build;
+- DecodeAttention (KvReader + AttentionCore) against a cocotbext-axi AxiRamRead holding the
+  cache as docs/architecture.md section 6 lays it out: MHA contexts 1, 2, 32, 33, 128, GQA 4:1
+  and 5:1, one context of 1024, AXI reads checked byte-exact per query;
+- KvWriter: random appends into an AxiRamWrite, the whole memory checked against the layout.
+
+Cycles per query (first key beat in .. last output beat out) are printed (``pytest -s`` or
+``-rP``) and kept in ``build/rtl/attention-cycles-<config>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tellme.hw.attention import AttentionCore
+from tellme.hw.attn_decode import DecodeAttention, KvWriter
+from tellme.sim.rtl import DEFAULT_BUILD_ROOT, run_cocotb
+
+TB = "tellme.sim.tb.tb_attention"
+
+
+#: AttentionCore configurations: name -> constructor arguments.
+CORE_CONFIGS = {
+    "hd64_t8": dict(head_dim=64, tile=8, dot_lanes=16, pv_lanes=16, out_lanes=8),
+    "hd64_t32": dict(head_dim=64, tile=32, dot_lanes=16, pv_lanes=16, out_lanes=8),
+    "hd96_t32": dict(head_dim=96, tile=32, dot_lanes=16, pv_lanes=32, out_lanes=8),
+    "hd128_t32": dict(head_dim=128, tile=32, dot_lanes=16, pv_lanes=32, out_lanes=8),
+}
+#: The decode unit of bitnet-b1.58-large (hd 96, tile 32, the units' default lanes); the
+#: benchmark (bench/attention.py) simulates the same build.
+DECODE_CONFIG = dict(head_dim=96, tile=32, dot_lanes=16, pv_lanes=16, out_lanes=8)
+DECODE_NAME = "attn_decode_hd96_t32"
+
+
+def _results_file(name: str):
+    path = DEFAULT_BUILD_ROOT / f"attention-cycles-{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    return path
+
+
+def _report(path, title: str) -> dict:
+    data = json.loads(path.read_text()) if path.exists() else {}
+    print(f"\n{title}")
+    for test, entry in data.items():
+        for q in entry.get("queries", []):
+            extra = ""
+            if "bytes" in q:
+                extra = f"  {q['bytes']:7d} B read in {q['bursts']:3d} bursts, {q['cmd_to_last_out']:6d} cycles cmd..last out"
+            cycles = q.get("cycles", "-")
+            print(f"  {test:16s} {q['label']:26s} pos {q['pos']:5d} keys {q['keys']:5d} tiles {q['tiles']:3d}: "
+                  f"{cycles:>6} cycles first key..last out{extra}")
+        if "cycles_per_append" in entry:
+            print(f"  {test}: {entry['appends']} appends, cycles per append {entry['cycles_per_append']}")
+    return data
+
+
+def _check(result, expected_tests):
+    assert {t: s for t, s in result.tests.items() if t in expected_tests} == {t: "passed" for t in expected_tests}, \
+        result.tests
+    print(f"  build {result.build_seconds:.0f} s, simulation {result.sim_seconds:.0f} s, seed {result.seed}")
+
+
+CORE_TESTS = ["core_lengths", "core_stalls", "core_extremes"]
+CORE_SLOW = {"hd64_t32", "hd128_t32"}
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("config", [pytest.param(name, marks=[pytest.mark.slow] if name in CORE_SLOW else [])
+                                    for name in CORE_CONFIGS])
+def test_attention_core(config):
+    params = CORE_CONFIGS[config]
+    results = _results_file(f"core_{config}")
+    result = run_cocotb(AttentionCore(**params), name=f"attn_core_{config}", test_module=TB,
+                        testcase=CORE_TESTS, timeout=1800,
+                        parameters={"kind": "core", **params, "seed": 11 + params["head_dim"] + params["tile"],
+                                    "results": str(results)})
+    _report(results, f"AttentionCore {config}")
+    _check(result, CORE_TESTS)
+
+
+#: decode_long (context 1024) simulates in ~25 s, so it runs with the others (one conversion).
+DECODE_TESTS = ["decode_contexts", "decode_gqa", "decode_long"]
+
+
+@pytest.mark.rtl
+def test_decode_attention():
+    results = _results_file("decode")
+    result = run_cocotb(DecodeAttention(**DECODE_CONFIG), name=DECODE_NAME, test_module=TB,
+                        testcase=DECODE_TESTS, timeout=3600,
+                        parameters={"kind": "decode", **DECODE_CONFIG, "seed": 5, "long_context": 1024,
+                                    "results": str(results)})
+    _report(results, "DecodeAttention hd96 tile 32")
+    _check(result, DECODE_TESTS)
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("head_dim", [96, pytest.param(128, marks=pytest.mark.slow)])
+def test_kv_writer(head_dim):
+    results = _results_file(f"writer_hd{head_dim}")
+    result = run_cocotb(KvWriter(head_dim=head_dim), name=f"kv_writer_hd{head_dim}", test_module=TB,
+                        testcase=["writer_appends"], timeout=900,
+                        parameters={"kind": "writer", "head_dim": head_dim, "seed": 3, "appends": 40,
+                                    "results": str(results)})
+    _report(results, f"KvWriter hd{head_dim}")
+    _check(result, ["writer_appends"])
