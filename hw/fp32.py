@@ -31,12 +31,13 @@ class Stages:
         self.m, self.en = m, en
         self.count = 0
 
-    def reg(self, value, *, name=None, shape=None):
+    def reg(self, value, *, name=None, shape=None, valid=False):
+        """``valid=True`` for a validity bit: it is reset, so nothing stale fires after a reset.
+        Data registers need no reset (validity travels separately), which also lets long delay
+        lines map to shift-register LUTs."""
         self.count += 1
-        # Data registers need no reset (validity travels separately), which also lets long
-        # delay lines map to shift-register LUTs.
         sig = Signal(shape if shape is not None else value.shape(), name=name or f"stage_{self.count}",
-                     reset_less=True)
+                     reset_less=not valid)
         with self.m.If(self.en):
             self.m.d.sync += sig.eq(value)
         return sig

@@ -120,12 +120,12 @@ class NormQuant(wiring.Component):
         beat_sum, tree_lat = f32_tree(m, squares, FAdd, 1, "sqtree")
         sum_valid = take
         for _ in range(FMul.latency + tree_lat):
-            sum_valid = st.reg(sum_valid)
+            sum_valid = st.reg(sum_valid, valid=True)
         absx = [unit(f"abs{l}", FAbs(), a=self.x.payload.data[l]).o for l in range(lanes)]
         beat_max, max_lat = f32_tree(m, absx, FMax, 1, "maxtree")
         max_valid = take
         for _ in range(FAbs.latency + max_lat):
-            max_valid = st.reg(max_valid)
+            max_valid = st.reg(max_valid, valid=True)
 
         # max accumulator (latency-1 feedback)
         first_max = Signal(init=1)
@@ -212,16 +212,15 @@ class NormQuant(wiring.Component):
             for _ in range(FMul.latency):
                 g = st.reg(g)
             ys.append(unit(f"xrg{l}", FMul(), a=xr.o, b=g).o)
-        p2_tag = Cat(p2_issue, p2_beat[:len(p2_beat)])
+        p2_valid, p2_addr = p2_issue, p2_beat
         for _ in range(1 + 2 * FMul.latency):
-            p2_tag = st.reg(p2_tag)
-        p2_valid, p2_addr = p2_tag[0], p2_tag[1:]
+            p2_valid, p2_addr = st.reg(p2_valid, valid=True), st.reg(p2_addr)
         m.d.comb += [y_wp.addr.eq(p2_addr), y_wp.data.eq(Cat(*ys)), y_wp.en.eq(p2_valid)]
         absy = [unit(f"absy{l}", FAbs(), a=ys[l]).o for l in range(lanes)]
         beat_ymax, ymax_lat = f32_tree(m, absy, FMax, 1, "ymaxtree")
         ymax_valid = p2_valid
         for _ in range(FAbs.latency + ymax_lat):
-            ymax_valid = st.reg(ymax_valid)
+            ymax_valid = st.reg(ymax_valid, valid=True)
         first_ymax = Signal(init=1)
         yacc = unit("back_max", FMax(), en=ymax_valid)
         m.d.comb += [yacc.a.eq(Mux(first_ymax, zero32, yacc.o)), yacc.b.eq(beat_ymax)]
@@ -312,10 +311,15 @@ class NormQuant(wiring.Component):
                     with m.If(p3_beat == bdesc.beats - 1):
                         m.next = "PASS3_DONE"
             with m.State("PASS3_DONE"):
-                # The last read has left the read port: the buffer (x when quantising only) is
-                # free, and the bank select may move on.
-                with m.If(~bdesc.norm):
-                    m.d.comb += release.eq(Mux(bbank, 0b10, 0b01))
-                m.d.sync += bbank.eq(~bbank)
-                m.next = "IDLE"
+                # Wait until the vector's last beat has left the pipeline: the beats still in
+                # it (the output may stall them) use s, which the next vector would overwrite.
+                # Then the buffer (x when quantising only) is free and the bank may move on.
+                # The read ports stay with pass 3 meanwhile: a stalled beat sits in their
+                # data registers.
+                m.d.comb += state_p3.eq(1)
+                with m.If(p3_valid == 0):
+                    with m.If(~bdesc.norm):
+                        m.d.comb += release.eq(Mux(bbank, 0b10, 0b01))
+                    m.d.sync += bbank.eq(~bbank)
+                    m.next = "IDLE"
         return m

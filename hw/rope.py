@@ -28,8 +28,9 @@ class Rope(wiring.Component):
 
     The first half is buffered; each beat of the second half is rotated with the matching beat
     of the first (latency 8) into one of two output banks, which drain while the next head
-    arrives: one beat per cycle in and out in steady state. ``head_dim`` must be a multiple of
-    2 x lanes.
+    arrives. Throughput: a head's second half waits for the bank of the head two back to drain,
+    so about n/(n+1) beats per cycle for n beats per head (0.93 at hd 96, 8 lanes; about 0.6
+    for 4-beat heads); a third bank would reach 1. ``head_dim`` must be a multiple of 2 x lanes.
     """
 
     def __init__(self, *, lanes: int, head_dim: int):
@@ -113,10 +114,11 @@ class Rope(wiring.Component):
             out2.append(add.o)
         half_index = Signal(range(hb))
         m.d.comb += half_index.eq(in_beat - hb)
-        tag = Cat(issue, in_bank, half_index, in_beat == 2 * hb - 1)
+        tag = Cat(in_bank, half_index, in_beat == 2 * hb - 1)
+        done_valid = issue
         for _ in range(self.latency):
-            tag = st.reg(tag)
-        done_valid, done_bank, done_index, done_last = tag[0], tag[1], tag[2:-1], tag[-1]
+            tag, done_valid = st.reg(tag), st.reg(done_valid, valid=True)
+        done_bank, done_index, done_last = tag[0], tag[1:-1], tag[-1]
         for b, halves in enumerate(banks):
             for (wp, _), result in zip(halves, (out1, out2)):
                 m.d.comb += [wp.addr.eq(done_index), wp.data.eq(Cat(*result)),
