@@ -62,7 +62,7 @@ Per unit:
   vectors per batch, random width up to ``random_max_dim`` and mode), ``eps``,
   ``throughput_dim`` and ``throughput_vectors``; ``max_norm_cycles_per_vector`` and
   ``max_quant_cycles_per_vector``: bounds on the steady-state interval between vectors of
-  ``throughput_dim`` (defaults 2n + 100 and n + 60 for n beats, the unit's documented cost).
+  ``throughput_dim`` (defaults 2n + 120 and n + 60 for n beats: the unit's documented cost with slack).
   Streams: cmd, x, gain, q, scale.
 - dequant: ``residual``; ``commands`` (random commands per batch), ``max_rows``. Streams: acc,
   [res,] o.
@@ -1060,7 +1060,7 @@ async def test_throughput(dut):
     if unit == "norm_quant":
         # The unit's cost model (hw/norm_quant.py): about n + 30 cycles in front and 2n + 90
         # behind per vector of n beats, the front overlapped with the back of the previous vector.
-        for r, key, default in ((results[0], "max_norm_cycles_per_vector", lambda n: 2 * n + 100),
+        for r, key, default in ((results[0], "max_norm_cycles_per_vector", lambda n: 2 * n + 120),
                                 (results[1], "max_quant_cycles_per_vector", lambda n: n + 60)):
             n = r["beats_per_vector"]
             bound = float(cfg.get(key, default(n)))
