@@ -42,7 +42,6 @@ per cent of Vivado's post-synthesis figures for LUTs):
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import hashlib
 import json
@@ -55,7 +54,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["KV260", "LUTRAM_LUTS", "SRL_CELLS", "YosysError", "DEFAULT_CACHE_DIR", "yosys_command",
@@ -86,6 +84,8 @@ SRL_CELLS = ("SRL16", "SRL16E", "SRLC16", "SRLC16E", "SRLC32E")
 _FF_CELLS = ("FDRE", "FDSE", "FDCE", "FDPE", "FDRE_1", "FDSE_1", "FDCE_1", "FDPE_1")
 _LATCH_CELLS = ("LDCE", "LDPE", "LDCPE")
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+from ..sim.rtl import _locked, _tail as _log_tail  # one lock and log-tail helper for all tool runs
+
 _LOG_TAIL_LINES = 30
 #: Bump when the meaning of the parsed dictionary changes, so old cache entries are not reused.
 _FORMAT = 1
@@ -154,22 +154,7 @@ def synth_script(name: str, *, family: str = "xcup", flatten: bool = True, uram:
 
 
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return f"(no log at {path})"
-    return "\n".join(text[-lines:])
-
-
-@contextmanager
-def _locked(lock_path: Path):
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
+    return _log_tail(path, lines)
 
 
 def _run_yosys(work: Path, timeout: float | None, progress: Callable[[str], None] | None,
