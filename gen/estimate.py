@@ -56,6 +56,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from ..sim.rtl import _locked, _tail as _log_tail  # one lock and log-tail helper for all tool runs
+
 __all__ = ["KV260", "LUTRAM_LUTS", "SRL_CELLS", "YosysError", "DEFAULT_CACHE_DIR", "yosys_command",
            "yosys_version", "synth_script", "parse_stat", "synth_resources", "fits", "utilisation"]
 
@@ -84,8 +86,6 @@ SRL_CELLS = ("SRL16", "SRL16E", "SRLC16", "SRLC16E", "SRLC32E")
 _FF_CELLS = ("FDRE", "FDSE", "FDCE", "FDPE", "FDRE_1", "FDSE_1", "FDCE_1", "FDPE_1")
 _LATCH_CELLS = ("LDCE", "LDPE", "LDCPE")
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-from ..sim.rtl import _locked, _tail as _log_tail  # one lock and log-tail helper for all tool runs
-
 _LOG_TAIL_LINES = 30
 #: Bump when the meaning of the parsed dictionary changes, so old cache entries are not reused.
 _FORMAT = 1
