@@ -8,14 +8,16 @@ in the per-beat loop.
 from __future__ import annotations
 
 from fractions import Fraction
+from pathlib import Path
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
-from amaranth.lib import data, fifo, memory, wiring
+from amaranth.hdl import Cat, ClockSignal, Instance, Module, Mux, Signal
+from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from .axi import RESP_DECERR, RESP_OKAY, axi_read_signature, axi_write_signature
 
-__all__ = ["DdrModel", "DdrSystem", "RATE_FRAC_BITS", "MIN_LATENCY", "UNINIT_ATTR", "rate_fixed"]
+__all__ = ["DdrModel", "DdrSystem", "RATE_FRAC_BITS", "MIN_LATENCY", "STORAGE_MODULE", "STORAGE_SOURCE",
+           "rate_fixed"]
 
 #: Fractional bits of the fixed-point bandwidth (bytes per cycle) of the token bucket.
 RATE_FRAC_BITS = 16
@@ -23,8 +25,6 @@ RATE_FRAC_BITS = 16
 RATE_WIDTH = 32
 #: Smallest latency the model's pipeline can give (AR handshake to first R beat, in cycles).
 MIN_LATENCY = 3
-#: Memory attribute telling the RTLIL backend to leave the memory's contents uninitialised.
-UNINIT_ATTR = "tellme_sim_uninit"
 _PIPE = 2          # cycles from a beat's grant to its RVALID (memory read + R FIFO)
 _R_FIFO_DEPTH = 4
 
@@ -39,37 +39,11 @@ def rate_fixed(bytes_per_cycle) -> int:
     return value
 
 
-def _install_uninit_memories():
-    """Teach Amaranth's RTLIL backend to skip the initial contents of memories that carry the
-    attribute :data:`UNINIT_ATTR`.
-
-    Amaranth always emits a memory's initial contents (zeros when none are given) bit by bit:
-    converting a 1 MiB memory costs ~8 s of Python plus ~20 s of Yosys and a 65,536-line
-    ``initial`` block for Verilator to compile, and ``run_cocotb`` converts the design on every
-    call (to find its cached build). Without them the memory is a plain ``reg`` array that
-    converts in milliseconds at any size; Verilator starts it at zero (its default
-    ``+verilator+rand+reset+0``) and the testbench fills it through VPI
-    (:func:`tellme.sim.tb.ddr.load_ddr_image`). Only memories with the attribute are affected.
-    """
-    try:
-        from amaranth.back import rtlil
-        emitter = rtlil.ModuleEmitter
-        original = emitter.emit_memory
-    except (ImportError, AttributeError):     # another Amaranth: correct, merely slow
-        return
-    if getattr(original, "_tellme_uninit", False):
-        return
-
-    def emit_memory(self, cell_idx, cell):
-        if UNINIT_ATTR in getattr(cell, "attributes", {}):
-            return
-        return original(self, cell_idx, cell)
-
-    emit_memory._tellme_uninit = True
-    emitter.emit_memory = emit_memory
-
-
-_install_uninit_memories()
+#: The hand-written Verilog module holding the memory (``hw/verilog/tellme_ddr_mem.v``).
+STORAGE_MODULE = "tellme_ddr_mem"
+#: Its source file; :func:`tellme.sim.rtl.run_cocotb` adds it to the Verilator build of any
+#: design instantiating the module.
+STORAGE_SOURCE = Path(__file__).resolve().parent / "verilog" / f"{STORAGE_MODULE}.v"
 
 
 class DdrModel(wiring.Component):
@@ -84,14 +58,17 @@ class DdrModel(wiring.Component):
     drive and which then replace ``latency`` and ``bytes_per_cycle`` (one build, many settings).
 
     **Memory.** ``size_bytes`` (a multiple of 4 KiB) of ``data_width``-bit words at byte
-    addresses ``[base, base + size_bytes)``: an :class:`amaranth.lib.memory.Memory` named
-    ``mem`` (Verilog ``reg [data_width-1:0] mem [...]`` inside this module's instance; word
-    ``i`` holds bytes ``base + i*B .. base + i*B + B - 1``, little-endian, ``B = data_width/8``),
-    starting at zero. Load it through Verilator's public access with
-    :func:`tellme.sim.tb.ddr.load_ddr_image` (the memory is marked uninitialised so that a
-    large one converts and builds fast; see :func:`_install_uninit_memories`). A beat whose
-    address lies outside the memory gets a DECERR response (reads return zeros, writes are
-    dropped); everything else is OKAY.
+    addresses ``[base, base + size_bytes)``, held by an instance ``mem`` of the hand-written
+    Verilog module :data:`STORAGE_MODULE` (``hw/verilog/tellme_ddr_mem.v``: a plain
+    ``reg [data_width-1:0] mem [depth-1:0]``, so ``dut.mem.mem`` in cocotb; word ``i`` holds
+    bytes ``base + i*B .. base + i*B + B - 1``, little-endian, ``B = data_width/8``), starting at
+    zero. It has no initial contents, which Amaranth would emit bit by bit for an
+    :class:`amaranth.lib.memory.Memory` (~30 s of conversion per MiB, on every ``run_cocotb``
+    call): the design converts in milliseconds at any size. Load it through Verilator's public
+    access with :func:`tellme.sim.tb.ddr.load_ddr_image` (which takes ``dut.mem`` or the array).
+    :func:`tellme.sim.rtl.run_cocotb` adds the module's source to the Verilator build. A beat
+    whose address lies outside the memory gets a DECERR response (reads return zeros, writes
+    are dropped); everything else is OKAY.
 
     **Bursts.** INCR bursts of ``xxLEN + 1`` full-width beats (``xxSIZE`` must equal the bus
     width; FIXED/WRAP and narrow transfers are not modelled: every beat advances by ``B``
@@ -203,8 +180,20 @@ class DdrModel(wiring.Component):
         depth = self.depth
         n = self.ports + 1                       # requesters: read ports, then the write port
 
-        m.submodules.mem = mem = memory.Memory(shape=unsigned(self.data_width), depth=depth, init=[],
-                                               attrs={UNINIT_ATTR: 1})
+        # The storage: synchronous, non-transparent read ports with enable, one write port with
+        # byte enables (what amaranth.lib.memory.Memory gave, without its initial contents).
+        abits = max(1, (depth - 1).bit_length())
+        rd_addr = [Signal(abits, name=f"rd{i}_word") for i in range(self.ports)]
+        rd_en = [Signal(name=f"rd{i}_en") for i in range(self.ports)]
+        rd_data = Signal(self.ports * self.data_width)
+        wr_addr = Signal(abits)
+        wr_data = Signal(self.data_width)
+        wr_en = Signal(bb)
+        m.submodules.mem = Instance(
+            STORAGE_MODULE,
+            p_WIDTH=self.data_width, p_DEPTH=depth, p_ABITS=abits, p_RD_PORTS=self.ports,
+            i_clk=ClockSignal(), i_rd_addr=Cat(*rd_addr), i_rd_en=Cat(*rd_en), o_rd_data=rd_data,
+            i_wr_addr=wr_addr, i_wr_data=wr_data, i_wr_en=wr_en)
         now = Signal(32)
         m.d.sync += now.eq(now + 1)
         if self.configurable:
@@ -255,7 +244,6 @@ class DdrModel(wiring.Component):
             ar_q = fifo.SyncFIFO(width=ar_layout.size, depth=self.queue_depth)
             r_q = fifo.SyncFIFO(width=r_layout.size, depth=_R_FIFO_DEPTH)
             m.submodules[f"rd{i}_ar"], m.submodules[f"rd{i}_r"] = ar_q, r_q
-            port = mem.read_port()
             entry = Signal(ar_layout)
             head = Signal(ar_layout)
             m.d.comb += [
@@ -278,7 +266,7 @@ class DdrModel(wiring.Component):
             room = Signal()
             m.d.comb += [room.eq(r_q.level + pending < _R_FIFO_DEPTH),
                          req[i].eq(ar_q.r_rdy & due & room)]
-            m.d.comb += [port.addr.eq(word), port.en.eq(grant[i])]
+            m.d.comb += [rd_addr[i].eq(word), rd_en[i].eq(grant[i])]
             m.d.sync += pending.eq(grant[i])
             with m.If(grant[i]):
                 m.d.sync += [pending_r.id.eq(head.id), pending_r.last.eq(beat == head.len),
@@ -291,7 +279,7 @@ class DdrModel(wiring.Component):
             beat_out = Signal(r_layout)
             m.d.comb += [
                 beat_out.eq(pending_r),
-                beat_out.data.eq(Mux(pending_r.resp == RESP_OKAY, port.data, 0)),
+                beat_out.data.eq(Mux(pending_r.resp == RESP_OKAY, rd_data.word_select(i, self.data_width), 0)),
                 r_q.w_en.eq(pending), r_q.w_data.eq(beat_out),
             ]
             out = Signal(r_layout)
@@ -322,12 +310,11 @@ class DdrModel(wiring.Component):
         address = Signal(aw)
         m.d.comb += address.eq(head.addr + (beat << shift))
         inside, word = locate(address)
-        port = mem.write_port(granularity=8)
         m.d.comb += [
             req[w].eq(axi.wvalid & aw_q.r_rdy & b_q.w_rdy),
             axi.wready.eq(grant[w]),
-            port.addr.eq(word), port.data.eq(axi.wdata),
-            port.en.eq(Mux(grant[w] & inside, axi.wstrb, 0)),
+            wr_addr.eq(word), wr_data.eq(axi.wdata),
+            wr_en.eq(Mux(grant[w] & inside, axi.wstrb, 0)),
         ]
         response = Signal(b_layout)
         m.d.comb += [response.id.eq(head.id),
@@ -365,7 +352,7 @@ def _forward(m, owner, prefix, inner, names=None):
 class DdrSystem(wiring.Component):
     """Simulation-only test harness: ``ports`` :class:`~tellme.hw.axi_read.AxiReadMaster` and one
     :class:`~tellme.hw.axi_write.AxiWriteMaster` on a :class:`DdrModel` (``ddr``, so its memory
-    is ``dut.ddr.mem`` in cocotb).
+    is ``dut.ddr.mem`` in cocotb: the storage instance, whose array is ``dut.ddr.mem.mem``).
 
     Ports: ``rd<i>_cmd``, ``rd<i>_data``, ``rd<i>_error``, ``rd<i>_clear_error``, ``rd<i>_busy``
     (the read masters' ``cmd``, ``data``, ...), ``wr_cmd``, ``wr_data``, ``wr_done``,

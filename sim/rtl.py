@@ -18,6 +18,12 @@ naming each failing cocotb test. On failure it rebuilds the design with tracing 
 headers are installed, else VCD: see :func:`waves_format`), reruns with the same seed and names
 the waveform file in the message.
 
+Hand-written Verilog: a design may instantiate (with Amaranth's ``Instance``) a module of the
+library :data:`VERILOG_LIBRARY` (``hw/verilog/<module>.v``, one module per file named after it);
+:func:`verilog_library_sources` finds the ones the converted design instantiates, and
+:func:`run_cocotb` copies them into the build and compiles them with it (their text is part of
+the build's cache key).
+
 Concurrency: a build directory is filled under an exclusive lock (``<dir>.lock``) and marked
 complete by a stamp file, so pytest-xdist workers building the same design wait for one build
 instead of racing, and workers with different designs never share a directory. Each simulation
@@ -52,11 +58,13 @@ from amaranth.lib import wiring
 from .tb import CONFIG_ENV
 from .toolchain import verilator_env
 
-__all__ = ["REPO_ROOT", "DEFAULT_BUILD_ROOT", "RTLTestFailure", "CocotbResult",
-           "verilog_of", "waves_format", "run_cocotb"]
+__all__ = ["REPO_ROOT", "DEFAULT_BUILD_ROOT", "VERILOG_LIBRARY", "RTLTestFailure", "CocotbResult",
+           "verilog_of", "verilog_library_sources", "waves_format", "run_cocotb"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUILD_ROOT = REPO_ROOT / "build" / "rtl"
+#: Hand-written Verilog modules that designs instantiate through ``Instance`` (file = module name).
+VERILOG_LIBRARY = REPO_ROOT / "hw" / "verilog"
 
 # Amaranth's Verilog has no `timescale; cocotb's clocks are given in ns.
 TIMESCALE = ("1ns", "1ps")
@@ -112,10 +120,27 @@ def verilog_of(component: wiring.Component, name: str) -> str:
     return verilog.convert(component, name=name)
 
 
-def _design_key(verilog_text: str, name: str) -> str:
+def verilog_library_sources(verilog_text: str) -> list[Path]:
+    """Return the files of :data:`VERILOG_LIBRARY` whose module ``verilog_text`` instantiates,
+    directly or through another library module (an instance is a line starting with the module
+    name, as Yosys writes it), in name order."""
+    available = {path.stem: path for path in sorted(VERILOG_LIBRARY.glob("*.v"))}
+    found: dict[str, Path] = {}
+    pending = [verilog_text]
+    while pending:
+        text = pending.pop()
+        for module, path in available.items():
+            if module not in found and re.search(rf"^\s*\\?{re.escape(module)}\s", text, re.MULTILINE):
+                found[module] = path
+                pending.append(path.read_text())
+    return [found[module] for module in sorted(found)]
+
+
+def _design_key(verilog_text: str, name: str, library: Sequence[Path] = ()) -> str:
     # The key covers everything that changes the compiled simulator, not just the design.
     digest = hashlib.sha256()
-    for part in (verilog_text, name, repr(TIMESCALE), repr(VERILATOR_ARGS),
+    for part in (verilog_text, *(f"{path.name}\0{path.read_text()}" for path in library),
+                 name, repr(TIMESCALE), repr(VERILATOR_ARGS),
                  importlib.metadata.version("verilator"), importlib.metadata.version("cocotb")):
         digest.update(part.encode())
         digest.update(b"\0")
@@ -210,10 +235,12 @@ def _make_environment():
                 os.environ["MAKEFLAGS"] = old
 
 
-def _build(verilog_text: str, name: str, build_dir: Path, *, waves: str | None) -> float:
-    """Build ``verilog_text`` into ``build_dir`` unless a complete build is there already,
-    with tracing in format ``waves`` (``"fst"``/``"vcd"``) or none (``None``).
-    Returns the seconds spent building (0 for a cache hit)."""
+def _build(verilog_text: str, name: str, build_dir: Path, *, waves: str | None,
+           library: Sequence[Path] = ()) -> float:
+    """Build ``verilog_text`` (with the hand-written modules ``library``, copied next to it) into
+    ``build_dir`` unless a complete build is there already, with tracing in format ``waves``
+    (``"fst"``/``"vcd"``) or none (``None``). Returns the seconds spent building (0 for a cache
+    hit)."""
     stamp = build_dir / _STAMP
     with _locked(build_dir.with_name(build_dir.name + ".lock")):
         if stamp.exists():
@@ -222,6 +249,11 @@ def _build(verilog_text: str, name: str, build_dir: Path, *, waves: str | None) 
         build_dir.mkdir(parents=True, exist_ok=True)
         source = build_dir / f"{name}.v"
         source.write_text(verilog_text)
+        sources = [source]
+        for path in library:
+            copy = build_dir / path.name
+            shutil.copyfile(path, copy)
+            sources.append(copy)
         log = build_dir / "build.log"
         runner = _verilator_runner(None, {})
         build_args = list(VERILATOR_ARGS)
@@ -231,7 +263,7 @@ def _build(verilog_text: str, name: str, build_dir: Path, *, waves: str | None) 
             build_args.append("--trace-fst")
         try:
             with _make_environment():
-                runner.build(sources=[source], hdl_toplevel=name, build_dir=build_dir,
+                runner.build(sources=sources, hdl_toplevel=name, build_dir=build_dir,
                              build_args=build_args, timescale=TIMESCALE, waves=waves is not None,
                              log_file=log)
         except (RuntimeError, SystemExit) as error:
@@ -361,11 +393,12 @@ def run_cocotb(component: wiring.Component, *, name: str, test_module: str,
     env[CONFIG_ENV] = json.dumps(dict(parameters or {}))
 
     verilog_text = verilog_of(component, name)
-    key = _design_key(verilog_text, name)
+    library = verilog_library_sources(verilog_text)
+    key = _design_key(verilog_text, name, library)
     build_dir = build_root / f"{name}-{key}"
     run_root = build_root / "runs"
 
-    build_seconds = _build(verilog_text, name, build_dir, waves=None)
+    build_seconds = _build(verilog_text, name, build_dir, waves=None, library=library)
     start = time.monotonic()
     run_dir, statuses, failures = _simulate(name, test_module, build_dir, run_root, seed=seed,
                                             env=env, testcase=testcase, waves=False,
@@ -383,7 +416,7 @@ def run_cocotb(component: wiring.Component, *, name: str, test_module: str,
     if waves_on_failure:
         trace_format = waves_format()
         waves_dir = build_root / f"{name}-{key}-{trace_format}"
-        _build(verilog_text, name, waves_dir, waves=trace_format)
+        _build(verilog_text, name, waves_dir, waves=trace_format, library=library)
         # Replay only the tests that failed, unless the simulation as a whole broke. cocotb
         # seeds each test from (seed, module, test name), so a subset replays identically.
         replay = None if "<simulation>" in failures else sorted(failures)

@@ -3,6 +3,7 @@
 and with the project's AXI masters as managers (DdrSystem)."""
 
 import json
+import re
 import time
 
 
@@ -11,8 +12,8 @@ from amaranth.back import verilog
 
 from tellme.config import hardware_preset, model_preset
 from tellme.gen.image import write_image
-from tellme.hw.ddr_model import MIN_LATENCY, RATE_FRAC_BITS, DdrModel, DdrSystem, rate_fixed
-from tellme.sim.rtl import run_cocotb
+from tellme.hw.ddr_model import MIN_LATENCY, RATE_FRAC_BITS, STORAGE_SOURCE, DdrModel, DdrSystem, rate_fixed
+from tellme.sim.rtl import run_cocotb, verilog_library_sources
 from tellme.weights import random_weights
 
 
@@ -44,12 +45,18 @@ def test_parameters_are_checked():
 
 def test_large_memory_converts_fast_without_initial_contents():
     """A 64 MiB model converts in seconds and its memory has no initial block (which Amaranth
-    would otherwise emit word by word)."""
+    would otherwise emit word by word): the storage is the hand-written tellme_ddr_mem module,
+    which run_cocotb adds to the Verilator build."""
     start = time.monotonic()
     text = verilog.convert(DdrModel(size_bytes=64 << 20, ports=4), name="ddr")
     assert time.monotonic() - start < 30
-    assert "reg [127:0] mem [4194303:0];" in text
+    assert re.search(r"tellme_ddr_mem #\(\s*\.ABITS\(32'd22\),\s*\.DEPTH\(32'd4194304\),\s*"
+                     r"\.RD_PORTS\(32'd4\),\s*\.WIDTH\(32'd128\)\s*\) mem \(", text)
     assert "mem[0] =" not in text and len(text) < 1_000_000
+    assert verilog_library_sources(text) == [STORAGE_SOURCE]
+    storage = STORAGE_SOURCE.read_text()
+    assert "reg [WIDTH-1:0] mem [DEPTH-1:0];" in storage
+    assert not re.search(r"^\s*initial\b", storage, re.MULTILINE)
     ports = [line for line in text.splitlines() if line.strip().startswith(("input", "output"))]
     assert any("rd3__arvalid" in line for line in ports) and any("wr__wdata" in line for line in ports)
 

@@ -1,16 +1,17 @@
 """Filling and reading the memory of :class:`tellme.hw.ddr_model.DdrModel` from cocotb.
 
-The model's storage is a plain Verilog array ``reg [W-1:0] mem [0:N-1]`` (word ``i`` holds the
-little-endian bytes ``i*W/8 .. (i+1)*W/8 - 1`` of the memory), which ``run_cocotb``'s Verilator
-build (``--public-flat-rw``) exposes through VPI: ``dut.mem`` when the model is the top level,
-``dut.ddr.mem`` inside :class:`~tellme.hw.ddr_model.DdrSystem`.
+The model's storage is a plain Verilog array ``reg [W-1:0] mem [N-1:0]`` (word ``i`` holds the
+little-endian bytes ``i*W/8 .. (i+1)*W/8 - 1`` of the memory) inside the instance ``mem`` of the
+hand-written module ``hw/verilog/tellme_ddr_mem.v``, which ``run_cocotb``'s Verilator build
+(``--public-flat-rw``) exposes through VPI: the instance is ``dut.mem`` when the model is the
+top level, ``dut.ddr.mem`` inside :class:`~tellme.hw.ddr_model.DdrSystem`, and the array is its
+child ``mem``. The functions here take either the instance or the array.
 
-Why VPI writes and not ``$readmemh``: Amaranth cannot emit ``$readmemh`` (it would need a
-hand-written Verilog module instantiated through ``Instance``, which ``run_cocotb`` does not build,
-and a file name or plusarg known at build time), and an image baked into the memory's initial
-contents costs ~30 s of conversion per MiB on every run. Writing the words through VPI costs
-~13-20 us per word: a 550 KB image (35 K words of 128 bit) loads in about 0.5-0.8 s, and
-``skip_zero`` skips the zero words (alignment padding) of a fresh memory.
+Why VPI writes and not ``$readmemh``: a ``$readmemh`` in the storage module would need the file
+name (or a plusarg) at build or start time and one file per image, and an image baked into the
+memory's initial contents costs ~30 s of conversion per MiB on every run. Writing the words
+through VPI costs ~13-20 us per word: a 550 KB image (35 K words of 128 bit) loads in about
+0.5-0.8 s, and ``skip_zero`` skips the zero words (alignment padding) of a fresh memory.
 
 The writes here bypass cocotb's scheduled-write queue (they take effect immediately, like
 ``handle.set(Immediate(...))``) and do not create one Python handle object per word; where the
@@ -25,8 +26,18 @@ from pathlib import Path
 __all__ = ["load_ddr_image", "read_ddr", "word_bytes"]
 
 
+def _array(memory):
+    """The ``mem`` array handle, given it or the storage instance that holds it."""
+    try:
+        from cocotb.handle import HierarchyObject
+    except ImportError:
+        return memory
+    return memory.mem if isinstance(memory, HierarchyObject) else memory
+
+
 def word_bytes(memory) -> int:
-    """Bytes per word of the memory array handle ``memory``."""
+    """Bytes per word of the memory ``memory`` (the storage instance or its array)."""
+    memory = _array(memory)
     return len(memory[_first_index(memory)]) // 8
 
 
@@ -60,8 +71,8 @@ def _image_bytes(image) -> bytes:
 
 def load_ddr_image(memory, image, base: int = 0, *, skip_zero: bool = False) -> dict:
     """Write ``image`` (bytes, or the path of a file) into the model memory ``memory`` (the cocotb
-    handle of the ``mem`` array) at byte offset ``base`` from the memory's first byte (for a
-    model at address ``B``, DDR address ``A`` is offset ``A - B``).
+    handle of the storage instance ``mem`` or of its ``mem`` array) at byte offset ``base`` from
+    the memory's first byte (for a model at address ``B``, DDR address ``A`` is offset ``A - B``).
 
     ``base`` must be word aligned; a partial last word keeps the bytes beyond the image (they are
     read back first). With ``skip_zero`` all-zero words are not written, which is right only for
@@ -69,6 +80,7 @@ def load_ddr_image(memory, image, base: int = 0, *, skip_zero: bool = False) -> 
     point of the simulation. Returns ``{"bytes", "words", "written"}``.
     """
     data = _image_bytes(image)
+    memory = _array(memory)
     wb = word_bytes(memory)
     if base % wb:
         raise ValueError(f"base {base:#x} is not aligned to the {wb}-byte memory word")
@@ -111,6 +123,7 @@ def read_ddr(memory, offset: int, length: int) -> bytes:
     """Read ``length`` bytes at byte offset ``offset`` of the model memory ``memory``."""
     if length <= 0:
         return b""
+    memory = _array(memory)
     wb = word_bytes(memory)
     first = _first_index(memory)
     lo, hi = offset // wb, -(-(offset + length) // wb)
