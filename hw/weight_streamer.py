@@ -8,7 +8,7 @@ from ..gen.tiling import BufferGeometry
 from .axi import axi_read_signature
 from .axi_read import AxiReadMaster
 from .tlmm_decode import TlmmWeightDecode, codes_layout
-from .weight_buffer import WeightBuffer
+from .weight_buffer import WeightBuffer, tile_layout
 
 __all__ = ["WeightStreamer", "projection_layout"]
 
@@ -33,6 +33,10 @@ class WeightStreamer(wiring.Component):
     per-port beats are joined into lane words (TlmmWeightDecode) and stored in the free bank,
     from which the TLMM reads each tile ``passes`` times (``codes``). Loading of the next tile
     overlaps the lanes' use of the current one; each weight byte crosses AXI once per command.
+    The tile descriptor waits in a one-entry register for the buffer, so the walker issues a
+    tile's reads as soon as the buffer has taken the previous tile's descriptor (its fill has
+    started), not when that fill completes: the DDR latency is hidden at tile boundaries, and
+    beats that arrive before the buffer takes their tile wait on the R channels (in order).
 
     Ports: ``proj`` (In stream, projection_layout), ``codes`` (Out stream, lane words),
     ``axi[i]`` (Out, AXI4 read manager per port), ``waiting`` (Out 1: no tile ready for the
@@ -87,7 +91,7 @@ class WeightStreamer(wiring.Component):
         active = Signal()
         row0 = Signal(16)
         block = Signal(8)
-        tile_sent = Signal()         # this tile's descriptor went to the buffer
+        tile_sent = Signal()         # this tile's descriptor went to the descriptor register
         port_done = Signal(ports)    # this block's read went to each port
         m.d.comb += self.proj.ready.eq(~active)
         with m.If(self.proj.valid & self.proj.ready & (self.proj.payload.rows != 0) & (self.proj.payload.blocks != 0)):
@@ -97,11 +101,16 @@ class WeightStreamer(wiring.Component):
         rows_left = cmd.rows - row0
         tile_rows = Signal(16)
         m.d.comb += tile_rows.eq(Mux(rows_left < cmd.tile_rows, rows_left, cmd.tile_rows))
-        m.d.comb += [buffer.tile.valid.eq(active & ~tile_sent),
-                     buffer.tile.payload.entries.eq(tile_rows * cmd.blocks),
-                     buffer.tile.payload.passes.eq(cmd.passes)]
+        # One-entry descriptor register in front of the buffer: it frees (and this tile's reads
+        # may start) as soon as the buffer takes the previous descriptor.
+        desc_valid = Signal()
+        desc = Signal(tile_layout(self.depth))
+        m.d.comb += [buffer.tile.valid.eq(desc_valid), buffer.tile.payload.eq(desc)]
         with m.If(buffer.tile.valid & buffer.tile.ready):
-            m.d.sync += tile_sent.eq(1)
+            m.d.sync += desc_valid.eq(0)
+        with m.If(active & ~tile_sent & (~desc_valid | buffer.tile.ready)):
+            m.d.sync += [desc_valid.eq(1), desc.entries.eq(tile_rows * cmd.blocks), desc.passes.eq(cmd.passes),
+                         tile_sent.eq(1)]
 
         # One read per port per block: rows r0.. of block b of the port's sub-stream.
         offset = Signal(self.addr_width)
