@@ -1,9 +1,11 @@
 """Analytic weight tiling for the URAM weight buffer (docs/architecture.md, section 4).
 
 A projection's weight stream is (block, row, lane) ordered; a tile is a range of rows across
-all blocks. The buffer bank holds ``entries_per_bank`` lane words, so
-``tile_rows = min(N, floor(entries_per_bank / B))`` and ``tiles = ceil(N / tile_rows)``. The
-DDR reads of a tile are, for each port and each block, one run of ``tile_rows`` sub-words.
+all blocks. The buffer bank holds ``entries_per_bank`` lane words, so at most
+``floor(entries_per_bank / B)`` rows fit; ``tiles = ceil(N / that)`` and the rows are spread
+evenly, ``tile_rows = ceil(N / tiles)`` (a short last tile would leave the DDR idle while the
+long one before it drains: bench/results/weight_buffer.json). The DDR reads of a tile are, for
+each port and each block, one run of ``tile_rows`` sub-words (fewer in the last tile).
 """
 
 from __future__ import annotations
@@ -85,10 +87,12 @@ class ProjectionTiling:
 
 def tile_projection(name: str, rows: int, inputs: int, geometry: BufferGeometry) -> ProjectionTiling:
     blocks = -(-tlmm_groups(inputs, geometry.group) // geometry.lanes)
-    tile_rows = min(rows, geometry.entries_per_bank // blocks)
-    if tile_rows < 1:
+    fit = min(rows, geometry.entries_per_bank // blocks)
+    if fit < 1:
         raise ConfigError(f"{name}: {blocks} lane blocks do not fit one bank of "
                           f"{geometry.entries_per_bank} lane words")
+    count = -(-rows // fit)
+    tile_rows = -(-rows // count)
     tiles = tuple(Tile(r0, min(tile_rows, rows - r0), blocks) for r0 in range(0, rows, tile_rows))
     return ProjectionTiling(name, rows, inputs, blocks, tile_rows, tiles, geometry.subword_bytes)
 

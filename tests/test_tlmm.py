@@ -27,7 +27,7 @@ ENGINE_SETS = {
     "g4p3t3": dict(group=4, lanes=3, tokens=3, max_rows=192, max_blocks=8),
 }
 # The KV260 lane count and code (T = 1: decode; precompute of 122 entries hides behind 128-row
-# tiles), with room for the real tiles of docs/architecture.md section 4 (N_t <= 1638, B <= 13).
+# tiles), with room for the real tiles of docs/architecture.md section 4 (N_t <= 1536, B <= 13).
 REAL_SET = dict(group=5, lanes=64, tokens=1, max_rows=2048, max_blocks=16)
 
 ENGINE_TESTS = ["test_random", "test_corners", "test_back_to_back", "test_late_codes",
@@ -42,8 +42,8 @@ REAL_TILES = [
 # The whole matrices in their real tiling (N_t of docs/architecture.md section 4).
 FULL_MATRICES = [
     {"name": "q/k/v/o 1536x1536", "rows": 1536, "k": 1536, "tiles": [1536]},
-    {"name": "gate/up 4096x1536", "rows": 4096, "k": 1536, "tiles": [1638, 1638, 820]},
-    {"name": "down 1536x4096", "rows": 1536, "k": 4096, "tiles": [630, 630, 276]},
+    {"name": "gate/up 4096x1536", "rows": 4096, "k": 1536, "tiles": [1366, 1366, 1364]},
+    {"name": "down 1536x4096", "rows": 1536, "k": 4096, "tiles": [512, 512, 512]},
 ]
 
 

@@ -70,9 +70,9 @@ LARGE_K = (1536, 4096)
 
 STREAMER_SETS = {
     # G=5, 16 lanes, 4 ports of 128 bits: one beat per port per lane word (4 of 16 bytes used).
-    # B = 20 (K=1536) and 52 (K=4096); a 256-word bank gives N_t = 12 and 4 (tiles of 240 and
-    # 208 words, the last tile shorter), an odd small projection fits one tile, and a single
-    # block (K=64, B=1) gives N_t = 256: a full bank, then a 44-row tile.
+    # B = 20 (K=1536) and 52 (K=4096); a 256-word bank fits 12 and 4 rows: 64 rows spread as
+    # 6 tiles of N_t = 11 (the last 9), 40 rows as 10 tiles of 4; an odd small projection fits
+    # one tile, and a single block (K=64, B=1) fits 256 rows: 300 rows as two tiles of 150.
     "g5p16x4": dict(group=5, lanes=16, ports=4, depth=256,
                     projections=[[64, 1536], [40, 4096], [37, 200], [300, 64]]),
     # G=4, 48 lanes, 2 ports: a port's share is 24 x 7 = 168 bits, two beats (32 bytes, 11 of
