@@ -1,0 +1,272 @@
+"""Prefill attention: a prompt chunk's causal attention, queries in reverse order, the chunk's
+keys/values on chip, earlier chunks' from the KV cache in DDR (docs/architecture.md 8)."""
+
+from amaranth.hdl import Cat, Module, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .attention import AttentionCore, key_layout, query_layout
+from .attn_decode import KvWriter
+from .axi import axi_read_signature, axi_write_signature
+from .kv_reader import KvReader
+
+__all__ = ["PrefillAttention", "prefill_command_layout", "prefill_load_layout", "prefill_out_layout"]
+
+
+def prefill_command_layout(chunk: int, addr_width: int) -> data.StructLayout:
+    """One chunk of one kv head: the cache arrays of that (layer, kv head), the chunk's first
+    position, its token count, and whether this pass appends the chunk's k/v to the cache (only
+    the first pass over a kv head does, when its query heads take several passes)."""
+    return data.StructLayout({
+        "k_base": unsigned(addr_width), "v_base": unsigned(addr_width), "s_base": unsigned(addr_width),
+        "pos0": unsigned(16), "count": range(chunk + 1), "write_kv": unsigned(1),
+    })
+
+
+def prefill_load_layout(head_dim: int, heads: int) -> data.StructLayout:
+    """One token of the chunk: the int8 query (and d_q) of each of the ``heads`` query heads
+    and the kv head's int8 key and value with their scales (k after RoPE)."""
+    return data.StructLayout({
+        "q": data.ArrayLayout(query_layout(head_dim), heads),
+        "k": data.ArrayLayout(signed(8), head_dim), "k_scale": unsigned(32),
+        "v": data.ArrayLayout(signed(8), head_dim), "v_scale": unsigned(32),
+    })
+
+
+def prefill_out_layout(out_lanes: int, heads: int, chunk: int) -> data.StructLayout:
+    """``out_lanes`` float32 output elements of query head ``head`` (of the pass) and chunk
+    token ``token``; ``last`` on the final beat of that (token, head)."""
+    return data.StructLayout({"data": data.ArrayLayout(unsigned(32), out_lanes), "last": unsigned(1),
+                              "head": range(max(heads, 2)), "token": range(max(chunk, 2))})
+
+
+class PrefillAttention(wiring.Component):
+    """Causal attention of a chunk of ``count`` <= ``chunk`` tokens at positions pos0.. for
+    ``heads`` query heads that share one kv head, bit-exact with ``golden.attention_query``.
+
+    A pass: a ``cmd`` beat, then ``count`` ``load`` beats in token order. The chunk's keys and
+    values go to an on-chip buffer (and, with ``write_kv``, to the KV cache in DDR through a
+    :class:`KvWriter`: K row, V row and scale record per position); the queries to a query
+    buffer. Then the queries run in reverse order, t = count-1 down to 0, each against the keys
+    of ``golden.key_tile_order(pos0 + t)``: tiles from the diagonal one down to tile 0,
+    positions >= pos0 from the on-chip buffer, positions < pos0 (earlier chunks) from DDR by a
+    :class:`KvReader`, the two merged inside the tile that straddles pos0. ``heads``
+    :class:`AttentionCore` s take the same key beats (GQA: the query heads of one kv head), so
+    the key stream is produced once per token for all of them.
+
+    Outputs leave on ``out`` per token (descending) and head (ascending), hd/out_lanes beats
+    each, tagged with ``token`` (index in the chunk) and ``head`` (index in the pass).
+
+    Cost: the cores set the pace (``AttentionCore``: about hd/dot_lanes + max(5, hd/pv_lanes)
+    + 1 cycles per key and ~110 cycles per tile); fully masked tiles are never visited. Earlier
+    chunks' keys are read from DDR once per query (``(pos0)*(2*hd+16)`` bytes per token), so
+    prompts longer than one chunk pay that traffic; the chunk's own keys never leave the chip
+    until the cache append.
+
+    Parameters (keyword-only): ``head_dim``, ``tile`` (``attn_tile``), ``chunk`` (most tokens
+    per pass, ``prefill_chunk``), ``heads`` (parallel query heads sharing a kv head),
+    ``addr_width``, ``data_width`` (AXI), ``dot_lanes``, ``pv_lanes``, ``out_lanes`` (cores).
+
+    Ports: ``cmd`` (In, prefill_command_layout), ``load`` (In, prefill_load_layout), ``out``
+    (Out, prefill_out_layout), ``axi_read`` (KV history), ``axi_write`` (cache append),
+    ``error`` (Out 1: an AXI error response on either port), ``busy`` (Out 1).
+    """
+
+    def __init__(self, *, head_dim: int, tile: int, chunk: int, heads: int = 1, addr_width: int = 40,
+                 data_width: int = 128, dot_lanes: int = 16, pv_lanes: int = 16, out_lanes: int = 8):
+        for name, value in (("chunk", chunk), ("heads", heads)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if chunk >= 1 << 16:
+            raise ValueError(f"chunk ({chunk}) must be below 65536 (16-bit positions)")
+        self.cores = [AttentionCore(head_dim=head_dim, tile=tile, dot_lanes=dot_lanes, pv_lanes=pv_lanes,
+                                    out_lanes=out_lanes) for _ in range(heads)]
+        self.reader = KvReader(head_dim=head_dim, tile=tile, addr_width=addr_width, data_width=data_width)
+        self.writer = KvWriter(head_dim=head_dim, addr_width=addr_width, data_width=data_width)
+        self.head_dim, self.tile, self.chunk, self.heads = head_dim, tile, chunk, heads
+        self.addr_width, self.out_lanes = addr_width, out_lanes
+        super().__init__({
+            "cmd": In(stream.Signature(prefill_command_layout(chunk, addr_width))),
+            "load": In(stream.Signature(prefill_load_layout(head_dim, heads))),
+            "out": Out(stream.Signature(prefill_out_layout(out_lanes, heads, chunk))),
+            "axi_read": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
+            "axi_write": Out(axi_write_signature(addr_width=addr_width, data_width=data_width)),
+            "error": Out(1), "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        hd, tile, chunk, heads = self.head_dim, self.tile, self.chunk, self.heads
+        m.submodules.reader, m.submodules.writer = reader, writer = self.reader, self.writer
+        for i, core in enumerate(self.cores):
+            m.submodules[f"core{i}"] = core
+        wiring.connect(m, reader.axi, wiring.flipped(self.axi_read))
+        wiring.connect(m, writer.axi, wiring.flipped(self.axi_write))
+        m.d.comb += self.error.eq(reader.error | writer.error)
+
+        # ---- on-chip buffers: the chunk's keys/values (+ scales) and queries, by token
+        row = data.ArrayLayout(signed(8), hd)
+        kv_mem = memory.Memory(shape=data.StructLayout({"k": row, "v": row, "k_scale": 32, "v_scale": 32}),
+                               depth=chunk, init=[])
+        q_mem = memory.Memory(shape=data.ArrayLayout(query_layout(hd), heads), depth=chunk, init=[])
+        m.submodules.kv_mem, m.submodules.q_mem = kv_mem, q_mem
+        kv_wp, q_wp = kv_mem.write_port(), q_mem.write_port()
+        kv_rp, q_rp = kv_mem.read_port(), q_mem.read_port()
+
+        cmd = Signal(prefill_command_layout(chunk, self.addr_width))
+        index = Signal(range(chunk + 1))          # load: next token; run: current query token
+        pos = Signal(16)                          # position of the current query
+        m.d.comb += pos.eq(cmd.pos0 + index)
+
+        # ---- load: buffer each token, and append its k/v to the cache
+        load = self.load.payload
+        m.d.comb += [kv_wp.addr.eq(index), kv_wp.data.k.eq(load.k), kv_wp.data.v.eq(load.v),
+                     kv_wp.data.k_scale.eq(load.k_scale), kv_wp.data.v_scale.eq(load.v_scale),
+                     q_wp.addr.eq(index), q_wp.data.eq(load.q)]
+        append = writer.append.payload
+        m.d.comb += [append.k_base.eq(cmd.k_base), append.v_base.eq(cmd.v_base), append.s_base.eq(cmd.s_base),
+                     append.pos.eq(pos), append.k.eq(load.k), append.v.eq(load.v),
+                     append.k_scale.eq(load.k_scale), append.v_scale.eq(load.v_scale)]
+        appends_pending = Signal(range(chunk + 2))  # appends handed to the writer, not yet acknowledged
+
+        # ---- the key beat offered to every core (one register, taken by all before it moves on)
+        kbeat = Signal(key_layout(hd))
+        kbeat_valid = Signal()
+        taken = Signal(heads)                     # cores that took the current kbeat
+        core_take = Cat(core.keys.valid & core.keys.ready for core in self.cores)
+        for i, core in enumerate(self.cores):
+            m.d.comb += [core.keys.payload.eq(kbeat), core.keys.valid.eq(kbeat_valid & ~taken[i])]
+        all_taken = Signal()
+        m.d.comb += all_taken.eq((taken | core_take).all())
+        kbeat_free = Signal()                     # kbeat can be (re)loaded this cycle
+        m.d.comb += kbeat_free.eq(~kbeat_valid | all_taken)
+        with m.If(kbeat_valid & all_taken):
+            m.d.sync += [kbeat_valid.eq(0), taken.eq(0)]
+        with m.Elif(kbeat_valid):
+            m.d.sync += taken.eq(taken | core_take)
+
+        # ---- query register, offered to every core at the start of a token
+        qbeat_valid = Signal(heads)
+        for i, core in enumerate(self.cores):
+            m.d.comb += [core.query.payload.eq(q_rp.data[i]), core.query.valid.eq(qbeat_valid[i])]
+            with m.If(core.query.valid & core.query.ready):
+                m.d.sync += qbeat_valid[i].eq(0)
+
+        # ---- key sequencing of one query (positions in golden.key_tile_order(pos))
+        lo = Signal(16)                           # current tile's first position
+        hi = Signal(16)                           # one past its last visited position
+        key_pos = Signal(16)                      # next on-chip position to emit
+        fetch_pending = Signal()                  # kv_rp.data holds key_pos-1's row this cycle
+        fetch_tile_last = Signal()
+        fetch_last = Signal()
+        m.d.comb += kv_rp.addr.eq(key_pos - cmd.pos0)
+        hist = reader.keys
+        with m.If(fetch_pending):
+            m.d.sync += [kbeat.k.eq(kv_rp.data.k), kbeat.v.eq(kv_rp.data.v),
+                         kbeat.k_scale.eq(kv_rp.data.k_scale), kbeat.v_scale.eq(kv_rp.data.v_scale),
+                         kbeat.tile_last.eq(fetch_tile_last), kbeat.last.eq(fetch_last),
+                         kbeat_valid.eq(1), taken.eq(0), fetch_pending.eq(0)]
+
+        # ---- outputs: drain the cores in head order
+        out_head = Signal(range(max(heads, 2)))
+        for i, core in enumerate(self.cores):
+            with m.If(out_head == i):
+                m.d.comb += [self.out.valid.eq(core.out.valid), core.out.ready.eq(self.out.ready),
+                             self.out.payload.data.eq(core.out.payload.data),
+                             self.out.payload.last.eq(core.out.payload.last)]
+        m.d.comb += [self.out.payload.head.eq(out_head), self.out.payload.token.eq(index)]
+        token_done = Signal()                     # the last head's last beat of the token leaves
+        m.d.comb += token_done.eq(self.out.valid & self.out.ready & self.out.payload.last & (out_head == heads - 1))
+        with m.If(self.out.valid & self.out.ready & self.out.payload.last):
+            m.d.sync += out_head.eq(0 if heads == 1 else (out_head + 1) % heads)
+
+        with m.FSM(name="prefill"):
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    m.d.sync += [cmd.eq(self.cmd.payload), index.eq(0), out_head.eq(0)]
+                    with m.If(self.cmd.payload.count != 0):
+                        m.next = "LOAD"
+            with m.State("LOAD"):
+                m.d.comb += [self.busy.eq(1), writer.append.valid.eq(self.load.valid & cmd.write_kv),
+                             self.load.ready.eq(writer.append.ready | ~cmd.write_kv)]
+                with m.If(self.load.valid & self.load.ready):
+                    m.d.comb += [kv_wp.en.eq(1), q_wp.en.eq(1)]
+                    with m.If(index == cmd.count - 1):
+                        m.next = "QUERY"               # index stays at count-1: the last token first
+                    with m.Else():
+                        m.d.sync += index.eq(index + 1)
+            with m.State("QUERY"):
+                # q_rp.addr = index was set a cycle ago: its data is valid now.
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [qbeat_valid.eq(2 ** heads - 1), lo.eq(pos // tile * tile), hi.eq(pos + 1),
+                             key_pos.eq(pos // tile * tile)]
+                with m.If(pos // tile * tile < cmd.pos0):
+                    m.d.sync += key_pos.eq(cmd.pos0)
+                m.next = "HIST_CMD"
+            with m.State("HIST_CMD"):
+                # Earlier chunks: one KvReader command per query covers positions 0..pos0-1.
+                m.d.comb += self.busy.eq(1)
+                with m.If(cmd.pos0 == 0):
+                    m.next = "TILE"
+                with m.Else():
+                    m.d.comb += [reader.cmd.valid.eq(1), reader.cmd.payload.k_base.eq(cmd.k_base),
+                                 reader.cmd.payload.v_base.eq(cmd.v_base), reader.cmd.payload.s_base.eq(cmd.s_base),
+                                 reader.cmd.payload.pos.eq(cmd.pos0 - 1)]
+                    with m.If(reader.cmd.ready):
+                        m.next = "TILE"
+            with m.State("TILE"):
+                # A tile [lo, hi): the part below pos0 from DDR, then the on-chip part, ascending.
+                m.d.comb += self.busy.eq(1)
+                with m.If(lo < cmd.pos0):
+                    m.next = "HIST_KEYS"
+                with m.Else():
+                    m.next = "CHUNK_KEYS"
+            with m.State("HIST_KEYS"):
+                # Pass the reader's beats through; inside the straddling tile its tile_last/last
+                # are cleared, since the on-chip keys of the same tile follow.
+                m.d.comb += [self.busy.eq(1), hist.ready.eq(kbeat_free)]
+                straddle = hi > cmd.pos0
+                with m.If(hist.valid & kbeat_free):
+                    m.d.sync += [kbeat.eq(hist.payload), kbeat_valid.eq(1), taken.eq(0)]
+                    with m.If(straddle):
+                        m.d.sync += [kbeat.tile_last.eq(0), kbeat.last.eq(0)]
+                        with m.If(hist.payload.tile_last):
+                            m.next = "CHUNK_KEYS"
+                    with m.Elif(hist.payload.last):
+                        m.next = "WAIT_CORES"
+            with m.State("CHUNK_KEYS"):
+                # On-chip keys key_pos..hi-1: one read per free kbeat slot (a read lands a cycle
+                # later, so a key takes two cycles; the cores need more than that per key).
+                m.d.comb += self.busy.eq(1)
+                with m.If(kbeat_free & ~fetch_pending):
+                    m.d.sync += [fetch_pending.eq(1), fetch_tile_last.eq(key_pos == hi - 1),
+                                 fetch_last.eq((key_pos == hi - 1) & (lo == 0)), key_pos.eq(key_pos + 1)]
+                    with m.If(key_pos == hi - 1):
+                        with m.If(lo == 0):
+                            m.next = "WAIT_CORES"
+                        with m.Else():
+                            m.d.sync += [hi.eq(lo), lo.eq(lo - tile), key_pos.eq(lo - tile)]
+                            with m.If(lo - tile < cmd.pos0):
+                                m.d.sync += key_pos.eq(cmd.pos0)
+                            m.next = "TILE"
+            with m.State("WAIT_CORES"):
+                # The last key beat is out; the outputs of this token drain through `out`.
+                m.d.comb += self.busy.eq(1)
+                with m.If(token_done):
+                    with m.If(index == 0):
+                        m.next = "FINISH"
+                    with m.Else():
+                        m.d.sync += index.eq(index - 1)
+                        m.next = "QUERY_READ"
+            with m.State("QUERY_READ"):
+                m.d.comb += self.busy.eq(1)
+                m.next = "QUERY"
+            with m.State("FINISH"):
+                # The pass ends when the cache appends are acknowledged.
+                m.d.comb += self.busy.eq(1)
+                with m.If(appends_pending == 0):
+                    m.next = "IDLE"
+        m.d.comb += q_rp.addr.eq(index)
+        m.d.sync += appends_pending.eq(appends_pending + (writer.append.valid & writer.append.ready) - writer.done)
+        return m
