@@ -10,9 +10,8 @@ Runs inside the simulator (started by :mod:`bench.weight_buffer` through
   DDR image streams (``gen.image.encode_projection``) are written into the model memory;
 - ``scenarios``: ``[{"name", "order" (projection indices, one command each), "warmup"
   (commands before the steady-state window), "passes", "latency", "rate" (fixed point,
-  ``ddr_model.rate_fixed``), optional "tiling": "gen" (``gen.tiling``, default) or
-  "balanced" (as many tiles, equal rows: N_t = ceil(N / tiles))}, ...]``, run one after the
-  other;
+  ``ddr_model.rate_fixed``)}, ...]``, run one after the other; every command is tiled as
+  ``gen.tiling.tile_projection`` computes;
 - ``results``: path of the JSON file written at the end.
 
 Per scenario the commands are all pushed into the harness's command FIFO at once; the bench
@@ -59,13 +58,7 @@ class Projection:
         geometry = Geometry()
         geometry.group, geometry.lanes = g, lanes
         geometry.entries_per_bank, geometry.subword_bytes = cfg["depth"], fmt.subword_bytes
-        self.tilings = {"gen": tile_projection(name, rows, k, geometry)}
-        # what-if: the same number of tiles with equal rows, N_t = ceil(N / tiles)
-        tiles = len(self.tilings["gen"].tiles)
-        geometry.entries_per_bank = -(-rows // tiles) * self.tilings["gen"].blocks
-        self.tilings["balanced"] = tile_projection(name, rows, k, geometry)
-        assert len(self.tilings["balanced"].tiles) == tiles
-        self.tiling = self.tilings["gen"]
+        self.tiling = tile_projection(name, rows, k, geometry)
         stream = golden.tlmm_weight_stream(golden.tlmm_encode(trits, g), lanes)      # (B, N, P)
         word_bytes = -(-lanes * code_bits(g) // 8)
         assert word_bytes % 8 == 0
@@ -80,16 +73,16 @@ class Projection:
     def words(self, passes: int) -> int:
         return self.tiling.blocks * self.rows * passes
 
-    def command(self, cfg: dict, passes: int, tiling: str = "gen") -> dict:
+    def command(self, cfg: dict, passes: int) -> dict:
         base = 0
         for p, a in enumerate(self.bases):
             base |= a << (p * cfg["addr_width"])
         return {"base": base, "blocks": self.tiling.blocks, "rows": self.rows,
-                "tile_rows": self.tilings[tiling].tile_rows, "passes": passes}
+                "tile_rows": self.tiling.tile_rows, "passes": passes}
 
-    def checksum(self, checksum: int, passes: int, tiling: str = "gen") -> int:
+    def checksum(self, checksum: int, passes: int) -> int:
         """The harness's running checksum after one command's lane words."""
-        for tile in self.tilings[tiling].tiles:
+        for tile in self.tiling.tiles:
             seq = [int(v) for v in self.fold[:, tile.row0:tile.row0 + tile.rows].reshape(-1)]
             for _ in range(passes):
                 for f in seq:
@@ -147,7 +140,7 @@ async def bench(dut):
         changes.append((start["cycles"], int(dut.waiting.value)))
         wall = time.monotonic()
         for proj in order:
-            cmd.send_nowait(proj.command(cfg, passes, sc.get("tiling", "gen")))
+            cmd.send_nowait(proj.command(cfg, passes))
         bound = 4 * sum(counts) + 10_000
         marks = []
         for target in (start["words"] + sum(counts[:sc["warmup"]]), start["words"] + sum(counts)):
@@ -162,7 +155,7 @@ async def bench(dut):
         assert int(dut.words.value) == last["words"], f"{sc['name']}: extra lane words"
         assert not int(dut.error.value), f"{sc['name']}: AXI error"
         for proj in order:
-            expected_checksum = proj.checksum(expected_checksum, passes, sc.get("tiling", "gen"))
+            expected_checksum = proj.checksum(expected_checksum, passes)
         got = int(dut.checksum.value)
         assert got == expected_checksum, (f"{sc['name']}: lane word checksum {got:#x}, expected "
                                           f"{expected_checksum:#x}: wrong or misordered lane words")
@@ -188,6 +181,4 @@ async def bench(dut):
                    "projections": [{"name": p.name, "rows": p.rows, "k": p.k, "blocks": p.tiling.blocks,
                                     "tile_rows": p.tiling.tile_rows,
                                     "tiles": [[t.row0, t.rows] for t in p.tiling.tiles],
-                                    "balanced_tile_rows": p.tilings["balanced"].tile_rows,
-                                    "balanced_tiles": [[t.row0, t.rows] for t in p.tilings["balanced"].tiles],
                                     "bases": p.bases, "stride": p.stride} for p in projections]}, fh)

@@ -10,7 +10,8 @@ the cocotb bench ``bench/tb_weight_buffer_bench.py``:
 - the DDR model holds the real DDR image streams (``gen.image.encode_projection``) of random
   ternary weights of bitnet-b1.58-large's projection shapes q_proj (1536 x 1536), gate_proj
   (4096 x 1536) and down_proj (1536 x 4096), tiled as ``gen.tiling.tile_projection`` computes
-  for the kv260 preset (P=64, G=5, 16 URAMs per bank);
+  for the kv260 preset (P=64, G=5, 16 URAMs per bank; rows spread evenly over the tiles:
+  q 1 x 1536 rows, gate/up 1366 + 1366 + 1364, down 3 x 512);
 - the lanes-side consumer takes one lane word per cycle whenever one is offered
   (``codes.ready`` tied high, as the TLMM does); a checksum of every lane word is compared with
   the golden weight stream, so the numbers belong to a correct stream;
@@ -20,12 +21,14 @@ the cocotb bench ``bench/tb_weight_buffer_bench.py``:
   initial fill (nothing to overlap it with) is left out, as it is in a running model where
   loading runs ahead across projections;
 - a whole layer (q, k, v, o, gate, up, down) is run twice in each mode, the first layer warm-up;
-  decode is repeated at DDR latency 100 and at 50 B/cycle (~80 % DDR efficiency), and with
-  equal-row tiles (N_t = ceil(N / tiles), a what-if needing no RTL change: the streamer takes
-  N_t from the command);
+  decode is repeated at DDR latency 100 and at 50 B/cycle (~80 % DDR efficiency);
 - measured in hardware counters: cycles, cycles with ``waiting`` high (no complete tile for the
   lanes), lane words taken, R beats delivered by the DDR; every ``waiting`` run is timed, so the
   gap at each tile boundary is reported too.
+
+The figures of the previous tiling (a short last tile) and of the streamer before its change are
+kept in the JSON as labelled notes copied from earlier runs (``PREVIOUS_TILING``,
+``BEFORE_CHANGE``); they are not re-simulated.
 
 Writes ``bench/results/weight_buffer.json`` (every number and assumption) and
 ``bench/results/weight_buffer.png``, and prints a table.
@@ -38,19 +41,18 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from amaranth.hdl import Cat, Module, Signal  # noqa: E402
+from amaranth.hdl import Cat, Module  # noqa: E402
 from amaranth.lib import fifo, stream, wiring  # noqa: E402
 from amaranth.lib.wiring import In, Out  # noqa: E402
 
 from tellme.config import HARDWARE_PRESETS, MODEL_PRESETS  # noqa: E402
-from tellme.gen.tiling import BufferGeometry, tile_projection  # noqa: E402
+from tellme.gen.tiling import BufferGeometry  # noqa: E402
 from tellme.hw.ddr_model import DdrModel, rate_fixed  # noqa: E402
 from tellme.hw.weight_streamer import WeightStreamer, projection_layout  # noqa: E402
 
@@ -155,9 +157,9 @@ def scenarios(hw, full: bool = True) -> list[dict]:
     prefill_passes = hw.prefill_chunk // hw.tlmm_tokens
     out = []
 
-    def add(name, order, warmup, passes, latency=KV260_LATENCY, rate=KV260_RATE, tiling="gen"):
+    def add(name, order, warmup, passes, latency=KV260_LATENCY, rate=KV260_RATE):
         out.append({"name": name, "order": order, "warmup": warmup, "passes": passes, "latency": latency,
-                    "rate": rate_fixed(rate), "rate_bytes": rate, "tiling": tiling})
+                    "rate": rate_fixed(rate), "rate_bytes": rate})
 
     for mode, passes, repeats in (("decode", 1, 3), ("prefill", prefill_passes, 2)):
         for i, (name, _, _) in enumerate(SHAPES):
@@ -168,10 +170,6 @@ def scenarios(hw, full: bool = True) -> list[dict]:
             for i, (name, _, _) in enumerate(SHAPES):
                 add(f"decode/{name}/lat{latency}_rate{rate}", [i] * 3, 1, 1, latency, rate)
             add(f"decode/layer/lat{latency}_rate{rate}", LAYER * 2, len(LAYER), 1, latency, rate)
-        # what-if: equal tiles (the streamer takes N_t from the command, so no RTL change)
-        for i, (name, _, _) in enumerate(SHAPES[1:], 1):
-            add(f"decode/{name}/balanced_tiles", [i] * 3, 1, 1, tiling="balanced")
-        add("decode/layer/balanced_tiles", LAYER * 2, len(LAYER), 1, tiling="balanced")
     return out
 
 
@@ -197,14 +195,42 @@ def simulate(geometry: BufferGeometry, scenario_list: list[dict], work: Path) ->
 
 #: The same bench on the streamer before this benchmark's change (commit 2a3342e: a tile's reads
 #: were issued only once the buffer had taken its descriptor, i.e. after the previous fill had
-#: completed). Kept for comparison; not re-measured by this script.
+#: completed), with the previous tiling (short last tile). Kept for comparison; not re-measured
+#: by this script.
 BEFORE_CHANGE = {
+    "note": "earlier run, not re-simulated; streamer before its change AND the previous (uneven) tiling",
     "streamer": "hw/weight_streamer.py at 2a3342e (descriptor handed to the buffer before the tile's reads)",
     "per_tile_gap_cycles": {"latency_40": 45, "latency_100": 105},
     "decode_lane_wait_percent": {"q_proj": 0.58, "gate_proj": 16.95, "down_proj": 19.03, "layer": 12.62},
     "decode_layer_ddr_bytes_per_cycle": 55.93,
     "decode_q_proj_lane_wait_percent_latency_100": 1.35,
     "prefill_lane_wait_percent": {"q_proj": 0.0, "gate_proj": 0.0, "down_proj": 0.0, "layer": 0.0},
+}
+
+#: This bench with gen.tiling's previous N_t = min(N, floor(entries_per_bank / B)), which left a
+#: short last tile, on the current streamer and the same settings: the numbers of
+#: bench/results/weight_buffer.json as committed in e56cc1f, copied here, not re-measured.
+PREVIOUS_TILING = {
+    "note": ("previous tiling, earlier run (commit e56cc1f), not re-simulated: N_t = min(N, "
+             "floor(entries_per_bank / B)), the last tile short; same streamer, DDR model and settings"),
+    "tiles_rows": {"q_proj": [1536], "gate_proj": [1638, 1638, 820], "down_proj": [630, 630, 276]},
+    "decode_lane_wait_percent": {"q_proj": 0.01, "gate_proj": 16.65, "down_proj": 18.74, "layer": 12.25},
+    "decode_ddr_bytes_per_cycle": {"q_proj": 63.99, "gate_proj": 53.34, "down_proj": 52.01, "layer": 56.16},
+    "decode_latency_100_lane_wait_percent": {"q_proj": 0.01, "gate_proj": 16.65, "down_proj": 18.74,
+                                             "layer": 12.25},
+    "decode_rate_50_lane_wait_percent": {"q_proj": 21.88, "gate_proj": 29.75, "down_proj": 31.51,
+                                         "layer": 27.71},
+    "decode_rate_50_ddr_bytes_per_cycle": {"q_proj": 50.0, "gate_proj": 44.96, "down_proj": 43.83,
+                                           "layer": 46.26},
+    "prefill_lane_wait_percent": {"q_proj": 0.0, "gate_proj": 0.0, "down_proj": 0.0, "layer": 0.0},
+    "why": ("in decode a bank is offered only once its whole tile is in, and the next fill needs the "
+            "bank the lanes are still reading: after a short last tile (gate/up: 820 rows, down: 276 "
+            "rows) the DDR idled until the long tile before it was consumed and the lanes then waited "
+            "for a full tile to fill: about (long tile - short tile) cycles per command (waiting runs "
+            "of 4091 and 4603 cycles), the bulk of the decode wait"),
+    "equal_tiles_what_if": ("that run also measured the command's tile_rows set to ceil(N / tiles) "
+                            "(now the default): decode lane wait gate 0.06 %, down 0.02 %, layer 1.13 %; "
+                            "DDR 63.96, 63.99, 63.28 B/cycle"),
 }
 
 
@@ -223,12 +249,11 @@ def analyse(raw: dict, geometry: BufferGeometry) -> dict:
         cmd_bytes = [projections[i]["blocks"] * projections[i]["rows"] * word_bytes for i in sc["order"]]
         steady_bytes = sum(cmd_bytes[sc["warmup"]:])
         runs = [length for cycle, length in r["waiting_runs"] if cycle >= first["cycles"] - 1]
-        key = "balanced_tiles" if sc.get("tiling") == "balanced" else "tiles"
-        tiles = [[projections[i]["blocks"] * rows for _, rows in projections[i][key]] for i in sc["order"]]
+        tiles = [[projections[i]["blocks"] * rows for _, rows in projections[i]["tiles"]] for i in sc["order"]]
         steady_tiles = [t for cmd in tiles[sc["warmup"]:] for t in cmd]
         entry = {
             "commands": [projections[i]["name"] for i in sc["order"]],
-            "tiling": "gen.tiling" if key == "tiles" else "balanced what-if: N_t = ceil(N / tiles)",
+            "tiling": "gen.tiling",
             "warmup_commands": sc["warmup"], "passes": sc["passes"],
             "ddr_latency_cycles": sc["latency"], "ddr_bytes_per_cycle_limit": sc["rate_bytes"],
             "steady_cycles": window, "steady_lane_words": words,
@@ -272,7 +297,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save-raw", help="also write the raw bench record (counter samples) to this file")
     args = parser.parse_args(argv)
     hw, model, geometry = geometry_kv260()
-    start = time.monotonic()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     if args.from_raw:
@@ -290,14 +314,13 @@ def main(argv: list[str] | None = None) -> int:
     tilings = {p["name"]: {"rows": p["rows"], "inputs": p["k"], "blocks": p["blocks"], "tile_rows": p["tile_rows"],
                            "tiles_rows": [rows for _, rows in p["tiles"]],
                            "tile_lane_words": [rows * p["blocks"] for _, rows in p["tiles"]],
-                           "balanced_tile_rows": p["balanced_tile_rows"],
                            "ddr_bytes_per_command": p["blocks"] * p["rows"] * geometry.ports * geometry.subword_bytes}
                for p in raw["projections"]}
     main_decode = {name.split("/")[1]: results[f"decode/{name.split('/')[1]}"]
                    for name in results if name.startswith("decode/") and name.count("/") == 1}
     prefill = {name.split("/")[1]: results[name] for name in results
                if name.startswith("prefill/") and name.count("/") == 1}
-    gaps = sorted({x for e in results.values() if e["tiling"] == "gen.tiling" and e["passes"] == 1
+    gaps = sorted({x for e in results.values() if e["passes"] == 1
                    for x in e["waiting_runs_in_window"] if x < 200})
     summary = {
         "decode_lane_wait_percent": {k: v["lane_wait_percent"] for k, v in main_decode.items()},
@@ -307,16 +330,29 @@ def main(argv: list[str] | None = None) -> int:
         "prefill_target": "< 5 % lane wait in steady state",
         "prefill_target_met": all(v["lane_wait_percent"] < 5 for v in prefill.values()),
         "per_tile_gap_cycles": gaps,
-        "per_tile_gap": ("cycles the lanes wait at a tile boundary where the next tile is as long as or "
-                         "shorter than the one in use (q_proj repeated: every boundary), as measured"),
-        "uneven_tile_wait": ("in decode a bank is offered only once its whole tile is in, and the next fill "
-                             "needs the bank the lanes are still reading: after a short last tile (gate/up: "
-                             "820 rows, down: 276 rows) the DDR idles until the long tile before it is "
-                             "consumed and the lanes then wait for a full tile to fill: about "
-                             "(long tile - short tile) cycles per command, the bulk of the decode wait"),
-        "balanced_tiles_what_if": {k: {"lane_wait_percent": v["lane_wait_percent"],
-                                       "ddr_bytes_per_cycle": v["ddr_bytes_per_cycle"]}
-                                   for k, v in results.items() if v["tiling"] != "gen.tiling"},
+        "per_tile_gap": ("short waits (< 200 cycles) at tile boundaries, as measured: 1 cycle where the next "
+                         "tile is as long as or shorter than the one in use; where it is longer the lanes "
+                         "wait about the difference more (gate/up's 6820-word last tile, then the next "
+                         "command's 6830-word first tile: 11 cycles)"),
+        "decode_long_waits_cycles": {k: [x for x in v["waiting_runs_in_window"] if x >= 200]
+                                     for k, v in main_decode.items()},
+        "long_waits": ("waiting runs of 200 cycles or more at the main settings: a bank is offered only "
+                       "once its whole tile is in, so at a boundary to a longer tile (in the layer: "
+                       "down_proj's 6656 lane words, then q_proj's 7680) the lanes wait about the "
+                       "difference in decode"),
+        "sensitivity": {
+            name.split("/", 2)[2]: {k: results[f"decode/{k}/{name.split('/', 2)[2]}"]["lane_wait_percent"]
+                                    for k in main_decode}
+            for name in results if name.startswith("decode/layer/")
+        },
+        "sensitivity_meaning": ("decode lane wait percent per shape and layer at DDR latency 100 "
+                                "(lat100_rate64) and at 50 B/cycle (lat40_rate50); at 50 B/cycle the lanes "
+                                "(64 B per lane word per cycle) are DDR-bound: wait 1 - 50/64 = 21.9 %"),
+        "sensitivity_ddr_bytes_per_cycle": {
+            name.split("/", 2)[2]: {k: results[f"decode/{k}/{name.split('/', 2)[2]}"]["ddr_bytes_per_cycle"]
+                                    for k in main_decode}
+            for name in results if name.startswith("decode/layer/")
+        },
     }
     document = {
         "benchmark": "URAM weight buffer load/compute overlap: WeightStreamer on the DDR model",
@@ -351,12 +387,14 @@ def main(argv: list[str] | None = None) -> int:
             "ddr_bytes_per_cycle": "DDR bytes of the steady-state commands (each weight byte read once per "
                                    "command) / window cycles; DDR peak 64 B/cycle",
             "waiting_runs_in_window": "length in cycles of every stretch of waiting in the window, in order",
-            "balanced_tiles": "what-if runs: the command's tile_rows set to ceil(N / tiles) (gate 1366, "
-                              "down 512 rows) instead of gen.tiling's N_t; the RTL is unchanged",
+            "tiling": ("gen.tiling.tile_projection as of commit d550cc0: tiles = ceil(N / floor(8192 / B)), "
+                       "rows spread evenly, N_t = ceil(N / tiles) (q 1536, gate/up 1366, down 512); the "
+                       "streamer takes N_t from the command"),
         },
         "tilings": tilings,
         "summary": summary,
         "scenarios": results,
+        "previous_tiling": PREVIOUS_TILING,
         "before_change": BEFORE_CHANGE,
         "wall_seconds": wall,
     }
@@ -375,8 +413,8 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = ["q_proj", "gate_proj", "down_proj", "layer"]
-    series = [("decode, gen.tiling", "decode/{}"), ("decode, balanced tiles (what-if)", "decode/{}/balanced_tiles"),
-              ("decode, latency 100", "decode/{}/lat100_rate64"), ("prefill (16 passes)", "prefill/{}")]
+    series = [("decode", "decode/{}"), ("decode, latency 100", "decode/{}/lat100_rate64"),
+              ("decode, 50 B/cycle", "decode/{}/lat40_rate50"), ("prefill (16 passes)", "prefill/{}")]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     width = 0.8 / len(series)
     for k, (label, pattern) in enumerate(series):
@@ -401,7 +439,7 @@ def plot(results: dict, path: Path) -> None:
     h1, l1 = axes[1].get_legend_handles_labels()
     handles, labels = handles + h1[:1], labels + l1[:1]
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
-    fig.suptitle("WeightStreamer + URAM weight buffer on the DDR model (KV260: 4 x 128 bit, 64 B/cycle, "
+    fig.suptitle("WeightStreamer + URAM weight buffer on the DDR model (KV260: 4 x 128 bit; main 64 B/cycle, "
                  f"latency {KV260_LATENCY}), steady state", fontsize=10)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=110)
