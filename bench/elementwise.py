@@ -5,7 +5,8 @@ pipeline at its default configuration (L = 8 lanes):
 
 - NormQuant (``hw/norm_quant.py``): max_dim = 4096 (bitnet-b1.58-large: hidden 1536, FFN 4096);
 - Dequant (``hw/dequant.py``): T = 8 tokens, with the residual add;
-- Gating (``hw/gating.py``): SiLU (large) and ReLU^2 (2B-4T);
+- Gating (``hw/gating.py``): SiLU (large) at 8 and at 2 activation lanes (the KV260
+  composition's ``gating_lanes``) and ReLU^2 (2B-4T);
 - Rope (``hw/rope.py``): head_dim 96 (large)
 
 it
@@ -78,11 +79,12 @@ def _dequant(tokens: int):
     return dut, params
 
 
-def _gating(act: str):
+def _gating(act: str, act_lanes: int | None = None):
     def make(lanes: int):
-        dut = Gating(lanes=lanes, act=act)
+        dut = Gating(lanes=lanes, act=act, act_lanes=min(act_lanes or lanes, lanes))
         vec = struct_fields(f32_vec(lanes))
         params = {"unit": "gating", "lanes": lanes, "act": act, "latency": dut.latency,
+                  "min_beats_per_cycle": dut.act_lanes / lanes * 0.999,
                   "fields": {"gate": vec, "up": vec, "o": vec}, "throughput_dim": 4096,
                   "throughput_vectors": 2, "check_bounds": False}
         return dut, params
@@ -102,6 +104,7 @@ def _rope(lanes: int):
 #: Verilog names of the simulated designs: those of tests/test_elementwise.py, so identical
 #: designs share the Verilator build cache.
 SIM_NAMES = {"norm_quant": "norm_quant_l8", "dequant": "dequant_t8_res", "gating_silu": "gating_silu_l8",
+             "gating_silu_a2": "gating_silu_l8_a2",
              "gating_relu2": "gating_relu2_l8", "rope": "rope_l8_hd96"}
 
 #: name -> (maker(lanes) -> (component, tb parameters), description)
@@ -109,6 +112,7 @@ PIPELINES = {
     "norm_quant": (_norm_quant, "NormQuant L=8, max_dim=4096 (RMSNorm + int8 quantiser)"),
     "dequant": (_dequant, "Dequant T=8 with residual"),
     "gating_silu": (_gating("silu"), "Gating SiLU L=8"),
+    "gating_silu_a2": (_gating("silu", 2), "Gating SiLU L=8 streams, 2 SiLU lanes (KV260 gating_lanes)"),
     "gating_relu2": (_gating("relu2"), "Gating ReLU^2 L=8"),
     "rope": (_rope, "Rope L=8, head_dim=96"),
 }

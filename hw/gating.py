@@ -6,6 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from .fp32 import FMul, Relu2, Silu, Stages
 from .pipeline import StreamPipe, f32_vec
+from .vec_width import VecNarrow, VecWiden
 
 __all__ = ["Gating"]
 
@@ -16,16 +17,25 @@ class Gating(wiring.Component):
     """o = act(gate) * up, element-wise over ``lanes`` elements per beat, with act = ReLU^2
     (2B4T) or SiLU (large) fixed at elaboration.
 
+    ``act_lanes`` (default ``lanes``, dividing it) sets how many activation + multiplier units
+    there are: with fewer, each beat is split into lanes/act_lanes parts (:class:`VecNarrow`)
+    and the results joined again (:class:`VecWiden`). SiLU costs ~7 K LUT per lane, so the
+    composition gives it just the lanes the TLMM's output rate needs (docs/architecture.md 2).
+
     Ports: ``gate``, ``up`` (In streams, ``f32_vec(L)``, beat for beat), ``o`` (Out stream,
-    ``f32_vec(L)``, ``last`` from ``gate``). Latency 8 (ReLU^2) or 101 (SiLU); one beat per cycle.
+    ``f32_vec(L)``, ``last`` from ``gate``). Latency (``latency``) 8 (ReLU^2) or 101 (SiLU),
+    plus R + 1 with R = lanes/act_lanes > 1; throughput act_lanes elements per cycle.
     """
 
-    def __init__(self, *, lanes: int, act: str):
+    def __init__(self, *, lanes: int, act: str, act_lanes: int | None = None):
         if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
             raise ValueError(f"lanes must be a positive integer, got {lanes!r}")
         if act not in ACTIVATIONS:
             raise ValueError(f"act must be one of {', '.join(ACTIVATIONS)}, got {act!r}")
-        self.lanes, self.act = lanes, act
+        act_lanes = lanes if act_lanes is None else act_lanes
+        if not isinstance(act_lanes, int) or isinstance(act_lanes, bool) or act_lanes < 1 or lanes % act_lanes:
+            raise ValueError(f"act_lanes must be a positive integer dividing lanes ({lanes}), got {act_lanes!r}")
+        self.lanes, self.act, self.act_lanes = lanes, act, act_lanes
         super().__init__({
             "gate": In(stream.Signature(f32_vec(lanes))),
             "up": In(stream.Signature(f32_vec(lanes))),
@@ -33,10 +43,17 @@ class Gating(wiring.Component):
         })
 
     @property
+    def parts(self) -> int:
+        return self.lanes // self.act_lanes
+
+    @property
     def latency(self) -> int:
-        return ACTIVATIONS[self.act].latency + FMul.latency
+        core = ACTIVATIONS[self.act].latency + FMul.latency
+        return core if self.parts == 1 else core + self.parts + 1
 
     def elaborate(self, platform):
+        if self.parts > 1:
+            return self._split(platform)
         m = Module()
         pipe = StreamPipe(m, [self.gate, self.up], self.o, self.latency)
         st = Stages(m, pipe.advance)
@@ -55,4 +72,20 @@ class Gating(wiring.Component):
         for _ in range(self.latency):
             last = st.reg(last)
         m.d.comb += self.o.payload.last.eq(last)
+        return m
+
+    def _split(self, platform):
+        """act_lanes < lanes: narrow both inputs, run an act_lanes-wide Gating, widen."""
+        m = Module()
+        lanes, narrow = self.lanes, self.act_lanes
+        m.submodules.gate_parts = gate_parts = VecNarrow(lanes=lanes, out_lanes=narrow)
+        m.submodules.up_parts = up_parts = VecNarrow(lanes=lanes, out_lanes=narrow)
+        m.submodules.core = core = Gating(lanes=narrow, act=self.act)
+        m.submodules.join = join = VecWiden(lanes=narrow, out_lanes=lanes)
+        wiring.connect(m, wiring.flipped(self.gate), gate_parts.i)
+        wiring.connect(m, wiring.flipped(self.up), up_parts.i)
+        wiring.connect(m, gate_parts.o, core.gate)
+        wiring.connect(m, up_parts.o, core.up)
+        wiring.connect(m, core.o, join.i)
+        wiring.connect(m, join.o, wiring.flipped(self.o))
         return m

@@ -127,6 +127,9 @@ class HardwareConfig:
       (weight reuse across tokens in prefill).
     - ``ew_lanes``: elements per cycle of the element-wise pipelines; also the lane count of every
       documented floating-point reduction order.
+    - ``gating_lanes``: activation units of the gated FFN (SiLU costs ~7 K LUT per lane); it
+      must cover the TLMM's output rate T / ceil(hidden / (G P)) elements per cycle (1.6 for the
+      large model on the KV260), so 2 of the 8 element-wise lanes suffice.
     - ``attn_tile``: keys (and queries, in prefill) per attention tile.
     - ``max_context``: KV-cache capacity in tokens.
     """
@@ -137,6 +140,7 @@ class HardwareConfig:
     tlmm_lanes: int = 64
     tlmm_tokens: int = 8
     ew_lanes: int = 8
+    gating_lanes: int = 2
     attn_tile: int = 32
     attn_heads_parallel: int = 1
     max_context: int = 2048
@@ -149,11 +153,13 @@ class HardwareConfig:
         _require(isinstance(self.board, str) and self.board != "", "board", "must be a board name")
         _require(0.0 < float(self.clock_mhz) <= 1000.0, "clock_mhz", f"must be in (0, 1000], got {self.clock_mhz!r}")
         _require(self.tlmm_group in (2, 3, 4, 5), "tlmm_group", f"must be 2, 3, 4 or 5, got {self.tlmm_group!r}")
-        for name in ("tlmm_lanes", "tlmm_tokens", "ew_lanes", "attn_tile", "attn_heads_parallel",
+        for name in ("tlmm_lanes", "tlmm_tokens", "ew_lanes", "gating_lanes", "attn_tile", "attn_heads_parallel",
                      "max_context", "prefill_chunk", "hp_ports"):
             _positive_int(self, name)
         _require(self.ew_lanes & (self.ew_lanes - 1) == 0, "ew_lanes",
                  f"must be a power of two (it fixes the reduction tree), got {self.ew_lanes}")
+        _require(self.ew_lanes % self.gating_lanes == 0, "gating_lanes",
+                 f"must divide ew_lanes ({self.ew_lanes}), got {self.gating_lanes}")
         _require(self.axi_data_width in (64, 128, 256), "axi_data_width",
                  f"must be 64, 128 or 256, got {self.axi_data_width!r}")
         _require(self.lm_head_format in LM_HEAD_FORMATS, "lm_head_format",

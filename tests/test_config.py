@@ -42,6 +42,8 @@ def test_model_errors_name_the_field(change, field):
     ({"tlmm_group": 6}, "tlmm_group"),
     ({"tlmm_lanes": 0}, "tlmm_lanes"),
     ({"ew_lanes": 6}, "ew_lanes"),
+    ({"gating_lanes": 3}, "gating_lanes"),
+    ({"gating_lanes": 16}, "gating_lanes"),
     ({"axi_data_width": 96}, "axi_data_width"),
     ({"lm_head_format": "int4"}, "lm_head_format"),
     ({"prefill_chunk": 100}, "prefill_chunk"),
@@ -65,3 +67,13 @@ def test_check_model_and_unknowns(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_json_config(path, HardwareConfig)
+
+
+@pytest.mark.parametrize("model", ["bitnet-b1.58-large", "bitnet-b1.58-2B-4T"])
+def test_gating_lanes_cover_the_tlmm_output_rate(model):
+    """The KV260 preset's gating lanes keep up with gate_proj/up_proj outputs in prefill: T
+    rows' results every ceil(hidden / (G P)) cycles (one lane-block per cycle)."""
+    hw, cfg = hardware_preset("kv260"), model_preset(model)
+    blocks = -(-cfg.hidden_size // (hw.tlmm_group * hw.tlmm_lanes))
+    assert hw.gating_lanes >= hw.tlmm_tokens / blocks
+    assert hw.gating_lanes < hw.ew_lanes          # the point: fewer SiLU units than stream lanes

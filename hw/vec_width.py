@@ -1,0 +1,94 @@
+"""Lane-count converters for ``f32_vec`` streams: split a wide beat into narrower ones and join
+them back, so that a costly unit can run fewer lanes than the stream around it."""
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .pipeline import f32_vec
+
+__all__ = ["VecNarrow", "VecWiden"]
+
+
+def _check(lanes, out_lanes):
+    for name, value in (("lanes", lanes), ("out_lanes", out_lanes)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    wide, narrow = max(lanes, out_lanes), min(lanes, out_lanes)
+    if wide % narrow:
+        raise ValueError(f"the narrow lane count ({narrow}) must divide the wide one ({wide})")
+    return wide // narrow
+
+
+class VecNarrow(wiring.Component):
+    """Splits each ``f32_vec(lanes)`` beat into lanes/out_lanes ``f32_vec(out_lanes)`` beats,
+    lanes 0.. first; ``last`` goes on the final part of a beat that had it.
+
+    Latency 1 (a part leaves the cycle after its beat arrives); throughput one output beat per
+    cycle (a new input beat is taken in the cycle its predecessor's last part leaves).
+    """
+
+    def __init__(self, *, lanes: int, out_lanes: int):
+        if out_lanes > lanes:
+            raise ValueError(f"out_lanes ({out_lanes}) must not exceed lanes ({lanes})")
+        self.parts = _check(lanes, out_lanes)
+        self.lanes, self.out_lanes = lanes, out_lanes
+        super().__init__({"i": In(stream.Signature(f32_vec(lanes))),
+                          "o": Out(stream.Signature(f32_vec(out_lanes)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.parts
+        beat = Signal(f32_vec(self.lanes))
+        full = Signal()
+        part = Signal(range(n))
+        final = Signal()
+        m.d.comb += [final.eq(part == n - 1), self.o.valid.eq(full),
+                     self.o.payload.data.as_value().eq(beat.data.as_value().word_select(part, 32 * self.out_lanes)),
+                     self.o.payload.last.eq(beat.last & final),
+                     self.i.ready.eq(~full | (final & self.o.ready))]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += part.eq(0 if n == 1 else part + 1)
+            with m.If(final):
+                m.d.sync += [full.eq(0), part.eq(0)]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [beat.eq(self.i.payload), full.eq(1), part.eq(0)]
+        return m
+
+
+class VecWiden(wiring.Component):
+    """Joins out_lanes/lanes consecutive ``f32_vec(lanes)`` beats into one
+    ``f32_vec(out_lanes)`` beat (the first in lanes 0..); ``last`` from the final part.
+
+    Latency 1 after the final part; throughput one input beat per cycle (the joined beat is
+    read in the cycle the next one's first part arrives).
+    """
+
+    def __init__(self, *, lanes: int, out_lanes: int):
+        if out_lanes < lanes:
+            raise ValueError(f"out_lanes ({out_lanes}) must not be below lanes ({lanes})")
+        self.parts = _check(lanes, out_lanes)
+        self.lanes, self.out_lanes = lanes, out_lanes
+        super().__init__({"i": In(stream.Signature(f32_vec(lanes))),
+                          "o": Out(stream.Signature(f32_vec(out_lanes)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        n, width = self.parts, 32 * self.lanes
+        beat = Signal(f32_vec(self.out_lanes))
+        full = Signal()
+        part = Signal(range(n))
+        m.d.comb += [self.o.valid.eq(full), self.o.payload.eq(beat),
+                     self.i.ready.eq(~full | self.o.ready | (part != 0))]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += full.eq(0)
+        with m.If(self.i.valid & self.i.ready):
+            with m.Switch(part):
+                for k in range(n):
+                    with m.Case(k):
+                        m.d.sync += beat.data.as_value()[k * width:(k + 1) * width].eq(self.i.payload.data.as_value())
+            with m.If(part == n - 1):
+                m.d.sync += [full.eq(1), part.eq(0), beat.last.eq(self.i.payload.last)]
+            with m.Else():
+                m.d.sync += part.eq(part + 1)
+        return m
