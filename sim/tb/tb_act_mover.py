@@ -29,7 +29,6 @@ under a watchdog and bounds every wait.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 
@@ -40,7 +39,7 @@ from cocotbext.axi import AxiRamRead, AxiRamWrite, AxiReadBus, AxiWriteBus
 
 from ...hw.act_mover import scratch_command_layout
 from ...hw.pipeline import f32_vec
-from . import tb_config
+from . import record_result, tb_config
 from .streams import (StreamSink, StreamSource, random_pause, reset_dut, start_clock, start_watchdog,
                       struct_fields, with_timeout)
 
@@ -63,17 +62,8 @@ def cycle_now() -> int:
 
 
 def record(key: str, value) -> None:
-    path = CFG.get("results")
-    if not path:
-        return
-    try:
-        with open(path) as f:
-            results = json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError):
-        results = {}
-    results[key] = value
-    with open(path, "w") as f:
-        json.dump(results, f, indent=1)
+    """Merge ``{key: value}`` into the results file the test was given (if any)."""
+    record_result(CFG.get("results"), key, value)
 
 
 def row_unit(lanes: int) -> int:

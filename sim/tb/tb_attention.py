@@ -45,7 +45,6 @@ the core to the last output beat taken (both inclusive).
 
 from __future__ import annotations
 
-import json
 import random
 import struct
 import time
@@ -59,7 +58,7 @@ from cocotb.utils import get_sim_time
 from ...hw.attention import key_layout, query_layout
 from ...hw.pipeline import f32_vec
 from .. import golden
-from . import tb_config
+from . import record_result, tb_config
 from .streams import (StreamSink, StreamSource, random_pause, reset_dut, start_clock, start_watchdog,
                       struct_fields, with_timeout)
 
@@ -361,17 +360,8 @@ def cycle_now() -> int:
 
 
 def record(key: str, value) -> None:
-    """Merge ``{key: value}`` into the results file (if the caller asked for one)."""
-    if not RESULTS:
-        return
-    try:
-        with open(RESULTS) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        data = {}
-    data[key] = value
-    with open(RESULTS, "w") as f:
-        json.dump(data, f, indent=1)
+    """Merge ``{key: value}`` into the results file the test was given (if any)."""
+    record_result(RESULTS, key, value)
 
 
 def skip_unless(kind: str) -> bool:

@@ -12,8 +12,8 @@ counts of ``prefill_bench``).
 - ``prefill_history``: chunks on top of a cache (pos0 > 0): aligned to a tile, straddling a
   tile (pos0 % tile != 0), a one-token chunk after a long history, with random pauses on
   AR/R/AW/W/B and stalls on cmd, load and out; every query's history bytes are counted;
-- ``prefill_gqa``: several passes over one kv head with different query heads (only the
-  first appends the k/v: ``write_kv``), as GQA groups larger than ``heads`` run, with stalls;
+- ``prefill_gqa``: a 5:1 GQA group in ceil(5 / heads) passes over one kv head with different
+  query heads (only the first appends the k/v: ``write_kv``), with stalls;
 - ``prefill_extremes``: ``tb_attention.extreme_cases`` (saturated int8, equal scores, zero
   query, dominant keys in the diagonal / older tiles, underflowing p_j, large values) as
   chunks, with stalls;
@@ -257,13 +257,14 @@ async def prefill_history(dut):
 
 @cocotb.test()
 async def prefill_gqa(dut):
-    """Passes over one kv head with new query heads each time (only the first appends)."""
+    """A GQA group of 5 query heads per kv head (2B4T) in ceil(5 / heads) passes over one kv
+    head, new query heads each pass; only the first appends the k/v."""
     rng = np.random.default_rng(SEED + 2)
     bench = PrefillBench(dut, seed=SEED + 2, pauses=True, stall=0.2)
     await bench.reset()
     first = random_pass(rng, "group-pass0", TILE // 2, min(CHUNK, TILE + 1), region=1)
     await bench.run(first)
-    for i in range(1, 3):
+    for i in range(1, max(2, -(-5 // HEADS))):
         qs = [random_query(rng, HD) for _ in range(first.count * HEADS)]
         q_q = np.array([q for q, _ in qs], np.int8).reshape(first.count, HEADS, HD)
         d_q = np.array([d for _, d in qs], np.float32).reshape(first.count, HEADS)

@@ -27,7 +27,6 @@ rule (set by an error response, held until ``clear_error``). Every test runs und
 from __future__ import annotations
 
 import collections
-import json
 import random
 
 import cocotb
@@ -36,7 +35,7 @@ from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiRamRead, AxiRamWrite, AxiReadBus, AxiWriteBus
 
 from ...hw.axi_read import read_command_layout, read_data_layout
-from . import tb_config
+from . import record_result, tb_config
 from .streams import (StreamSink, StreamSource, random_pause, reset_dut, start_clock, start_watchdog,
                       struct_fields, with_timeout)
 
@@ -58,18 +57,8 @@ RESP_NAMES = {0: "OKAY", 1: "EXOKAY", 2: "SLVERR", 3: "DECERR"}
 
 
 def record(key: str, value) -> None:
-    """Add ``key: value`` to the JSON results file, if the test was given one."""
-    path = CFG.get("results")
-    if not path:
-        return
-    try:
-        with open(path) as f:
-            results = json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError):
-        results = {}
-    results[key] = value
-    with open(path, "w") as f:
-        json.dump(results, f, indent=1)
+    """Merge ``{key: value}`` into the results file the test was given (if any)."""
+    record_result(CFG.get("results"), key, value)
 
 
 def cycle_now() -> int:

@@ -17,7 +17,6 @@ of a DDR image for ``system_image``), ``results`` (JSON file the measurements ar
 
 from __future__ import annotations
 
-import json
 import random
 import time
 
@@ -28,7 +27,7 @@ from cocotbext.axi import AxiMasterRead, AxiMasterWrite, AxiReadBus, AxiWriteBus
 
 from ...hw.axi_read import read_command_layout, read_data_layout
 from ...hw.ddr_model import MIN_LATENCY, rate_fixed
-from . import tb_config
+from . import record_result, tb_config
 from .ddr import load_ddr_image, read_ddr
 from .streams import (StreamSink, StreamSource, random_pause, reset_dut, start_clock, start_watchdog,
                       struct_fields, with_timeout)
@@ -50,18 +49,8 @@ def cycle_now() -> int:
 
 
 def record(key: str, value) -> None:
-    """Add ``key: value`` to the JSON results file, if the test was given one."""
-    path = CFG.get("results")
-    if not path:
-        return
-    try:
-        with open(path) as f:
-            results = json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError):
-        results = {}
-    results[key] = value
-    with open(path, "w") as f:
-        json.dump(results, f, indent=1)
+    """Merge ``{key: value}`` into the results file the test was given (if any)."""
+    record_result(CFG.get("results"), key, value)
 
 
 async def configure(dut, clock, *, latency: int, rate) -> None:
