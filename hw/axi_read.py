@@ -1,14 +1,13 @@
 """AXI4 read master: byte-range commands in, data beats out, as INCR bursts."""
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Module, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .axi import BURST_INCR, RESP_OKAY, axi_read_signature
+from .axi_bursts import IncrBursts, check_master_parameters
 
 __all__ = ["AxiReadMaster", "read_command_layout", "read_data_layout"]
-
-PAGE = 4096
 
 
 def read_command_layout(addr_width: int) -> data.StructLayout:
@@ -37,14 +36,7 @@ class AxiReadMaster(wiring.Component):
 
     def __init__(self, *, data_width: int = 128, addr_width: int = 40, id_width: int = 4,
                  max_burst: int = 256, max_outstanding: int = 4):
-        if data_width not in (32, 64, 128, 256, 512):
-            raise ValueError(f"data_width must be 32..512 bits (power of two), got {data_width!r}")
-        if not isinstance(max_burst, int) or not 1 <= max_burst <= 256:
-            raise ValueError(f"max_burst must be 1..256 beats, got {max_burst!r}")
-        if max_burst * data_width // 8 > PAGE:
-            raise ValueError(f"a burst of {max_burst} x {data_width // 8} bytes exceeds 4 KiB")
-        if not isinstance(max_outstanding, int) or not 1 <= max_outstanding <= 64:
-            raise ValueError(f"max_outstanding must be 1..64, got {max_outstanding!r}")
+        check_master_parameters(data_width, max_burst, max_outstanding)
         self.data_width, self.addr_width, self.id_width = data_width, addr_width, id_width
         self.max_burst, self.max_outstanding = max_burst, max_outstanding
         self.beat_bytes = data_width // 8
@@ -59,46 +51,18 @@ class AxiReadMaster(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        axi, bb = self.axi, self.beat_bytes
-        shift = bb.bit_length() - 1
-        page_beats = PAGE // bb
+        axi = self.axi
 
-        # -- burst generator
-        active = Signal()
-        addr = Signal(self.addr_width)
-        remaining = Signal(24)
-        m.d.comb += self.cmd.ready.eq(~active)
-        with m.If(self.cmd.valid & self.cmd.ready & (self.cmd.payload.beats != 0)):
-            m.d.sync += [active.eq(1), addr.eq(self.cmd.payload.addr), remaining.eq(self.cmd.payload.beats)]
-
-        # Beats to the next 4 KiB boundary, then the burst length.
-        to_page = Signal(range(page_beats + 1))
-        m.d.comb += to_page.eq(page_beats - addr[shift:12])
-        length = Signal(range(self.max_burst + 1))
-        limit = Mux(to_page < self.max_burst, to_page, self.max_burst)
-        m.d.comb += length.eq(Mux(remaining < limit, remaining, limit))
-
-        # Bursts in flight: each entry says whether the burst ends its command.
+        # -- burst generator; bursts in flight: each entry says whether the burst ends its command.
         m.submodules.inflight = inflight = fifo.SyncFIFO(width=1, depth=self.max_outstanding)
-        issue = Signal()
+        bursts = IncrBursts(m, self.cmd, addr_width=self.addr_width, beat_bytes=self.beat_bytes,
+                            max_burst=self.max_burst, room=inflight.w_rdy, ready=axi.arready, valid_name="arvalid")
         m.d.comb += [
-            axi.araddr.eq(addr), axi.arlen.eq(length - 1), axi.arsize.eq(shift), axi.arburst.eq(BURST_INCR),
+            axi.arvalid.eq(bursts.valid), axi.araddr.eq(bursts.addr), axi.arlen.eq(bursts.length - 1),
+            axi.arsize.eq(bursts.shift), axi.arburst.eq(BURST_INCR),
             axi.arid.eq(0), axi.arcache.eq(0b0011), axi.arprot.eq(0), axi.arlock.eq(0), axi.arqos.eq(0),
+            inflight.w_en.eq(bursts.issue), inflight.w_data.eq(bursts.final),
         ]
-        # ARVALID comes from a register (held until ARREADY), never from ARREADY itself.
-        arvalid = Signal()
-        m.d.comb += axi.arvalid.eq(arvalid)
-        with m.If(~arvalid):
-            with m.If(active & inflight.w_rdy):
-                m.d.sync += arvalid.eq(1)
-        with m.Elif(axi.arready):
-            m.d.comb += issue.eq(1)
-            m.d.sync += [arvalid.eq(0), addr.eq(addr + (length << shift)), remaining.eq(remaining - length)]
-            with m.If(remaining == length):
-                m.d.sync += active.eq(0)
-        m.d.comb += [inflight.w_en.eq(issue), inflight.w_data.eq(remaining == length)]
-        # The burst parameters must not change while ARVALID is up: addr/remaining only move at
-        # the handshake above, and a new command is accepted only while inactive.
 
         # -- data path: R straight to the output
         m.d.comb += [
@@ -112,5 +76,5 @@ class AxiReadMaster(wiring.Component):
             m.d.sync += self.error.eq(0)
         with m.If(axi.rvalid & axi.rready & (axi.rresp != RESP_OKAY)):
             m.d.sync += self.error.eq(1)
-        m.d.comb += self.busy.eq(active | inflight.r_rdy)
+        m.d.comb += self.busy.eq(bursts.active | inflight.r_rdy)
         return m

@@ -1,11 +1,12 @@
 """AXI4 write master: byte-range commands and data beats in, INCR bursts out."""
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Module, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .axi import BURST_INCR, RESP_OKAY, axi_write_signature
-from .axi_read import PAGE, read_command_layout
+from .axi_bursts import IncrBursts, check_master_parameters
+from .axi_read import read_command_layout
 
 __all__ = ["AxiWriteMaster", "write_command_layout"]
 
@@ -31,14 +32,7 @@ class AxiWriteMaster(wiring.Component):
 
     def __init__(self, *, data_width: int = 128, addr_width: int = 40, id_width: int = 4,
                  max_burst: int = 256, max_outstanding: int = 4):
-        if data_width not in (32, 64, 128, 256, 512):
-            raise ValueError(f"data_width must be 32..512 bits (power of two), got {data_width!r}")
-        if not isinstance(max_burst, int) or not 1 <= max_burst <= 256:
-            raise ValueError(f"max_burst must be 1..256 beats, got {max_burst!r}")
-        if max_burst * data_width // 8 > PAGE:
-            raise ValueError(f"a burst of {max_burst} x {data_width // 8} bytes exceeds 4 KiB")
-        if not isinstance(max_outstanding, int) or not 1 <= max_outstanding <= 64:
-            raise ValueError(f"max_outstanding must be 1..64, got {max_outstanding!r}")
+        check_master_parameters(data_width, max_burst, max_outstanding)
         self.data_width, self.addr_width, self.id_width = data_width, addr_width, id_width
         self.max_burst, self.max_outstanding = max_burst, max_outstanding
         self.beat_bytes = data_width // 8
@@ -55,44 +49,22 @@ class AxiWriteMaster(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         axi, bb = self.axi, self.beat_bytes
-        shift = bb.bit_length() - 1
-        page_beats = PAGE // bb
-
-        active = Signal()
-        addr = Signal(self.addr_width)
-        remaining = Signal(24)
-        m.d.comb += self.cmd.ready.eq(~active)
-        with m.If(self.cmd.valid & self.cmd.ready & (self.cmd.payload.beats != 0)):
-            m.d.sync += [active.eq(1), addr.eq(self.cmd.payload.addr), remaining.eq(self.cmd.payload.beats)]
-        to_page = Signal(range(page_beats + 1))
-        m.d.comb += to_page.eq(page_beats - addr[shift:12])
-        length = Signal(range(self.max_burst + 1))
-        limit = Mux(to_page < self.max_burst, to_page, self.max_burst)
-        m.d.comb += length.eq(Mux(remaining < limit, remaining, limit))
 
         # Burst lengths for the W channel, and "ends its command" flags for the B channel.
         burst_layout = data.StructLayout({"length": range(self.max_burst + 1), "final": 1})
         m.submodules.w_bursts = w_bursts = fifo.SyncFIFO(width=burst_layout.size, depth=self.max_outstanding)
         m.submodules.b_bursts = b_bursts = fifo.SyncFIFO(width=1, depth=self.max_outstanding)
+        bursts = IncrBursts(m, self.cmd, addr_width=self.addr_width, beat_bytes=bb, max_burst=self.max_burst,
+                            room=w_bursts.w_rdy & b_bursts.w_rdy, ready=axi.awready, valid_name="awvalid")
         m.d.comb += [
-            axi.awaddr.eq(addr), axi.awlen.eq(length - 1), axi.awsize.eq(shift), axi.awburst.eq(BURST_INCR),
+            axi.awvalid.eq(bursts.valid), axi.awaddr.eq(bursts.addr), axi.awlen.eq(bursts.length - 1),
+            axi.awsize.eq(bursts.shift), axi.awburst.eq(BURST_INCR),
             axi.awid.eq(0), axi.awcache.eq(0b0011), axi.awprot.eq(0), axi.awlock.eq(0), axi.awqos.eq(0),
         ]
-        awvalid = Signal()
-        m.d.comb += axi.awvalid.eq(awvalid)
-        issue = Signal()
-        with m.If(~awvalid):
-            with m.If(active & w_bursts.w_rdy & b_bursts.w_rdy):
-                m.d.sync += awvalid.eq(1)
-        with m.Elif(axi.awready):
-            m.d.comb += issue.eq(1)
-            m.d.sync += [awvalid.eq(0), addr.eq(addr + (length << shift)), remaining.eq(remaining - length)]
-            with m.If(remaining == length):
-                m.d.sync += active.eq(0)
         burst = Signal(burst_layout)
-        m.d.comb += [burst.length.eq(length), burst.final.eq(remaining == length),
-                     w_bursts.w_en.eq(issue), w_bursts.w_data.eq(burst),
-                     b_bursts.w_en.eq(issue), b_bursts.w_data.eq(remaining == length)]
+        m.d.comb += [burst.length.eq(bursts.length), burst.final.eq(bursts.final),
+                     w_bursts.w_en.eq(bursts.issue), w_bursts.w_data.eq(burst),
+                     b_bursts.w_en.eq(bursts.issue), b_bursts.w_data.eq(bursts.final)]
 
         # -- W: beats of the oldest burst whose data is still owed
         current = Signal(burst_layout)
@@ -120,5 +92,5 @@ class AxiWriteMaster(wiring.Component):
             m.d.sync += self.error.eq(0)
         with m.If(axi.bvalid & axi.bready & (axi.bresp != RESP_OKAY)):
             m.d.sync += self.error.eq(1)
-        m.d.comb += self.busy.eq(active | b_bursts.r_rdy)
+        m.d.comb += self.busy.eq(bursts.active | b_bursts.r_rdy)
         return m
