@@ -12,9 +12,10 @@ from pathlib import Path
 
 from amaranth.hdl import Cat, ClockSignal, Instance, Module, Mux, Signal
 from amaranth.lib import data, fifo, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import In
 
 from .axi import RESP_DECERR, RESP_OKAY, axi_read_signature, axi_write_signature
+from .compose import forward, prefixed_members
 
 __all__ = ["DdrModel", "DdrSystem", "RATE_FRAC_BITS", "MIN_LATENCY", "STORAGE_MODULE", "STORAGE_SOURCE",
            "rate_fixed"]
@@ -332,21 +333,9 @@ class DdrModel(wiring.Component):
         return m
 
 
-def _forward(m, owner, prefix, inner, names=None):
-    """Connect the members of ``inner`` to the members ``<prefix><name>`` of ``owner``."""
-    for name, member in inner.signature.members.items():
-        if names is not None and name not in names:
-            continue
-        outer, sub = getattr(owner, prefix + name), getattr(inner, name)
-        if member.is_signature:
-            if member.flow == Out:
-                wiring.connect(m, sub, wiring.flipped(outer))
-            else:
-                wiring.connect(m, wiring.flipped(outer), sub)
-        elif member.flow == Out:
-            m.d.comb += outer.eq(sub)
-        else:
-            m.d.comb += sub.eq(outer)
+def _all_but_axi(master) -> list[str]:
+    """A master's ports other than its AXI interface (which the DDR system wires inside)."""
+    return [n for n in master.signature.members if n != "axi"]
 
 
 class DdrSystem(wiring.Component):
@@ -374,10 +363,8 @@ class DdrSystem(wiring.Component):
         self.ports, self.max_burst, self.max_outstanding = ports, max_burst, max_outstanding
         members = {}
         for i, reader in enumerate(self.readers):
-            members.update({f"rd{i}_{name}": member for name, member in reader.signature.members.items()
-                            if name != "axi"})
-        members.update({f"wr_{name}": member for name, member in self.writer.signature.members.items()
-                        if name != "axi"})
+            members.update(prefixed_members(reader, f"rd{i}_", _all_but_axi(reader)))
+        members.update(prefixed_members(self.writer, "wr_", _all_but_axi(self.writer)))
         if configurable:
             members["cfg_latency"] = self.ddr.signature.members["cfg_latency"]
             members["cfg_rate"] = self.ddr.signature.members["cfg_rate"]
@@ -389,10 +376,10 @@ class DdrSystem(wiring.Component):
         for i, reader in enumerate(self.readers):
             m.submodules[f"rd{i}"] = reader
             wiring.connect(m, reader.axi, getattr(self.ddr, f"rd{i}"))
-            _forward(m, self, f"rd{i}_", reader, [n for n in reader.signature.members if n != "axi"])
+            forward(m, self, f"rd{i}_", reader, _all_but_axi(reader))
         m.submodules.wr = self.writer
         wiring.connect(m, self.writer.axi, self.ddr.wr)
-        _forward(m, self, "wr_", self.writer, [n for n in self.writer.signature.members if n != "axi"])
+        forward(m, self, "wr_", self.writer, _all_but_axi(self.writer))
         if self.ddr.configurable:
             m.d.comb += [self.ddr.cfg_latency.eq(self.cfg_latency), self.ddr.cfg_rate.eq(self.cfg_rate)]
         return m

@@ -13,9 +13,9 @@ import pytest
 from amaranth.back import verilog
 from amaranth.hdl import Module
 from amaranth.lib import wiring
-from amaranth.lib.wiring import Out
 
 from tellme.hw.act_mover import ScratchReader, ScratchWriter
+from tellme.hw.compose import forward, prefixed_members
 from tellme.sim.rtl import run_cocotb
 
 TB = "tellme.sim.tb.tb_act_mover"
@@ -30,7 +30,7 @@ class ScratchMovers(wiring.Component):
         members = {}
         for prefix, units in (("r", self.readers), ("w", self.writers)):
             for i, unit in enumerate(units):
-                members.update({f"{prefix}{i}_{n}": mem for n, mem in unit.signature.members.items()})
+                members.update(prefixed_members(unit, f"{prefix}{i}_"))
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -38,17 +38,7 @@ class ScratchMovers(wiring.Component):
         for prefix, units in (("r", self.readers), ("w", self.writers)):
             for i, unit in enumerate(units):
                 m.submodules[f"{prefix}{i}"] = unit
-                for name, member in unit.signature.members.items():
-                    outer, inner = getattr(self, f"{prefix}{i}_{name}"), getattr(unit, name)
-                    if member.is_signature:
-                        if member.flow == Out:
-                            wiring.connect(m, inner, wiring.flipped(outer))
-                        else:
-                            wiring.connect(m, wiring.flipped(outer), inner)
-                    elif member.flow == Out:
-                        m.d.comb += outer.eq(inner)
-                    else:
-                        m.d.comb += inner.eq(outer)
+                forward(m, self, f"{prefix}{i}_", unit)
         return m
 
 

@@ -11,29 +11,13 @@ import json
 import pytest
 from amaranth.hdl import Module
 from amaranth.lib import wiring
-from amaranth.lib.wiring import Out
 
 from tellme.hw.axi_read import AxiReadMaster
 from tellme.hw.axi_write import AxiWriteMaster
+from tellme.hw.compose import forward, prefixed_members
 from tellme.sim.rtl import run_cocotb
 
 
-
-
-def expose(m, owner, prefix, inner):
-    """Give ``owner`` (a component whose signature has ``<prefix><name>`` for every member of
-    ``inner``) the ports of the submodule ``inner``."""
-    for name, member in inner.signature.members.items():
-        outer, sub = getattr(owner, prefix + name), getattr(inner, name)
-        if member.is_signature:
-            if member.flow == Out:
-                wiring.connect(m, sub, wiring.flipped(outer))
-            else:
-                wiring.connect(m, wiring.flipped(outer), sub)
-        elif member.flow == Out:
-            m.d.comb += outer.eq(sub)
-        else:
-            m.d.comb += sub.eq(outer)
 
 
 class AxiMasters(wiring.Component):
@@ -43,15 +27,13 @@ class AxiMasters(wiring.Component):
     def __init__(self, **params):
         self.rd = AxiReadMaster(**params)
         self.wr = AxiWriteMaster(**params)
-        members = {f"rd_{n}": mem for n, mem in self.rd.signature.members.items()}
-        members.update({f"wr_{n}": mem for n, mem in self.wr.signature.members.items()})
-        super().__init__(members)
+        super().__init__({**prefixed_members(self.rd, "rd_"), **prefixed_members(self.wr, "wr_")})
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.rd, m.submodules.wr = self.rd, self.wr
-        expose(m, self, "rd_", self.rd)
-        expose(m, self, "wr_", self.wr)
+        forward(m, self, "rd_", self.rd)
+        forward(m, self, "wr_", self.wr)
         return m
 
 

@@ -66,8 +66,10 @@ def _norm_bounds(lanes: int) -> dict:
     return {"max_norm_cycles_per_vector": 2.6 * (1536 // 8)} if lanes == 8 else {}
 
 
+# L=16 builds for minutes: it runs in the sweep (`make test-all`); L=4 is the narrow
+# configuration the composition may use.
 @pytest.mark.rtl
-@pytest.mark.parametrize("lanes", [8, 16])
+@pytest.mark.parametrize("lanes", [4, 8])
 def test_norm_quant(lanes):
     _run(NormQuant(lanes=lanes, max_dim=MAX_DIM), f"norm_quant_l{lanes}",
          norm_quant_parameters(lanes, **_norm_bounds(lanes)))

@@ -1,0 +1,32 @@
+"""Composition helpers: expose a submodule's ports as prefixed ports of the component that
+holds it (test harnesses and simulation systems put several units behind one Verilog top)."""
+
+from amaranth.lib import wiring
+from amaranth.lib.wiring import Out
+
+__all__ = ["prefixed_members", "forward"]
+
+
+def prefixed_members(inner: wiring.Component, prefix: str, names=None) -> dict:
+    """``{prefix + name: member}`` for the members of ``inner`` (only ``names`` if given), for
+    building the outer component's signature."""
+    return {prefix + n: member for n, member in inner.signature.members.items() if names is None or n in names}
+
+
+def forward(m, owner: wiring.Component, prefix: str, inner: wiring.Component, names=None) -> None:
+    """Connect each member of ``inner`` (only ``names`` if given) to ``owner``'s member
+    ``prefix + name``: interfaces with ``wiring.connect``, plain ports by assignment in the
+    direction of their flow."""
+    for name, member in inner.signature.members.items():
+        if names is not None and name not in names:
+            continue
+        outer, sub = getattr(owner, prefix + name), getattr(inner, name)
+        if member.is_signature:
+            if member.flow == Out:
+                wiring.connect(m, sub, wiring.flipped(outer))
+            else:
+                wiring.connect(m, wiring.flipped(outer), sub)
+        elif member.flow == Out:
+            m.d.comb += outer.eq(sub)
+        else:
+            m.d.comb += sub.eq(outer)
