@@ -10,17 +10,23 @@ from .pipeline import f32_vec
 __all__ = ["VecNarrow", "VecWiden"]
 
 
-def _check(lanes, out_lanes):
-    for name, value in (("lanes", lanes), ("out_lanes", out_lanes)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    wide, narrow = max(lanes, out_lanes), min(lanes, out_lanes)
-    if wide % narrow:
-        raise ValueError(f"the narrow lane count ({narrow}) must divide the wide one ({wide})")
-    return wide // narrow
+class _LaneConverter(wiring.Component):
+    """``i``: ``f32_vec(lanes)`` in, ``o``: ``f32_vec(out_lanes)`` out; ``parts`` = the ratio."""
+
+    def __init__(self, *, lanes: int, out_lanes: int):
+        for name, value in (("lanes", lanes), ("out_lanes", out_lanes)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        wide, narrow = max(lanes, out_lanes), min(lanes, out_lanes)
+        if wide % narrow:
+            raise ValueError(f"the narrow lane count ({narrow}) must divide the wide one ({wide})")
+        self.parts = wide // narrow
+        self.lanes, self.out_lanes = lanes, out_lanes
+        super().__init__({"i": In(stream.Signature(f32_vec(lanes))),
+                          "o": Out(stream.Signature(f32_vec(out_lanes)))})
 
 
-class VecNarrow(wiring.Component):
+class VecNarrow(_LaneConverter):
     """Splits each ``f32_vec(lanes)`` beat into lanes/out_lanes ``f32_vec(out_lanes)`` beats,
     lanes 0.. first; ``last`` goes on the final part of a beat that had it.
 
@@ -31,10 +37,7 @@ class VecNarrow(wiring.Component):
     def __init__(self, *, lanes: int, out_lanes: int):
         if out_lanes > lanes:
             raise ValueError(f"out_lanes ({out_lanes}) must not exceed lanes ({lanes})")
-        self.parts = _check(lanes, out_lanes)
-        self.lanes, self.out_lanes = lanes, out_lanes
-        super().__init__({"i": In(stream.Signature(f32_vec(lanes))),
-                          "o": Out(stream.Signature(f32_vec(out_lanes)))})
+        super().__init__(lanes=lanes, out_lanes=out_lanes)
 
     def elaborate(self, platform):
         m = Module()
@@ -56,7 +59,7 @@ class VecNarrow(wiring.Component):
         return m
 
 
-class VecWiden(wiring.Component):
+class VecWiden(_LaneConverter):
     """Joins out_lanes/lanes consecutive ``f32_vec(lanes)`` beats into one
     ``f32_vec(out_lanes)`` beat (the first in lanes 0..); ``last`` from the final part.
 
@@ -67,10 +70,7 @@ class VecWiden(wiring.Component):
     def __init__(self, *, lanes: int, out_lanes: int):
         if out_lanes < lanes:
             raise ValueError(f"out_lanes ({out_lanes}) must not be below lanes ({lanes})")
-        self.parts = _check(lanes, out_lanes)
-        self.lanes, self.out_lanes = lanes, out_lanes
-        super().__init__({"i": In(stream.Signature(f32_vec(lanes))),
-                          "o": Out(stream.Signature(f32_vec(out_lanes)))})
+        super().__init__(lanes=lanes, out_lanes=out_lanes)
 
     def elaborate(self, platform):
         m = Module()
