@@ -111,12 +111,17 @@ class _Mover(wiring.Component):
             raise ValueError(f"the rows end beyond the {self.addr_width}-bit address space")
         return values
 
-    def _row_walker(self, m, master_cmd):
-        """The command register and the row loop shared by both movers: in state ``ISSUE`` one
+    def _row_walker(self, m, master):
+        """The AXI master (a submodule, its AXI port and error bits wired to this mover's) and
+        the command register and row loop shared by both movers: in state ``ISSUE`` one
         master command per row (``addr``, ``row_bytes / beat_bytes`` beats), ``addr`` stepping by
         ``row_stride``. Returns the signals the FSM uses: ``start`` (to drive: latch ``cmd``'s
         payload now), ``empty`` (the offered command moves no byte), ``issue`` (a row command
         handshake with the master), ``final`` (the row being offered is the command's last)."""
+        m.submodules.master = master
+        wiring.connect(m, master.axi, wiring.flipped(self.axi))
+        m.d.comb += [self.error.eq(master.error), master.clear_error.eq(self.clear_error)]
+        master_cmd = master.cmd
         shift = self.beat_bytes.bit_length() - 1
         addr = Signal(self.addr_width)
         rows_left = Signal(ROWS_WIDTH)
@@ -188,11 +193,8 @@ class ScratchReader(_Mover):
     def elaborate(self, platform):
         m = Module()
         dw, vw = self.data_width, self.lanes * 32
-        m.submodules.master = master = self.master
-        wiring.connect(m, master.axi, wiring.flipped(self.axi))
-        m.d.comb += [self.error.eq(master.error), master.clear_error.eq(self.clear_error)]
-
-        start, empty, issue, final = self._row_walker(m, master.cmd)
+        master = self.master
+        start, empty, issue, final = self._row_walker(m, master)
         with m.FSM(name="reader") as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
@@ -289,11 +291,8 @@ class ScratchWriter(_Mover):
     def elaborate(self, platform):
         m = Module()
         dw, vw = self.data_width, self.lanes * 32
-        m.submodules.master = master = self.master
-        wiring.connect(m, master.axi, wiring.flipped(self.axi))
-        m.d.comb += [self.error.eq(master.error), master.clear_error.eq(self.clear_error)]
-
-        start, empty, issue, final = self._row_walker(m, master.cmd)
+        master = self.master
+        start, empty, issue, final = self._row_walker(m, master)
         # Row commands handed to the master and not yet acknowledged (the master's ``done``
         # pulses once per row command, after its final B response).
         pending = Signal(ROWS_WIDTH + 1)

@@ -69,7 +69,7 @@ class PrefillAttention(wiring.Component):
 
     Ports: ``cmd`` (In, prefill_command_layout), ``load`` (In, prefill_load_layout), ``out``
     (Out, prefill_out_layout), ``axi_read`` (KV history), ``axi_write`` (cache append),
-    ``error`` (Out 1: an AXI error response on either port), ``busy`` (Out 1).
+    ``error`` (Out 1: an AXI error response on either port), ``busy`` (Out 1: a pass is in progress).
     """
 
     def __init__(self, *, head_dim: int, tile: int, chunk: int, heads: int = 1, addr_width: int = 40,
@@ -180,7 +180,7 @@ class PrefillAttention(wiring.Component):
         with m.If(self.out.valid & self.out.ready & self.out.payload.last):
             m.d.sync += out_head.eq(0 if heads == 1 else (out_head + 1) % heads)
 
-        with m.FSM(name="prefill"):
+        with m.FSM(name="prefill") as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
@@ -188,7 +188,7 @@ class PrefillAttention(wiring.Component):
                     with m.If(self.cmd.payload.count != 0):
                         m.next = "LOAD"
             with m.State("LOAD"):
-                m.d.comb += [self.busy.eq(1), writer.append.valid.eq(self.load.valid & cmd.write_kv),
+                m.d.comb += [writer.append.valid.eq(self.load.valid & cmd.write_kv),
                              self.load.ready.eq(writer.append.ready | ~cmd.write_kv)]
                 with m.If(self.load.valid & self.load.ready):
                     m.d.comb += [kv_wp.en.eq(1), q_wp.en.eq(1)]
@@ -198,7 +198,6 @@ class PrefillAttention(wiring.Component):
                         m.d.sync += index.eq(index + 1)
             with m.State("QUERY"):
                 # q_rp.addr = index was set a cycle ago: its data is valid now.
-                m.d.comb += self.busy.eq(1)
                 m.d.sync += [qbeat_valid.eq(2 ** heads - 1), lo.eq(pos // tile * tile), hi.eq(pos + 1),
                              key_pos.eq(pos // tile * tile)]
                 with m.If(pos // tile * tile < cmd.pos0):
@@ -206,7 +205,6 @@ class PrefillAttention(wiring.Component):
                 m.next = "HIST_CMD"
             with m.State("HIST_CMD"):
                 # Earlier chunks: one KvReader command per query covers positions 0..pos0-1.
-                m.d.comb += self.busy.eq(1)
                 with m.If(cmd.pos0 == 0):
                     m.next = "TILE"
                 with m.Else():
@@ -217,7 +215,6 @@ class PrefillAttention(wiring.Component):
                         m.next = "TILE"
             with m.State("TILE"):
                 # A tile [lo, hi): the part below pos0 from DDR, then the on-chip part, ascending.
-                m.d.comb += self.busy.eq(1)
                 with m.If(lo < cmd.pos0):
                     m.next = "HIST_KEYS"
                 with m.Else():
@@ -225,7 +222,7 @@ class PrefillAttention(wiring.Component):
             with m.State("HIST_KEYS"):
                 # Pass the reader's beats through; inside the straddling tile its tile_last/last
                 # are cleared, since the on-chip keys of the same tile follow.
-                m.d.comb += [self.busy.eq(1), hist.ready.eq(kbeat_free)]
+                m.d.comb += hist.ready.eq(kbeat_free)
                 straddle = hi > cmd.pos0
                 with m.If(hist.valid & kbeat_free):
                     m.d.sync += [kbeat.eq(hist.payload), kbeat_valid.eq(1), taken.eq(0)]
@@ -238,7 +235,6 @@ class PrefillAttention(wiring.Component):
             with m.State("CHUNK_KEYS"):
                 # On-chip keys key_pos..hi-1: one read per free kbeat slot (a read lands a cycle
                 # later, so a key takes two cycles; the cores need more than that per key).
-                m.d.comb += self.busy.eq(1)
                 with m.If(kbeat_free & ~fetch_pending):
                     m.d.sync += [fetch_pending.eq(1), fetch_tile_last.eq(key_pos == hi - 1),
                                  fetch_last.eq((key_pos == hi - 1) & (lo == 0)), key_pos.eq(key_pos + 1)]
@@ -252,7 +248,6 @@ class PrefillAttention(wiring.Component):
                             m.next = "TILE"
             with m.State("WAIT_CORES"):
                 # The last key beat is out; the outputs of this token drain through `out`.
-                m.d.comb += self.busy.eq(1)
                 with m.If(token_done):
                     with m.If(index == 0):
                         m.next = "FINISH"
@@ -260,13 +255,12 @@ class PrefillAttention(wiring.Component):
                         m.d.sync += index.eq(index - 1)
                         m.next = "QUERY_READ"
             with m.State("QUERY_READ"):
-                m.d.comb += self.busy.eq(1)
+                # q_rp.addr follows the new index; its data arrive in the next cycle (QUERY).
                 m.next = "QUERY"
             with m.State("FINISH"):
                 # The pass ends when the cache appends are acknowledged.
-                m.d.comb += self.busy.eq(1)
                 with m.If(appends_pending == 0):
                     m.next = "IDLE"
-        m.d.comb += q_rp.addr.eq(index)
+        m.d.comb += [q_rp.addr.eq(index), self.busy.eq(~fsm.ongoing("IDLE"))]
         m.d.sync += appends_pending.eq(appends_pending + (writer.append.valid & writer.append.ready) - writer.done)
         return m
