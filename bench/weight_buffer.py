@@ -322,6 +322,12 @@ def main(argv: list[str] | None = None) -> int:
                if name.startswith("prefill/") and name.count("/") == 1}
     gaps = sorted({x for e in results.values() if e["passes"] == 1
                    for x in e["waiting_runs_in_window"] if x < 200})
+
+    def decode_by_setting(metric: str) -> dict:
+        """{setting: {shape: metric}} of the decode runs, for every DDR setting of the layer runs."""
+        settings = [name.split("/", 2)[2] for name in results if name.startswith("decode/layer/")]
+        return {setting: {k: results[f"decode/{k}/{setting}"][metric] for k in main_decode} for setting in settings}
+
     summary = {
         "decode_lane_wait_percent": {k: v["lane_wait_percent"] for k, v in main_decode.items()},
         "decode_ddr_bytes_per_cycle": {k: v["ddr_bytes_per_cycle"] for k, v in main_decode.items()},
@@ -340,19 +346,11 @@ def main(argv: list[str] | None = None) -> int:
                        "once its whole tile is in, so at a boundary to a longer tile (in the layer: "
                        "down_proj's 6656 lane words, then q_proj's 7680) the lanes wait about the "
                        "difference in decode"),
-        "sensitivity": {
-            name.split("/", 2)[2]: {k: results[f"decode/{k}/{name.split('/', 2)[2]}"]["lane_wait_percent"]
-                                    for k in main_decode}
-            for name in results if name.startswith("decode/layer/")
-        },
+        "sensitivity": decode_by_setting("lane_wait_percent"),
         "sensitivity_meaning": ("decode lane wait percent per shape and layer at DDR latency 100 "
                                 "(lat100_rate64) and at 50 B/cycle (lat40_rate50); at 50 B/cycle the lanes "
                                 "(64 B per lane word per cycle) are DDR-bound: wait 1 - 50/64 = 21.9 %"),
-        "sensitivity_ddr_bytes_per_cycle": {
-            name.split("/", 2)[2]: {k: results[f"decode/{k}/{name.split('/', 2)[2]}"]["ddr_bytes_per_cycle"]
-                                    for k in main_decode}
-            for name in results if name.startswith("decode/layer/")
-        },
+        "sensitivity_ddr_bytes_per_cycle": decode_by_setting("ddr_bytes_per_cycle"),
     }
     document = {
         "benchmark": "URAM weight buffer load/compute overlap: WeightStreamer on the DDR model",

@@ -54,7 +54,7 @@ __all__ = [
     "random_pause", "burst_pause", "no_pause",
     "CycleTimeout", "with_timeout", "start_watchdog",
     "start_clock", "reset_dut",
-    "StreamProtocolError", "StreamSource", "StreamSink",
+    "StreamProtocolError", "StreamSource", "StreamSink", "HandshakeMonitor",
 ]
 
 T = TypeVar("T")
@@ -459,3 +459,32 @@ class StreamSink(_StreamPort):
                 held = payload
             ready = not self._paused()
             self.ready.value = ready
+
+
+# -- handshake monitor ----------------------------------------------------------------------------
+
+class HandshakeMonitor:
+    """Counts clock edges from its creation and records the edge at which each beat moved on the
+    named streams (valid & ready sampled right after the edge: the cycle that just ended).
+    ``moves[name]`` lists those edge counts; ``task`` is the running coroutine (cancel it to stop)."""
+
+    def __init__(self, dut, clock, names):
+        self.cycle = 0
+        self.moves = {name: [] for name in names}
+        self._signals = [(name, getattr(dut, f"{name}__valid"), getattr(dut, f"{name}__ready"))
+                         for name in names]
+        self._clock = clock
+        self.task = cocotb.start_soon(self._run())
+
+    async def _run(self):
+        edge = RisingEdge(self._clock)
+        while True:
+            await edge
+            self.cycle += 1
+            for name, valid, ready in self._signals:
+                if valid.value == 1 and ready.value == 1:
+                    self.moves[name].append(self.cycle)
+
+    def mark(self) -> dict:
+        """Beats moved so far per stream (to slice ``moves`` later)."""
+        return {name: len(moves) for name, moves in self.moves.items()}

@@ -406,14 +406,19 @@ async def collect_output(clock, sink, case: Case, expected: np.ndarray, index: i
         if beat["last"] != int(b == OUT_BEATS - 1):
             raise AssertionError(f"query {index} ({case.label}): beat {b} of {OUT_BEATS} has last={beat['last']}")
         got.extend(out_words(beat))
+    check_output_bits(got, expected, f"query {index} ({case.label}, pos {case.pos}, {case.pos + 1} keys)")
+
+
+def check_output_bits(got: list[int], expected: np.ndarray, what: str) -> None:
+    """``got`` (binary32 words) must equal ``expected`` bit for bit; the error names ``what``
+    and the first differing elements."""
     want = [int(x) for x in np.asarray(expected, np.float32).view(np.uint32)]
-    bad = [i for i in range(HD) if got[i] != want[i]]
+    bad = [i for i in range(len(want)) if got[i] != want[i]]
     if bad:
         f = lambda w: float(np.uint32(w).view(np.float32))  # noqa: E731
         detail = ", ".join(f"o[{i}]: got {got[i]:#010x} ({f(got[i]):.8g}) expected {want[i]:#010x} "
                            f"({f(want[i]):.8g})" for i in bad[:6])
-        raise AssertionError(f"query {index} ({case.label}, pos {case.pos}, {case.pos + 1} keys): "
-                             f"{len(bad)}/{HD} output elements differ: {detail}")
+        raise AssertionError(f"{what}: {len(bad)}/{len(want)} output elements differ: {detail}")
 
 
 def query_bound(pos: int) -> int:

@@ -40,9 +40,9 @@ from .. import golden
 from . import tb_config
 from .streams import (StreamSink, StreamSource, random_pause, reset_dut, start_clock, start_watchdog,
                       struct_fields, with_timeout)
-from .tb_attention import (BEAT, PAGE, RECORD, Handshakes, extreme_cases, f32_bits, kv_arrays,
-                           kv_cache_map, lay_out_kv, page_up, quantized_rows, random_kv, random_query, record,
-                           row_int)
+from .tb_attention import (BEAT, PAGE, RECORD, Handshakes, check_output_bits, extreme_cases, f32_bits, kv_arrays,
+                           kv_cache_map, lay_out_kv, out_words, page_up, quantized_rows, random_kv, random_query,
+                           record, row_int)
 
 CFG = tb_config()
 HD = int(CFG.get("head_dim", 64))
@@ -174,15 +174,9 @@ class PrefillBench:
                 if (beat["token"], beat["head"], beat["last"]) != (t, h, int(i == OUT_BEATS - 1)):
                     raise AssertionError(f"{p.label}: beat {i} of token {t} head {h} came tagged token "
                                          f"{beat['token']} head {beat['head']} last {beat['last']}")
-                got.extend((beat["data"] >> (32 * j)) & 0xFFFFFFFF for j in range(OUT_LANES))
-            want_bits = [int(x) for x in np.asarray(want, np.float32).view(np.uint32)]
-            bad = [i for i in range(HD) if got[i] != want_bits[i]]
-            if bad:
-                f = lambda w: float(np.uint32(w).view(np.float32))  # noqa: E731
-                detail = ", ".join(f"o[{i}]: got {got[i]:#010x} ({f(got[i]):.8g}) expected {want_bits[i]:#010x} "
-                                   f"({f(want_bits[i]):.8g})" for i in bad[:4])
-                raise AssertionError(f"{p.label} (pos0 {p.pos0}, count {p.count}): token {t} (position "
-                                     f"{p.pos0 + t}) head {h}: {len(bad)}/{HD} elements differ: {detail}")
+                got.extend(out_words(beat))
+            check_output_bits(got, want, f"{p.label} (pos0 {p.pos0}, count {p.count}): token {t} "
+                                         f"(position {p.pos0 + t}) head {h}")
         # the pass ends (cmd ready again) once its cache appends are acknowledged
         for _ in range(bound // 20):
             if self.csrc.idle() and int(self.dut.busy.value) == 0:

@@ -87,8 +87,8 @@ from cocotb.utils import get_sim_time
 from .. import fp32 as f
 from .. import golden
 from . import tb_config
-from .streams import (CycleTimeout, StreamSink, StreamSource, pack_struct, random_pause, reset_dut,
-                      start_clock, start_watchdog, unpack_struct, with_timeout)
+from .streams import (CycleTimeout, HandshakeMonitor, StreamSink, StreamSource, pack_struct, random_pause,
+                      reset_dut, start_clock, start_watchdog, unpack_struct, with_timeout)
 
 #: Reset length of test_reset (the usual reset_dut length, as in the other benches).
 RESET_CYCLES = 2
@@ -156,30 +156,6 @@ def beats_of(values: np.ndarray, lanes: int) -> tuple[int, np.ndarray]:
     padded = np.zeros(n * lanes, dtype=values.dtype)
     padded[:len(values)] = values
     return n, padded
-
-
-# -- handshake monitor ------------------------------------------------------------------------------
-
-class HandshakeMonitor:
-    """Counts clock edges from its creation and records the edge at which each beat moved on the
-    named streams (valid & ready sampled right after the edge: the cycle that just ended)."""
-
-    def __init__(self, dut, clock, names):
-        self.cycle = 0
-        self.moves = {name: [] for name in names}
-        self._signals = [(name, getattr(dut, f"{name}__valid"), getattr(dut, f"{name}__ready"))
-                         for name in names]
-        self._clock = clock
-        self.task = cocotb.start_soon(self._run())
-
-    async def _run(self):
-        edge = RisingEdge(self._clock)
-        while True:
-            await edge
-            self.cycle += 1
-            for name, valid, ready in self._signals:
-                if valid.value == 1 and ready.value == 1:
-                    self.moves[name].append(self.cycle)
 
 
 # -- expected beats ---------------------------------------------------------------------------------

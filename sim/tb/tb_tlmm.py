@@ -42,12 +42,12 @@ from dataclasses import dataclass
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles
 
 from ...config import code_bits, table_entries
 from .. import golden
 from . import tb_config
-from .streams import (CycleTimeout, StreamSink, StreamSource, random_pause, reset_dut,
+from .streams import (CycleTimeout, HandshakeMonitor, StreamSink, StreamSource, random_pause, reset_dut,
                       start_clock, start_watchdog, to_signed, with_timeout)
 
 RESET_CYCLES = 2
@@ -143,31 +143,6 @@ def estimate_cycles(cfg: dict, problem: Problem) -> int:
 
 
 # -- the bench ------------------------------------------------------------------------------------
-
-class HandshakeMonitor:
-    """Counts clock edges from its creation and records the edge at which each beat moved on
-    the named streams (valid & ready sampled right after the edge, i.e. the cycle that ended)."""
-
-    def __init__(self, dut, clock, names):
-        self.cycle = 0
-        self.moves = {name: [] for name in names}
-        self._signals = [(name, getattr(dut, f"{name}__valid"), getattr(dut, f"{name}__ready"))
-                         for name in names]
-        self._clock = clock
-        cocotb.start_soon(self._run())
-
-    async def _run(self):
-        edge = RisingEdge(self._clock)
-        while True:
-            await edge
-            self.cycle += 1
-            for name, valid, ready in self._signals:
-                if valid.value == 1 and ready.value == 1:
-                    self.moves[name].append(self.cycle)
-
-    def mark(self) -> dict:
-        return {name: len(moves) for name, moves in self.moves.items()}
-
 
 class TlmmBench:
     def __init__(self, dut):
