@@ -30,7 +30,9 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from tellme.config import code_bits
+from tellme.contract import formats
+from tellme.contract.formats import code_bits
+from tellme.contract.layouts import ImageFormat
 from tellme.gen import image
 from tellme.gen.tiling import tile_projection
 from tellme.sim import golden
@@ -48,7 +50,7 @@ class Projection:
         g, lanes, ports = cfg["group"], cfg["lanes"], cfg["ports"]
         self.name, self.rows, self.k = name, rows, k
         trits = rng.choice(np.array([-1, 0, 1], dtype=np.int8), size=(rows, k), p=[0.35, 0.3, 0.35])
-        fmt = image.ImageFormat(g, lanes, ports, "int8", 128)
+        fmt = ImageFormat(g, lanes, ports, "int8", 128)
         self.raw = image.encode_projection(TernaryTensor(trits, np.float32(1.0)), fmt)
         self.stride = image.projection_port_stride((rows, k), fmt)
         self.bases = [base + p * self.stride for p in range(ports)]
@@ -59,10 +61,10 @@ class Projection:
         geometry.group, geometry.lanes = g, lanes
         geometry.entries_per_bank, geometry.subword_bytes = cfg["depth"], fmt.subword_bytes
         self.tiling = tile_projection(name, rows, k, geometry)
-        stream = golden.tlmm_weight_stream(golden.tlmm_encode(trits, g), lanes)      # (B, N, P)
+        stream = formats.tlmm_weight_stream(formats.tlmm_encode(trits, g), lanes)      # (B, N, P)
         word_bytes = -(-lanes * code_bits(g) // 8)
         assert word_bytes % 8 == 0
-        packed = np.ascontiguousarray(image.pack_codes(stream, code_bits(g), word_bytes))
+        packed = np.ascontiguousarray(formats.pack_codes(stream, code_bits(g), word_bytes))
         # fold of each lane word: its 64-bit little-endian chunks XORed together
         self.fold = np.bitwise_xor.reduce(packed.view("<u8"), axis=-1)               # (B, N)
 

@@ -44,7 +44,8 @@ if str(REPO_ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from tellme.config import code_bits, table_entries  # noqa: E402
+from tellme.contract import formats  # noqa: E402
+from tellme.contract.formats import code_bits, table_entries  # noqa: E402
 from tellme.gen.estimate import KV260, synth_resources, utilisation, yosys_version  # noqa: E402
 from tellme.hw.tlmm import TlmmEngine, command_layout, result_layout  # noqa: E402
 from tellme.sim import golden  # noqa: E402
@@ -86,10 +87,10 @@ def build_job(name: str, n: int, k: int, tokens_total: int, *, group: int, lanes
     trits[0, :] = -1
     trits[1, :] = 1
 
-    codes = golden.tlmm_encode(trits, group)                        # (N, Kg)
+    codes = formats.tlmm_encode(trits, group)                        # (N, Kg)
     kg = codes.shape[1]
     blocks = -(-kg // lanes)
-    stream = golden.tlmm_weight_stream(codes, lanes)                # (B, N, P)
+    stream = formats.tlmm_weight_stream(codes, lanes)                # (B, N, P)
     gold = golden.tlmm(codes, x, group)                             # (T, N) int32
     plain = x.astype(np.int64) @ trits.astype(np.int64).T          # (T, N)
     if not np.array_equal(gold, plain):

@@ -52,7 +52,7 @@ from amaranth.lib import fifo, stream, wiring  # noqa: E402
 from amaranth.lib.wiring import In, Out  # noqa: E402
 
 from tellme.config import HARDWARE_PRESETS, MODEL_PRESETS  # noqa: E402
-from tellme.gen.tiling import BufferGeometry  # noqa: E402
+from tellme.contract.layouts import BufferGeometry  # noqa: E402
 from tellme.hw.ddr_model import DdrModel, rate_fixed  # noqa: E402
 from tellme.hw.weight_streamer import WeightStreamer, projection_layout  # noqa: E402
 
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                       "gate_proj 4096x1536 (up alike), down_proj 1536x4096; tiles from gen.tiling.tile_projection",
             "weights": "random ternary (P(0)=0.3), real DDR image streams (gen.image.encode_projection) "
                        "in the DdrModel memory; every lane word checked by a running checksum against "
-                       "golden.tlmm_weight_stream",
+                       "contract.formats.tlmm_weight_stream",
             "ddr_model": ("tellme.hw.ddr_model.DdrModel, configurable: latency = AR handshake to first R "
                           f"beat in cycles (main {KV260_LATENCY}), token bucket shared by the 4 read ports "
                           f"(main {KV260_RATE} B/cycle = 19.2 GB/s / 300 MHz, the DDR4 peak of facts.md, "

@@ -56,7 +56,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from ..sim.rtl import _locked, _tail as _log_tail  # one lock and log-tail helper for all tool runs
+from ..sim.toolchain import file_lock, log_tail  # one lock and log-tail helper for all tool runs
+from .verilog import verilog_of
 
 __all__ = ["KV260", "LUTRAM_LUTS", "SRL_CELLS", "YosysError", "DEFAULT_CACHE_DIR", "yosys_command",
            "yosys_version", "synth_script", "parse_stat", "synth_resources", "fits", "utilisation"]
@@ -86,7 +87,6 @@ SRL_CELLS = ("SRL16", "SRL16E", "SRLC16", "SRLC16E", "SRLC32E")
 _FF_CELLS = ("FDRE", "FDSE", "FDCE", "FDPE", "FDRE_1", "FDSE_1", "FDCE_1", "FDPE_1")
 _LATCH_CELLS = ("LDCE", "LDPE", "LDCPE")
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_LOG_TAIL_LINES = 30
 #: Bump when the meaning of the parsed dictionary changes, so old cache entries are not reused.
 _FORMAT = 1
 
@@ -153,9 +153,6 @@ def synth_script(name: str, *, family: str = "xcup", flatten: bool = True, uram:
     ])
 
 
-def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
-    return _log_tail(path, lines)
-
 
 def _run_yosys(work: Path, timeout: float | None, progress: Callable[[str], None] | None,
                what: str) -> float:
@@ -191,13 +188,13 @@ def _run_yosys(work: Path, timeout: float | None, progress: Callable[[str], None
             proc.kill()
             proc.wait()
             raise YosysError(f"yosys synthesis of {what} timed out after {timeout:g} s; last lines "
-                             f"of {log}:\n{_tail(log)}", log=log) from None
+                             f"of {log}:\n{log_tail(log)}", log=log) from None
         finally:
             stop.set()
     if code != 0:
-        detail = _tail(log)
+        detail = log_tail(log)
         if not log.exists() or not detail.strip():
-            detail = _tail(work / "stdout.txt")
+            detail = log_tail(work / "stdout.txt")
         raise YosysError(f"yosys synthesis of {what} failed (exit status {code}); last lines of "
                          f"{log}:\n{detail}", log=log)
     return time.monotonic() - start
@@ -291,7 +288,6 @@ def synth_resources(component, *, name: str, family: str = "xcup", timeout: floa
     if isinstance(component, str):
         verilog_text = component
     else:
-        from tellme.sim.rtl import verilog_of
         verilog_text = verilog_of(component, name)
     version = yosys_version()
     script = synth_script(name, family=family, flatten=flatten, uram=uram,
@@ -310,7 +306,7 @@ def synth_resources(component, *, name: str, family: str = "xcup", timeout: floa
 
     if use_cache and (hit := load()) is not None:
         return hit
-    with _locked(cache_dir / f"{name}-{key}.lock"):
+    with file_lock(cache_dir / f"{name}-{key}.lock"):
         if use_cache and (hit := load()) is not None:  # another process finished it meanwhile
             return hit
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -327,7 +323,7 @@ def synth_resources(component, *, name: str, family: str = "xcup", timeout: floa
                 counts = parse_stat(stat, top=name)
             except (OSError, ValueError) as error:
                 raise YosysError(f"could not read the statistics of {what} ({error}); last lines "
-                                 f"of the log:\n{_tail(work / 'yosys.log')}",
+                                 f"of the log:\n{log_tail(work / 'yosys.log')}",
                                  log=work / "yosys.log") from None
         except YosysError as error:
             # Keep the evidence (Verilog, script, log) where the message says it is.

@@ -7,7 +7,7 @@ config, the format parameters (G, lanes, ports, LM head format, max context) and
 table (name, offset, size, dtype, shape). The hardware only reads sections, at offsets the host
 programs; the header is for the host.
 
-Ternary projections are stored as the TLMM weight stream of :func:`golden.tlmm_weight_stream`,
+Ternary projections are stored as the TLMM weight stream of :func:`tlmm_weight_stream`,
 split by lanes into one contiguous sub-stream per AXI port: port i holds, for each (block, row)
 in order, the codes of lanes [i*P/ports, (i+1)*P/ports) packed little-endian at code_bits(G)
 bits each, padded to whole 16-byte beats.
@@ -19,118 +19,57 @@ import json
 import os
 import struct
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..config import ConfigError, HardwareConfig, ModelConfig, code_bits
-from ..sim import golden
+from ..config import HardwareConfig, ModelConfig
+from ..contract.formats import (code_bits, lm_head_int8, pack_codes, rope_table, tlmm_codes_from_stream, tlmm_decode,
+                                tlmm_encode, tlmm_groups, tlmm_weight_stream, unpack_codes, weight_multiplier)
+from ..contract.layouts import IMAGE_MAGIC, IMAGE_PREAMBLE_BYTES, IMAGE_VERSION, ImageFormat, page_up
 from ..weights import PROJECTIONS, LayerWeights, ModelWeights, TernaryTensor
-
-MAGIC = b"TLMEIMG\0"
-VERSION = 1
-HEADER_BYTES = 4096
-ALIGN = 4096
-BEAT_BYTES = 16
 
 
 class ImageError(ValueError):
     """An image file is truncated, corrupt, or does not match what it is used with."""
 
 
-def _align(n: int, a: int = ALIGN) -> int:
-    return -(-n // a) * a
-
-
-@dataclass(frozen=True)
-class ImageFormat:
-    """The hardware parameters that fix the image layout."""
-    tlmm_group: int
-    tlmm_lanes: int
-    hp_ports: int
-    lm_head_format: str
-    max_context: int
-
-    @classmethod
-    def of(cls, hw: HardwareConfig) -> "ImageFormat":
-        if hw.tlmm_lanes % hw.hp_ports:
-            raise ConfigError(f"tlmm_lanes: {hw.tlmm_lanes} must be a multiple of hp_ports ({hw.hp_ports}) "
-                              "for the per-port weight streams")
-        return cls(hw.tlmm_group, hw.tlmm_lanes, hw.hp_ports, hw.lm_head_format, hw.max_context)
-
-    @property
-    def lanes_per_port(self) -> int:
-        return self.tlmm_lanes // self.hp_ports
-
-    @property
-    def subword_bytes(self) -> int:
-        """Bytes of one port's share of a lane word, padded to whole AXI beats."""
-        return _align(-(-self.lanes_per_port * code_bits(self.tlmm_group) // 8), BEAT_BYTES)
-
-
-def pack_codes(codes: np.ndarray, bits_per_code: int, word_bytes: int) -> np.ndarray:
-    """(..., n) codes -> (..., word_bytes) uint8: code j at bits [j*b, (j+1)*b), little-endian."""
-    lead = codes.shape[:-1]
-    n = codes.shape[-1]
-    flat = codes.reshape(-1, n).astype(np.uint64)
-    bitpos = np.arange(n) * bits_per_code
-    out = np.zeros((flat.shape[0], word_bytes), dtype=np.uint8)
-    for bit in range(bits_per_code):
-        pos = bitpos + bit
-        vals = ((flat >> np.uint64(bit)) & np.uint64(1)).astype(np.uint8)
-        np.bitwise_or.at(out, (slice(None), pos // 8), (vals << (pos % 8).astype(np.uint8)))
-    return out.reshape(lead + (word_bytes,))
-
-
-def unpack_codes(words: np.ndarray, bits_per_code: int, n: int) -> np.ndarray:
-    lead = words.shape[:-1]
-    flat = words.reshape(-1, words.shape[-1])
-    bitpos = np.arange(n) * bits_per_code
-    out = np.zeros((flat.shape[0], n), dtype=np.uint16)
-    for bit in range(bits_per_code):
-        pos = bitpos + bit
-        vals = (flat[:, pos // 8] >> (pos % 8).astype(np.uint8)) & 1
-        out |= (vals.astype(np.uint16) << bit)
-    return out.reshape(lead + (n,))
-
-
 def encode_projection(t: TernaryTensor, fmt: ImageFormat) -> bytes:
     """The per-port weight streams of one projection, each padded to a 4 KiB multiple."""
-    codes = golden.tlmm_encode(t.trits, fmt.tlmm_group)
-    stream = golden.tlmm_weight_stream(codes, fmt.tlmm_lanes)         # (B, N, P)
+    codes = tlmm_encode(t.trits, fmt.tlmm_group)
+    stream = tlmm_weight_stream(codes, fmt.tlmm_lanes)         # (B, N, P)
     lpp = fmt.lanes_per_port
     parts = []
     for port in range(fmt.hp_ports):
         words = pack_codes(stream[:, :, port * lpp:(port + 1) * lpp], code_bits(fmt.tlmm_group), fmt.subword_bytes)
         raw = words.tobytes()
-        parts.append(raw + bytes(_align(len(raw)) - len(raw)))
+        parts.append(raw + bytes(page_up(len(raw)) - len(raw)))
     return b"".join(parts)
 
 
 def decode_projection(raw: bytes, shape: tuple[int, int], fmt: ImageFormat) -> np.ndarray:
     n_rows, k = shape
-    kg = golden.tlmm_groups(k, fmt.tlmm_group)
+    kg = tlmm_groups(k, fmt.tlmm_group)
     blocks = -(-kg // fmt.tlmm_lanes)
     port_bytes = blocks * n_rows * fmt.subword_bytes
-    stride = _align(port_bytes)
+    stride = page_up(port_bytes)
     lpp = fmt.lanes_per_port
     stream = np.zeros((blocks, n_rows, fmt.tlmm_lanes), dtype=np.uint16)
     for port in range(fmt.hp_ports):
         words = np.frombuffer(raw, dtype=np.uint8, count=port_bytes, offset=port * stride)
         stream[:, :, port * lpp:(port + 1) * lpp] = unpack_codes(
             words.reshape(blocks, n_rows, fmt.subword_bytes), code_bits(fmt.tlmm_group), lpp)
-    codes = golden.tlmm_codes_from_stream(stream, kg)
+    codes = tlmm_codes_from_stream(stream, kg)
     try:
-        return golden.tlmm_decode(codes, fmt.tlmm_group, k)
+        return tlmm_decode(codes, fmt.tlmm_group, k)
     except ValueError as e:
         raise ImageError(str(e)) from None
 
 
 def projection_port_stride(shape: tuple[int, int], fmt: ImageFormat) -> int:
     n_rows, k = shape
-    blocks = -(-golden.tlmm_groups(k, fmt.tlmm_group) // fmt.tlmm_lanes)
-    return _align(blocks * n_rows * fmt.subword_bytes)
+    blocks = -(-tlmm_groups(k, fmt.tlmm_group) // fmt.tlmm_lanes)
+    return page_up(blocks * n_rows * fmt.subword_bytes)
 
 
 def _sections(weights: ModelWeights, fmt: ImageFormat):
@@ -138,7 +77,7 @@ def _sections(weights: ModelWeights, fmt: ImageFormat):
     c = weights.config
     f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
     yield "embed", f32(weights.embed), "float32"
-    cos, sin = golden.rope_table(c.rope_theta, c.head_dim, fmt.max_context)
+    cos, sin = rope_table(c.rope_theta, c.head_dim, fmt.max_context)
     yield "rope.cos", f32(cos), "float32"
     yield "rope.sin", f32(sin), "float32"
     for i, lw in enumerate(weights.layers):
@@ -148,14 +87,14 @@ def _sections(weights: ModelWeights, fmt: ImageFormat):
             yield f"layers.{i}.attn_sub_norm", f32(lw.attn_sub_norm), "float32"
             yield f"layers.{i}.ffn_sub_norm", f32(lw.ffn_sub_norm), "float32"
         # Per projection: the hardware's multiplier fp32(1/s_w) and s_w itself (for the way back).
-        scales = np.array([[golden.weight_multiplier(lw.proj[p].weight_scale), lw.proj[p].weight_scale]
+        scales = np.array([[weight_multiplier(lw.proj[p].weight_scale), lw.proj[p].weight_scale]
                            for p in PROJECTIONS], dtype=np.float32)
         yield f"layers.{i}.scales", scales, "float32"
         for p in PROJECTIONS:
             yield f"layers.{i}.{p}", encode_projection(lw.proj[p], fmt), "tlmm"
     yield "final_norm", f32(weights.final_norm), "float32"
     if fmt.lm_head_format == "int8":
-        q, scale = golden.lm_head_int8(weights.lm_head)
+        q, scale = lm_head_int8(weights.lm_head)
         yield "lm_head.q", q, "int8"
         yield "lm_head.scale", scale, "float32"
     else:
@@ -168,17 +107,17 @@ def write_image(weights: ModelWeights, hw: HardwareConfig, path) -> dict:
     hw.check_model(weights.config)
     fmt = ImageFormat.of(hw)
     path = Path(path)
-    table, offset = [], HEADER_BYTES
+    table, offset = [], IMAGE_PREAMBLE_BYTES
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(bytes(HEADER_BYTES))
+            out.write(bytes(IMAGE_PREAMBLE_BYTES))
             for name, data, dtype in _sections(weights, fmt):
                 raw = data if isinstance(data, bytes) else data.tobytes()
                 shape = weights.config.projections()[name.split(".")[-1]] if dtype == "tlmm" else list(data.shape)
                 table.append({"name": name, "offset": offset, "size": len(raw), "dtype": dtype, "shape": list(shape)})
                 out.write(raw)
-                pad = _align(len(raw)) - len(raw)
+                pad = page_up(len(raw)) - len(raw)
                 out.write(bytes(pad))
                 offset += len(raw) + pad
             header = {"model": weights.config.to_dict(), "format": fmt.__dict__,
@@ -187,7 +126,7 @@ def write_image(weights: ModelWeights, hw: HardwareConfig, path) -> dict:
             blob = json.dumps(header).encode()
             out.write(blob)
             out.seek(0)
-            out.write(MAGIC + struct.pack("<IIQ", VERSION, len(blob), offset))
+            out.write(IMAGE_MAGIC + struct.pack("<IIQ", IMAGE_VERSION, len(blob), offset))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -201,12 +140,12 @@ def read_header(path) -> dict:
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
-            head = f.read(HEADER_BYTES)
-            if len(head) < 24 or head[:8] != MAGIC:
+            head = f.read(IMAGE_PREAMBLE_BYTES)
+            if len(head) < 24 or head[:8] != IMAGE_MAGIC:
                 raise ImageError(f"{path}: not a tellme DDR image (bad magic)")
             version, length, offset = struct.unpack("<IIQ", head[8:24])
-            if version != VERSION:
-                raise ImageError(f"{path}: image format version {version}, this tellme reads {VERSION}")
+            if version != IMAGE_VERSION:
+                raise ImageError(f"{path}: image format version {version}, this tellme reads {IMAGE_VERSION}")
             if size < offset + length:
                 raise ImageError(f"{path}: truncated: {size} bytes, the image needs {offset + length}")
             f.seek(offset)

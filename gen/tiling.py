@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import ConfigError, HardwareConfig, ModelConfig, code_bits
-from ..sim.golden import tlmm_groups
+from ..config import ConfigError, ModelConfig
+from ..contract.formats import tlmm_groups
+from ..contract.layouts import BufferGeometry
 
 URAM_DEPTH = 4096
 URAM_WIDTH = 72

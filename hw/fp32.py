@@ -2,7 +2,7 @@
 
 Format: IEEE binary32, round to nearest even, subnormals flushed to zero on input and output
 (an output is flushed when its IEEE result with gradual underflow is below 2^-126), NaN results
-are the quiet NaN 0x7FC00000. Each unit matches its function in ``tellme.sim.fp32`` bit for bit.
+are the quiet NaN 0x7FC00000. Each unit matches its function in ``tellme.contract.fp32`` bit for bit.
 
 Every unit is a fixed-latency pipeline: operands are taken from the input ports in a cycle with
 ``en`` high and the result appears on ``o`` exactly ``latency`` cycles with ``en`` high later;
@@ -14,7 +14,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sim import fp32 as golden
+from ..contract import fp32 as golden
 
 __all__ = ["FAdd", "FMul", "FromInt", "ToInt", "ToInt8", "FMax", "FAbs", "Recip", "Rsqrt", "Exp", "Silu",
            "Relu2", "FixedLatencyStream", "QNAN", "leading_zeros", "Stages"]

@@ -4,7 +4,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sim import fp32 as golden
+from ..contract import fp32 as golden
 from .fp32 import FAbs, FAdd, FMax, FMul, Recip, Rsqrt, Stages, ToInt8, _bits
 from .pipeline import f32_tree, f32_vec, q8_vec
 

@@ -1,10 +1,10 @@
-"""AXI4-Lite register file generated from the register map (``tellme.gen.regmap``)."""
+"""AXI4-Lite register file generated from the register map (``tellme.contract.regmap``)."""
 
 from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..gen.regmap import REGISTER_MAP, RegisterMap
+from ..contract.regmap import REGISTER_MAP, RegisterMap
 from .axi import RESP_OKAY, axi_lite_signature
 
 __all__ = ["RegisterFile", "field_port_names"]

@@ -6,8 +6,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..config import code_bits, table_entries
-from ..sim.golden import tlmm_digits
+from ..contract.formats import code_bits, table_entries, tlmm_digits
 from .tlmm_decode import codes_layout
 
 __all__ = ["TlmmEngine", "TlmmTables", "entry_bits", "command_layout", "act_layout", "result_layout"]
@@ -199,7 +198,7 @@ class TlmmEngine(wiring.Component):
     T tokens' int8 activations.
 
     A command (``cmd``) asks for ``rows`` outputs over ``blocks`` lane blocks. Codes arrive on
-    ``codes`` as lane words in (block, row) order (``golden.tlmm_weight_stream``); activation
+    ``codes`` as lane words in (block, row) order (``contract.formats.tlmm_weight_stream``); activation
     groups on ``act`` as :class:`TlmmTables` describes, one table set per block. For every lane
     word the P lanes look up their entries in the current block's tables, negate by the code's
     sign, and an adder tree per token sums the P values; the sum is added to the row's

@@ -6,7 +6,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..config import code_bits
+from ..contract.formats import code_bits
 
 __all__ = ["TlmmWeightDecode", "codes_layout"]
 

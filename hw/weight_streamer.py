@@ -4,7 +4,7 @@ from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..gen.tiling import BufferGeometry
+from ..contract.layouts import BufferGeometry
 from .axi import axi_read_signature
 from .axi_read import AxiReadMaster
 from .tlmm_decode import TlmmWeightDecode, codes_layout

@@ -1,11 +1,13 @@
 """Hardware-exact golden model: one function per hardware unit (docs/architecture.md).
 
 Every function here is the contract its RTL unit is tested against, bit for bit. Integer parts
-are exact; floating-point parts use only the primitives of :mod:`tellme.sim.fp32` in the order
+are exact; floating-point parts use only the primitives of :mod:`tellme.contract.fp32` in the order
 stated. Shapes: a leading token axis T on activations; weights as the units see them.
 
+The formats these units read (TLMM codes, the weight stream order, the RoPE table, the int8
+LM-head rows, the weight multiplier) are defined once in :mod:`tellme.contract.formats`.
+
 Units:
-    tlmm_encode / tlmm_decode  weight code format (sign-magnitude balanced ternary, G per code)
     tlmm_table                 online table precompute of one activation group
     tlmm                       lookup-accumulate lanes: int32 dot products
     quantize                   absmax int8 quantiser (per token, or per token and head)
@@ -25,9 +27,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import HardwareConfig, ModelConfig, code_bits, table_entries
+from ..config import HardwareConfig, ModelConfig
+from ..contract import fp32 as f
+from ..contract.formats import (code_bits, lm_head_int8, rope_table, table_entries, tlmm_digits, tlmm_encode,
+                                tlmm_groups, weight_multiplier)
 from ..weights import ModelWeights
-from . import fp32 as f
 
 ACT_CLAMP = np.float32(1e-5)
 INV_127 = np.float32(1.0 / 127.0)
@@ -36,53 +40,6 @@ INV_127 = np.float32(1.0 / 127.0)
 # --------------------------------------------------------------------------------------------
 # TLMM: code format, table precompute, lookup-accumulate
 # --------------------------------------------------------------------------------------------
-
-def tlmm_groups(k: int, group: int) -> int:
-    """Groups per row: K padded with zero weights (and zero activations) to a multiple of G."""
-    return -(-k // group)
-
-
-def tlmm_encode(trits: np.ndarray, group: int) -> np.ndarray:
-    """Ternary weights (N, K) -> codes (N, ceil(K/G)), uint16.
-
-    The weights w_0..w_{G-1} of inputs gG..gG+G-1 form the balanced-ternary number
-    n = sum_i w_i 3^i. The code is ``sign << (b-1) | |n|`` with sign = (n < 0) and b = code_bits(G).
-    """
-    trits = np.asarray(trits)
-    n_rows, k = trits.shape
-    kg = tlmm_groups(k, group)
-    padded = np.zeros((n_rows, kg * group), dtype=np.int64)
-    padded[:, :k] = trits
-    powers = 3 ** np.arange(group, dtype=np.int64)
-    value = padded.reshape(n_rows, kg, group) @ powers
-    sign = (value < 0).astype(np.int64)
-    return ((sign << (code_bits(group) - 1)) | np.abs(value)).astype(np.uint16)
-
-
-def tlmm_digits(group: int) -> np.ndarray:
-    """Balanced-ternary digits of every table magnitude m: int8 (entries, G), digit i of weight 3^i."""
-    m = np.arange(table_entries(group), dtype=np.int64)
-    digits = np.zeros((len(m), group), dtype=np.int8)
-    rest = m.copy()
-    for i in range(group):
-        d = ((rest + 1) % 3) - 1
-        digits[:, i] = d
-        rest = (rest - d) // 3
-    return digits
-
-
-def tlmm_decode(codes: np.ndarray, group: int, k: int) -> np.ndarray:
-    """Inverse of tlmm_encode; raises ValueError on a magnitude outside the table."""
-    codes = np.asarray(codes).astype(np.int64)
-    b = code_bits(group)
-    mag = codes & ((1 << (b - 1)) - 1)
-    sign = (codes >> (b - 1)) & 1
-    if np.any(mag >= table_entries(group)) or np.any(codes >> b):
-        raise ValueError(f"TLMM code outside the G={group} format (magnitude >= {table_entries(group)})")
-    digits = tlmm_digits(group).astype(np.int64)[mag]           # (N, Kg, G)
-    digits = np.where(sign[..., None] == 1, -digits, digits)
-    return digits.reshape(codes.shape[0], -1)[:, :k].astype(np.int8)
-
 
 def tlmm_table(x_group: np.ndarray, group: int) -> np.ndarray:
     """Online precompute: entry m = sum_i d_i(m) * x_i over the G activations of one group
@@ -120,24 +77,6 @@ def tlmm(codes: np.ndarray, x_q: np.ndarray, group: int) -> np.ndarray:
         out[t] = np.where(neg, -looked, looked).sum(axis=1)
     assert np.all(np.abs(out) < 2 ** 31)
     return out.astype(np.int32)
-
-
-def tlmm_weight_stream(codes: np.ndarray, lanes: int) -> np.ndarray:
-    """The order the TLMM lanes consume codes (and the DDR image stores them):
-    (blocks, N, lanes) with block b, row r, lane p holding group b*lanes + p of row r; groups past
-    Kg are zero codes (zero weights). Lane p of block b thus always sees the same activation group."""
-    codes = np.asarray(codes)
-    n_rows, kg = codes.shape
-    blocks = -(-kg // lanes)
-    padded = np.zeros((n_rows, blocks * lanes), dtype=codes.dtype)
-    padded[:, :kg] = codes
-    return padded.reshape(n_rows, blocks, lanes).transpose(1, 0, 2).copy()
-
-
-def tlmm_codes_from_stream(stream: np.ndarray, kg: int) -> np.ndarray:
-    """Inverse of tlmm_weight_stream."""
-    blocks, n_rows, lanes = stream.shape
-    return stream.transpose(1, 0, 2).reshape(n_rows, blocks * lanes)[:, :kg].copy()
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,17 +130,6 @@ def gated_activation(gate: np.ndarray, up: np.ndarray, act: str) -> np.ndarray:
     else:
         raise ValueError(f"unknown activation {act!r}")
     return f.mul(a, up)
-
-
-def rope_table(theta: float, head_dim: int, positions: int) -> tuple[np.ndarray, np.ndarray]:
-    """Host-computed (cos, sin), each float32 (positions, head_dim/2), as Hugging Face computes
-    them: inv_freq_i = 1 / theta^(2i/d) in float32, angle = float32(pos) * inv_freq (float32),
-    cos/sin of that float32 angle correctly rounded to float32."""
-    i = np.arange(0, head_dim, 2, dtype=np.float32)
-    inv_freq = (np.float32(1.0) / (np.float32(theta) ** (i / np.float32(head_dim)))).astype(np.float32)
-    angle = (np.arange(positions, dtype=np.float32)[:, None] * inv_freq[None, :]).astype(np.float32)
-    return (np.cos(angle.astype(np.float64)).astype(np.float32),
-            np.sin(angle.astype(np.float64)).astype(np.float32))
 
 
 def rope(x: np.ndarray, positions: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
@@ -308,16 +236,6 @@ def attention(q: np.ndarray, positions: np.ndarray, cache: KVCache, config: Mode
 # LM head
 # --------------------------------------------------------------------------------------------
 
-def lm_head_int8(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Host-side per-row int8 quantisation of the head: s_r = fp32(max|W_r| / 127) (1 for an
-    all-zero row), q = clip(rint(W / s_r), -127, 127) computed in float64."""
-    w = np.asarray(weight, dtype=np.float64)
-    mx = np.max(np.abs(w), axis=1)
-    scale = np.where(mx > 0, mx / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.rint(w / scale.astype(np.float64)[:, None]), -127, 127).astype(np.int8)
-    return q, scale
-
-
 def lm_head(x_q: np.ndarray, d_x: np.ndarray, head_q: np.ndarray, head_scale: np.ndarray) -> np.ndarray:
     """logit[t, r] = from_int(x_q[t] . head_q[r]) * (d_x[t] * head_scale[r]) (int8 head)."""
     acc = x_q.astype(np.int64) @ head_q.astype(np.int64).T
@@ -345,11 +263,6 @@ class PreparedLayer:
     post_attention_norm: np.ndarray
     attn_sub_norm: np.ndarray | None
     ffn_sub_norm: np.ndarray | None
-
-
-def weight_multiplier(weight_scale: np.float32) -> np.float32:
-    """w_mult = fp32(1 / s_w), computed on the host in float64."""
-    return np.float32(1.0 / float(weight_scale))
 
 
 @dataclass

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..weights import ModelWeights
-from .golden import Trace, rope_table
+from ..contract.formats import rope_table
+from .golden import Trace
 
 F32 = np.float32
 

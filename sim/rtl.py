@@ -33,7 +33,6 @@ and kept (log, results, waveform) when it fails.
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import hashlib
 import importlib.metadata
@@ -52,19 +51,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree
 
-from amaranth.back import verilog
 from amaranth.lib import wiring
 
+from ..gen.verilog import VERILOG_LIBRARY, verilog_library_sources, verilog_of
 from .tb import CONFIG_ENV
-from .toolchain import verilator_env
+from .toolchain import file_lock, log_tail, verilator_env
 
-__all__ = ["REPO_ROOT", "DEFAULT_BUILD_ROOT", "VERILOG_LIBRARY", "RTLTestFailure", "CocotbResult",
-           "verilog_of", "verilog_library_sources", "waves_format", "run_cocotb"]
+__all__ = ["REPO_ROOT", "DEFAULT_BUILD_ROOT", "RTLTestFailure", "CocotbResult", "waves_format", "run_cocotb"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUILD_ROOT = REPO_ROOT / "build" / "rtl"
-#: Hand-written Verilog modules that designs instantiate through ``Instance`` (file = module name).
-VERILOG_LIBRARY = REPO_ROOT / "hw" / "verilog"
 
 # Amaranth's Verilog has no `timescale; cocotb's clocks are given in ns.
 TIMESCALE = ("1ns", "1ps")
@@ -74,8 +70,6 @@ VERILATOR_ARGS = ["-Wno-fatal"]
 # Failed run directories kept per design name (older ones are deleted).
 KEEP_FAILED_RUNS = 6
 _STAMP = "tellme-build-complete"
-_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_LOG_TAIL_LINES = 40
 
 
 class RTLTestFailure(AssertionError):
@@ -110,32 +104,6 @@ class CocotbResult:
     sim_seconds: float
 
 
-def verilog_of(component: wiring.Component, name: str) -> str:
-    """Return the Verilog text of ``component`` as a module called ``name``, with one port per
-    signature member (see :mod:`tellme.sim.tb.streams` for how stream ports are named)."""
-    if not _NAME_RE.match(name):
-        raise ValueError(f"module name must be a plain Verilog identifier, not {name!r}")
-    if not isinstance(component, wiring.Component):
-        raise TypeError(f"expected an amaranth.lib.wiring.Component, not {component!r}")
-    return verilog.convert(component, name=name)
-
-
-def verilog_library_sources(verilog_text: str) -> list[Path]:
-    """Return the files of :data:`VERILOG_LIBRARY` whose module ``verilog_text`` instantiates,
-    directly or through another library module (an instance is a line starting with the module
-    name, as Yosys writes it), in name order."""
-    available = {path.stem: path for path in sorted(VERILOG_LIBRARY.glob("*.v"))}
-    found: dict[str, Path] = {}
-    pending = [verilog_text]
-    while pending:
-        text = pending.pop()
-        for module, path in available.items():
-            if module not in found and re.search(rf"^\s*\\?{re.escape(module)}\s", text, re.MULTILINE):
-                found[module] = path
-                pending.append(path.read_text())
-    return [found[module] for module in sorted(found)]
-
-
 def _design_key(verilog_text: str, name: str, library: Sequence[Path] = ()) -> str:
     # The key covers everything that changes the compiled simulator, not just the design.
     digest = hashlib.sha256()
@@ -145,25 +113,6 @@ def _design_key(verilog_text: str, name: str, library: Sequence[Path] = ()) -> s
         digest.update(part.encode())
         digest.update(b"\0")
     return digest.hexdigest()[:16]
-
-
-@contextmanager
-def _locked(lock_path: Path):
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
-
-
-def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return f"(no log at {path})"
-    return "\n".join(text[-lines:])
 
 
 def _verilator_runner(timeout: float | None, forced_env: Mapping[str, str]):
@@ -242,7 +191,7 @@ def _build(verilog_text: str, name: str, build_dir: Path, *, waves: str | None,
     (``"fst"``/``"vcd"``) or none (``None``). Returns the seconds spent building (0 for a cache
     hit)."""
     stamp = build_dir / _STAMP
-    with _locked(build_dir.with_name(build_dir.name + ".lock")):
+    with file_lock(build_dir.with_name(build_dir.name + ".lock")):
         if stamp.exists():
             return 0.0
         start = time.monotonic()
@@ -268,7 +217,7 @@ def _build(verilog_text: str, name: str, build_dir: Path, *, waves: str | None,
                              log_file=log)
         except (RuntimeError, SystemExit) as error:
             raise RuntimeError(f"Verilator build of {name} failed ({error}); log {log}:\n"
-                               f"{_tail(log)}") from None
+                               f"{log_tail(log)}") from None
         stamp.write_text(f"{name}\n")
         return time.monotonic() - start
 
@@ -336,7 +285,7 @@ def _simulate(name: str, test_module: str, build_dir: Path, run_root: Path, *, s
         if timeout is not None and sim_error and sim_error.endswith("return code: 124"):
             hint = f" (timed out after {timeout:g} s)"
         failures["<simulation>"] = (f"{sim_error or 'no results file'}{hint}; "
-                                    f"last lines of {log}:\n{_tail(log)}")
+                                    f"last lines of {log}:\n{log_tail(log)}")
     elif not statuses:
         failures["<simulation>"] = (f"no cocotb test ran (test_module={test_module!r}, "
                                     f"testcase={testcase!r})")

@@ -12,12 +12,17 @@ passes ``os.environ`` on to Verilator and ``make``).
 
 from __future__ import annotations
 
+import fcntl
 import importlib.metadata
 import importlib.util
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["VerilatorNotFound", "verilator_root", "verilator_env", "toolchain_versions"]
+__all__ = ["VerilatorNotFound", "verilator_root", "verilator_env", "toolchain_versions", "file_lock", "log_tail"]
+
+#: Lines of a tool's log quoted in an error message.
+LOG_TAIL_LINES = 40
 
 
 class VerilatorNotFound(RuntimeError):
@@ -100,3 +105,25 @@ def toolchain_versions() -> dict[str, str | None]:
     except (VerilatorNotFound, importlib.metadata.PackageNotFoundError, ValueError):
         versions["verilator"] = None
     return versions
+
+
+@contextmanager
+def file_lock(lock_path: Path):
+    """Hold an exclusive ``flock`` on ``lock_path`` (created with its folder if missing) for the
+    ``with`` block: builds and tool runs shared by pytest-xdist workers take turns."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines of the log at ``path`` (for error messages)."""
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text[-lines:])

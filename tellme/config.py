@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .contract.formats import code_bits
+
 
 class ConfigError(ValueError):
     """A configuration field has an invalid value or an invalid combination with another."""
@@ -28,10 +30,16 @@ def _require(cond: bool, field_name: str, message: str) -> None:
         raise ConfigError(f"{field_name}: {message}")
 
 
-def _positive_int(obj: Any, name: str) -> None:
-    value = getattr(obj, name)
+def check_positive_int(name: str, value: Any) -> int:
+    """Return ``value`` if it is a positive ``int`` (not a bool); else raise :class:`ConfigError`
+    naming ``name``. The one parameter check of configs and hardware components alike."""
     _require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
              name, f"must be a positive integer, got {value!r}")
+    return value
+
+
+def _positive_int(obj: Any, name: str) -> None:
+    check_positive_int(name, getattr(obj, name))
 
 
 def _from_dict(cls, data: dict, what: str):
@@ -187,17 +195,6 @@ class HardwareConfig:
 
     def replace(self, **changes) -> "HardwareConfig":
         return dataclasses.replace(self, **changes)
-
-
-def code_bits(group: int) -> int:
-    """Bits of one TLMM code for group size G: a sign bit and ceil(log2((3^G+1)/2)) magnitude bits."""
-    entries = (3 ** group + 1) // 2
-    return 1 + (entries - 1).bit_length()
-
-
-def table_entries(group: int) -> int:
-    """Entries of one sign-halved lookup table: magnitudes 0 .. (3^G-1)/2."""
-    return (3 ** group + 1) // 2
 
 
 MODEL_PRESETS: dict[str, ModelConfig] = {

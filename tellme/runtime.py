@@ -1,18 +1,19 @@
 """Host runtime: drives the accelerator through its register map, on the board or in simulation.
 
-The register layout comes from ``tellme.gen.regmap.REGISTER_MAP`` (the same description the RTL
+The register layout comes from ``tellme.contract.regmap.REGISTER_MAP`` (the same description the RTL
 register file is built from). A transport supplies 32-bit register reads and writes:
 
 - :class:`PynqTransport` on the board (``pynq.Overlay`` MMIO), imported only when used;
 - a simulation transport (cocotbext-axi's ``AxiLiteMaster``) lives with the testbenches, and
-  uses :func:`encode_write` / :func:`decode` from here so both sides share one field logic.
+  uses :meth:`RegisterMap.encode_write` / :meth:`RegisterMap.decode` so both sides share one
+  field logic.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from .gen.regmap import ERROR_BITS, REGISTER_MAP, RegisterMap
+from .contract.regmap import ERROR_BITS, REGISTER_MAP, RegisterMap
 
 
 class Transport(Protocol):
@@ -24,34 +25,6 @@ class AcceleratorError(RuntimeError):
     """The accelerator reported an error, or is not the design the host expects."""
 
 
-def decode(regmap: RegisterMap, name: str, word: int) -> dict[str, int]:
-    """Field values of register ``name`` from its 32-bit word."""
-    reg = regmap[name]
-    return {f.name: (word >> f.lsb) & ((1 << f.width) - 1) for f in reg.fields}
-
-
-def encode_write(regmap: RegisterMap, name: str, fields: dict[str, int], current: int = 0) -> int:
-    """The word to write so that the given fields take the given values; other writable
-    fields keep their value in ``current`` (a read of the register), W1C and SC fields not
-    named are written 0 (so they are not cleared or pulsed by accident)."""
-    reg = regmap[name]
-    word = 0
-    for f in reg.fields:
-        if f.name in fields:
-            value = fields[f.name]
-            if not 0 <= value < (1 << f.width):
-                raise ValueError(f"{name}.{f.name}: {value} does not fit {f.width} bits")
-            if f.access == "ro":
-                raise ValueError(f"{name}.{f.name} is read-only")
-            word |= value << f.lsb
-        elif f.access == "rw":
-            word |= current & f.mask
-    unknown = set(fields) - {f.name for f in reg.fields}
-    if unknown:
-        raise ValueError(f"{name} has no field(s) {', '.join(sorted(unknown))}")
-    return word
-
-
 class Registers:
     """Named access to the register map over a synchronous transport."""
 
@@ -59,7 +32,7 @@ class Registers:
         self.transport, self.regmap = transport, regmap
 
     def read(self, name: str) -> dict[str, int]:
-        return decode(self.regmap, name, self.transport.read32(self.regmap[name].offset))
+        return self.regmap.decode(name, self.transport.read32(self.regmap[name].offset))
 
     def read_word(self, name: str) -> int:
         return self.transport.read32(self.regmap[name].offset)
@@ -68,7 +41,7 @@ class Registers:
         reg = self.regmap[name]
         needs_current = any(f.access == "rw" and f.name not in fields for f in reg.fields)
         current = self.transport.read32(reg.offset) if needs_current else 0
-        self.transport.write32(reg.offset, encode_write(self.regmap, name, fields, current))
+        self.transport.write32(reg.offset, self.regmap.encode_write(name, fields, current))
 
     def write64(self, name: str, value: int) -> None:
         """A 64-bit value into the register pair NAME_LO / NAME_HI."""

@@ -13,7 +13,8 @@ from amaranth.back import verilog
 from tellme.config import hardware_preset, model_preset
 from tellme.gen.image import write_image
 from tellme.hw.ddr_model import MIN_LATENCY, RATE_FRAC_BITS, STORAGE_SOURCE, DdrModel, DdrSystem, rate_fixed
-from tellme.sim.rtl import run_cocotb, verilog_library_sources
+from tellme.gen.verilog import verilog_library_sources
+from tellme.sim.rtl import run_cocotb
 from tellme.weights import random_weights
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tellme.sim import fp32 as f
+from tellme.contract import fp32 as f
 
 RNG = np.random.default_rng(1234)
 

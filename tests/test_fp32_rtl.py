@@ -23,7 +23,7 @@ from amaranth.lib.wiring import In, Out
 
 from tellme.hw import fp32 as hw_fp32
 from tellme.hw.fp32 import FixedLatencyStream, FMul
-from tellme.sim import fp32 as f
+from tellme.contract import fp32 as f
 from tellme.sim.rtl import RTLTestFailure, run_cocotb
 from tellme.sim.tb.streams import struct_fields
 from tellme.sim.tb.tb_fp32 import UNITS, golden_to_int, make_operands

@@ -1,11 +1,15 @@
 """Golden model: unit functions against their definitions, and the whole model against the float
 reference (per-layer hidden-state cosine, logits cosine, greedy tokens)."""
 
+import itertools
+
 import numpy as np
 import pytest
 
-from tellme.config import code_bits, hardware_preset, model_preset, table_entries
-from tellme.sim import fp32 as f
+from tellme.config import hardware_preset, model_preset
+from tellme.contract import formats as fm
+from tellme.contract import fp32 as f
+from tellme.contract.formats import code_bits, table_entries
 from tellme.sim import golden as g
 from tellme.sim.backends import compare, generate
 from tellme.sim.reference import ReferenceModel, act_quant
@@ -18,37 +22,43 @@ HW = hardware_preset("sim-small")
 @pytest.mark.parametrize("group", [2, 3, 4, 5])
 def test_code_format_round_trip_and_width(group):
     trits = RNG.integers(-1, 2, (29, 71)).astype(np.int8)
-    codes = g.tlmm_encode(trits, group)
+    codes = fm.tlmm_encode(trits, group)
     assert codes.shape == (29, -(-71 // group))
     assert int(codes.max()) < 2 ** code_bits(group)
-    assert np.array_equal(g.tlmm_decode(codes, group, 71), trits)
+    assert np.array_equal(fm.tlmm_decode(codes, group, 71), trits)
     # every magnitude is a table index
     assert int((codes & ((1 << (code_bits(group) - 1)) - 1)).max()) < table_entries(group)
 
 
 def test_g5_code_is_one_byte_and_all_zero_is_code_zero():
     assert code_bits(5) == 8 and table_entries(5) == 122
-    assert np.all(g.tlmm_encode(np.zeros((3, 10), np.int8), 5) == 0)
+    assert np.all(fm.tlmm_encode(np.zeros((3, 10), np.int8), 5) == 0)
     # all +1: n = 121 (positive); all -1: sign set, magnitude 121
-    assert np.all(g.tlmm_encode(np.ones((1, 5), np.int8), 5) == 121)
-    assert np.all(g.tlmm_encode(-np.ones((1, 5), np.int8), 5) == (1 << 7) | 121)
+    assert np.all(fm.tlmm_encode(np.ones((1, 5), np.int8), 5) == 121)
+    assert np.all(fm.tlmm_encode(-np.ones((1, 5), np.int8), 5) == (1 << 7) | 121)
 
 
 def test_decode_rejects_out_of_format_codes():
     with pytest.raises(ValueError, match="outside"):
-        g.tlmm_decode(np.array([[122]]), 5, 5)
+        fm.tlmm_decode(np.array([[122]]), 5, 5)
 
 
 @pytest.mark.parametrize("group", [2, 3, 4, 5])
 def test_table_entries_and_sign_symmetry(group):
+    """Every one of the 3^G weight combinations, enumerated independently of the code under test,
+    is served by the sign-halved table: sum_i w_i x_i == sign(n) * table[|n|] with
+    n = sum_i w_i 3^i, and the table has exactly (3^G + 1) / 2 entries."""
     x = RNG.integers(-128, 128, group).astype(np.int8)
     table = g.tlmm_table(x, group)
-    digits = g.tlmm_digits(group)
-    # entry m is the dot product of x with the balanced-ternary digits of m
-    powers = 3 ** np.arange(group)
-    assert np.array_equal(digits @ powers, np.arange(table_entries(group)))
-    assert np.array_equal(table, digits.astype(np.int32) @ x.astype(np.int32))
-    assert table.dtype == np.int32 and np.abs(table).max() <= 128 * group
+    assert table.dtype == np.int32 and table.shape == (table_entries(group),)
+    assert table_entries(group) == (3 ** group + 1) // 2
+    seen = set()
+    for weights in itertools.product((-1, 0, 1), repeat=group):
+        n = sum(w * 3 ** i for i, w in enumerate(weights))
+        dot = sum(int(w) * int(xi) for w, xi in zip(weights, x))
+        assert dot == (-1 if n < 0 else 1) * int(table[abs(n)]), (weights, n)
+        seen.add(abs(n))
+    assert seen == set(range(table_entries(group)))
 
 
 @pytest.mark.parametrize("group", [2, 3, 4, 5])
@@ -68,7 +78,7 @@ def test_tlmm_is_the_exact_dot_product(group, case):
         trits[:] = -1
     elif case == "act_max":
         x[:] = 127
-    acc = g.tlmm(g.tlmm_encode(trits, group), x, group)
+    acc = g.tlmm(fm.tlmm_encode(trits, group), x, group)
     assert acc.dtype == np.int32
     assert np.array_equal(acc, x.astype(np.int64) @ trits.astype(np.int64).T)
 
@@ -76,10 +86,10 @@ def test_tlmm_is_the_exact_dot_product(group, case):
 @pytest.mark.parametrize("lanes", [1, 4, 64])
 def test_weight_stream_round_trip(lanes):
     codes = RNG.integers(0, 256, (17, 62)).astype(np.uint16)
-    stream = g.tlmm_weight_stream(codes, lanes)
+    stream = fm.tlmm_weight_stream(codes, lanes)
     assert stream.shape == (-(-62 // lanes), 17, lanes)
     assert stream[0, 3, 0] == codes[3, 0]
-    assert np.array_equal(g.tlmm_codes_from_stream(stream, 62), codes)
+    assert np.array_equal(fm.tlmm_codes_from_stream(stream, 62), codes)
 
 
 def test_quantize_matches_hf_up_to_ties():
@@ -108,7 +118,7 @@ def test_rmsnorm_close_to_float():
 
 
 def test_rope_matches_hf_form():
-    cos, sin = g.rope_table(10000.0, 16, 32)
+    cos, sin = fm.rope_table(10000.0, 16, 32)
     x = RNG.standard_normal((5, 3, 16)).astype(np.float32)
     pos = np.arange(10, 15)
     out = g.rope(x, pos, cos, sin)
@@ -149,7 +159,7 @@ def test_attention_close_to_float_softmax():
 def test_lm_head_int8_rows():
     w = RNG.standard_normal((10, 64)).astype(np.float32)
     w[3] = 0
-    q, s = g.lm_head_int8(w)
+    q, s = fm.lm_head_int8(w)
     assert np.abs(q).max() == 127 and s[3] == 1 and np.all(q[3] == 0)
     assert np.allclose(q * s[:, None], w, atol=s.max() / 2 + 1e-7)
 

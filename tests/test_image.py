@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from tellme.config import ConfigError, hardware_preset, model_preset
-from tellme.gen.image import (ImageError, ImageFormat, pack_codes, read_header, read_image, unpack_codes,
-                              write_image)
-from tellme.sim import golden
+from tellme.contract.formats import pack_codes, tlmm_encode, unpack_codes
+from tellme.contract.layouts import ImageFormat
+from tellme.gen.image import ImageError, read_header, read_image, write_image
 from tellme.weights import random_weights
 
 HW = hardware_preset("kv260").replace(max_context=256, prefill_chunk=128)
@@ -55,7 +55,7 @@ def test_sections_are_4k_aligned_and_projection_layout(tmp_path):
     sec = {s["name"]: s for s in header["sections"]}["layers.0.q_proj"]
     raw = (tmp_path / "x.img").read_bytes()[sec["offset"]:]
     # G=5, P=64, 4 ports: port 0 holds lanes 0-15, one byte per lane, one 16-byte beat per row
-    codes = golden.tlmm_encode(weights.layers[0].proj["q_proj"].trits, 5)
+    codes = tlmm_encode(weights.layers[0].proj["q_proj"].trits, 5)
     assert list(raw[:16]) == list(codes[0, :13]) + [0, 0, 0]      # 13 groups for K=64, rest padding
     assert list(raw[16:32]) == list(codes[1, :13]) + [0, 0, 0]
 

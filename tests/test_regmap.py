@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from tellme.gen.regmap import REGISTER_MAP, Field, Register, RegisterMap, RegisterMapError
+from tellme.contract.regmap import REGISTER_MAP, Field, Register, RegisterMap, RegisterMapError
 from tellme.hw.regfile import RegisterFile
-from tellme.runtime import Accelerator, AcceleratorError, Registers, decode, encode_write
+from tellme.runtime import Accelerator, AcceleratorError, Registers
 from tellme.sim.rtl import run_cocotb
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
@@ -26,13 +26,13 @@ def test_inconsistent_maps_are_refused():
 
 
 def test_field_logic():
-    word = encode_write(REGISTER_MAP, "CONTROL", {"START": 1}, current=0x100)
+    word = REGISTER_MAP.encode_write("CONTROL", {"START": 1}, current=0x100)
     assert word == 0x101                       # IRQ_ENABLE kept, START pulsed, SOFT_RESET not
-    assert decode(REGISTER_MAP, "CAPS", 5 | (64 << 4) | (8 << 16) | (4 << 24)) == {"G": 5, "LANES": 64, "TOKENS": 8, "PORTS": 4}
+    assert REGISTER_MAP.decode("CAPS", 5 | (64 << 4) | (8 << 16) | (4 << 24)) == {"G": 5, "LANES": 64, "TOKENS": 8, "PORTS": 4}
     with pytest.raises(ValueError, match="read-only"):
-        encode_write(REGISTER_MAP, "STATUS", {"BUSY": 1})
+        REGISTER_MAP.encode_write("STATUS", {"BUSY": 1})
     with pytest.raises(ValueError, match="does not fit"):
-        encode_write(REGISTER_MAP, "MODE", {"DECODE": 2})
+        REGISTER_MAP.encode_write("MODE", {"DECODE": 2})
 
 
 class FakeBoard:

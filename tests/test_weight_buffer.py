@@ -83,7 +83,7 @@ STREAMER_SETS = {
 
 
 def streamer(params: dict):
-    from tellme.gen.tiling import BufferGeometry
+    from tellme.contract.layouts import BufferGeometry
     from tellme.hw.weight_streamer import WeightStreamer
     geometry = BufferGeometry(params["lanes"], params["group"], params["ports"], urams_per_bank=16,
                               beat_bytes=16)
@@ -159,7 +159,7 @@ def test_weight_buffer_ram_inference(style):
     remaining 8 bits of two words per 72-bit row with byte enables), fewer than the 8 x 2 per
     bank of docs/architecture.md section 4, and 228 RAMB36E2 (512 x 72 with parity bits)."""
     estimate = pytest.importorskip("tellme.gen.estimate")
-    from tellme.sim.rtl import verilog_of
+    from tellme.gen.verilog import verilog_of
     name = f"weight_buffer_{style}"
     dut = WeightBuffer(shape=SYNTH_SHAPE, depth=SYNTH_DEPTH, ram_style=style)
     text = _without_zero_init(verilog_of(dut, name), memories=2)

@@ -58,12 +58,12 @@ from cocotb.utils import get_sim_time
 from ...hw.attention import key_layout, query_layout
 from ...hw.pipeline import f32_vec
 from .. import golden
+from ...contract.layouts import (KV_RECORD_BYTES as RECORD, PAGE, KvBases, kv_arrays, kv_cache_map, page_up,
+                                 scale_records)
 from . import record_result, tb_config
 from .streams import (StreamSink, StreamSource, random_pause, reset_dut, start_clock, start_watchdog,
                       struct_fields, with_timeout)
 
-PAGE = 4096
-RECORD = 16                       # bytes per scale record (one 128-bit beat)
 BEAT = 16
 PERIOD_NS = 10
 
@@ -71,49 +71,6 @@ PERIOD_NS = 10
 # ------------------------------------------------------------------------------------------------
 # KV-cache layout in DDR (docs/architecture.md section 6): pure helpers, no cocotb
 # ------------------------------------------------------------------------------------------------
-
-def page_up(n: int) -> int:
-    return -(-n // PAGE) * PAGE
-
-
-@dataclass(frozen=True)
-class KvBases:
-    """Base byte addresses of one (layer, kv head)'s three arrays."""
-    k_base: int
-    v_base: int
-    s_base: int
-
-
-def kv_cache_map(kv_base: int, layers: int, kv_heads: int, capacity: int, head_dim: int
-                 ) -> tuple[dict[tuple[int, int], KvBases], int]:
-    """Addresses of every (layer, kv head)'s arrays in a KV-cache buffer at ``kv_base`` (4 KiB
-    aligned): per (layer, kv head) in order, K rows [capacity][hd] int8, V rows
-    [capacity][hd] int8, scale records [capacity] x 16 bytes, each array starting on a 4 KiB
-    boundary. Returns (map, total bytes)."""
-    if kv_base % PAGE:
-        raise ValueError(f"kv_base {kv_base:#x} is not 4 KiB aligned")
-    rows, records = page_up(capacity * head_dim), page_up(capacity * RECORD)
-    bases, addr = {}, kv_base
-    for layer in range(layers):
-        for head in range(kv_heads):
-            bases[layer, head] = KvBases(addr, addr + rows, addr + 2 * rows)
-            addr += 2 * rows + records
-    return bases, addr - kv_base
-
-
-def scale_records(k_scale: np.ndarray, v_scale: np.ndarray) -> bytes:
-    """Scale records {k_scale f32, v_scale f32, 8 reserved zero bytes} of consecutive positions."""
-    return b"".join(struct.pack("<ff8x", k, v) for k, v in
-                    zip(np.asarray(k_scale, np.float32), np.asarray(v_scale, np.float32)))
-
-
-def kv_arrays(cache: golden.KVCache, kv_head: int, count: int) -> tuple[bytes, bytes, bytes]:
-    """The bytes of positions 0..count-1 of one kv head of a golden KVCache as section 6 lays
-    them out: (K rows, V rows, scale records)."""
-    return (cache.k[kv_head, :count].astype(np.int8).tobytes(),
-            cache.v[kv_head, :count].astype(np.int8).tobytes(),
-            scale_records(cache.k_scale[kv_head, :count], cache.v_scale[kv_head, :count]))
-
 
 def lay_out_kv(write, cache: golden.KVCache, kv_head: int, bases: KvBases, count: int) -> None:
     """Write positions 0..count-1 of ``cache``'s kv head ``kv_head`` at ``bases`` through

@@ -84,7 +84,7 @@ import numpy as np
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotb.utils import get_sim_time
 
-from .. import fp32 as f
+from ...contract import fp32 as f
 from .. import golden
 from . import tb_config
 from .streams import (CycleTimeout, HandshakeMonitor, StreamSink, StreamSource, pack_struct, random_pause,
@@ -748,7 +748,7 @@ class RopeModel(UnitModel):
         self.lanes = int(cfg["lanes"])
         self.head_dim = int(cfg["head_dim"])
         self.positions = int(cfg.get("positions", 2048))
-        self.tables = {float(theta): golden.rope_table(float(theta), self.head_dim, self.positions)
+        self.tables = {float(theta): rope_table(float(theta), self.head_dim, self.positions)
                        for theta in cfg.get("thetas", [10000.0, 500000.0])}
 
     def job(self, name, x, pos, theta, table=None) -> Job:

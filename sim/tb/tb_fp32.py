@@ -1,5 +1,5 @@
 """cocotb tests of the binary32 units of :mod:`tellme.hw.fp32`, bit for bit against
-:mod:`tellme.sim.fp32`.
+:mod:`tellme.contract.fp32`.
 
 One generic bench for every unit: the design under test is ``FixedLatencyStream(unit)`` (stream
 ``i`` carrying the operand struct, stream ``o`` the result). The operands are generated here with
@@ -47,7 +47,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, Timer
 
-from .. import fp32
+from ...contract import fp32
 from . import tb_config
 from .streams import StreamSink, StreamSource, random_pause, reset_dut, start_clock
 

@@ -1,6 +1,6 @@
 """cocotb tests of :class:`tellme.hw.regfile.RegisterFile` through cocotbext-axi's AxiLiteMaster,
 with random pauses on every AXI4-Lite channel. Expectations come from the same register map
-description (``tellme.gen.regmap``) and the host's field logic (``tellme.runtime``)."""
+description (``tellme.contract.regmap``) and the host's field logic (``RegisterMap.decode``/``encode_write``)."""
 
 import random
 
@@ -8,9 +8,8 @@ import cocotb
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
-from ...gen.regmap import REGISTER_MAP
+from ...contract.regmap import REGISTER_MAP
 from ...hw.regfile import field_port_names
-from ...runtime import decode, encode_write
 from . import tb_config
 from .streams import random_pause, reset_dut, start_clock, start_watchdog
 
@@ -89,7 +88,7 @@ async def rw_ro_reserved_and_unmapped(dut):
             got = await read32(master, reg.offset)
             assert got & rw_mask == value & rw_mask, f"{reg.name}: {got:#x} after writing {value:#x}"
             # the core sees exactly the fields the host wrote
-            fields = decode(MAP, reg.name, got)
+            fields = MAP.decode(reg.name, got)
             for fld in reg.fields:
                 if fld.access == "rw":
                     port = getattr(dut, field_port_names(reg, fld)["value"])
@@ -111,12 +110,12 @@ async def w1c_and_self_clearing(dut):
     set_port.value = 1
     await RisingEdge(dut.clk)
     set_port.value = 0
-    assert decode(MAP, "STATUS", await read32(master, status.offset))["DONE"] == 1
+    assert MAP.decode("STATUS", await read32(master, status.offset))["DONE"] == 1
     # writing 0 leaves it, writing 1 clears it
     await write32(master, status.offset, 0)
-    assert decode(MAP, "STATUS", await read32(master, status.offset))["DONE"] == 1
-    await write32(master, status.offset, encode_write(MAP, "STATUS", {"DONE": 1}))
-    assert decode(MAP, "STATUS", await read32(master, status.offset))["DONE"] == 0
+    assert MAP.decode("STATUS", await read32(master, status.offset))["DONE"] == 1
+    await write32(master, status.offset, MAP.encode_write("STATUS", {"DONE": 1}))
+    assert MAP.decode("STATUS", await read32(master, status.offset))["DONE"] == 0
 
     # START: count pulses on the core side while the host writes CONTROL
     control = MAP["CONTROL"]
@@ -131,10 +130,10 @@ async def w1c_and_self_clearing(dut):
 
     counter = cocotb.start_soon(count())
     for i in range(5):
-        await write32(master, control.offset, encode_write(MAP, "CONTROL", {"START": 1}, current=0))
-    await write32(master, control.offset, encode_write(MAP, "CONTROL", {"IRQ_ENABLE": 1}))
+        await write32(master, control.offset, MAP.encode_write("CONTROL", {"START": 1}, current=0))
+    await write32(master, control.offset, MAP.encode_write("CONTROL", {"IRQ_ENABLE": 1}))
     await ClockCycles(dut.clk, 5)
     counter.cancel()
     assert pulses == 5, f"{pulses} START pulses for 5 writes"
     word = await read32(master, control.offset)
-    assert decode(MAP, "CONTROL", word) == {"START": 0, "SOFT_RESET": 0, "IRQ_ENABLE": 1}
+    assert MAP.decode("CONTROL", word) == {"START": 0, "SOFT_RESET": 0, "IRQ_ENABLE": 1}

@@ -44,7 +44,8 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
 
-from ...config import code_bits, table_entries
+from ...contract import formats
+from ...contract.formats import code_bits, table_entries
 from .. import golden
 from . import tb_config
 from .streams import (CycleTimeout, HandshakeMonitor, StreamSink, StreamSource, random_pause, reset_dut,
@@ -111,8 +112,8 @@ def make_problem(rng: np.random.Generator, cfg: dict, *, rows: int, k: int, toke
     else:
         raise ValueError(weights)
     trits = trits.astype(np.int8)
-    codes = golden.tlmm_encode(trits, g)
-    stream = golden.tlmm_weight_stream(codes, p_count)
+    codes = formats.tlmm_encode(trits, g)
+    stream = formats.tlmm_weight_stream(codes, p_count)
     expected = golden.tlmm(codes, x, g)
     # The golden model against the definition: an exact integer matmul.
     direct = x.astype(np.int64) @ trits.astype(np.int64).T

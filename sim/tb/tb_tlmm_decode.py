@@ -2,8 +2,8 @@
 in the layout of the DDR image (``gen/image.py``) -> TLMM lane words.
 
 For random ternary weights the per-port beats are cut from ``image.encode_projection`` (the
-real image writer, 16-byte beats) or, for other beat widths, from ``image.pack_codes`` with the
-same per-port lane split; the expected lane words are ``golden.tlmm_weight_stream`` of the
+real image writer, at the beat width under test; cross-checked against ``formats.pack_codes``
+of each port's lanes); the expected lane words are ``formats.tlmm_weight_stream`` of the
 codes, lane p in element p.
 
 Configuration (``run_cocotb(parameters=...)``):
@@ -23,10 +23,11 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
 
-from ...config import code_bits
+from ...contract import formats
+from ...contract.formats import code_bits
+from ...contract.layouts import ImageFormat
 from ...gen import image
 from ...weights import TernaryTensor
-from .. import golden
 from . import tb_config
 from .streams import (CycleTimeout, StreamSink, StreamSource, random_pause, reset_dut,
                       start_clock, start_watchdog, with_timeout)
@@ -42,29 +43,24 @@ def port_beats(cfg: dict, trits: np.ndarray) -> tuple[list[list[int]], list[int]
     bits = code_bits(g)
     lpp = p_count // ports
     assert bpw == -(-lpp * bits // beat_bits), "beats_per_word disagrees with the layout"
-    codes = golden.tlmm_encode(trits, g)
-    stream = golden.tlmm_weight_stream(codes, p_count)             # (B, N, P)
+    codes = formats.tlmm_encode(trits, g)
+    stream = formats.tlmm_weight_stream(codes, p_count)             # (B, N, P)
     blocks, rows, _ = stream.shape
     beat_bytes = beat_bits // 8
     word_bytes = bpw * beat_bytes
     per_port = []
-    if beat_bits == 8 * image.BEAT_BYTES:
-        # The image writer itself: each port's region starts at a 4 KiB-aligned stride.
-        fmt = image.ImageFormat(g, p_count, ports, "int8", 128)
-        assert fmt.subword_bytes == word_bytes, (fmt.subword_bytes, word_bytes)
-        raw = image.encode_projection(TernaryTensor(trits, np.float32(1.0)), fmt)
-        stride = image.projection_port_stride(trits.shape, fmt)
-        assert len(raw) == ports * stride
-        for port in range(ports):
-            region = raw[port * stride:port * stride + blocks * rows * word_bytes]
-            # The same bytes as pack_codes of this port's lanes (the layout under test).
-            packed = image.pack_codes(stream[:, :, port * lpp:(port + 1) * lpp], bits, word_bytes)
-            assert region == packed.tobytes()
-            per_port.append(region)
-    else:
-        for port in range(ports):
-            packed = image.pack_codes(stream[:, :, port * lpp:(port + 1) * lpp], bits, word_bytes)
-            per_port.append(packed.tobytes())
+    # The image writer itself (any beat width): each port's region starts at a 4 KiB stride.
+    fmt = ImageFormat(g, p_count, ports, "int8", 128, beat_bytes)
+    assert fmt.subword_bytes == word_bytes, (fmt.subword_bytes, word_bytes)
+    raw = image.encode_projection(TernaryTensor(trits, np.float32(1.0)), fmt)
+    stride = image.projection_port_stride(trits.shape, fmt)
+    assert len(raw) == ports * stride
+    for port in range(ports):
+        region = raw[port * stride:port * stride + blocks * rows * word_bytes]
+        # The same bytes as pack_codes of this port's lanes (the layout under test).
+        packed = formats.pack_codes(stream[:, :, port * lpp:(port + 1) * lpp], bits, word_bytes)
+        assert region == packed.tobytes()
+        per_port.append(region)
     beats = [[int.from_bytes(region[i:i + beat_bytes], "little")
               for i in range(0, len(region), beat_bytes)] for region in per_port]
     words = []

@@ -10,7 +10,7 @@ Checks, per projection command (``base[i]`` = the address of port i's sub-stream
 from ``gen.tiling.tile_projection`` with the bank depth under test):
 
 * ``codes`` carries, tile by tile and pass by pass, the golden lane words
-  (``golden.tlmm_weight_stream`` of ``golden.tlmm_encode`` of the weights) of the tile's rows for
+  (``formats.tlmm_weight_stream`` of ``formats.tlmm_encode`` of the weights) of the tile's rows for
   all blocks in (block, row) order, each tile repeated ``passes`` times, lane p in element p;
 * a monitor on every AR and R channel records the bursts: on port i the beat addresses read for
   one command are exactly the port's sub-stream (``ProjectionTiling.port_runs`` of each tile, in
@@ -43,7 +43,9 @@ import numpy as np
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotbext.axi import AxiRamRead, AxiReadBus
 
-from ...config import code_bits
+from ...contract import formats
+from ...contract.formats import code_bits
+from ...contract.layouts import ImageFormat
 from ...gen import image
 from ...gen.tiling import tile_projection
 from ...weights import TernaryTensor
@@ -66,7 +68,7 @@ class Projection:
         zero = float(rng.choice([0.0, 0.3, 0.8]))
         self.trits = rng.choice(np.array([-1, 0, 1], dtype=np.int8), size=(rows, k),
                                 p=[(1 - zero) / 2, zero, (1 - zero) / 2])
-        fmt = image.ImageFormat(g, lanes, ports, "int8", 128)
+        fmt = ImageFormat(g, lanes, ports, "int8", 128)
         self.raw = image.encode_projection(TernaryTensor(self.trits, np.float32(1.0)), fmt)
         self.stride = image.projection_port_stride((rows, k), fmt)
         assert len(self.raw) == ports * self.stride
@@ -77,12 +79,12 @@ class Projection:
         self.tiling = tile_projection(f"{rows}x{k}", rows, k, geometry)
         self.subword_bytes = fmt.subword_bytes
         assert self.subword_bytes % cfg["beat_bytes"] == 0
-        codes = golden.tlmm_encode(self.trits, g)
-        stream = golden.tlmm_weight_stream(codes, lanes)                  # (B, N, P)
+        codes = formats.tlmm_encode(self.trits, g)
+        stream = formats.tlmm_weight_stream(codes, lanes)                  # (B, N, P)
         assert stream.shape[0] == self.tiling.blocks
         bits = code_bits(g)
         word_bytes = -(-lanes * bits // 8)
-        packed = image.pack_codes(stream, bits, word_bytes)               # (B, N, bytes)
+        packed = formats.pack_codes(stream, bits, word_bytes)               # (B, N, bytes)
         self.words = [[int.from_bytes(packed[b, r].tobytes(), "little") for r in range(rows)]
                       for b in range(self.tiling.blocks)]
 

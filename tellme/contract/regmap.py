@@ -90,6 +90,33 @@ class RegisterMap:
                 return r
         raise KeyError(f"no register {name}")
 
+    def decode(self, name: str, word: int) -> dict[str, int]:
+        """Field values of register ``name`` from its 32-bit word."""
+        reg = self[name]
+        return {f.name: (word >> f.lsb) & ((1 << f.width) - 1) for f in reg.fields}
+
+
+    def encode_write(self, name: str, fields: dict[str, int], current: int = 0) -> int:
+        """The word to write so that the given fields take the given values; other writable
+        fields keep their value in ``current`` (a read of the register), W1C and SC fields not
+        named are written 0 (so they are not cleared or pulsed by accident)."""
+        reg = self[name]
+        word = 0
+        for f in reg.fields:
+            if f.name in fields:
+                value = fields[f.name]
+                if not 0 <= value < (1 << f.width):
+                    raise ValueError(f"{name}.{f.name}: {value} does not fit {f.width} bits")
+                if f.access == "ro":
+                    raise ValueError(f"{name}.{f.name} is read-only")
+                word |= value << f.lsb
+            elif f.access == "rw":
+                word |= current & f.mask
+        unknown = set(fields) - {f.name for f in reg.fields}
+        if unknown:
+            raise ValueError(f"{name} has no field(s) {', '.join(sorted(unknown))}")
+        return word
+
     def markdown_table(self) -> str:
         """The table of docs/architecture.md section 7."""
         access_names = {"ro": "RO", "rw": "RW", "w1c": "W1C", "sc": "SC"}
