@@ -26,7 +26,8 @@ import numpy as np
 from ..config import HardwareConfig, ModelConfig
 from ..contract.formats import (code_bits, lm_head_int8, pack_codes, rope_table, tlmm_codes_from_stream, tlmm_decode,
                                 tlmm_encode, tlmm_groups, tlmm_weight_stream, unpack_codes, weight_multiplier)
-from ..contract.layouts import IMAGE_MAGIC, IMAGE_PREAMBLE_BYTES, IMAGE_VERSION, ImageFormat, page_up
+from ..contract.layouts import (IMAGE_MAGIC, IMAGE_PREAMBLE_BYTES, IMAGE_VERSION, ImageFormat, image_sections, page_up,
+                                projection_port_stride)
 from ..weights import PROJECTIONS, LayerWeights, ModelWeights, TernaryTensor
 
 
@@ -52,7 +53,7 @@ def decode_projection(raw: bytes, shape: tuple[int, int], fmt: ImageFormat) -> n
     kg = tlmm_groups(k, fmt.tlmm_group)
     blocks = -(-kg // fmt.tlmm_lanes)
     port_bytes = blocks * n_rows * fmt.subword_bytes
-    stride = page_up(port_bytes)
+    stride = projection_port_stride(shape, fmt)
     lpp = fmt.lanes_per_port
     stream = np.zeros((blocks, n_rows, fmt.tlmm_lanes), dtype=np.uint16)
     for port in range(fmt.hp_ports):
@@ -64,12 +65,6 @@ def decode_projection(raw: bytes, shape: tuple[int, int], fmt: ImageFormat) -> n
         return tlmm_decode(codes, fmt.tlmm_group, k)
     except ValueError as e:
         raise ImageError(str(e)) from None
-
-
-def projection_port_stride(shape: tuple[int, int], fmt: ImageFormat) -> int:
-    n_rows, k = shape
-    blocks = -(-tlmm_groups(k, fmt.tlmm_group) // fmt.tlmm_lanes)
-    return page_up(blocks * n_rows * fmt.subword_bytes)
 
 
 def _sections(weights: ModelWeights, fmt: ImageFormat):
@@ -107,6 +102,7 @@ def write_image(weights: ModelWeights, hw: HardwareConfig, path) -> dict:
     hw.check_model(weights.config)
     fmt = ImageFormat.of(hw)
     path = Path(path)
+    layout = image_sections(weights.config, fmt)
     table, offset = [], IMAGE_PREAMBLE_BYTES
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
     try:
@@ -115,6 +111,12 @@ def write_image(weights: ModelWeights, hw: HardwareConfig, path) -> dict:
             for name, data, dtype in _sections(weights, fmt):
                 raw = data if isinstance(data, bytes) else data.tobytes()
                 shape = weights.config.projections()[name.split(".")[-1]] if dtype == "tlmm" else list(data.shape)
+                # The contract's layout (baked into the sequencer program) and the bytes agree.
+                expected = layout.get(name)
+                if expected is None or (expected.offset, expected.size, expected.dtype, expected.shape) != \
+                        (offset, len(raw), dtype, tuple(shape)):
+                    raise AssertionError(f"image section {name} at {offset:#x} ({len(raw)} B, {dtype} {tuple(shape)}) "
+                                         f"differs from contract.layouts.image_sections: {expected}")
                 table.append({"name": name, "offset": offset, "size": len(raw), "dtype": dtype, "shape": list(shape)})
                 out.write(raw)
                 pad = page_up(len(raw)) - len(raw)

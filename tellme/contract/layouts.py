@@ -20,13 +20,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import ConfigError, HardwareConfig
-from .formats import code_bits
+from ..config import ConfigError, HardwareConfig, ModelConfig
+from .formats import code_bits, tlmm_groups
 
 __all__ = ["PAGE", "page_up", "align_up", "subword_bytes",
-           "IMAGE_MAGIC", "IMAGE_VERSION", "IMAGE_PREAMBLE_BYTES", "ImageFormat",
+           "IMAGE_MAGIC", "IMAGE_VERSION", "IMAGE_PREAMBLE_BYTES", "ImageFormat", "Section", "image_sections",
+           "projection_port_stride", "PROJECTIONS_ORDER",
            "URAM_DEPTH", "URAM_WIDTH", "BufferGeometry",
-           "KV_RECORD_BYTES", "KvBases", "kv_cache_map", "scale_records", "kv_arrays"]
+           "KV_RECORD_BYTES", "KvBases", "kv_cache_map", "scale_records", "kv_arrays",
+           "ScratchArray", "scratch_layout", "IoLayout"]
 
 #: AXI bursts never cross a 4 KiB boundary; every DDR section and KV array starts on one.
 PAGE = 4096
@@ -85,6 +87,63 @@ class ImageFormat:
     def subword_bytes(self) -> int:
         """Bytes of one port's share of a lane word, padded to whole AXI beats."""
         return subword_bytes(self.lanes_per_port, self.tlmm_group, self.beat_bytes)
+
+
+#: The ternary projections of a layer in schedule order (``layers.<i>.scales`` row order too).
+PROJECTIONS_ORDER = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class Section:
+    """One section of the image: byte ``offset`` from the image base, ``size`` in bytes (before
+    the padding to the next 4 KiB boundary), element ``dtype`` and ``shape`` (for ``"tlmm"``
+    sections the projection's (N, K))."""
+    name: str
+    offset: int
+    size: int
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def projection_port_stride(shape: tuple[int, int], fmt: ImageFormat) -> int:
+    """Bytes from one port's weight sub-stream of a projection to the next port's (4 KiB
+    aligned): ``blocks x N`` sub-words of ``subword_bytes``."""
+    n_rows, k = shape
+    blocks = -(-tlmm_groups(k, fmt.tlmm_group) // fmt.tlmm_lanes)
+    return page_up(blocks * n_rows * fmt.subword_bytes)
+
+
+def image_sections(config: ModelConfig, fmt: ImageFormat) -> dict[str, Section]:
+    """Every section of the image of a ``config`` model in format ``fmt``, in image order, at
+    the offsets the writer gives them (docs section 5). They depend only on (config, format), so
+    the generator bakes them into the sequencer program."""
+    hd, hidden = config.head_dim, config.hidden_size
+    shapes: list[tuple[str, str, tuple[int, ...]]] = [
+        ("embed", "float32", (config.vocab_size, hidden)),
+        ("rope.cos", "float32", (fmt.max_context, hd // 2)),
+        ("rope.sin", "float32", (fmt.max_context, hd // 2)),
+    ]
+    projections = config.projections()
+    for i in range(config.num_layers):
+        norms = ["input_norm", "post_attention_norm"] + (["attn_sub_norm", "ffn_sub_norm"] if config.sub_norms else [])
+        widths = {"attn_sub_norm": config.q_size, "ffn_sub_norm": config.intermediate_size}
+        shapes += [(f"layers.{i}.{n}", "float32", (widths.get(n, hidden),)) for n in norms]
+        shapes.append((f"layers.{i}.scales", "float32", (len(PROJECTIONS_ORDER), 2)))
+        shapes += [(f"layers.{i}.{p}", "tlmm", projections[p]) for p in PROJECTIONS_ORDER]
+    shapes.append(("final_norm", "float32", (hidden,)))
+    if fmt.lm_head_format == "int8":
+        shapes += [("lm_head.q", "int8", (config.vocab_size, hidden)), ("lm_head.scale", "float32", (config.vocab_size,))]
+    else:
+        shapes.append(("lm_head.f16", "float16", (config.vocab_size, hidden)))
+    sections, offset = {}, IMAGE_PREAMBLE_BYTES
+    for name, dtype, shape in shapes:
+        if dtype == "tlmm":
+            size = fmt.hp_ports * projection_port_stride(shape, fmt)
+        else:
+            size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        sections[name] = Section(name, offset, size, dtype, tuple(shape))
+        offset += page_up(size)
+    return sections
 
 
 # ------------------------------------------------------------------------------------------------
@@ -175,3 +234,56 @@ def kv_arrays(cache, kv_head: int, count: int) -> tuple[bytes, bytes, bytes]:
     return (cache.k[kv_head, :count].astype(np.int8).tobytes(),
             cache.v[kv_head, :count].astype(np.int8).tobytes(),
             scale_records(cache.k_scale[kv_head, :count], cache.v_scale[kv_head, :count]))
+
+
+# ------------------------------------------------------------------------------------------------
+# Scratch and I/O regions
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ScratchArray:
+    """One float32 activation array in the scratch region: ``rows`` token rows of ``width``
+    elements, row t at ``offset + t * row_bytes`` (``row_bytes`` padded to whole element-wise
+    beats and AXI beats, the padding zero)."""
+    name: str
+    offset: int
+    width: int
+    rows: int
+    row_bytes: int
+
+    @property
+    def size(self) -> int:
+        return self.rows * self.row_bytes
+
+
+def scratch_layout(config: ModelConfig, hw: HardwareConfig) -> dict[str, ScratchArray]:
+    """The scratch region's arrays (docs section 6), each 4 KiB aligned, for chunks of up to
+    ``prefill_chunk`` tokens: ``h0``/``h1`` the residual stream (ping-pong: a residual matmul
+    reads one and writes the other), ``q``, ``k``, ``v`` the projections, ``attn`` the
+    attention output, ``gate``/``up`` the FFN projections (the gated activation overwrites
+    ``gate``)."""
+    # Whole beats of the element-wise lanes and of the AXI bus (one divides the other).
+    beat = max(hw.ew_lanes * 4, hw.axi_data_width // 8)
+    widths = {"h0": config.hidden_size, "h1": config.hidden_size, "q": config.q_size, "k": config.kv_size,
+              "v": config.kv_size, "attn": config.q_size, "gate": config.intermediate_size,
+              "up": config.intermediate_size}
+    arrays, offset = {}, 0
+    for name, width in widths.items():
+        row_bytes = align_up(width * 4, beat)
+        arrays[name] = ScratchArray(name, offset, width, hw.prefill_chunk, row_bytes)
+        offset += page_up(hw.prefill_chunk * row_bytes)
+    return arrays
+
+
+@dataclass(frozen=True)
+class IoLayout:
+    """The I/O region: the call's token ids (u32 each) at ``ids_offset``, the last token's
+    logits (float32 x vocab) at ``logits_offset``."""
+    ids_offset: int
+    logits_offset: int
+    size: int
+
+    @classmethod
+    def of(cls, config: ModelConfig, hw: HardwareConfig) -> "IoLayout":
+        logits = page_up(4 * hw.prefill_chunk)
+        return cls(0, logits, logits + page_up(4 * config.vocab_size))

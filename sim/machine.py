@@ -1,0 +1,160 @@
+"""The accelerator as a step machine in numpy: a sequencer program run on DDR bytes.
+
+:class:`StepMachine` holds the four DDR regions the host allocates (image, KV cache, scratch,
+I/O; docs section 6) as byte arrays and executes a :class:`tellme.gen.program.Program` step by
+step, reading and writing them only at the addresses the program and the contract's layouts
+name, and computing each step with the golden model's unit functions. It is the reference the
+RTL top level is held against step by step (same memory, same order of steps), and its result
+equals :class:`tellme.sim.golden.GoldenModel` bit for bit (tests/test_program.py), which checks
+the program itself: its steps, their order and every address.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from ..contract import fp32 as f
+from ..contract.formats import tlmm_encode
+from ..contract.layouts import KV_RECORD_BYTES, ImageFormat, KvBases, Section
+from ..gen.image import decode_projection
+from ..gen.program import Attention, Embed, Gate, LmHead, MatMul, NormQuant, Program
+from . import golden
+
+__all__ = ["StepMachine"]
+
+
+class StepMachine:
+    """Executes ``program`` against a DDR image (the bytes of an image file).
+
+    ``call(ids, seq_pos)`` runs one call: the token ids go to the I/O region, every step runs
+    for ``len(ids)`` tokens at positions ``seq_pos..``; it returns the logits the LM head wrote
+    to the I/O region and the result token. ``on_step(index, step, machine)``, if given, runs
+    after each step (for traces)."""
+
+    def __init__(self, program: Program, image: bytes | np.ndarray,
+                 on_step: Callable[[int, object, "StepMachine"], None] | None = None):
+        self.program = program
+        self.image = np.frombuffer(bytes(image), dtype=np.uint8) if not isinstance(image, np.ndarray) else image
+        if self.image.size < program.image_bytes:
+            raise ValueError(f"image has {self.image.size} bytes, the program addresses {program.image_bytes}")
+        self.kv = np.zeros(program.kv_bytes, dtype=np.uint8)
+        self.scratch = np.zeros(program.scratch_bytes, dtype=np.uint8)
+        self.io = np.zeros(program.io.size, dtype=np.uint8)
+        self.on_step = on_step
+        self.act: tuple[np.ndarray, np.ndarray] | None = None
+        self.result_token: int | None = None
+        self._codes: dict[str, np.ndarray] = {}
+
+    # -- memory views ---------------------------------------------------------------------------
+
+    def section(self, section: Section) -> np.ndarray:
+        raw = self.image[section.offset:section.offset + section.size]
+        return raw.view(np.dtype(section.dtype)).reshape(section.shape)
+
+    def rows(self, name: str, n: int) -> np.ndarray:
+        """A writable view of the first ``n`` rows of scratch array ``name`` (float32, width)."""
+        a = self.program.scratch[name]
+        block = self.scratch[a.offset:a.offset + n * a.row_bytes].view(np.float32).reshape(n, a.row_bytes // 4)
+        return block[:, :a.width]
+
+    def kv_view(self, bases: KvBases) -> golden.KVCache:
+        """One kv head's cache arrays in the KV region, as the golden model's KVCache (views)."""
+        capacity, hd = self.program.hardware.max_context, self.program.model.head_dim
+        k = self.kv[bases.k_base:bases.k_base + capacity * hd].view(np.int8).reshape(1, capacity, hd)
+        v = self.kv[bases.v_base:bases.v_base + capacity * hd].view(np.int8).reshape(1, capacity, hd)
+        records = self.kv[bases.s_base:bases.s_base + capacity * KV_RECORD_BYTES].view(np.float32)
+        records = records.reshape(capacity, KV_RECORD_BYTES // 4)
+        return golden.KVCache(k, v, records[None, :, 0], records[None, :, 1])
+
+    def codes(self, step: MatMul) -> np.ndarray:
+        """The projection's TLMM codes, read back from its per-port weight streams."""
+        key = step.weights.name
+        if key not in self._codes:
+            fmt = ImageFormat.of(self.program.hardware)
+            raw = self.image[step.weights.offset:step.weights.offset + step.weights.size].tobytes()
+            trits = decode_projection(raw, (step.rows, step.inputs), fmt)
+            self._codes[key] = tlmm_encode(trits, fmt.tlmm_group)
+        return self._codes[key]
+
+    # -- a call ---------------------------------------------------------------------------------
+
+    def call(self, ids, seq_pos: int) -> tuple[np.ndarray, int]:
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        hw, model = self.program.hardware, self.program.model
+        if not 1 <= ids.size <= hw.prefill_chunk:
+            raise ValueError(f"a call takes 1..{hw.prefill_chunk} tokens, got {ids.size}")
+        if seq_pos + ids.size > hw.max_context:
+            raise ValueError(f"context overflow: {seq_pos} + {ids.size} exceed max_context {hw.max_context}")
+        if np.any(ids < 0) or np.any(ids >= model.vocab_size):
+            raise ValueError(f"token id outside the vocabulary [0, {model.vocab_size})")
+        io = self.program.io
+        self.io[io.ids_offset:io.ids_offset + 4 * ids.size] = ids.astype("<u4").view(np.uint8)
+        n, positions = ids.size, np.arange(seq_pos, seq_pos + ids.size)
+        for index, step in enumerate(self.program.steps):
+            self._run(step, n, positions)
+            if self.on_step is not None:
+                self.on_step(index, step, self)
+        logits = self.io[io.logits_offset:io.logits_offset + 4 * model.vocab_size].view(np.float32).copy()
+        return logits, self.result_token
+
+    def _run(self, step, n: int, positions: np.ndarray) -> None:
+        model, hw = self.program.model, self.program.hardware
+        if isinstance(step, Embed):
+            io = self.program.io
+            ids = self.io[io.ids_offset:io.ids_offset + 4 * n].view("<u4")
+            self.rows(step.dst, n)[:] = f.ftz(self.section(step.table)[ids])
+        elif isinstance(step, NormQuant):
+            x = self.rows(step.src, n)
+            if step.gain is None:
+                self.act = golden.quantize(x)
+            else:
+                self.act = golden.rmsnorm_quantize(x, self.section(step.gain), step.eps, hw.ew_lanes)
+        elif isinstance(step, MatMul):
+            x_q, d_x = self.act
+            if x_q.shape[1] != step.inputs:
+                raise AssertionError(f"{step.proj}: act holds {x_q.shape[1]} inputs, the projection takes {step.inputs}")
+            acc = golden.tlmm(self.codes(step), x_q, hw.tlmm_group)
+            y = golden.dequantize(acc, d_x, self.section(step.scales)[step.scale_index, 0])
+            if step.residual is not None:
+                y = golden.residual_add(self.rows(step.residual, n), y)
+            self.rows(step.dst, n)[:] = y
+        elif isinstance(step, Attention):
+            self._attention(step, n, positions)
+        elif isinstance(step, Gate):
+            self.rows("gate", n)[:] = golden.gated_activation(self.rows("gate", n), self.rows("up", n), step.act)
+        elif isinstance(step, LmHead):
+            last = self.rows(step.src, n)[n - 1:n]
+            if step.fmt == "int8":
+                x_q, d_x = golden.rmsnorm_quantize(last, self.section(step.norm), step.eps, hw.ew_lanes)
+                logits = golden.lm_head(x_q, d_x, self.section(step.head[0]), self.section(step.head[1]))[0]
+            else:
+                x = golden.rmsnorm(last, self.section(step.norm), step.eps, hw.ew_lanes)
+                logits = golden.lm_head_fp16(x, self.section(step.head[0]), hw.ew_lanes)[0]
+            io = self.program.io
+            self.io[io.logits_offset:io.logits_offset + 4 * model.vocab_size] = logits.astype(np.float32).view(np.uint8)
+            # argmax: the first index of the maximum (NaN never wins: logits are finite here).
+            self.result_token = int(np.argmax(logits))
+        else:
+            raise TypeError(f"unknown step {step!r}")
+
+    def _attention(self, step: Attention, n: int, positions: np.ndarray) -> None:
+        model, hw = self.program.model, self.program.hardware
+        hd = model.head_dim
+        cos, sin = self.section(step.rope_cos), self.section(step.rope_sin)
+        cache = self.kv_view(step.cache)
+        if step.write_kv:
+            cols = slice(step.kv_head * hd, (step.kv_head + 1) * hd)
+            k = golden.rope(self.rows("k", n)[:, None, cols], positions, cos, sin)
+            k_q, k_d = golden.quantize(k)
+            v_q, v_d = golden.quantize(self.rows("v", n)[:, None, cols])
+            cache.write(int(positions[0]), k_q, k_d, v_q, v_d)
+        for head in step.heads:
+            cols = slice(head * hd, (head + 1) * hd)
+            q = golden.rope(self.rows("q", n)[:, None, cols], positions, cos, sin)
+            q_q, d_q = golden.quantize(q)
+            out = self.rows("attn", n)
+            for t in range(n):
+                out[t, cols] = golden.attention_query(q_q[t, 0], d_q[t, 0], cache, 0, int(positions[t]),
+                                                      hw.attn_tile, hd)
