@@ -2,7 +2,8 @@
 
 A backend has ``reset()``, ``prefill(ids) -> logits`` and ``decode(id) -> logits`` (logits of
 the last token, float32 (vocab,)). ``float`` is the Hugging Face-equivalent reference,
-``golden`` the hardware-exact model.
+``golden`` the hardware-exact model, ``program`` the sequencer program run on DDR bytes by the
+numpy step machine (:mod:`tellme.sim.machine`; bit-exact with ``golden``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from ..weights import ModelWeights
 from .golden import GoldenModel, Trace
 from .reference import ReferenceModel
 
-BACKENDS = ("float", "golden")
+BACKENDS = ("float", "golden", "program")
 
 
 def make_backend(name: str, weights: ModelWeights, hw: HardwareConfig):
@@ -24,6 +25,9 @@ def make_backend(name: str, weights: ModelWeights, hw: HardwareConfig):
         return ReferenceModel(weights, max_context=hw.max_context)
     if name == "golden":
         return GoldenModel(weights, hw)
+    if name == "program":
+        from .machine import ProgramBackend
+        return ProgramBackend(weights, hw)
     raise ValueError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
 
 

@@ -22,7 +22,7 @@ from ..gen.image import decode_projection
 from ..gen.program import Attention, Embed, Gate, LmHead, MatMul, NormQuant, Program
 from . import golden
 
-__all__ = ["StepMachine"]
+__all__ = ["StepMachine", "ProgramBackend"]
 
 
 class StepMachine:
@@ -158,3 +158,42 @@ class StepMachine:
             for t in range(n):
                 out[t, cols] = golden.attention_query(q_q[t, 0], d_q[t, 0], cache, 0, int(positions[t]),
                                                       hw.attn_tile, hd)
+
+
+class ProgramBackend:
+    """The step machine behind the backend interface of :mod:`tellme.sim.backends`
+    (``reset``, ``prefill``, ``decode``): the image is written from ``weights`` once, the KV
+    cache and positions start empty at every ``reset``."""
+
+    def __init__(self, weights, hw):
+        import tempfile
+        from pathlib import Path
+
+        from ..gen.image import write_image
+        from ..gen.program import build_program
+        self.program = build_program(weights.config, hw)
+        with tempfile.TemporaryDirectory(prefix="tellme-image-") as tmp:
+            path = Path(tmp) / "model.img"
+            write_image(weights, hw, path)
+            self.image = np.fromfile(path, dtype=np.uint8)
+        self.reset()
+
+    def reset(self) -> None:
+        self.machine = StepMachine(self.program, self.image)
+        self.position = 0
+
+    def prefill(self, token_ids) -> np.ndarray:
+        ids = list(np.asarray(token_ids, dtype=np.int64).reshape(-1))
+        if not ids:
+            raise ValueError("no tokens given")
+        chunk = self.program.hardware.prefill_chunk
+        logits = None
+        for lo in range(0, len(ids), chunk):
+            logits, _ = self.machine.call(ids[lo:lo + chunk], self.position)
+            self.position += len(ids[lo:lo + chunk])
+        return logits
+
+    def decode(self, token_id: int) -> np.ndarray:
+        logits, _ = self.machine.call([token_id], self.position)
+        self.position += 1
+        return logits

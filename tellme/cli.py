@@ -169,6 +169,21 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_program(args) -> int:
+    from .gen.program import build_program
+    hw = _hardware(args.hardware)
+    if args.checkpoint:
+        from .gen.checkpoint import inspect_checkpoint
+        config = inspect_checkpoint(args.checkpoint).config
+    else:
+        config = model_preset(args.preset)
+    if hw.max_context > config.max_position_embeddings:
+        hw = hw.replace(max_context=config.max_position_embeddings,
+                        prefill_chunk=min(hw.prefill_chunk, config.max_position_embeddings))
+    print(build_program(config, hw).listing())
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
     summary = run_demo(args.out)
@@ -215,9 +230,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="greedy generation on a simulation backend")
     model_source(s)
     s.add_argument("--max-new-tokens", type=int, default=8)
-    s.add_argument("--backend", default="golden", choices=["float", "golden"])
+    s.add_argument("--backend", default="golden", choices=["float", "golden", "program"],
+                   help="float reference, golden model, or the sequencer program on the numpy step machine")
     s.add_argument("--quiet", action="store_true", help="no per-token progress on stderr")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("program", help="print the sequencer program of a model on a hardware configuration")
+    source = s.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="HF checkpoint directory (its config.json is read)")
+    source.add_argument("--preset", choices=sorted(MODEL_PRESETS), help="model preset")
+    s.add_argument("--hardware", default="kv260", help="hardware preset name or JSON file (default kv260)")
+    s.set_defaults(func=cmd_program)
 
     s = sub.add_parser("compare", help="layer-by-layer agreement of the golden model with the float reference")
     model_source(s)

@@ -9,7 +9,7 @@ import pytest
 
 from tellme.cli import main
 
-SUBCOMMANDS = ["info", "demo", "convert", "synth-checkpoint", "run", "compare"]
+SUBCOMMANDS = ["info", "demo", "convert", "synth-checkpoint", "run", "compare", "program"]
 
 
 def run_cli(*args):
@@ -83,3 +83,31 @@ def test_demo_runs(tmp_path, capsys):
     for preset in ("tiny", "tiny-silu"):
         assert summary[preset]["golden_ids"] == summary[preset]["float_ids"]
         assert summary[preset]["min_layer_cosine"] >= 0.999
+
+
+def test_program_prints_the_listing(capsys):
+    assert main(["program", "--preset", "bitnet-b1.58-large", "--hardware", "kv260"]) == 0
+    out = capsys.readouterr().out
+    assert "tellme program: bitnet-b1.58-large on kv260 hardware" in out
+    assert "steps: 674 (1 EMBED, 96 NORM_QUANT, 168 MATMUL, 384 ATTENTION, 24 GATE, 1 LM_HEAD)" in out
+    assert "down_proj 1536x4096" in out and out.rstrip().splitlines()[-1].split()[1] == "LM_HEAD"
+
+
+def test_program_of_a_checkpoint_and_bad_input(tmp_path, capsys):
+    assert main(["synth-checkpoint", "--preset", "tiny", "--out", str(tmp_path / "ck")]) == 0
+    capsys.readouterr()
+    assert main(["program", "--checkpoint", str(tmp_path / "ck"), "--hardware", "sim-small"]) == 0
+    assert "tellme program: tiny on sim hardware" in capsys.readouterr().out
+    assert main(["program", "--checkpoint", str(tmp_path / "nothing"), "--hardware", "sim-small"]) == 2
+    assert "not a checkpoint directory" in capsys.readouterr().err
+
+
+def test_run_on_the_program_backend_matches_golden(tmp_path):
+    outs = {}
+    for backend in ("golden", "program"):
+        out = tmp_path / f"{backend}.json"
+        assert main(["run", "--preset", "tiny", "--hardware", "sim-small", "--prompt-ids", "1,17,42,7",
+                     "--max-new-tokens", "4", "--backend", backend, "--json", str(out), "--quiet"]) == 0
+        outs[backend] = json.loads(out.read_text())
+    assert outs["program"]["generated_ids"] == outs["golden"]["generated_ids"]
+    assert outs["program"]["step_logits"] == outs["golden"]["step_logits"]
