@@ -33,19 +33,30 @@ class StepMachine:
     to the I/O region and the result token. ``on_step(index, step, machine)``, if given, runs
     after each step (for traces)."""
 
-    def __init__(self, program: Program, image: bytes | np.ndarray,
+    def __init__(self, program: Program, image: bytes | np.ndarray, *, kv: np.ndarray | None = None,
+                 scratch: np.ndarray | None = None, io: np.ndarray | None = None,
                  on_step: Callable[[int, object, "StepMachine"], None] | None = None):
         self.program = program
         self.image = np.frombuffer(bytes(image), dtype=np.uint8) if not isinstance(image, np.ndarray) else image
-        if self.image.size < program.image_bytes:
-            raise ValueError(f"image has {self.image.size} bytes, the program addresses {program.image_bytes}")
-        self.kv = np.zeros(program.kv_bytes, dtype=np.uint8)
-        self.scratch = np.zeros(program.scratch_bytes, dtype=np.uint8)
-        self.io = np.zeros(program.io.size, dtype=np.uint8)
+        # The regions may be given (uint8 arrays, e.g. views of host-allocated DDR buffers) or
+        # are allocated here, zeroed.
+        self.kv = self._region("KV cache", kv, program.kv_bytes)
+        self.scratch = self._region("scratch", scratch, program.scratch_bytes)
+        self.io = self._region("I/O", io, program.io.size)
+        self._region("image", self.image, program.image_bytes)
         self.on_step = on_step
         self.act: tuple[np.ndarray, np.ndarray] | None = None
         self.result_token: int | None = None
         self._codes: dict[str, np.ndarray] = {}
+
+    @staticmethod
+    def _region(what: str, array: np.ndarray | None, size: int) -> np.ndarray:
+        if array is None:
+            return np.zeros(size, dtype=np.uint8)
+        if array.dtype != np.uint8 or array.ndim != 1 or array.size < size:
+            raise ValueError(f"{what} region: need a uint8 array of at least {size} bytes, "
+                             f"got {array.dtype} {array.shape}")
+        return array
 
     # -- memory views ---------------------------------------------------------------------------
 

@@ -74,11 +74,11 @@ def quiet_inputs(dut) -> None:
     """Every input of the harness low (streams and AXI channels idle)."""
     for i in range(len(READERS)):
         p = f"r{i}_"
-        for name in ("cmd__valid", "out__ready", "clear_error", "axi__arready", "axi__rvalid"):
+        for name in ("cmd__valid", "o__ready", "clear_error", "axi__arready", "axi__rvalid"):
             getattr(dut, p + name).value = 0
     for i in range(len(WRITERS)):
         p = f"w{i}_"
-        for name in ("cmd__valid", "data__valid", "clear_error", "axi__awready", "axi__wready",
+        for name in ("cmd__valid", "i__valid", "clear_error", "axi__awready", "axi__wready",
                      "axi__bvalid"):
             getattr(dut, p + name).value = 0
 
@@ -245,7 +245,7 @@ async def read_and_check(dut, clock, index: int, ram, commands, *, rng, pauses: 
     mon = ar_monitor(dut, p, clock, "read")
     cmd = StreamSource(dut, p + "cmd", clock, fields=CMD_FIELDS,
                        pause=random_pause(0.4, rng.randrange(1 << 30)) if pauses else None)
-    sink = StreamSink(dut, p + "out", clock, fields=fields,
+    sink = StreamSink(dut, p + "o", clock, fields=fields,
                       pause=random_pause(0.3, rng.randrange(1 << 30)) if pauses else None)
     expected = expected_beats(ram.mem, commands, lanes)
     for command in commands:
@@ -334,7 +334,7 @@ async def write_and_check(dut, clock, index: int, ram, background: bytes, comman
                        getattr(dut, p + "axi__bready"), getattr(dut, p + "busy"))
     cmd = StreamSource(dut, p + "cmd", clock, fields=CMD_FIELDS,
                        pause=random_pause(0.4, rng.randrange(1 << 30)) if pauses else None)
-    src = StreamSource(dut, p + "data", clock, fields=fields,
+    src = StreamSource(dut, p + "i", clock, fields=fields,
                        pause=random_pause(0.3, rng.randrange(1 << 30)) if pauses else None)
     expected = bytearray(background)
     vb = lanes * 4
@@ -449,7 +449,7 @@ async def full_rate(dut):
     row_bytes = (2048 // unit) * unit
     command = (PAGE - 1024, 8, row_bytes, row_bytes + 1024)
     lanes = READERS[0]
-    sink = StreamSink(dut, "r0_out", clock, fields=struct_fields(f32_vec(lanes)))
+    sink = StreamSink(dut, "r0_o", clock, fields=struct_fields(f32_vec(lanes)))
     cmd = StreamSource(dut, "r0_cmd", clock, fields=CMD_FIELDS)
     cmd.send_nowait(command_dict(command))
     total = 8 * row_bytes // (lanes * 4)
@@ -463,7 +463,7 @@ async def full_rate(dut):
     lanes = WRITERS[0]
     done = DoneCounter(clock, dut.w0_done, dut.w0_axi__bvalid, dut.w0_axi__bready, dut.w0_busy)
     mon = ar_monitor(dut, "w0_", clock, "write")
-    src = StreamSource(dut, "w0_data", clock, fields=struct_fields(f32_vec(lanes)))
+    src = StreamSource(dut, "w0_i", clock, fields=struct_fields(f32_vec(lanes)))
     wcmd = StreamSource(dut, "w0_cmd", clock, fields=CMD_FIELDS)
     start = cycle_now()
     wcmd.send_nowait(command_dict(command))

@@ -394,9 +394,9 @@ async def run_core(dut, cases: list[Case], *, stall: float, label: str, rng: ran
     pause = (lambda: random_pause(stall, rng.randrange(1 << 30))) if stall else (lambda: None)
     qsrc = StreamSource(dut, "query", clock, fields=Q_FIELDS, pause=pause())
     ksrc = StreamSource(dut, "keys", clock, fields=K_FIELDS, pause=pause())
-    sink = StreamSink(dut, "out", clock, fields=OUT_FIELDS, pause=pause())
+    sink = StreamSink(dut, "o", clock, fields=OUT_FIELDS, pause=pause())
     mon = Handshakes(clock, {"keys": (dut.keys__valid, dut.keys__ready, None),
-                             "out": (dut.out__valid, dut.out__ready, None),
+                             "o": (dut.o__valid, dut.o__ready, None),
                              "query": (dut.query__valid, dut.query__ready, None)})
     await reset_dut(dut, clock)
     t0 = time.monotonic()
@@ -419,7 +419,7 @@ async def run_core(dut, cases: list[Case], *, stall: float, label: str, rng: ran
     rows, k_first = [], 0
     for i, (c, n) in enumerate(zip(cases, key_counts)):
         first_key = mon.cycles["keys"][k_first]
-        last_out = mon.cycles["out"][(i + 1) * OUT_BEATS - 1]
+        last_out = mon.cycles["o"][(i + 1) * OUT_BEATS - 1]
         k_first += n
         rows.append({"label": c.label, "pos": c.pos, "keys": n, "tiles": c.pos // TILE + 1,
                      "cycles": last_out - first_key + 1})
@@ -526,10 +526,10 @@ class DecodeBench:
         pause = (lambda: random_pause(stall, prng.randrange(1 << 30))) if stall else (lambda: None)
         self.qsrc = StreamSource(dut, "query", self.clock, fields=Q_FIELDS, pause=pause())
         self.ksrc = StreamSource(dut, "kv", self.clock, fields=struct_fields(_kv_cmd_layout()), pause=pause())
-        self.sink = StreamSink(dut, "out", self.clock, fields=OUT_FIELDS, pause=pause())
+        self.sink = StreamSink(dut, "o", self.clock, fields=OUT_FIELDS, pause=pause())
         streams = {
             "kv": (dut.kv__valid, dut.kv__ready, None),
-            "out": (dut.out__valid, dut.out__ready, None),
+            "o": (dut.o__valid, dut.o__ready, None),
             "ar": (axi.axi__arvalid, axi.axi__arready,
                    {"addr": axi.axi__araddr, "len": axi.axi__arlen, "size": axi.axi__arsize,
                     "burst": axi.axi__arburst}),
@@ -586,7 +586,7 @@ class DecodeBench:
             nbytes = check_coverage(bursts, expected_read_ranges(self.bases[layer, head], case.pos, HD),
                                     f"{label}: query {i} ({case.label}, pos {case.pos})")
             assert nbytes == (case.pos + 1) * (2 * HD + RECORD)
-            last_out = mon.cycles["out"][(i + 1) * OUT_BEATS - 1]
+            last_out = mon.cycles["o"][(i + 1) * OUT_BEATS - 1]
             row = {"label": case.label, "layer": layer, "kv_head": head, "pos": case.pos,
                    "keys": case.pos + 1, "tiles": case.pos // TILE + 1, "bursts": len(bursts),
                    "bytes": nbytes, "cmd_to_last_out": last_out - lo_c + 1}

@@ -140,11 +140,11 @@ class PrefillBench:
         pause = (lambda: random_pause(stall, self.prng.randrange(1 << 30))) if stall else (lambda: None)
         self.csrc = StreamSource(dut, "cmd", self.clock, fields=CMD_FIELDS, pause=pause())
         self.lsrc = StreamSource(dut, "load", self.clock, fields=LOAD_FIELDS, pause=pause())
-        self.sink = StreamSink(dut, "out", self.clock, fields=OUT_FIELDS, pause=pause())
+        self.sink = StreamSink(dut, "o", self.clock, fields=OUT_FIELDS, pause=pause())
         self.mon = Handshakes(self.clock, {
             "cmd": (dut.cmd__valid, dut.cmd__ready, None),
             "load": (dut.load__valid, dut.load__ready, None),
-            "out": (dut.out__valid, dut.out__ready, None),
+            "o": (dut.o__valid, dut.o__ready, None),
             "ar": (dut.axi_read__arvalid, dut.axi_read__arready,
                    {"addr": dut.axi_read__araddr, "len": dut.axi_read__arlen}),
         })
@@ -159,7 +159,7 @@ class PrefillBench:
             lay_out_kv(self.rram.write, p.cache, 0, b, p.pos0)
         expected = p.expected()
         ar_before = len(self.mon.cycles["ar"])
-        out_before = len(self.mon.cycles["out"])
+        out_before = len(self.mon.cycles["o"])
         bound = pass_bound(p)
         watchdog = start_watchdog(self.clock, bound, f"pass {p.label}")
         self.csrc.send_nowait({"k_base": b.k_base, "v_base": b.v_base, "s_base": b.s_base, "pos0": p.pos0,
@@ -206,7 +206,7 @@ class PrefillBench:
         if mem != bytes(self.wimage):
             diff = next(i for i in range(self.mem_size) if mem[i] != self.wimage[i])
             raise AssertionError(f"{p.label}: write memory differs from the expected cache first at {diff:#x}")
-        outs = self.mon.cycles["out"][out_before:]
+        outs = self.mon.cycles["o"][out_before:]
         cmd_cycle = self.mon.cycles["cmd"][-1]
         load_cycles = self.mon.cycles["load"][-p.count:]
         row = {"label": p.label, "pos0": p.pos0, "count": p.count, "heads": HEADS,

@@ -7,7 +7,11 @@ and writes through it; ``markdown_table()`` renders the table of docs/architectu
 
 from __future__ import annotations
 
+import json
+import zlib
 from dataclasses import dataclass
+
+from ..config import HardwareConfig, ModelConfig
 
 ACCESS = ("ro", "rw", "w1c", "sc")
 
@@ -141,7 +145,7 @@ REGISTER_MAP = RegisterMap(id_value=0x544C4D45, registers=(
     Register("ID", 0x00, _word("ID", 'reads 0x544C4D45 ("TLME")', "ro")),
     Register("VERSION", 0x04, (Field("RTL", 0, 16, "ro", "RTL version"),
                                Field("IMAGE", 16, 16, "ro", "DDR image format version"))),
-    Register("CONFIG_HASH", 0x08, _word("HASH", "CRC-32 of the model+format JSON of the generated design", "ro")),
+    Register("CONFIG_HASH", 0x08, _word("HASH", "CRC-32 of the model + hardware configuration of the generated design", "ro")),
     Register("CAPS", 0x0C, (Field("G", 0, 4, "ro", "TLMM group size"), Field("LANES", 4, 12, "ro", "TLMM lanes"),
                             Field("TOKENS", 16, 8, "ro", "TLMM tokens"), Field("PORTS", 24, 8, "ro", "AXI read ports"))),
     Register("CONTROL", 0x10, (Field("START", 0, 1, "sc", "start a call"),
@@ -173,3 +177,20 @@ REGISTER_MAP = RegisterMap(id_value=0x544C4D45, registers=(
     Register("HIDDEN", 0x6C, _word("VALUE", "hidden size", "ro")),
     Register("LAYERS", 0x70, _word("VALUE", "decoder layers", "ro")),
 ))
+
+
+#: ``VERSION.RTL``: bumped when the RTL's behaviour at the register map changes.
+RTL_VERSION = 1
+
+#: Hardware fields that do not change the generated design (so not in its hash).
+_NOT_IN_DESIGN = ("board", "clock_mhz")
+
+
+def design_hash(model: ModelConfig, hw: HardwareConfig) -> int:
+    """``CONFIG_HASH``: CRC-32 of the canonical JSON of the model configuration and the hardware
+    configuration (less the board name and clock, which do not change the design). The
+    generator bakes it into the register file; the host computes it from the image header's
+    model and the build's hardware file and refuses to run a design that differs."""
+    hardware = {k: v for k, v in hw.to_dict().items() if k not in _NOT_IN_DESIGN}
+    text = json.dumps({"model": model.to_dict(), "hardware": hardware}, sort_keys=True, separators=(",", ":"))
+    return zlib.crc32(text.encode())
