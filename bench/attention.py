@@ -84,14 +84,14 @@ DDR_SIZE = 512 * 1024
 class DecodeOnDdr(wiring.Component):
     """Bench harness: :class:`DecodeAttention` (``attn``) on a one-port, configurable
     :class:`tellme.hw.ddr_model.DdrModel` (``ddr``; its memory is ``dut.ddr.mem``). Ports:
-    ``query``, ``kv``, ``out``, ``error`` (the unit's) and ``cfg_latency``, ``cfg_rate``."""
+    ``query``, ``kv``, ``o``, ``error`` (the unit's) and ``cfg_latency``, ``cfg_rate``."""
 
     def __init__(self, *, size_bytes: int = DDR_SIZE, **decode):
         from tellme.hw.ddr_model import DdrModel
         self.attn = DecodeAttention(**decode)
         self.ddr = DdrModel(size_bytes=size_bytes, ports=1, configurable=True)
         attn, ddr = self.attn.signature.members, self.ddr.signature.members
-        super().__init__({"query": attn["query"], "kv": attn["kv"], "out": attn["out"], "error": attn["error"],
+        super().__init__({"query": attn["query"], "kv": attn["kv"], "o": attn["o"], "error": attn["error"],
                           "cfg_latency": ddr["cfg_latency"], "cfg_rate": ddr["cfg_rate"]})
 
     def elaborate(self, platform):
@@ -99,7 +99,7 @@ class DecodeOnDdr(wiring.Component):
         m.submodules.attn, m.submodules.ddr = self.attn, self.ddr
         wiring.connect(m, wiring.flipped(self.query), self.attn.query)
         wiring.connect(m, wiring.flipped(self.kv), self.attn.kv)
-        wiring.connect(m, self.attn.out, wiring.flipped(self.out))
+        wiring.connect(m, self.attn.o, wiring.flipped(self.o))
         wiring.connect(m, self.attn.axi, self.ddr.rd0)
         m.d.comb += [self.error.eq(self.attn.error), self.ddr.cfg_latency.eq(self.cfg_latency),
                      self.ddr.cfg_rate.eq(self.cfg_rate)]

@@ -94,7 +94,7 @@ async def bench_tlmm(dut):
     cmd = StreamSource(dut, "cmd", clock)
     act = StreamSource(dut, "act", clock)
     codes = StreamSource(dut, "codes", clock)
-    out = StreamSink(dut, "out", clock)
+    out = StreamSink(dut, "o", clock)
     await reset_dut(dut, clock, RESET_CYCLES)
     watchdog = start_watchdog(clock, int(config["max_cycles"]), "TLMM bench")
 

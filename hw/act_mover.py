@@ -158,8 +158,8 @@ class ScratchReader(_Mover):
     the master, so consecutive commands stream back to back.
 
     Latency: a command taken at cycle c puts its first AR on the bus at c + 3 (when the master
-    is idle); R beats reach ``out`` without a register (``out.valid`` is the R channel's valid
-    gated by the split/gather counter, never a function of ``out.ready``). Throughput, when the
+    is idle); R beats reach ``o`` without a register (``o.valid`` is the R channel's valid
+    gated by the split/gather counter, never a function of ``o.ready``). Throughput, when the
     subordinate and the consumer never stall: one beat per cycle on the narrower side, i.e. one
     stream beat per cycle when the AXI beat is wider (the R channel then runs at ``32 lanes /
     data_width`` beats per cycle), one AXI beat per cycle otherwise (a stream beat every ``32
@@ -167,7 +167,7 @@ class ScratchReader(_Mover):
     ~3 beats, or more rows of one burst than ``max_outstanding`` within the read latency, lose
     rate.
 
-    Ports: ``cmd`` (In stream, scratch_command_layout), ``out`` (Out stream, f32_vec(lanes)),
+    Ports: ``cmd`` (In stream, scratch_command_layout), ``o`` (Out stream, f32_vec(lanes)),
     ``axi`` (Out, AXI4 read manager), ``error`` (Out 1, sticky: an R beat came back with
     SLVERR/DECERR; its data are still delivered), ``clear_error`` (In 1), ``busy`` (Out 1: a
     command is being issued or read data are still owed).
@@ -183,7 +183,7 @@ class ScratchReader(_Mover):
         def members(cmd_layout):
             return {
                 "cmd": In(stream.Signature(cmd_layout)),
-                "out": Out(stream.Signature(f32_vec(lanes))),
+                "o": Out(stream.Signature(f32_vec(lanes))),
                 "axi": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
                 "error": Out(1), "clear_error": In(1), "busy": Out(1),
             }
@@ -209,20 +209,20 @@ class ScratchReader(_Mover):
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE") | master.busy)
 
         # -- AXI beats -> stream beats
-        beat, out = master.data.payload, self.out.payload
+        beat, out = master.rdata.payload, self.o.payload
         ratio = self.ratio
         if ratio == 1:
-            m.d.comb += [self.out.valid.eq(master.data.valid), master.data.ready.eq(self.out.ready),
+            m.d.comb += [self.o.valid.eq(master.rdata.valid), master.rdata.ready.eq(self.o.ready),
                          out.data.eq(beat.data), out.last.eq(beat.last)]
         elif ratio > 1:
             # split: the AXI beat stays on R until its last part has moved
             part = Signal(range(ratio))
             at_end = part == ratio - 1
-            m.d.comb += [self.out.valid.eq(master.data.valid),
-                         master.data.ready.eq(self.out.ready & at_end),
+            m.d.comb += [self.o.valid.eq(master.rdata.valid),
+                         master.rdata.ready.eq(self.o.ready & at_end),
                          out.data.eq(beat.data.word_select(part, vw)),
                          out.last.eq(beat.last & at_end)]
-            with m.If(self.out.valid & self.out.ready):
+            with m.If(self.o.valid & self.o.ready):
                 m.d.sync += part.eq(Mux(at_end, 0, part + 1))
         else:
             # gather: the first k-1 AXI beats go to a register, the k-th completes the output beat
@@ -230,11 +230,11 @@ class ScratchReader(_Mover):
             part = Signal(range(k))
             at_end = part == k - 1
             gather = Signal((k - 1) * dw)
-            m.d.comb += [self.out.valid.eq(master.data.valid & at_end),
-                         master.data.ready.eq(~at_end | self.out.ready),
+            m.d.comb += [self.o.valid.eq(master.rdata.valid & at_end),
+                         master.rdata.ready.eq(~at_end | self.o.ready),
                          out.data.eq(Cat(gather, beat.data)),
                          out.last.eq(beat.last)]
-            with m.If(master.data.valid & master.data.ready):
+            with m.If(master.rdata.valid & master.rdata.ready):
                 with m.If(at_end):
                     m.d.sync += part.eq(0)
                 with m.Else():
@@ -247,7 +247,7 @@ class ScratchWriter(_Mover):
 
     A command ``{base, rows, row_bytes, row_stride}`` (:func:`scratch_command_layout`) writes
     rows ``t = 0 .. rows-1``, row ``t`` being the ``row_bytes`` bytes at ``base + t *
-    row_stride``, from the next ``rows * row_bytes / (4 lanes)`` beats of ``data`` in order (the
+    row_stride``, from the next ``rows * row_bytes / (4 lanes)`` beats of ``i`` in order (the
     beats' ``last`` bit is not used: the command alone decides where rows end). Each row is one
     command of an :class:`~tellme.hw.axi_write.AxiWriteMaster` (INCR bursts, cut at 4 KiB, all
     byte strobes set), so exactly the bytes of the rows are written, once each. ``base`` and
@@ -261,12 +261,12 @@ class ScratchWriter(_Mover):
     ``row_bytes`` zero is taken and signals ``done`` one cycle later.
 
     Latency: a command taken at cycle c puts its first AW on the bus at c + 3; W beats come
-    straight from ``data`` (no register; ``data.ready`` follows WREADY and the master's burst
+    straight from ``i`` (no register; ``i.ready`` follows WREADY and the master's burst
     queue). Throughput, when neither the subordinate nor the producer stalls: one beat per cycle
     on the narrower side (as :class:`ScratchReader`); between commands the pipeline drains for
     the write-response latency.
 
-    Ports: ``cmd`` (In stream, scratch_command_layout), ``data`` (In stream, f32_vec(lanes)),
+    Ports: ``cmd`` (In stream, scratch_command_layout), ``i`` (In stream, f32_vec(lanes)),
     ``axi`` (Out, AXI4 write manager), ``done`` (Out 1), ``busy`` (Out 1: a command is taken
     and not yet done), ``error`` (Out 1, sticky: a B response was SLVERR/DECERR),
     ``clear_error`` (In 1).
@@ -281,7 +281,7 @@ class ScratchWriter(_Mover):
         def members(cmd_layout):
             return {
                 "cmd": In(stream.Signature(cmd_layout)),
-                "data": In(stream.Signature(f32_vec(lanes))),
+                "i": In(stream.Signature(f32_vec(lanes))),
                 "axi": Out(axi_write_signature(addr_width=addr_width, data_width=data_width)),
                 "done": Out(1), "busy": Out(1), "error": Out(1), "clear_error": In(1),
             }
@@ -316,20 +316,20 @@ class ScratchWriter(_Mover):
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
 
         # -- stream beats -> AXI beats
-        vec, word = self.data.payload, master.data
+        vec, word = self.i.payload, master.wdata
         ratio = self.ratio
         if ratio == 1:
-            m.d.comb += [word.valid.eq(self.data.valid), self.data.ready.eq(word.ready),
+            m.d.comb += [word.valid.eq(self.i.valid), self.i.ready.eq(word.ready),
                          word.payload.eq(vec.data)]
         elif ratio > 1:
             # gather: the first k-1 stream beats go to a register, the k-th completes the AXI beat
             part = Signal(range(ratio))
             at_end = part == ratio - 1
             gather = Signal((ratio - 1) * vw)
-            m.d.comb += [word.valid.eq(self.data.valid & at_end),
-                         self.data.ready.eq(~at_end | word.ready),
+            m.d.comb += [word.valid.eq(self.i.valid & at_end),
+                         self.i.ready.eq(~at_end | word.ready),
                          word.payload.eq(Cat(gather, vec.data))]
-            with m.If(self.data.valid & self.data.ready):
+            with m.If(self.i.valid & self.i.ready):
                 with m.If(at_end):
                     m.d.sync += part.eq(0)
                 with m.Else():
@@ -339,8 +339,8 @@ class ScratchWriter(_Mover):
             k = -ratio
             part = Signal(range(k))
             at_end = part == k - 1
-            m.d.comb += [word.valid.eq(self.data.valid),
-                         self.data.ready.eq(word.ready & at_end),
+            m.d.comb += [word.valid.eq(self.i.valid),
+                         self.i.ready.eq(word.ready & at_end),
                          word.payload.eq(vec.data.as_value().word_select(part, dw))]
             with m.If(word.valid & word.ready):
                 m.d.sync += part.eq(Mux(at_end, 0, part + 1))

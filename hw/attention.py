@@ -38,7 +38,7 @@ class AttentionCore(wiring.Component):
     (p_j = exp(s_j - m'), a = exp(m - m'), w_j = p_j * d_v[j]), RESCALE (l *= a, o *= a) and
     ACCUMULATE (for j ascending: l += p_j; o += w_j * v_j, ``pv_lanes`` elements per cycle and at
     least 5 cycles per key: the adder's latency and the write back). After the last tile: o * recip(l) leaves on
-    ``out`` in beats of ``out_lanes``. The phases run one after another (no overlap between
+    ``o`` in beats of ``out_lanes``. The phases run one after another (no overlap between
     tiles yet): roughly keys*(hd/dot_lanes + 1 + max(5, hd/pv_lanes)) + 110 cycles per tile.
 
     Parameters (keyword-only): ``head_dim``, ``tile`` (most keys per tile), ``dot_lanes``,
@@ -58,7 +58,7 @@ class AttentionCore(wiring.Component):
         super().__init__({
             "query": In(stream.Signature(query_layout(head_dim))),
             "keys": In(stream.Signature(key_layout(head_dim))),
-            "out": Out(stream.Signature(f32_vec(out_lanes))),
+            "o": Out(stream.Signature(f32_vec(out_lanes))),
         })
 
     def elaborate(self, platform):
@@ -238,7 +238,7 @@ class AttentionCore(wiring.Component):
         for i in range(ol):
             m.d.comb += result_beat.data[i].eq(out_muls[i].o)
         push = out_valid[-1]
-        pop = self.out.valid & self.out.ready
+        pop = self.o.valid & self.o.ready
         depth = FMul.latency + 1
         with m.If(push):
             for k in range(depth):
@@ -248,8 +248,8 @@ class AttentionCore(wiring.Component):
         with m.If(pop):
             m.d.sync += out_head.eq(Mux(out_head == depth - 1, 0, out_head + 1))
         m.d.sync += out_count.eq(out_count + push - pop)
-        m.d.comb += [self.out.valid.eq(out_count != 0),
-                     self.out.payload.eq(Array(out_fifo_data)[out_head])]
+        m.d.comb += [self.o.valid.eq(out_count != 0),
+                     self.o.payload.eq(Array(out_fifo_data)[out_head])]
 
         # ---- control
         dq_mul = unit("dq_mul", FMul(), a=q.d_q, b=Const(_bits(np.float32(1.0 / np.sqrt(hd))), 32))

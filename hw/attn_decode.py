@@ -70,13 +70,13 @@ class KvWriter(wiring.Component):
                 k_bits, v_bits = job.k.as_value(), job.v.as_value()
                 with m.Switch(which):
                     with m.Case(0):
-                        m.d.comb += master.data.payload.eq(k_bits.word_select(beat, dw))
+                        m.d.comb += master.wdata.payload.eq(k_bits.word_select(beat, dw))
                     with m.Case(1):
-                        m.d.comb += master.data.payload.eq(v_bits.word_select(beat, dw))
+                        m.d.comb += master.wdata.payload.eq(v_bits.word_select(beat, dw))
                     with m.Case(2):
-                        m.d.comb += master.data.payload.eq(Cat(job.k_scale, job.v_scale))
-                m.d.comb += master.data.valid.eq(1)
-                with m.If(master.data.ready):
+                        m.d.comb += master.wdata.payload.eq(Cat(job.k_scale, job.v_scale))
+                m.d.comb += master.wdata.valid.eq(1)
+                with m.If(master.wdata.ready):
                     with m.If((which == 2) | (beat == rb - 1)):
                         with m.If(which == 2):
                             m.next = "WAIT"
@@ -104,7 +104,7 @@ class DecodeAttention(wiring.Component):
     score per hd/dot_lanes cycles. GQA: the query heads of a kv head issue the same ``kv``
     command with their own queries.
 
-    Ports: ``query`` (In, attention query_layout), ``kv`` (In, kv_command_layout), ``out``
+    Ports: ``query`` (In, attention query_layout), ``kv`` (In, kv_command_layout), ``o``
     (Out, f32_vec(out_lanes)), ``axi`` (Out, AXI4 read manager), ``error`` (Out 1).
     """
 
@@ -116,7 +116,7 @@ class DecodeAttention(wiring.Component):
         super().__init__({
             "query": In(stream.Signature(query_layout(head_dim))),
             "kv": In(stream.Signature(kv_command_layout(addr_width))),
-            "out": Out(stream.Signature(f32_vec(out_lanes))),
+            "o": Out(stream.Signature(f32_vec(out_lanes))),
             "axi": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
             "error": Out(1),
         })
@@ -127,7 +127,7 @@ class DecodeAttention(wiring.Component):
         wiring.connect(m, wiring.flipped(self.kv), self.reader.cmd)
         wiring.connect(m, wiring.flipped(self.query), self.core.query)
         wiring.connect(m, self.reader.keys, self.core.keys)
-        wiring.connect(m, self.core.out, wiring.flipped(self.out))
+        wiring.connect(m, self.core.o, wiring.flipped(self.o))
         wiring.connect(m, self.reader.axi, wiring.flipped(self.axi))
         m.d.comb += self.error.eq(self.reader.error)
         return m

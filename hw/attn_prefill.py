@@ -54,7 +54,7 @@ class PrefillAttention(wiring.Component):
     :class:`AttentionCore` s take the same key beats (GQA: the query heads of one kv head), so
     the key stream is produced once per token for all of them.
 
-    Outputs leave on ``out`` per token (descending) and head (ascending), hd/out_lanes beats
+    Outputs leave on ``o`` per token (descending) and head (ascending), hd/out_lanes beats
     each, tagged with ``token`` (index in the chunk) and ``head`` (index in the pass).
 
     Cost: the cores set the pace (``AttentionCore``: about hd/dot_lanes + max(5, hd/pv_lanes)
@@ -67,7 +67,7 @@ class PrefillAttention(wiring.Component):
     per pass, ``prefill_chunk``), ``heads`` (parallel query heads sharing a kv head),
     ``addr_width``, ``data_width`` (AXI), ``dot_lanes``, ``pv_lanes``, ``out_lanes`` (cores).
 
-    Ports: ``cmd`` (In, prefill_command_layout), ``load`` (In, prefill_load_layout), ``out``
+    Ports: ``cmd`` (In, prefill_command_layout), ``load`` (In, prefill_load_layout), ``o``
     (Out, prefill_out_layout), ``axi_read`` (KV history), ``axi_write`` (cache append),
     ``error`` (Out 1: an AXI error response on either port), ``busy`` (Out 1: a pass is in progress).
     """
@@ -88,7 +88,7 @@ class PrefillAttention(wiring.Component):
         super().__init__({
             "cmd": In(stream.Signature(prefill_command_layout(chunk, addr_width))),
             "load": In(stream.Signature(prefill_load_layout(head_dim, heads))),
-            "out": Out(stream.Signature(prefill_out_layout(out_lanes, heads, chunk))),
+            "o": Out(stream.Signature(prefill_out_layout(out_lanes, heads, chunk))),
             "axi_read": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
             "axi_write": Out(axi_write_signature(addr_width=addr_width, data_width=data_width)),
             "error": Out(1), "busy": Out(1),
@@ -171,13 +171,13 @@ class PrefillAttention(wiring.Component):
         out_head = Signal(range(max(heads, 2)))
         for i, core in enumerate(self.cores):
             with m.If(out_head == i):
-                m.d.comb += [self.out.valid.eq(core.out.valid), core.out.ready.eq(self.out.ready),
-                             self.out.payload.data.eq(core.out.payload.data),
-                             self.out.payload.last.eq(core.out.payload.last)]
-        m.d.comb += [self.out.payload.head.eq(out_head), self.out.payload.token.eq(index)]
+                m.d.comb += [self.o.valid.eq(core.o.valid), core.o.ready.eq(self.o.ready),
+                             self.o.payload.data.eq(core.o.payload.data),
+                             self.o.payload.last.eq(core.o.payload.last)]
+        m.d.comb += [self.o.payload.head.eq(out_head), self.o.payload.token.eq(index)]
         token_done = Signal()                     # the last head's last beat of the token leaves
-        m.d.comb += token_done.eq(self.out.valid & self.out.ready & self.out.payload.last & (out_head == heads - 1))
-        with m.If(self.out.valid & self.out.ready & self.out.payload.last):
+        m.d.comb += token_done.eq(self.o.valid & self.o.ready & self.o.payload.last & (out_head == heads - 1))
+        with m.If(self.o.valid & self.o.ready & self.o.payload.last):
             m.d.sync += out_head.eq(0 if heads == 1 else (out_head + 1) % heads)
 
         with m.FSM(name="prefill") as fsm:

@@ -25,12 +25,12 @@ class AxiReadMaster(wiring.Component):
 
     Each command is split into bursts of at most ``max_burst`` beats that never cross a 4 KiB
     boundary; up to ``max_outstanding`` bursts are in flight (one ARID, so responses come back
-    in order). R beats pass straight to ``data`` (``rready`` follows ``data.ready``), so with a
+    in order). R beats pass straight to ``rdata`` (``rready`` follows ``rdata.ready``), so with a
     subordinate that never stalls the port streams one beat per cycle. An error response
     (SLVERR/DECERR) sets the sticky ``error`` output (cleared by ``clear_error``); its data are
     still delivered so the stream stays aligned.
 
-    Ports: ``cmd`` (In stream, read_command_layout), ``data`` (Out stream, read_data_layout),
+    Ports: ``cmd`` (In stream, read_command_layout), ``rdata`` (Out stream, read_data_layout),
     ``axi`` (Out, axi_read_signature), ``error`` (Out 1), ``clear_error`` (In 1), ``busy`` (Out 1).
     """
 
@@ -42,7 +42,7 @@ class AxiReadMaster(wiring.Component):
         self.beat_bytes = data_width // 8
         super().__init__({
             "cmd": In(stream.Signature(read_command_layout(addr_width))),
-            "data": Out(stream.Signature(read_data_layout(data_width))),
+            "rdata": Out(stream.Signature(read_data_layout(data_width))),
             "axi": Out(axi_read_signature(addr_width=addr_width, data_width=data_width, id_width=id_width)),
             "error": Out(1),
             "clear_error": In(1),
@@ -66,10 +66,10 @@ class AxiReadMaster(wiring.Component):
 
         # -- data path: R straight to the output
         m.d.comb += [
-            self.data.valid.eq(axi.rvalid),
-            axi.rready.eq(self.data.ready),
-            self.data.payload.data.eq(axi.rdata),
-            self.data.payload.last.eq(axi.rlast & inflight.r_data[0]),
+            self.rdata.valid.eq(axi.rvalid),
+            axi.rready.eq(self.rdata.ready),
+            self.rdata.payload.data.eq(axi.rdata),
+            self.rdata.payload.last.eq(axi.rlast & inflight.r_data[0]),
             inflight.r_en.eq(axi.rvalid & axi.rready & axi.rlast),
         ]
         with m.If(self.clear_error):

@@ -17,15 +17,15 @@ def write_command_layout(addr_width: int) -> data.StructLayout:
 
 
 class AxiWriteMaster(wiring.Component):
-    """Writes the beats of ``data`` to the byte ranges of ``cmd`` as AXI4 INCR bursts.
+    """Writes the beats of ``wdata`` to the byte ranges of ``cmd`` as AXI4 INCR bursts.
 
     Bursts are cut like the read master's (at most ``max_burst`` beats, never across 4 KiB);
     the AW of a burst goes out as soon as its command is known, its W beats follow from
-    ``data`` (all byte strobes set) with WLAST on the burst's final beat. Up to
+    ``wdata`` (all byte strobes set) with WLAST on the burst's final beat. Up to
     ``max_outstanding`` bursts may await their B response. ``done`` pulses once per command
     when its last response has arrived; an error response sets the sticky ``error``.
 
-    Ports: ``cmd`` (In stream, write_command_layout), ``data`` (In stream, ``unsigned(data_width)``),
+    Ports: ``cmd`` (In stream, write_command_layout), ``wdata`` (In stream, ``unsigned(data_width)``),
     ``axi`` (Out, axi_write_signature), ``done`` (Out 1), ``error`` (Out 1), ``clear_error``
     (In 1), ``busy`` (Out 1).
     """
@@ -38,7 +38,7 @@ class AxiWriteMaster(wiring.Component):
         self.beat_bytes = data_width // 8
         super().__init__({
             "cmd": In(stream.Signature(write_command_layout(addr_width))),
-            "data": In(stream.Signature(data_width)),
+            "wdata": In(stream.Signature(data_width)),
             "axi": Out(axi_write_signature(addr_width=addr_width, data_width=data_width, id_width=id_width)),
             "done": Out(1),
             "error": Out(1),
@@ -72,9 +72,9 @@ class AxiWriteMaster(wiring.Component):
         beat = Signal(range(self.max_burst + 1))
         wlast = beat == current.length - 1
         m.d.comb += [
-            axi.wvalid.eq(self.data.valid & w_bursts.r_rdy),
-            self.data.ready.eq(axi.wready & w_bursts.r_rdy),
-            axi.wdata.eq(self.data.payload),
+            axi.wvalid.eq(self.wdata.valid & w_bursts.r_rdy),
+            self.wdata.ready.eq(axi.wready & w_bursts.r_rdy),
+            axi.wdata.eq(self.wdata.payload),
             axi.wstrb.eq((1 << bb) - 1),
             axi.wlast.eq(wlast),
         ]

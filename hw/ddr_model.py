@@ -343,8 +343,8 @@ class DdrSystem(wiring.Component):
     :class:`~tellme.hw.axi_write.AxiWriteMaster` on a :class:`DdrModel` (``ddr``, so its memory
     is ``dut.ddr.mem`` in cocotb: the storage instance, whose array is ``dut.ddr.mem.mem``).
 
-    Ports: ``rd<i>_cmd``, ``rd<i>_data``, ``rd<i>_error``, ``rd<i>_clear_error``, ``rd<i>_busy``
-    (the read masters' ``cmd``, ``data``, ...), ``wr_cmd``, ``wr_data``, ``wr_done``,
+    Ports: ``rd<i>_cmd``, ``rd<i>_rdata``, ``rd<i>_error``, ``rd<i>_clear_error``, ``rd<i>_busy``
+    (the read masters' ``cmd``, ``rdata``, ...), ``wr_cmd``, ``wr_wdata``, ``wr_done``,
     ``wr_error``, ``wr_clear_error``, ``wr_busy``, and with ``configurable=True`` (the default
     here) the model's ``cfg_latency``/``cfg_rate``. ``max_burst``/``max_outstanding`` go to the
     masters, every other keyword to :class:`DdrModel`.

@@ -73,7 +73,7 @@ class KvReader(wiring.Component):
         beat_in_row = Signal(range(rb + 1))
         index = Signal(range(tile + 1))               # row being gathered / emitted
 
-        data_beat = master.data.payload.data
+        data_beat = master.rdata.payload.data
         m.d.comb += [kw.addr.eq(index), vw.addr.eq(index), sw.addr.eq(index),
                      kr.addr.eq(index), vr.addr.eq(index), sr.addr.eq(index)]
         row_value = Cat(gather[dw:], data_beat) if rb > 1 else data_beat
@@ -95,14 +95,14 @@ class KvReader(wiring.Component):
                     m.d.sync += [index.eq(0), beat_in_row.eq(0)]
                     m.next = "RECEIVE"
             with m.State("RECEIVE"):
-                m.d.comb += master.data.ready.eq(1)
-                with m.If(master.data.valid):
+                m.d.comb += master.rdata.ready.eq(1)
+                with m.If(master.rdata.valid):
                     with m.If((which == 2) | (beat_in_row == rb - 1)):
                         m.d.comb += [kw.en.eq(which == 0), vw.en.eq(which == 1), sw.en.eq(which == 2)]
                         m.d.sync += [beat_in_row.eq(0), index.eq(index + 1)]
                     with m.Else():
                         m.d.sync += [beat_in_row.eq(beat_in_row + 1), gather.eq(row_value)]
-                    with m.If(master.data.payload.last):
+                    with m.If(master.rdata.payload.last):
                         with m.If(which == 2):
                             m.d.sync += [which.eq(0), index.eq(0)]
                             m.next = "EMIT"

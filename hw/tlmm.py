@@ -202,11 +202,11 @@ class TlmmEngine(wiring.Component):
     groups on ``act`` as :class:`TlmmTables` describes, one table set per block. For every lane
     word the P lanes look up their entries in the current block's tables, negate by the code's
     sign, and an adder tree per token sums the P values; the sum is added to the row's
-    accumulator (zero in block 0). During the last block each row leaves on ``out`` with the
+    accumulator (zero in block 0). During the last block each row leaves on ``o`` with the
     command's ``d_x``/``w_mult`` passed along and ``last`` on the command's final row. Results
     for tokens beyond those the act stream supplied are meaningless.
 
-    Throughput: one lane word (P x T lookups) per cycle when tables are ready and ``out`` is not
+    Throughput: one lane word (P x T lookups) per cycle when tables are ready and ``o`` is not
     stalled. Latency from a lane word to its result: 4 + ceil(log2(P) / tree_levels_per_stage)
     cycles. Precompute of block b+1 overlaps the rows of block b (ping-pong banks).
 
@@ -228,7 +228,7 @@ class TlmmEngine(wiring.Component):
             "cmd": In(stream.Signature(command_layout(tokens, max_blocks, max_rows))),
             "act": In(stream.Signature(act_layout(group))),
             "codes": In(stream.Signature(codes_layout(group, lanes))),
-            "out": Out(stream.Signature(result_layout(tokens))),
+            "o": Out(stream.Signature(result_layout(tokens))),
         })
 
     @property
@@ -253,7 +253,7 @@ class TlmmEngine(wiring.Component):
         # Global pipeline advance: everything moves unless the output register holds a beat
         # that is not being taken.
         advance = Signal()
-        m.d.comb += advance.eq(~self.out.valid | self.out.ready)
+        m.d.comb += advance.eq(~self.o.valid | self.o.ready)
 
         # -- row sequencer: which (block, row) the next lane word is
         running = Signal()
@@ -385,10 +385,10 @@ class TlmmEngine(wiring.Component):
         meta_data = Signal(meta_layout)
         m.d.comb += meta_data.eq(meta.r_data)
         with m.If(advance):
-            m.d.sync += self.out.valid.eq(sa.valid & sa.last_block)
+            m.d.sync += self.o.valid.eq(sa.valid & sa.last_block)
             with m.If(sa.valid & sa.last_block):
-                m.d.sync += [self.out.payload.acc.eq(new_acc), self.out.payload.last.eq(sa.last_row),
-                             self.out.payload.w_mult.eq(meta_data.w_mult), self.out.payload.d_x.eq(meta_data.d_x)]
+                m.d.sync += [self.o.payload.acc.eq(new_acc), self.o.payload.last.eq(sa.last_row),
+                             self.o.payload.w_mult.eq(meta_data.w_mult), self.o.payload.d_x.eq(meta_data.d_x)]
                 with m.If(sa.last_row):
                     m.d.comb += meta.r_en.eq(1)
         return m

@@ -17,13 +17,13 @@ class WeightBuffer(wiring.Component):
 
     For every ``tile`` descriptor, ``entries`` words are taken from ``fill`` into the free bank
     (addresses 0, 1, ...; the (block, row) order of the tile). Once complete, the bank is
-    replayed ``passes`` times in the same order on ``out`` and then released. Weights are
+    replayed ``passes`` times in the same order on ``o`` and then released. Weights are
     read from DDR once per tile however many passes use them.
 
     ``waiting`` is high in cycles when the read side has no complete tile to offer (the
     lanes would be waiting on weights if they wanted one): the source of the STALL counter.
 
-    One word per cycle on each side; ``out`` has one register stage (the memory's registered
+    One word per cycle on each side; ``o`` has one register stage (the memory's registered
     read), so a bank's first word appears one cycle after the bank is complete. Memories
     carry ``ram_style`` (``"ultra"`` for URAM on UltraScale+, ``"block"`` elsewhere).
     """
@@ -37,7 +37,7 @@ class WeightBuffer(wiring.Component):
         super().__init__({
             "tile": In(stream.Signature(tile_layout(depth))),
             "fill": In(stream.Signature(shape)),
-            "out": Out(stream.Signature(shape)),
+            "o": Out(stream.Signature(shape)),
             "waiting": Out(1),
         })
 
@@ -85,14 +85,14 @@ class WeightBuffer(wiring.Component):
         rdesc = Signal(tile_layout(self.depth))
         m.d.comb += rdesc.eq(Mux(rbank, desc[1], desc[0]))
         available = full.bit_select(rbank, 1)
-        advance = ~self.out.valid | self.out.ready
+        advance = ~self.o.valid | self.o.ready
         issue = available & advance
         for b, (_, rp) in enumerate(banks):
             m.d.comb += [rp.addr.eq(raddr), rp.en.eq(advance & (rbank == b))]
         out_bank = Signal()
-        m.d.comb += self.out.payload.eq(Mux(out_bank, banks[1][1].data, banks[0][1].data))
+        m.d.comb += self.o.payload.eq(Mux(out_bank, banks[1][1].data, banks[0][1].data))
         with m.If(advance):
-            m.d.sync += self.out.valid.eq(issue)
+            m.d.sync += self.o.valid.eq(issue)
             with m.If(issue):
                 m.d.sync += out_bank.eq(rbank)
         with m.If(issue):

@@ -70,7 +70,7 @@ class WeightStreamer(wiring.Component):
         m.submodules.buffer = buffer = WeightBuffer(shape=codes_layout(g.group, g.lanes), depth=self.depth,
                                                     ram_style=self.ram_style)
         wiring.connect(m, decode.codes, buffer.fill)
-        wiring.connect(m, buffer.out, wiring.flipped(self.codes))
+        wiring.connect(m, buffer.o, wiring.flipped(self.codes))
         m.d.comb += self.waiting.eq(buffer.waiting)
 
         masters = []
@@ -80,8 +80,8 @@ class WeightStreamer(wiring.Component):
                                    max_outstanding=self.max_outstanding)
             m.submodules[f"port{p}"] = master
             wiring.connect(m, master.axi, wiring.flipped(self.axi[p]))
-            m.d.comb += [decode.beats[p].valid.eq(master.data.valid), decode.beats[p].payload.eq(master.data.payload.data),
-                         master.data.ready.eq(decode.beats[p].ready)]
+            m.d.comb += [decode.beats[p].valid.eq(master.rdata.valid), decode.beats[p].payload.eq(master.rdata.payload.data),
+                         master.rdata.ready.eq(decode.beats[p].ready)]
             masters.append(master)
             errors = errors | master.error
         m.d.comb += self.error.eq(errors)
