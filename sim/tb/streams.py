@@ -34,6 +34,14 @@ one in each cycle where it could start offering a beat (``True``: leave ``valid`
 never while a beat it offered is still waiting, since that beat must stay valid. A finite
 iterator stops stalling when exhausted. :func:`random_pause` and :func:`burst_pause` make common
 ones; ``itertools.cycle([...])`` makes a fixed pattern.
+
+Monitors and cycles
+-------------------
+Cycle numbers are ``simulation time // PERIOD_NS`` (:func:`cycle_now`); a monitor records the
+cycle in which something happened. :class:`HandshakeMonitor` records every beat that moves on
+stream ports or any valid/ready pair (AXI channels included), with its payload where asked;
+:class:`DoneCounter` records the cycles of a ``done`` pulse (and the handshakes of a channel up
+to each, or a sticky ``error``); :func:`expect_beats` is the in-order scoreboard of one sink.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ from typing import Any, TypeVar
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, Event, RisingEdge, select
+from cocotb.utils import get_sim_time
 
 __all__ = [
     "Field", "struct_fields", "fields_width", "pack_struct", "unpack_struct",
@@ -54,7 +63,8 @@ __all__ = [
     "random_pause", "burst_pause", "no_pause",
     "CycleTimeout", "with_timeout", "start_watchdog",
     "start_clock", "reset_dut",
-    "StreamProtocolError", "StreamSource", "StreamSink", "HandshakeMonitor",
+    "StreamProtocolError", "StreamSource", "StreamSink",
+    "PERIOD_NS", "cycle_now", "Channel", "stream_channel", "HandshakeMonitor", "DoneCounter", "expect_beats",
 ]
 
 T = TypeVar("T")
@@ -181,6 +191,10 @@ def no_pause() -> Iterator[bool]:
 
 # -- clock, reset, timeouts -----------------------------------------------------------------------
 
+#: Clock period in ns of :func:`start_clock` (and of the cycle numbers of :func:`cycle_now`).
+PERIOD_NS = 10
+
+
 class CycleTimeout(AssertionError):
     """Something a test waited for did not happen within its bound of clock cycles."""
 
@@ -210,7 +224,7 @@ def start_watchdog(clock, cycles: int, what: str = "test"):
     return cocotb.start_soon(watchdog())
 
 
-def start_clock(dut, period_ns: int = 10, name: str = "clk"):
+def start_clock(dut, period_ns: int = PERIOD_NS, name: str = "clk"):
     """Start a free-running clock on ``dut.<name>`` and return the clock signal handle."""
     clock = getattr(dut, name)
     Clock(clock, period_ns, unit="ns").start()
@@ -461,18 +475,56 @@ class StreamSink(_StreamPort):
             self.ready.value = ready
 
 
-# -- handshake monitor ----------------------------------------------------------------------------
+# -- cycles, handshake monitor, done pulses, scoreboard -------------------------------------------
+
+def cycle_now(period_ns: int = PERIOD_NS) -> int:
+    """Index of the current clock cycle: simulation time // ``period_ns``.
+
+    Right after a ``RisingEdge`` (where every driver and monitor here runs) the values a
+    testbench samples are those of the cycle that just ended, ``cycle_now() - 1``: that is the
+    number :class:`HandshakeMonitor` and :class:`DoneCounter` record.
+    """
+    return int(get_sim_time("ns")) // period_ns
+
+
+#: A channel :class:`HandshakeMonitor` watches: ``(valid, ready)`` or ``(valid, ready, payload)``
+#: signal handles, ``payload`` being one handle (recorded as an unsigned int), a mapping field
+#: name -> handle (recorded as a dict of unsigned ints) or ``None`` (nothing recorded).
+Channel = tuple
+
+
+def stream_channel(dut, name: str, *, payload: bool = False) -> Channel:
+    """The :data:`Channel` of the stream port ``name`` of ``dut`` (``<name>__valid``,
+    ``<name>__ready`` and, with ``payload``, the flat ``<name>__payload``)."""
+    return (getattr(dut, f"{name}__valid"), getattr(dut, f"{name}__ready"),
+            getattr(dut, f"{name}__payload", None) if payload else None)
+
 
 class HandshakeMonitor:
-    """Counts clock edges from its creation and records the edge at which each beat moved on the
-    named streams (valid & ready sampled right after the edge: the cycle that just ended).
-    ``moves[name]`` lists those edge counts; ``task`` is the running coroutine (cancel it to stop)."""
+    """Records every beat that moves on a set of valid/ready channels: the cycle in which it
+    moved (``valid & ready`` sampled right after a rising edge of ``clock``; cycle numbers as
+    :func:`cycle_now` counts them, so they compare with it and with :class:`DoneCounter`) and,
+    for channels with a payload, the payload. It only watches (drives nothing).
 
-    def __init__(self, dut, clock, names):
-        self.cycle = 0
-        self.moves = {name: [] for name in names}
-        self._signals = [(name, getattr(dut, f"{name}__valid"), getattr(dut, f"{name}__ready"))
-                         for name in names]
+    ``channels`` is either a list of stream names of ``dut`` (their ``valid``/``ready`` ports,
+    no payload) or a mapping name -> :data:`Channel` (``None`` for the stream port of that
+    name); :func:`stream_channel` and :func:`tellme.sim.tb.axi.axi_channel` build channels.
+
+    ``moves[name]`` lists the cycles, ``values[name]`` the payloads (channels with one), ``cycle``
+    is the last cycle sampled; ``task`` is the running coroutine (:meth:`stop` cancels it).
+    """
+
+    def __init__(self, dut, clock, channels, *, period_ns: int = PERIOD_NS):
+        if not isinstance(channels, Mapping):
+            channels = {name: None for name in channels}
+        self._channels = []
+        for name, channel in channels.items():
+            valid, ready, *rest = stream_channel(dut, name) if channel is None else channel
+            self._channels.append((name, valid, ready, rest[0] if rest else None))
+        self.moves: dict[str, list[int]] = {name: [] for name in channels}
+        self.values: dict[str, list] = {name: [] for name in channels}
+        self.period_ns = period_ns
+        self.cycle = cycle_now(period_ns) - 1
         self._clock = clock
         self.task = cocotb.start_soon(self._run())
 
@@ -480,11 +532,96 @@ class HandshakeMonitor:
         edge = RisingEdge(self._clock)
         while True:
             await edge
-            self.cycle += 1
-            for name, valid, ready in self._signals:
+            self.cycle = cycle = cycle_now(self.period_ns) - 1
+            for name, valid, ready, payload in self._channels:
                 if valid.value == 1 and ready.value == 1:
-                    self.moves[name].append(self.cycle)
+                    self.moves[name].append(cycle)
+                    if isinstance(payload, Mapping):
+                        self.values[name].append({k: s.value.to_unsigned() for k, s in payload.items()})
+                    elif payload is not None:
+                        self.values[name].append(payload.value.to_unsigned())
 
     def mark(self) -> dict:
-        """Beats moved so far per stream (to slice ``moves`` later)."""
+        """Beats moved so far per channel (to slice ``moves`` later)."""
         return {name: len(moves) for name, moves in self.moves.items()}
+
+    def clear(self) -> None:
+        """Forget every beat recorded so far."""
+        for name in self.moves:
+            self.moves[name].clear()
+            self.values[name].clear()
+
+    def stop(self) -> None:
+        self.task.cancel()
+
+
+class DoneCounter:
+    """Records every cycle in which the pulse ``done`` is high (sampled like
+    :class:`HandshakeMonitor`): ``cycles``. With ``count`` (a ``(valid, ready)`` pair, e.g. an
+    AXI B channel), ``counts`` holds the handshakes seen on it up to and including each of those
+    cycles. With ``error`` (a signal), the counter fails the running test in the first cycle
+    ``error`` is high."""
+
+    def __init__(self, clock, done, *, count: Channel | None = None, error=None, what: str = "design",
+                 period_ns: int = PERIOD_NS):
+        self.clock, self.done, self.count, self.error, self.what = clock, done, count, error, what
+        self.period_ns = period_ns
+        self.cycles: list[int] = []
+        self.counts: list[int] = []
+        self.handshakes = 0
+        self.task = cocotb.start_soon(self._run())
+
+    async def _run(self):
+        edge = RisingEdge(self.clock)
+        while True:
+            await edge
+            cycle = cycle_now(self.period_ns) - 1
+            if self.count is not None and self.count[0].value and self.count[1].value:
+                self.handshakes += 1
+            if self.done.value:
+                self.cycles.append(cycle)
+                self.counts.append(self.handshakes)
+            if self.error is not None and int(self.error.value):
+                raise AssertionError(f"{self.what} raised error in cycle {cycle}")
+
+    async def wait(self, pulses: int, cycles: int, what: str) -> None:
+        """Return once ``pulses`` pulses were seen; :class:`CycleTimeout` after ``cycles``."""
+        async def enough():
+            while len(self.cycles) < pulses:
+                await RisingEdge(self.clock)
+        await with_timeout(enough(), self.clock, cycles, what)
+
+    def stop(self) -> None:
+        self.task.cancel()
+
+
+async def expect_beats(sink: "StreamSink", expected: Sequence, clock, cycles: int, what: str, *,
+                       mismatch=None, waiting=None) -> None:
+    """Check that ``sink`` receives exactly ``expected``, in order, within ``cycles`` cycles.
+
+    Each beat is compared as it arrives, so a lost, duplicated or corrupted beat is reported at
+    the first wrong position (a lost beat shows as the next one arriving early) rather than as
+    a timeout. ``mismatch(index, got, want)`` returns the message for a wrong beat (by default
+    it shows the beats sent around it); ``waiting()`` adds to the timeout message (what is left
+    on the inputs, say). Beats arriving after the last expected one are left in the sink.
+    """
+    received = 0
+
+    async def scoreboard():
+        nonlocal received
+        for index, want in enumerate(expected):
+            got = await sink.recv()
+            if got != want:
+                if mismatch is not None:
+                    raise AssertionError(mismatch(index, got, want))
+                raise AssertionError(
+                    f"{what}: beat {index} is {got!r}, expected {want!r} (the beats around it "
+                    f"were sent as {expected[max(0, index - 2):index + 3]!r})")
+            received += 1
+
+    try:
+        await with_timeout(scoreboard(), clock, cycles, what)
+    except CycleTimeout:
+        extra = f"; {waiting()}" if waiting is not None else ""
+        raise CycleTimeout(f"{what}: only {received} of {len(expected)} beats arrived within "
+                           f"{cycles} cycles; next expected {expected[received]!r}{extra}") from None
