@@ -3,7 +3,7 @@
 
 The design under test is a wrapper (``tests/test_axi.py``) holding one read and one write master
 with the same parameters; their ports appear with the prefixes ``rd_`` and ``wr_`` (Verilog
-``rd_axi__arvalid``, ``rd_cmd__valid``, ``wr_data__payload``, ``wr_done``, ...). Configuration
+``rd_axi__arvalid``, ``rd_cmd__valid``, ``wr_wdata__payload``, ``wr_done``, ...). Configuration
 (``tb_config()``): ``data_width``, ``max_burst``, ``max_outstanding``, ``seed`` and optionally
 ``commands`` (per random test) and ``full_rate_beats``.
 
@@ -108,11 +108,11 @@ def random_commands(rng: random.Random, count: int, *, max_beats: int = 4000,
 def quiet_inputs(dut, side: str) -> None:
     """Hold the inputs of the unused master (``side`` = "rd" or "wr") idle."""
     if side == "rd":
-        for name in ("rd_cmd__valid", "rd_data__ready", "rd_clear_error", "rd_axi__arready",
+        for name in ("rd_cmd__valid", "rd_rdata__ready", "rd_clear_error", "rd_axi__arready",
                      "rd_axi__rvalid", "rd_axi__rlast", "rd_axi__rresp", "rd_axi__rdata", "rd_axi__rid"):
             getattr(dut, name).value = 0
     else:
-        for name in ("wr_cmd__valid", "wr_data__valid", "wr_clear_error", "wr_axi__awready",
+        for name in ("wr_cmd__valid", "wr_wdata__valid", "wr_clear_error", "wr_axi__awready",
                      "wr_axi__wready", "wr_axi__bvalid", "wr_axi__bresp", "wr_axi__bid"):
             getattr(dut, name).value = 0
 
@@ -531,7 +531,7 @@ async def read_random(dut):
     sticky = StickyChecker(clock, dut.rd_error, dut.rd_clear_error, dut.rd_axi__rvalid,
                            dut.rd_axi__rready, dut.rd_axi__rresp)
     source = StreamSource(dut, "rd_cmd", clock, fields=CMD_FIELDS, pause=random_pause(0.4, rng.randrange(1 << 30)))
-    sink = StreamSink(dut, "rd_data", clock, fields=DATA_FIELDS, pause=random_pause(0.3, rng.randrange(1 << 30)))
+    sink = StreamSink(dut, "rd_rdata", clock, fields=DATA_FIELDS, pause=random_pause(0.3, rng.randrange(1 << 30)))
     await reset_dut(dut, clock)
     start = cycle_now()
     for addr, beats in commands:
@@ -573,7 +573,7 @@ async def read_errors(dut):
     sticky = StickyChecker(clock, dut.rd_error, dut.rd_clear_error, dut.rd_axi__rvalid,
                            dut.rd_axi__rready, dut.rd_axi__rresp)
     source = StreamSource(dut, "rd_cmd", clock, fields=CMD_FIELDS, pause=random_pause(0.3, rng.randrange(1 << 30)))
-    sink = StreamSink(dut, "rd_data", clock, fields=DATA_FIELDS, pause=random_pause(0.3, rng.randrange(1 << 30)))
+    sink = StreamSink(dut, "rd_rdata", clock, fields=DATA_FIELDS, pause=random_pause(0.3, rng.randrange(1 << 30)))
     await reset_dut(dut, clock)
     for name, commands, error_after in phases:
         if name == "clear":
@@ -601,7 +601,7 @@ async def _full_rate_read(dut, beats: int, addr: int):
     commands = [(addr, beats)]
     monitor = ManagerMonitor(dut, "rd_axi", "read", commands, clock=clock, reset=dut.rst)
     source = StreamSource(dut, "rd_cmd", clock, fields=CMD_FIELDS)
-    sink = StreamSink(dut, "rd_data", clock, fields=DATA_FIELDS)
+    sink = StreamSink(dut, "rd_rdata", clock, fields=DATA_FIELDS)
     await reset_dut(dut, clock)
     source.send_nowait({"addr": addr, "beats": beats})
     first = cycle_now()                     # the command is offered from this cycle on
@@ -701,7 +701,7 @@ async def write_random(dut):
                            dut.wr_axi__bready, dut.wr_axi__bresp)
     done = DoneCounter(clock, dut.wr_done)
     cmd = StreamSource(dut, "wr_cmd", clock, fields=CMD_FIELDS, pause=random_pause(0.4, rng.randrange(1 << 30)))
-    data = StreamSource(dut, "wr_data", clock, pause=random_pause(0.3, rng.randrange(1 << 30)))
+    data = StreamSource(dut, "wr_wdata", clock, pause=random_pause(0.3, rng.randrange(1 << 30)))
     await reset_dut(dut, clock)
     start = cycle_now()
     for addr, beats in commands:
@@ -756,7 +756,7 @@ async def write_errors(dut):
                            dut.wr_axi__bready, dut.wr_axi__bresp)
     done = DoneCounter(clock, dut.wr_done)
     cmd = StreamSource(dut, "wr_cmd", clock, fields=CMD_FIELDS, pause=random_pause(0.3, rng.randrange(1 << 30)))
-    data = StreamSource(dut, "wr_data", clock, pause=random_pause(0.3, rng.randrange(1 << 30)))
+    data = StreamSource(dut, "wr_wdata", clock, pause=random_pause(0.3, rng.randrange(1 << 30)))
     await reset_dut(dut, clock)
     words = []
     sent = 0
@@ -799,7 +799,7 @@ async def write_full_rate(dut):
     monitor = ManagerMonitor(dut, "wr_axi", "write", commands, clock=clock, reset=dut.rst)
     done = DoneCounter(clock, dut.wr_done)
     cmd = StreamSource(dut, "wr_cmd", clock, fields=CMD_FIELDS)
-    data = StreamSource(dut, "wr_data", clock)
+    data = StreamSource(dut, "wr_wdata", clock)
     await reset_dut(dut, clock)
     rng = random.Random(SEED)
     words = [rng.getrandbits(DATA_WIDTH) for _ in range(beats)]

@@ -458,10 +458,10 @@ class SystemPorts:
         pause = lambda p: None if p is None else random_pause(p, rng.randrange(1 << 30))  # noqa: E731
         self.cmds = [StreamSource(dut, f"rd{i}_cmd", clock, fields=CMD_FIELDS, pause=pause(cmd_pause))
                      for i in range(ports)]
-        self.sinks = [StreamSink(dut, f"rd{i}_data", clock, fields=DATA_FIELDS, pause=pause(data_pause))
+        self.sinks = [StreamSink(dut, f"rd{i}_rdata", clock, fields=DATA_FIELDS, pause=pause(data_pause))
                       for i in range(ports)]
         self.wr_cmd = StreamSource(dut, "wr_cmd", clock, fields=CMD_FIELDS, pause=pause(cmd_pause))
-        self.wr_data = StreamSource(dut, "wr_data", clock, pause=pause(cmd_pause))
+        self.wr_data = StreamSource(dut, "wr_wdata", clock, pause=pause(cmd_pause))
         self.base_cycle = cycle_now()
         for i in range(ports):
             getattr(dut, f"rd{i}_clear_error").value = 0

@@ -157,9 +157,9 @@ class TlmmBench:
         self.cmd = StreamSource(dut, "cmd", self.clock, fields=fields["cmd"])
         self.act = StreamSource(dut, "act", self.clock, fields=fields["act"])
         self.codes = StreamSource(dut, "codes", self.clock)
-        self.out = StreamSink(dut, "out", self.clock, fields=fields["out"])
+        self.out = StreamSink(dut, "o", self.clock, fields=fields["out"])
         assert self.codes.width == self.p * self.bits, (self.codes.width, self.p, self.bits)
-        self.monitor = HandshakeMonitor(dut, self.clock, ["cmd", "act", "codes", "out"])
+        self.monitor = HandshakeMonitor(dut, self.clock, ["cmd", "act", "codes", "o"])
         self.expected = collections.deque()
         self.corrupt = bool(cfg.get("corrupt"))
         self.log = dut._log
@@ -539,7 +539,7 @@ async def test_throughput(dut):
         before = mon.mark()
         await bench.run([problem], zero, rng, "throughput")
         takes = mon.moves["codes"][before["codes"]:]
-        outs = mon.moves["out"][before["out"]:]
+        outs = mon.moves["o"][before["o"]:]
         words = problem.blocks * problem.rows
         assert len(takes) == words and len(outs) == problem.rows
         code_span = takes[-1] - takes[0] + 1
@@ -612,7 +612,7 @@ async def test_real_tiles(dut):
         before = mon.mark()
         cycles = await bench.run(probs, s, rng, f"real {name}")
         takes = mon.moves["codes"][before["codes"]:]
-        outs = mon.moves["out"][before["out"]:]
+        outs = mon.moves["o"][before["o"]:]
         words = sum(p.blocks * p.rows for p in probs)
         rows = sum(p.rows for p in probs)
         span = takes[-1] - takes[0] + 1

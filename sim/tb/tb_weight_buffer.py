@@ -86,7 +86,7 @@ class BufferModel:
             self.cycle += 1
             if dut.rst.value:
                 continue
-            out_valid = bool(dut.out__valid.value)
+            out_valid = bool(dut.o__valid.value)
             waiting = bool(dut.waiting.value)
             want = self.expected_waiting(out_valid)
             if waiting != want and len(self.errors) < 20:
@@ -101,7 +101,7 @@ class BufferModel:
             if dut.fill__valid.value and dut.fill__ready.value:
                 self.fills += 1
                 self.fill_cycles.append(self.cycle)
-            if out_valid and dut.out__ready.value:
+            if out_valid and dut.o__ready.value:
                 self.outs += 1
                 self.out_cycles.append(self.cycle)
 
@@ -117,7 +117,7 @@ class Bench:
         self.clock = start_clock(dut)
         self.tile = StreamSource(dut, "tile", self.clock, fields=cfg["fields"]["tile"])
         self.fill = StreamSource(dut, "fill", self.clock)
-        self.out = StreamSink(dut, "out", self.clock)
+        self.out = StreamSink(dut, "o", self.clock)
         assert self.fill.width == cfg["width"] and self.out.width == cfg["width"]
         self.model = BufferModel(dut, self.clock)
         self.expected: list[int] = []
