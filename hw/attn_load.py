@@ -1,0 +1,103 @@
+"""Assembly of the attention unit's per-token load beat from quantised head vectors."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Signal, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..config import check_positive_int
+from .attn_prefill import prefill_load_layout
+from .pipeline import q8_vec
+
+__all__ = ["AttentionLoad"]
+
+
+class AttentionLoad(wiring.Component):
+    """Collects one token's quantised vectors into a :func:`~tellme.hw.attn_prefill.prefill_load_layout`
+    beat for :class:`~tellme.hw.attn_prefill.PrefillAttention`'s ``load`` port.
+
+    Per token, ``heads + 2`` vectors of ``head_dim`` int8 values arrive on ``q`` (the
+    quantiser's output, ``lanes`` values per beat, ``head_dim / lanes`` beats each), in the order
+    query head 0 .. heads-1, key, value; their dequantisation scales arrive on ``scale``, one per
+    vector in the same order (the two streams are independent: a scale may come before or after
+    its vector's beats). When all of them are in, the token's beat ``{q[h] = {q, d_q}, k, k_scale,
+    v, v_scale}`` is offered on ``o``; the next token's vectors are taken once it has moved.
+
+    Ports: ``q`` (In stream, ``q8_vec(lanes)``; ``last`` is not needed and ignored), ``scale``
+    (In stream, ``unsigned(32)``), ``o`` (Out stream, ``prefill_load_layout(head_dim, heads)``).
+
+    Latency: the token's beat is offered one cycle after its last vector beat and last scale
+    have both been taken. Throughput: one ``q`` beat and one ``scale`` beat per cycle while a
+    token is being collected; one idle cycle per token (the beat's hand-over). The quantiser
+    upstream needs far longer per vector, so this never limits the attention step.
+
+    Cost: one ``head_dim``-byte shift register and the output register ((heads + 2) x head_dim
+    bytes and heads + 2 words), no memories.
+
+    Parameters (keyword-only): ``head_dim`` (a multiple of ``lanes``), ``heads`` (query heads
+    per pass), ``lanes``.
+    """
+
+    def __init__(self, *, head_dim: int, heads: int, lanes: int):
+        check_positive_int("head_dim", head_dim)
+        check_positive_int("heads", heads)
+        check_positive_int("lanes", lanes)
+        if head_dim % lanes:
+            raise ValueError(f"head_dim ({head_dim}) must be a multiple of lanes ({lanes})")
+        self.head_dim, self.heads, self.lanes = head_dim, heads, lanes
+        super().__init__({
+            "q": In(stream.Signature(q8_vec(lanes))),
+            "scale": In(stream.Signature(unsigned(32))),
+            "o": Out(stream.Signature(prefill_load_layout(head_dim, heads))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        hd, lanes, heads = self.head_dim, self.lanes, self.heads
+        vectors = heads + 2
+        beats = hd // lanes
+
+        load = Signal(prefill_load_layout(hd, heads))
+        shift = Signal(8 * hd)                       # the vector being collected, beat 0 lowest
+        vector = Signal(range(vectors + 1))          # vectors complete so far
+        beat = Signal(range(beats))
+        scales = Signal(range(vectors + 1))          # scales taken so far
+
+        def slot(index):
+            """(values, scale) fields of vector ``index`` of the load beat."""
+            if index < heads:
+                return load.q[index].q, load.q[index].d_q
+            return (load.k, load.k_scale) if index == heads else (load.v, load.v_scale)
+
+        m.d.comb += [
+            self.o.payload.eq(load),
+            self.q.ready.eq(~self.o.valid & (vector < vectors)),
+            self.scale.ready.eq(~self.o.valid & (scales < vectors)),
+        ]
+
+        with m.If(self.q.valid & self.q.ready):
+            incoming = Cat(shift[8 * lanes:], self.q.payload.q.as_value())
+            m.d.sync += shift.eq(incoming)
+            with m.If(beat == beats - 1):
+                m.d.sync += [beat.eq(0), vector.eq(vector + 1)]
+                with m.Switch(vector):
+                    for index in range(vectors):
+                        with m.Case(index):
+                            m.d.sync += slot(index)[0].eq(incoming)
+            with m.Else():
+                m.d.sync += beat.eq(beat + 1)
+
+        with m.If(self.scale.valid & self.scale.ready):
+            m.d.sync += scales.eq(scales + 1)
+            with m.Switch(scales):
+                for index in range(vectors):
+                    with m.Case(index):
+                        m.d.sync += slot(index)[1].eq(self.scale.payload)
+
+        with m.If(self.o.valid):
+            with m.If(self.o.ready):
+                m.d.sync += [self.o.valid.eq(0), vector.eq(0), scales.eq(0)]
+        with m.Elif((vector == vectors) & (scales == vectors)):
+            m.d.sync += self.o.valid.eq(1)
+        return m
