@@ -39,7 +39,8 @@ from ..contract.layouts import (PROJECTIONS_ORDER, BufferGeometry, ImageFormat, 
                                 Section, image_sections, kv_cache_map, page_up, scratch_layout)
 from .tiling import tile_projection
 
-__all__ = ["Embed", "NormQuant", "MatMul", "Attention", "Gate", "LmHead", "Step", "Program", "build_program"]
+__all__ = ["Embed", "NormQuant", "MatMul", "Attention", "Gate", "LmHead", "Step", "Program", "build_program",
+           "check_datapath"]
 
 
 @dataclass(frozen=True)
@@ -184,9 +185,29 @@ class Program:
         return "\n".join(lines)
 
 
-def build_program(model: ModelConfig, hw: HardwareConfig, *, urams_per_bank: int = 16) -> Program:
-    """The program of ``model`` on ``hw``; raises ConfigError when ``hw`` cannot run ``model``."""
+def check_datapath(model: ModelConfig, hw: HardwareConfig) -> None:
+    """Raise ConfigError, naming the field and the numbers, when the datapath cannot move
+    ``model``'s rows: every row a scratch reader or writer moves (embedding and activation rows,
+    norm gains, one head's vector, one RoPE table row) must be whole beats of the element-wise
+    lanes and of the AXI bus (which also makes each half of a head vector, the unit RoPE rotates,
+    whole beats)."""
     hw.check_model(model)
+    unit = max(4 * hw.ew_lanes, hw.axi_data_width // 8)
+    rows = {"hidden_size": (model.hidden_size, 4 * model.hidden_size, "an embedding or residual row"),
+            "intermediate_size": (model.intermediate_size, 4 * model.intermediate_size, "an FFN row"),
+            "head_dim": (model.head_dim, 4 * model.head_dim, "one head's vector"),
+            "head_dim ": (model.head_dim, 2 * model.head_dim, "a RoPE table row (head_dim / 2 floats)")}
+    for name, (value, nbytes, what) in rows.items():
+        if nbytes % unit:
+            raise ConfigError(f"{name.strip()}: {value} gives {what} of {nbytes} bytes, not a multiple of the "
+                              f"{unit}-byte row unit of this hardware (ew_lanes {hw.ew_lanes} x 4 bytes, "
+                              f"{hw.axi_data_width}-bit AXI beats)")
+
+
+def build_program(model: ModelConfig, hw: HardwareConfig, *, urams_per_bank: int = 16) -> Program:
+    """The program of ``model`` on ``hw``; raises ConfigError when ``hw`` cannot run ``model``
+    (:func:`check_datapath`, the buffer geometry and tiling)."""
+    check_datapath(model, hw)
     fmt = ImageFormat.of(hw)
     image = image_sections(model, fmt)
     scratch = scratch_layout(model, hw)

@@ -74,6 +74,18 @@ def test_a_model_the_hardware_cannot_run_is_refused():
     config = model_preset("tiny")
     with pytest.raises(ConfigError, match="max_context"):
         build_program(config, SMALL.replace(max_context=512, prefill_chunk=16))
+    odd = dict(ODD.to_dict(), name="bad")
+    with pytest.raises(ConfigError, match="hidden_size: 162 gives an embedding or residual row of 648 bytes, "
+                                          "not a multiple of the 16-byte row unit"):
+        build_program(ModelConfig.from_dict(dict(odd, hidden_size=162)), SMALL)
+    with pytest.raises(ConfigError, match="head_dim: 20 gives a RoPE table row"):
+        build_program(ModelConfig.from_dict(dict(odd, head_dim=20)), SMALL)
+    with pytest.raises(ConfigError, match="head_dim: 24 gives a RoPE table row .* of 48 bytes, not a multiple of "
+                                          "the 32-byte row unit .*ew_lanes 8"):
+        build_program(ModelConfig.from_dict(dict(odd, head_dim=24)), SMALL.replace(ew_lanes=8, gating_lanes=2))
+    # Every preset runs on the hardware presets it is meant for.
+    for preset in ("bitnet-b1.58-large", "bitnet-b1.58-2B-4T"):
+        build_program(model_preset(preset), hardware_preset("kv260"))
 
 
 def run_calls(machine_or_golden, calls):
