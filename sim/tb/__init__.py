@@ -1,8 +1,20 @@
 """cocotb testbenches for the units in :mod:`tellme.hw`.
 
-Each ``tb_<unit>.py`` module here holds the cocotb tests of one unit; pytest starts them through
-:func:`tellme.sim.rtl.run_cocotb`, which builds the unit under Verilator and runs the module
-inside the simulator. :mod:`tellme.sim.tb.streams` has the drivers and checkers they share.
+Each ``tb_<unit>.py`` module here holds the cocotb tests of one unit (the benchmarks' own
+testbenches too: ``tb_tlmm_bench``, ``tb_weight_buffer_bench``); pytest or a benchmark starts
+them through :func:`tellme.sim.rtl.run_cocotb`, which builds the unit under Verilator and runs
+the module inside the simulator. What they share:
+
+- :mod:`~tellme.sim.tb.streams`: stream sources and sinks, pause generators, clock, reset and
+  timeouts, :class:`~tellme.sim.tb.streams.HandshakeMonitor` (cycle and payload of every beat on
+  any valid/ready channel), :class:`~tellme.sim.tb.streams.DoneCounter`, the scoreboard
+  :func:`~tellme.sim.tb.streams.expect_beats`;
+- :mod:`~tellme.sim.tb.testbench`: :class:`~tellme.sim.tb.testbench.Testbench`, the base of the
+  per-test objects (``tb = UnitTB(dut)``: clock, reset, watchdog, configuration, results);
+- :mod:`~tellme.sim.tb.axi`: cocotbext-axi RAMs and managers with random pauses, AXI channels
+  for the monitor; :mod:`~tellme.sim.tb.ddr`: the DDR model's memory through VPI;
+- :mod:`~tellme.sim.tb.attention_common`: KV-cache layout, stimulus and output checks of the
+  attention testbenches.
 
 Configuration travels from pytest to the testbench as one JSON object in the environment variable
 :data:`CONFIG_ENV`; a test reads it with :func:`tb_config`. This module imports neither cocotb

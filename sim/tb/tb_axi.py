@@ -31,44 +31,20 @@ import random
 
 import cocotb
 from cocotb.triggers import ClockCycles, RisingEdge
-from cocotb.utils import get_sim_time
-from cocotbext.axi import AxiRamRead, AxiRamWrite, AxiReadBus, AxiWriteBus
 
+from ...contract.layouts import PAGE
 from ...hw.axi_read import read_command_layout, read_data_layout
-from . import record_result, tb_config
-from .streams import (StreamSink, StreamSource, random_pause, reset_dut, start_clock, start_watchdog,
-                      struct_fields, with_timeout)
+from .axi import axi_ram_read, axi_ram_write, random_pauses
+from .streams import DoneCounter, StreamSink, StreamSource, cycle_now, random_pause, struct_fields, with_timeout
+from .testbench import Testbench
 
-CFG = tb_config()
-DATA_WIDTH = int(CFG.get("data_width", 128))
-BEAT = DATA_WIDTH // 8
-MAX_BURST = int(CFG.get("max_burst", 256))
-MAX_OUTSTANDING = int(CFG.get("max_outstanding", 4))
-SEED = int(CFG.get("seed", 1))
-COMMANDS = int(CFG.get("commands", 40))
-FULL_RATE_BEATS = int(CFG.get("full_rate_beats", 4096))
-ADDR_WIDTH = int(CFG.get("addr_width", 40))
-CMD_FIELDS = struct_fields(read_command_layout(ADDR_WIDTH))
-DATA_FIELDS = struct_fields(read_data_layout(DATA_WIDTH))
-PAGE = 4096
 MEM_SIZE = 1 << 21          # 2 MiB of modelled memory
-PERIOD_NS = 10
 RESP_NAMES = {0: "OKAY", 1: "EXOKAY", 2: "SLVERR", 3: "DECERR"}
-
-
-def record(key: str, value) -> None:
-    """Merge ``{key: value}`` into the results file the test was given (if any)."""
-    record_result(CFG.get("results"), key, value)
-
-
-def cycle_now() -> int:
-    """Index of the current clock cycle (sim time / period)."""
-    return int(get_sim_time("ns")) // PERIOD_NS
 
 
 # -- stimulus -------------------------------------------------------------------------------------
 
-def random_commands(rng: random.Random, count: int, *, max_beats: int = 4000,
+def random_commands(rng: random.Random, count: int, *, beat: int, max_beats: int = 4000,
                     disjoint: bool = False, region: tuple[int, int] = (0, MEM_SIZE)):
     """``count`` commands (addr, beats): lengths from 1 beat to several thousand (mostly short,
     some long), aligned addresses, a third of them starting 1-3 beats before a 4 KiB boundary.
@@ -88,33 +64,21 @@ def random_commands(rng: random.Random, count: int, *, max_beats: int = 4000,
             beats = rng.randint(9, 600)
         else:
             beats = rng.randint(601, max_beats)
-        size = beats * BEAT
+        size = beats * beat
         if size > hi - lo:
             continue
         if rng.random() < 0.35:          # just before a 4 KiB boundary
             page = rng.randrange((lo + PAGE) // PAGE, max(lo // PAGE + 2, hi // PAGE))
-            addr = page * PAGE - rng.randint(1, 3) * BEAT
+            addr = page * PAGE - rng.randint(1, 3) * beat
         else:
-            addr = lo + rng.randrange((hi - lo - size) // BEAT + 1) * BEAT
+            addr = lo + rng.randrange((hi - lo - size) // beat + 1) * beat
         if addr < lo or addr + size > hi:
             continue
-        if disjoint and any(addr < e + BEAT and s < addr + size + BEAT for s, e in taken):
+        if disjoint and any(addr < e + beat and s < addr + size + beat for s, e in taken):
             continue
         taken.append((addr, addr + size))
         commands.append((addr, beats))
     return commands
-
-
-def quiet_inputs(dut, side: str) -> None:
-    """Hold the inputs of the unused master (``side`` = "rd" or "wr") idle."""
-    if side == "rd":
-        for name in ("rd_cmd__valid", "rd_rdata__ready", "rd_clear_error", "rd_axi__arready",
-                     "rd_axi__rvalid", "rd_axi__rlast", "rd_axi__rresp", "rd_axi__rdata", "rd_axi__rid"):
-            getattr(dut, name).value = 0
-    else:
-        for name in ("wr_cmd__valid", "wr_wdata__valid", "wr_clear_error", "wr_axi__awready",
-                     "wr_axi__wready", "wr_axi__bvalid", "wr_axi__bresp", "wr_axi__bid"):
-            getattr(dut, name).value = 0
 
 
 # -- monitors -------------------------------------------------------------------------------------
@@ -132,9 +96,9 @@ class ManagerMonitor:
     task (which fails the test) and are kept in :attr:`errors`.
     """
 
-    def __init__(self, dut, prefix: str, kind: str, commands, *, clock, reset,
-                 max_burst: int = MAX_BURST, max_outstanding: int = MAX_OUTSTANDING):
-        self.kind, self.clock, self.reset = kind, clock, reset
+    def __init__(self, dut, prefix: str, kind: str, commands, *, clock, reset, beat: int, max_burst: int,
+                 max_outstanding: int):
+        self.kind, self.clock, self.reset, self.beat = kind, clock, reset, beat
         a = "ar" if kind == "read" else "aw"
         self.a = a
         get = lambda s: getattr(dut, f"{prefix}__{s}")  # noqa: E731
@@ -175,28 +139,28 @@ class ManagerMonitor:
         a = self.a.upper()
         if burst != 1:
             self._fail(cycle, f"{a}BURST={burst}, expected INCR (1)")
-        if 1 << size != BEAT:
-            self._fail(cycle, f"{a}SIZE={size} ({1 << size} bytes), beat is {BEAT} bytes")
+        if 1 << size != self.beat:
+            self._fail(cycle, f"{a}SIZE={size} ({1 << size} bytes), beat is {self.beat} bytes")
         if beats > self.max_burst:
             self._fail(cycle, f"{a}LEN+1={beats} > max_burst {self.max_burst}")
-        if addr % BEAT:
-            self._fail(cycle, f"{a}ADDR={addr:#x} not aligned to {BEAT} bytes")
-        if addr % PAGE + beats * BEAT > PAGE:
+        if addr % self.beat:
+            self._fail(cycle, f"{a}ADDR={addr:#x} not aligned to {self.beat} bytes")
+        if addr % PAGE + beats * self.beat > PAGE:
             self._fail(cycle, f"burst {a}ADDR={addr:#x} x {beats} beats crosses a 4 KiB boundary")
         if self._left == 0:
             if self._cmd_index >= len(self.commands):
                 self._fail(cycle, f"burst {addr:#x} x {beats} beyond the {len(self.commands)} commands sent")
             start, cmd_beats = self.commands[self._cmd_index]
             self._cmd_index += 1
-            self._cursor, self._left = start, cmd_beats * BEAT
+            self._cursor, self._left = start, cmd_beats * self.beat
         if addr != self._cursor:
             self._fail(cycle, f"burst at {addr:#x}, expected {self._cursor:#x} (command "
                               f"{self._cmd_index - 1}: {self.commands[self._cmd_index - 1]})")
-        if beats * BEAT > self._left:
-            self._fail(cycle, f"burst {addr:#x} x {beats} beats runs {beats * BEAT - self._left} bytes past "
+        if beats * self.beat > self._left:
+            self._fail(cycle, f"burst {addr:#x} x {beats} beats runs {beats * self.beat - self._left} bytes past "
                               f"the end of command {self._cmd_index - 1}")
-        self._cursor += beats * BEAT
-        self._left -= beats * BEAT
+        self._cursor += beats * self.beat
+        self._left -= beats * self.beat
         self.bursts.append((cycle, addr, beats, self._left == 0))
         in_flight = len(self.bursts) - len(self.completions)
         self.max_in_flight = max(self.max_in_flight, in_flight)
@@ -276,8 +240,8 @@ class ManagerMonitor:
                     want_last = w_in_burst == beats - 1
                     if wpay[2] != want_last:
                         self._fail(cycle, f"WLAST={wpay[2]} on beat {w_in_burst} of a {beats}-beat burst")
-                    if wpay[1] != (1 << BEAT) - 1:
-                        self._fail(cycle, f"WSTRB={wpay[1]:#x}, expected all {BEAT} strobes")
+                    if wpay[1] != (1 << self.beat) - 1:
+                        self._fail(cycle, f"WSTRB={wpay[1]:#x}, expected all {self.beat} strobes")
                 if wvalid and self.wready.value:
                     self.data_beats += 1
                     w_in_burst += 1
@@ -348,14 +312,14 @@ class ReadResponder:
     ``resp`` and zero data. Pause generators stall ARREADY / RVALID.
     """
 
-    def __init__(self, dut, prefix, clock, memory, *, latency=1, queue=8, ar_pause=None, r_pause=None,
+    def __init__(self, dut, prefix, clock, memory, *, beat: int, latency=1, queue=8, ar_pause=None, r_pause=None,
                  errors=()):
         get = lambda s: getattr(dut, f"{prefix}__{s}")  # noqa: E731
         self.arvalid, self.arready, self.araddr, self.arlen, self.arid = (
             get("arvalid"), get("arready"), get("araddr"), get("arlen"), get("arid"))
         self.rvalid, self.rready, self.rdata, self.rlast, self.rresp, self.rid = (
             get("rvalid"), get("rready"), get("rdata"), get("rlast"), get("rresp"), get("rid"))
-        self.clock, self.memory, self.latency, self.queue = clock, memory, latency, queue
+        self.clock, self.memory, self.latency, self.queue, self.beat = clock, memory, latency, queue, beat
         self.ar_pause, self.r_pause = ar_pause, r_pause
         self.errors = list(errors)
         self.reset = dut.rst
@@ -388,14 +352,14 @@ class ReadResponder:
                 rvalid = False
                 self.beats += 1
                 head = bursts[0]
-                head[1] += BEAT
+                head[1] += self.beat
                 head[2] -= 1
                 if head[2] == 0:
                     bursts.popleft()
             if not rvalid and bursts and bursts[0][0] <= cycle and not self._stall(self.r_pause):
                 _, addr, left, ident = bursts[0]
-                resp = _resp_for(self.errors, addr, BEAT)
-                data = 0 if resp else int.from_bytes(self.memory[addr:addr + BEAT], "little")
+                resp = _resp_for(self.errors, addr, self.beat)
+                data = 0 if resp else int.from_bytes(self.memory[addr:addr + self.beat], "little")
                 self.rdata.value = data
                 self.rresp.value = resp
                 self.rlast.value = int(left == 1)
@@ -412,15 +376,15 @@ class WriteResponder:
     ``errors`` range (then BRESP is that range's resp and nothing is written), and answers B one
     cycle after the last beat at the earliest. Pause generators stall AWREADY, WREADY, BVALID."""
 
-    def __init__(self, dut, prefix, clock, memory, *, queue=8, aw_pause=None, w_pause=None, b_pause=None,
-                 errors=()):
+    def __init__(self, dut, prefix, clock, memory, *, beat: int, queue=8, aw_pause=None, w_pause=None,
+                 b_pause=None, errors=()):
         get = lambda s: getattr(dut, f"{prefix}__{s}")  # noqa: E731
         self.awvalid, self.awready, self.awaddr, self.awlen, self.awid = (
             get("awvalid"), get("awready"), get("awaddr"), get("awlen"), get("awid"))
         self.wvalid, self.wready, self.wdata, self.wstrb, self.wlast = (
             get("wvalid"), get("wready"), get("wdata"), get("wstrb"), get("wlast"))
         self.bvalid, self.bready, self.bresp, self.bid = get("bvalid"), get("bready"), get("bresp"), get("bid")
-        self.clock, self.memory, self.queue = clock, memory, queue
+        self.clock, self.memory, self.queue, self.beat = clock, memory, queue, beat
         self.aw_pause, self.w_pause, self.b_pause = aw_pause, w_pause, b_pause
         self.errors = list(errors)
         self.reset = dut.rst
@@ -449,17 +413,17 @@ class WriteResponder:
                 addr = int(self.awaddr.value)
                 beats = int(self.awlen.value) + 1
                 bursts.append([addr, beats, int(self.awid.value),
-                               _resp_for(self.errors, addr, beats * BEAT)])
+                               _resp_for(self.errors, addr, beats * self.beat)])
             if wready and self.wvalid.value:
                 head = bursts[0]
                 self.beats += 1
                 if not head[3]:
-                    data = int(self.wdata.value).to_bytes(BEAT, "little")
+                    data = int(self.wdata.value).to_bytes(self.beat, "little")
                     strb = int(self.wstrb.value)
-                    for i in range(BEAT):
+                    for i in range(self.beat):
                         if strb >> i & 1:
                             self.memory[head[0] + i] = data[i]
-                head[0] += BEAT
+                head[0] += self.beat
                 head[1] -= 1
                 if head[1] == 0:
                     responses.append((head[2], head[3]))
@@ -477,38 +441,134 @@ class WriteResponder:
             self.awready.value = int(awready)
 
 
-# -- common set-up --------------------------------------------------------------------------------
+# -- the testbench object -------------------------------------------------------------------------
 
-async def setup(dut, side: str, watchdog_cycles: int):
-    clock = start_clock(dut, PERIOD_NS)
-    start_watchdog(clock, watchdog_cycles, f"{side} test")
-    quiet_inputs(dut, "wr" if side == "rd" else "rd")
-    getattr(dut, f"{side}_clear_error").value = 0
-    return clock
-
-
-def expected_read(memory, commands, errors=()):
-    """Expected data beats: list of (data or None for error beats, last)."""
-    beats = []
-    for addr, n in commands:
-        for i in range(n):
-            a = addr + i * BEAT
-            data = None if _resp_for(errors, a, BEAT) else int.from_bytes(memory[a:a + BEAT], "little")
-            beats.append((data, int(i == n - 1)))
-    return beats
+#: The inputs of each master, held idle while the other one is under test.
+IDLE_INPUTS = {
+    "rd": ("rd_cmd__valid", "rd_rdata__ready", "rd_clear_error", "rd_axi__arready", "rd_axi__rvalid",
+           "rd_axi__rlast", "rd_axi__rresp", "rd_axi__rdata", "rd_axi__rid"),
+    "wr": ("wr_cmd__valid", "wr_wdata__valid", "wr_clear_error", "wr_axi__awready", "wr_axi__wready",
+           "wr_axi__bvalid", "wr_axi__bresp", "wr_axi__bid"),
+}
 
 
-async def collect_and_check(clock, sink, expected, what):
-    for index, (data, last) in enumerate(expected):
-        got = await with_timeout(sink.recv(), clock, 50_000, f"{what}: data beat {index}")
-        if (data is not None and got["data"] != data) or got["last"] != last:
-            raise AssertionError(f"{what}: beat {index}: got data={got['data']:#x} last={got['last']}, "
-                                 f"expected data={'(error beat)' if data is None else hex(data)} last={last}")
+class AxiTB(Testbench):
+    """The wrapper with the master ``side`` ("rd" or "wr") under test and the other one's inputs
+    idle, its clock and a watchdog of ``watchdog_cycles``. Configuration: ``data_width``
+    (``beat`` bytes per beat), ``max_burst``, ``max_outstanding``, ``seed``, ``commands``,
+    ``full_rate_beats``, ``addr_width``."""
+
+    def __init__(self, dut, side: str, watchdog_cycles: int):
+        super().__init__(dut)
+        cfg = self.cfg
+        self.side = side
+        self.data_width = int(cfg.get("data_width", 128))
+        self.beat = self.data_width // 8
+        self.max_burst = int(cfg.get("max_burst", 256))
+        self.max_outstanding = int(cfg.get("max_outstanding", 4))
+        self.seed = int(cfg.get("seed", 1))
+        self.commands = int(cfg.get("commands", 40))
+        self.full_rate_beats = int(cfg.get("full_rate_beats", 4096))
+        self.cmd_fields = struct_fields(read_command_layout(int(cfg.get("addr_width", 40))))
+        self.data_fields = struct_fields(read_data_layout(self.data_width))
+        self.port = f"{side}_axi"
+        self.error = getattr(dut, f"{side}_error")
+        self.clear = getattr(dut, f"{side}_clear_error")
+        self.watchdog(watchdog_cycles, f"{side} test")
+        self.hold_low(*IDLE_INPUTS["wr" if side == "rd" else "rd"])
+        self.clear.value = 0
+
+    def log_config(self, what: str) -> None:
+        self.log.info("%s: data_width=%d max_burst=%d max_outstanding=%d seed=%d", what, self.data_width,
+                      self.max_burst, self.max_outstanding, self.seed)
+
+    def random_commands(self, rng: random.Random, count: int, **kwargs):
+        return random_commands(rng, count, beat=self.beat, **kwargs)
+
+    def monitor(self, commands) -> ManagerMonitor:
+        """The :class:`ManagerMonitor` of the master under test, over ``commands``."""
+        return ManagerMonitor(self.dut, self.port, "read" if self.side == "rd" else "write", commands,
+                              clock=self.clock, reset=self.dut.rst, beat=self.beat, max_burst=self.max_burst,
+                              max_outstanding=self.max_outstanding)
+
+    def sticky(self) -> StickyChecker:
+        """The :class:`StickyChecker` of the master's ``error`` (responses on R or B)."""
+        resp = [getattr(self.dut, f"{self.port}__{'r' if self.side == 'rd' else 'b'}{name}")
+                for name in ("valid", "ready", "resp")]
+        return StickyChecker(self.clock, self.error, self.clear, *resp)
+
+    def streams(self, rng: random.Random | None = None, cmd_pause: float = 0.0, data_pause: float = 0.0):
+        """The master's command source and its data sink (read) or source (write), stalling at
+        random with the given probabilities (seeds drawn from ``rng``, the command's first)."""
+        def pause(p):
+            return random_pause(p, rng.randrange(1 << 30)) if p else None
+        cmd = StreamSource(self.dut, f"{self.side}_cmd", self.clock, fields=self.cmd_fields, pause=pause(cmd_pause))
+        if self.side == "rd":
+            return cmd, StreamSink(self.dut, "rd_rdata", self.clock, fields=self.data_fields, pause=pause(data_pause))
+        return cmd, StreamSource(self.dut, "wr_wdata", self.clock, pause=pause(data_pause))
+
+    async def clear_error(self) -> None:
+        """Pulse ``clear_error`` for one cycle (the tests clear while no response moves)."""
+        self.clear.value = 1
+        await RisingEdge(self.clock)
+        self.clear.value = 0
+        await ClockCycles(self.clock, 2)
+
+    async def check_error(self, expected: int, test: str, phase: str) -> None:
+        """A few cycles after a phase, ``error`` must be ``expected``."""
+        await ClockCycles(self.clock, 3)
+        assert int(self.error.value) == expected, f"after phase {phase!r}: error={int(self.error.value)}"
+        self.log.info("%s: phase %-18s error=%d", test, phase, expected)
+
+    def expected_read(self, memory, commands, errors=()):
+        """Expected data beats: list of (data or None for error beats, last)."""
+        beat, beats = self.beat, []
+        for addr, n in commands:
+            for i in range(n):
+                a = addr + i * beat
+                data = None if _resp_for(errors, a, beat) else int.from_bytes(memory[a:a + beat], "little")
+                beats.append((data, int(i == n - 1)))
+        return beats
+
+    async def collect_and_check(self, sink, expected, what):
+        for index, (data, last) in enumerate(expected):
+            got = await with_timeout(sink.recv(), self.clock, 50_000, f"{what}: data beat {index}")
+            if (data is not None and got["data"] != data) or got["last"] != last:
+                raise AssertionError(f"{what}: beat {index}: got data={got['data']:#x} last={got['last']}, "
+                                     f"expected data={'(error beat)' if data is None else hex(data)} last={last}")
+
+    def apply_writes(self, memory: bytearray, commands, words, skip=lambda addr: False):
+        """The memory expected after ``commands`` wrote the beats ``words`` in order (a beat whose
+        address satisfies ``skip`` is expected to be dropped)."""
+        beat = self.beat
+        expected = bytearray(memory)
+        index = 0
+        for addr, beats in commands:
+            for i in range(beats):
+                a = addr + i * beat
+                if not skip(a):
+                    expected[a:a + beat] = words[index].to_bytes(beat, "little")
+                index += 1
+        return expected
+
+    def first_difference(self, got: bytes, want: bytes) -> str:
+        beat = self.beat
+        for i in range(len(want)):
+            if got[i] != want[i]:
+                a = i - i % beat
+                return (f"first difference at byte {i:#x}: word {a:#x} is {bytes(got[a:a + beat]).hex()}, "
+                        f"expected {bytes(want[a:a + beat]).hex()}")
+        return "no difference"
+
+    def full_rate_floor(self, single: float) -> float:
+        # With one burst in flight each burst pays the AR/AW round trip (a ~3-cycle gap); short
+        # bursts cannot reach 90 % that way, by design.
+        return 0.9 if self.max_outstanding > 1 or self.max_burst >= 64 else single
 
 
-def log_config(dut, what):
-    dut._log.info("%s: data_width=%d max_burst=%d max_outstanding=%d seed=%d", what, DATA_WIDTH,
-                  MAX_BURST, MAX_OUTSTANDING, SEED)
+#: Error ranges of the error tests: (lo, hi, resp).
+SLVERR = (0x40000, 0x42000, 2)
+DECERR = (0x80000, 0x81000, 3)
 
 
 # -- read master ----------------------------------------------------------------------------------
@@ -518,34 +578,28 @@ async def read_random(dut):
     """Random commands against cocotbext-axi's AxiRamRead with random pauses on AR and R and
     random stalls on cmd and data: every beat once, in order, equal to memory, ``last`` exactly
     on each command's final beat; the monitor checks the AXI rules and the burst contract."""
-    log_config(dut, "read_random")
-    rng = random.Random(SEED * 1000 + 1)
-    clock = await setup(dut, "rd", 3_000_000)
-    ram = AxiRamRead(AxiReadBus.from_prefix(dut, "rd_axi_"), clock, dut.rst, size=MEM_SIZE)
-    ram.log.setLevel("WARNING")
-    ram.write(0, rng.randbytes(MEM_SIZE))
-    ram.ar_channel.set_pause_generator(random_pause(0.3, rng.randrange(1 << 30)))
-    ram.r_channel.set_pause_generator(random_pause(0.3, rng.randrange(1 << 30)))
-    commands = random_commands(rng, COMMANDS)
-    monitor = ManagerMonitor(dut, "rd_axi", "read", commands, clock=clock, reset=dut.rst)
-    sticky = StickyChecker(clock, dut.rd_error, dut.rd_clear_error, dut.rd_axi__rvalid,
-                           dut.rd_axi__rready, dut.rd_axi__rresp)
-    source = StreamSource(dut, "rd_cmd", clock, fields=CMD_FIELDS, pause=random_pause(0.4, rng.randrange(1 << 30)))
-    sink = StreamSink(dut, "rd_rdata", clock, fields=DATA_FIELDS, pause=random_pause(0.3, rng.randrange(1 << 30)))
-    await reset_dut(dut, clock)
-    start = cycle_now()
+    tb = AxiTB(dut, "rd", 3_000_000)
+    tb.log_config("read_random")
+    rng = random.Random(tb.seed * 1000 + 1)
+    ram = axi_ram_read(dut, "rd_axi", tb.clock, MEM_SIZE, image=rng.randbytes(MEM_SIZE))
+    random_pauses([ram], 0.3, rng)
+    commands = tb.random_commands(rng, tb.commands)
+    monitor, sticky = tb.monitor(commands), tb.sticky()
+    source, sink = tb.streams(rng, 0.4, 0.3)
+    await tb.reset()
+    start = tb.cycle()
     for addr, beats in commands:
         source.send_nowait({"addr": addr, "beats": beats})
-    expected = expected_read(ram.mem, commands)
-    await collect_and_check(clock, sink, expected, "read_random")
-    await ClockCycles(clock, 50)
+    expected = tb.expected_read(ram.mem, commands)
+    await tb.collect_and_check(sink, expected, "read_random")
+    await ClockCycles(tb.clock, 50)
     assert sink.count() == 0, f"{sink.count()} beats beyond the {len(expected)} expected"
     monitor.check_done()
     assert not int(dut.rd_busy.value), "busy still high after the last beat"
     assert sticky.high_cycles == 0 and not int(dut.rd_error.value), "error raised without an error response"
-    assert monitor.max_in_flight <= MAX_OUTSTANDING
-    dut._log.info("read_random: %d commands, %d beats, %d bursts (max %d in flight) in %d cycles",
-                  len(commands), len(expected), len(monitor.bursts), monitor.max_in_flight, cycle_now() - start)
+    assert monitor.max_in_flight <= tb.max_outstanding
+    tb.log.info("read_random: %d commands, %d beats, %d bursts (max %d in flight) in %d cycles",
+                len(commands), len(expected), len(monitor.bursts), monitor.max_in_flight, tb.cycle() - start)
 
 
 @cocotb.test()
@@ -553,163 +607,91 @@ async def read_errors(dut):
     """SLVERR/DECERR from a read subordinate on some address ranges: ``error`` rises after the
     first error beat, stays high through later good commands until ``clear_error``, and the data
     stream stays aligned (every command still delivers its beats with ``last`` in place)."""
-    log_config(dut, "read_errors")
-    rng = random.Random(SEED * 1000 + 2)
-    clock = await setup(dut, "rd", 2_000_000)
+    tb = AxiTB(dut, "rd", 2_000_000)
+    tb.log_config("read_errors")
+    beat = tb.beat
+    rng = random.Random(tb.seed * 1000 + 2)
     memory = bytearray(rng.randbytes(MEM_SIZE))
-    slverr = (0x40000, 0x42000, 2)
-    decerr = (0x80000, 0x81000, 3)
-    ReadResponder(dut, "rd_axi", clock, memory, latency=3, queue=4, errors=[slverr, decerr],
+    ReadResponder(dut, "rd_axi", tb.clock, memory, beat=beat, latency=3, queue=4, errors=[SLVERR, DECERR],
                   ar_pause=random_pause(0.3, rng.randrange(1 << 30)),
                   r_pause=random_pause(0.3, rng.randrange(1 << 30)))
-    good = [(0x1000 - BEAT, 20), (0x10000, 700), (0x20000 + 3 * BEAT, 5)]
-    into_slverr = [(0x40000 - 10 * BEAT, 30)]        # 10 good beats, then SLVERR beats
-    in_decerr = [(0x80000 + 0xFF0 - (0xFF0 % BEAT), 1), (0x80000, 3)]
+    good = [(0x1000 - beat, 20), (0x10000, 700), (0x20000 + 3 * beat, 5)]
+    into_slverr = [(0x40000 - 10 * beat, 30)]        # 10 good beats, then SLVERR beats
+    in_decerr = [(0x80000 + 0xFF0 - (0xFF0 % beat), 1), (0x80000, 3)]
     phases = [("good", good, 0), ("slverr", into_slverr, 1), ("good after error", good, 1),
               ("clear", [], 0), ("good after clear", good, 0), ("decerr", in_decerr, 1),
               ("mixed", good[:1] + into_slverr + good[1:], 1), ("clear", [], 0)]
     all_commands = [c for _, cmds, _ in phases for c in cmds]
-    monitor = ManagerMonitor(dut, "rd_axi", "read", all_commands, clock=clock, reset=dut.rst)
-    sticky = StickyChecker(clock, dut.rd_error, dut.rd_clear_error, dut.rd_axi__rvalid,
-                           dut.rd_axi__rready, dut.rd_axi__rresp)
-    source = StreamSource(dut, "rd_cmd", clock, fields=CMD_FIELDS, pause=random_pause(0.3, rng.randrange(1 << 30)))
-    sink = StreamSink(dut, "rd_rdata", clock, fields=DATA_FIELDS, pause=random_pause(0.3, rng.randrange(1 << 30)))
-    await reset_dut(dut, clock)
+    monitor, sticky = tb.monitor(all_commands), tb.sticky()
+    source, sink = tb.streams(rng, 0.3, 0.3)
+    await tb.reset()
     for name, commands, error_after in phases:
         if name == "clear":
-            dut.rd_clear_error.value = 1
-            await RisingEdge(clock)
-            dut.rd_clear_error.value = 0
-            await ClockCycles(clock, 2)
+            await tb.clear_error()
         for addr, beats in commands:
             source.send_nowait({"addr": addr, "beats": beats})
-        await collect_and_check(clock, sink, expected_read(memory, commands, [slverr, decerr]), f"phase {name}")
-        await ClockCycles(clock, 3)
-        assert int(dut.rd_error.value) == error_after, f"after phase {name!r}: error={int(dut.rd_error.value)}"
-        dut._log.info("read_errors: phase %-18s error=%d", name, error_after)
-    await ClockCycles(clock, 20)
+        await tb.collect_and_check(sink, tb.expected_read(memory, commands, [SLVERR, DECERR]), f"phase {name}")
+        await tb.check_error(error_after, "read_errors", name)
+    await ClockCycles(tb.clock, 20)
     assert sink.count() == 0
     monitor.check_done()
     assert monitor.error_cycles, "the subordinate sent no error response"
     assert not sticky.mismatches
 
 
-async def _full_rate_read(dut, beats: int, addr: int):
-    clock = await setup(dut, "rd", 200_000)
-    memory = bytearray(random.Random(SEED).randbytes(MEM_SIZE))
-    ReadResponder(dut, "rd_axi", clock, memory, latency=1, queue=64)
-    commands = [(addr, beats)]
-    monitor = ManagerMonitor(dut, "rd_axi", "read", commands, clock=clock, reset=dut.rst)
-    source = StreamSource(dut, "rd_cmd", clock, fields=CMD_FIELDS)
-    sink = StreamSink(dut, "rd_rdata", clock, fields=DATA_FIELDS)
-    await reset_dut(dut, clock)
-    source.send_nowait({"addr": addr, "beats": beats})
-    first = cycle_now()                     # the command is offered from this cycle on
-    await collect_and_check(clock, sink, expected_read(memory, commands), "full-rate read")
-    last = cycle_now() - 1                  # cycle in which the final beat moved
-    monitor.check_done()
-    return last - first + 1, len(monitor.bursts)
-
-
-def _full_rate_floor() -> float:
-    # With one burst in flight each burst pays the AR round trip (a ~3-cycle gap); short bursts
-    # cannot reach 90 % that way, by design.
-    return 0.9 if MAX_OUTSTANDING > 1 or MAX_BURST >= 64 else 0.8
-
-
 @cocotb.test()
 async def read_full_rate(dut):
     """No stalls anywhere, a subordinate answering one cycle after AR: a long read streams at
     (nearly) one beat per cycle."""
-    beats = FULL_RATE_BEATS
-    cycles, bursts = await _full_rate_read(dut, beats, 0x10000)
+    tb = AxiTB(dut, "rd", 200_000)
+    beats, addr = tb.full_rate_beats, 0x10000
+    memory = bytearray(random.Random(tb.seed).randbytes(MEM_SIZE))
+    ReadResponder(dut, "rd_axi", tb.clock, memory, beat=tb.beat, latency=1, queue=64)
+    commands = [(addr, beats)]
+    monitor = tb.monitor(commands)
+    source, sink = tb.streams()
+    await tb.reset()
+    source.send_nowait({"addr": addr, "beats": beats})
+    first = tb.cycle()                      # the command is offered from this cycle on
+    await tb.collect_and_check(sink, tb.expected_read(memory, commands), "full-rate read")
+    last = tb.cycle() - 1                   # cycle in which the final beat moved
+    monitor.check_done()
+    cycles, bursts = last - first + 1, len(monitor.bursts)
     rate = beats / cycles
-    dut._log.info("FULL-RATE read: data_width=%d max_burst=%d max_outstanding=%d: %d beats (%d bursts) in "
-                  "%d cycles = %.4f beats/cycle (%.2f B/cycle, peak %d)", DATA_WIDTH, MAX_BURST,
-                  MAX_OUTSTANDING, beats, bursts, cycles, rate, rate * BEAT, BEAT)
-    record("read_full_rate", {"beats": beats, "bursts": bursts, "cycles": cycles, "beats_per_cycle": round(rate, 4)})
-    floor = _full_rate_floor()
+    tb.log.info("FULL-RATE read: data_width=%d max_burst=%d max_outstanding=%d: %d beats (%d bursts) in "
+                "%d cycles = %.4f beats/cycle (%.2f B/cycle, peak %d)", tb.data_width, tb.max_burst,
+                tb.max_outstanding, beats, bursts, cycles, rate, rate * tb.beat, tb.beat)
+    tb.record("read_full_rate", {"beats": beats, "bursts": bursts, "cycles": cycles, "beats_per_cycle": round(rate, 4)})
+    floor = tb.full_rate_floor(0.8)
     assert rate >= floor, f"{beats} beats took {cycles} cycles ({rate:.3f} beats/cycle < {floor})"
 
 
 # -- write master ---------------------------------------------------------------------------------
-
-class DoneCounter:
-    """Counts ``done`` pulses, with their cycles."""
-
-    def __init__(self, clock, done):
-        self.clock, self.done = clock, done
-        self.cycles: list[int] = []
-        self._task = cocotb.start_soon(self._run())
-
-    async def _run(self):
-        edge = RisingEdge(self.clock)
-        while True:
-            await edge
-            if self.done.value:
-                self.cycles.append(cycle_now() - 1)
-
-
-def apply_writes(memory: bytearray, commands, words, skip=lambda addr: False):
-    """The memory expected after ``commands`` wrote the beats ``words`` in order (a beat whose
-    address satisfies ``skip`` is expected to be dropped)."""
-    expected = bytearray(memory)
-    index = 0
-    for addr, beats in commands:
-        for i in range(beats):
-            a = addr + i * BEAT
-            if not skip(a):
-                expected[a:a + BEAT] = words[index].to_bytes(BEAT, "little")
-            index += 1
-    return expected
-
-
-def _first_difference(got: bytes, want: bytes) -> str:
-    for i in range(len(want)):
-        if got[i] != want[i]:
-            a = i - i % BEAT
-            return (f"first difference at byte {i:#x}: word {a:#x} is {bytes(got[a:a + BEAT]).hex()}, "
-                    f"expected {bytes(want[a:a + BEAT]).hex()}")
-    return "no difference"
-
-
-async def _await_done(clock, counter, count, what):
-    async def wait():
-        while len(counter.cycles) < count:
-            await RisingEdge(clock)
-    await with_timeout(wait(), clock, 500_000, what)
-
 
 @cocotb.test()
 async def write_random(dut):
     """Random disjoint commands against cocotbext-axi's AxiRamWrite with random pauses on AW, W
     and B and random stalls on cmd and data: memory equals the data written, nothing outside the
     written ranges changes, ``done`` pulses once per command after its last response."""
-    log_config(dut, "write_random")
-    rng = random.Random(SEED * 1000 + 3)
-    clock = await setup(dut, "wr", 3_000_000)
-    ram = AxiRamWrite(AxiWriteBus.from_prefix(dut, "wr_axi_"), clock, dut.rst, size=MEM_SIZE)
-    ram.log.setLevel("WARNING")
+    tb = AxiTB(dut, "wr", 3_000_000)
+    tb.log_config("write_random")
+    rng = random.Random(tb.seed * 1000 + 3)
     background = rng.randbytes(MEM_SIZE)
-    ram.write(0, background)
-    for channel in (ram.aw_channel, ram.w_channel, ram.b_channel):
-        channel.set_pause_generator(random_pause(0.3, rng.randrange(1 << 30)))
-    commands = random_commands(rng, COMMANDS, disjoint=True)
-    words = [rng.getrandbits(DATA_WIDTH) for _ in range(sum(b for _, b in commands))]
-    monitor = ManagerMonitor(dut, "wr_axi", "write", commands, clock=clock, reset=dut.rst)
-    sticky = StickyChecker(clock, dut.wr_error, dut.wr_clear_error, dut.wr_axi__bvalid,
-                           dut.wr_axi__bready, dut.wr_axi__bresp)
-    done = DoneCounter(clock, dut.wr_done)
-    cmd = StreamSource(dut, "wr_cmd", clock, fields=CMD_FIELDS, pause=random_pause(0.4, rng.randrange(1 << 30)))
-    data = StreamSource(dut, "wr_wdata", clock, pause=random_pause(0.3, rng.randrange(1 << 30)))
-    await reset_dut(dut, clock)
-    start = cycle_now()
+    ram = axi_ram_write(dut, "wr_axi", tb.clock, MEM_SIZE, image=background)
+    random_pauses([ram], 0.3, rng)
+    commands = tb.random_commands(rng, tb.commands, disjoint=True)
+    words = [rng.getrandbits(tb.data_width) for _ in range(sum(b for _, b in commands))]
+    monitor, sticky = tb.monitor(commands), tb.sticky()
+    done = DoneCounter(tb.clock, dut.wr_done)
+    cmd, data = tb.streams(rng, 0.4, 0.3)
+    await tb.reset()
+    start = tb.cycle()
     for addr, beats in commands:
         cmd.send_nowait({"addr": addr, "beats": beats})
     for word in words:
         data.send_nowait(word)
-    await _await_done(clock, done, len(commands), "write_random: done pulses")
-    await ClockCycles(clock, 50)
+    await done.wait(len(commands), 500_000, "write_random: done pulses")
+    await ClockCycles(tb.clock, 50)
     assert len(done.cycles) == len(commands), f"{len(done.cycles)} done pulses for {len(commands)} commands"
     monitor.check_done()
     assert monitor.data_beats == len(words), f"{monitor.data_beats} W beats for {len(words)} data beats"
@@ -718,11 +700,11 @@ async def write_random(dut):
         f"done pulses {done.cycles[:8]} do not follow the final B responses {finals[:8]}"
     assert not int(dut.wr_busy.value), "busy still high after the last response"
     assert sticky.high_cycles == 0
-    expected = apply_writes(bytearray(background), commands, words)
+    expected = tb.apply_writes(bytearray(background), commands, words)
     got = ram.read(0, MEM_SIZE)
-    assert got == expected, f"memory differs: {_first_difference(got, expected)}"
-    dut._log.info("write_random: %d commands, %d beats, %d bursts (max %d in flight) in %d cycles",
-                  len(commands), len(words), len(monitor.bursts), monitor.max_in_flight, cycle_now() - start)
+    assert got == expected, f"memory differs: {tb.first_difference(got, expected)}"
+    tb.log.info("write_random: %d commands, %d beats, %d bursts (max %d in flight) in %d cycles",
+                len(commands), len(words), len(monitor.bursts), monitor.max_in_flight, tb.cycle() - start)
 
 
 @cocotb.test()
@@ -730,93 +712,83 @@ async def write_errors(dut):
     """SLVERR/DECERR B responses for some address ranges: ``error`` rises after the first one and
     stays high until ``clear_error``; ``done`` still pulses per command and later commands'
     data land where they belong (the data stream stays aligned)."""
-    log_config(dut, "write_errors")
-    rng = random.Random(SEED * 1000 + 4)
-    clock = await setup(dut, "wr", 2_000_000)
+    tb = AxiTB(dut, "wr", 2_000_000)
+    tb.log_config("write_errors")
+    beat = tb.beat
+    rng = random.Random(tb.seed * 1000 + 4)
     background = rng.randbytes(MEM_SIZE)
     memory = bytearray(background)
-    slverr = (0x40000, 0x42000, 2)
-    decerr = (0x80000, 0x81000, 3)
-    errors = [slverr, decerr]
-    WriteResponder(dut, "wr_axi", clock, memory, queue=4, errors=errors,
+    errors = [SLVERR, DECERR]
+    WriteResponder(dut, "wr_axi", tb.clock, memory, beat=beat, queue=4, errors=errors,
                    aw_pause=random_pause(0.3, rng.randrange(1 << 30)),
                    w_pause=random_pause(0.3, rng.randrange(1 << 30)),
                    b_pause=random_pause(0.3, rng.randrange(1 << 30)))
-    phases = [("good", [(0x1000 - BEAT, 20), (0x10000, 300)], 0),
-              ("slverr", [(0x40000 - 2 * BEAT, 30)], 1),
-              ("good after error", [(0x20000 + 3 * BEAT, 5), (0x30000 - BEAT, 2)], 1),
+    phases = [("good", [(0x1000 - beat, 20), (0x10000, 300)], 0),
+              ("slverr", [(0x40000 - 2 * beat, 30)], 1),
+              ("good after error", [(0x20000 + 3 * beat, 5), (0x30000 - beat, 2)], 1),
               ("clear", [], 0),
               ("good after clear", [(0x50000, 64)], 0),
               ("decerr", [(0x80000, 3)], 1),
               ("mixed", [(0x60000, 7), (0x41000, 4), (0x61000, 40)], 1),
               ("clear", [], 0)]
     all_commands = [c for _, cmds, _ in phases for c in cmds]
-    monitor = ManagerMonitor(dut, "wr_axi", "write", all_commands, clock=clock, reset=dut.rst)
-    sticky = StickyChecker(clock, dut.wr_error, dut.wr_clear_error, dut.wr_axi__bvalid,
-                           dut.wr_axi__bready, dut.wr_axi__bresp)
-    done = DoneCounter(clock, dut.wr_done)
-    cmd = StreamSource(dut, "wr_cmd", clock, fields=CMD_FIELDS, pause=random_pause(0.3, rng.randrange(1 << 30)))
-    data = StreamSource(dut, "wr_wdata", clock, pause=random_pause(0.3, rng.randrange(1 << 30)))
-    await reset_dut(dut, clock)
+    monitor, sticky = tb.monitor(all_commands), tb.sticky()
+    done = DoneCounter(tb.clock, dut.wr_done)
+    cmd, data = tb.streams(rng, 0.3, 0.3)
+    await tb.reset()
     words = []
     sent = 0
     for name, commands, error_after in phases:
         if name == "clear":
-            dut.wr_clear_error.value = 1
-            await RisingEdge(clock)
-            dut.wr_clear_error.value = 0
-            await ClockCycles(clock, 2)
+            await tb.clear_error()
         for addr, beats in commands:
             cmd.send_nowait({"addr": addr, "beats": beats})
             for _ in range(beats):
-                words.append(rng.getrandbits(DATA_WIDTH))
+                words.append(rng.getrandbits(tb.data_width))
                 data.send_nowait(words[-1])
         sent += len(commands)
-        await _await_done(clock, done, sent, f"write_errors: done pulses of phase {name}")
-        await ClockCycles(clock, 3)
-        assert int(dut.wr_error.value) == error_after, f"after phase {name!r}: error={int(dut.wr_error.value)}"
-        dut._log.info("write_errors: phase %-18s error=%d", name, error_after)
-    await ClockCycles(clock, 20)
+        await done.wait(sent, 500_000, f"write_errors: done pulses of phase {name}")
+        await tb.check_error(error_after, "write_errors", name)
+    await ClockCycles(tb.clock, 20)
     assert len(done.cycles) == len(all_commands)
     monitor.check_done()
     assert monitor.error_cycles, "the subordinate sent no error response"
     # The responder drops every burst that overlaps an error range; the ranges are 4 KiB aligned
     # and bursts never cross 4 KiB, so exactly the words in those pages keep their old contents.
-    expected = apply_writes(bytearray(background), all_commands, words,
-                            skip=lambda a: _resp_for(errors, a - a % PAGE, PAGE) != 0)
-    assert memory == expected, f"memory differs: {_first_difference(memory, expected)}"
+    expected = tb.apply_writes(bytearray(background), all_commands, words,
+                               skip=lambda a: _resp_for(errors, a - a % PAGE, PAGE) != 0)
+    assert memory == expected, f"memory differs: {tb.first_difference(memory, expected)}"
     assert not sticky.mismatches
 
 
 @cocotb.test()
 async def write_full_rate(dut):
     """No stalls anywhere: a long write streams at (nearly) one beat per cycle."""
-    beats = FULL_RATE_BEATS
-    clock = await setup(dut, "wr", 200_000)
+    tb = AxiTB(dut, "wr", 200_000)
+    beats = tb.full_rate_beats
     memory = bytearray(MEM_SIZE)
-    WriteResponder(dut, "wr_axi", clock, memory, queue=64)
+    WriteResponder(dut, "wr_axi", tb.clock, memory, beat=tb.beat, queue=64)
     commands = [(0x10000, beats)]
-    monitor = ManagerMonitor(dut, "wr_axi", "write", commands, clock=clock, reset=dut.rst)
-    done = DoneCounter(clock, dut.wr_done)
-    cmd = StreamSource(dut, "wr_cmd", clock, fields=CMD_FIELDS)
-    data = StreamSource(dut, "wr_wdata", clock)
-    await reset_dut(dut, clock)
-    rng = random.Random(SEED)
-    words = [rng.getrandbits(DATA_WIDTH) for _ in range(beats)]
+    monitor = tb.monitor(commands)
+    done = DoneCounter(tb.clock, dut.wr_done)
+    cmd, data = tb.streams()
+    await tb.reset()
+    rng = random.Random(tb.seed)
+    words = [rng.getrandbits(tb.data_width) for _ in range(beats)]
     cmd.send_nowait({"addr": 0x10000, "beats": beats})
     for word in words:
         data.send_nowait(word)
-    first = cycle_now()
-    await _await_done(clock, done, 1, "write_full_rate: done")
+    first = tb.cycle()
+    await done.wait(1, 500_000, "write_full_rate: done")
     cycles = done.cycles[0] - first          # through the final B response
     monitor.check_done()
-    expected = apply_writes(bytearray(MEM_SIZE), commands, words)
-    assert memory == expected, f"memory differs: {_first_difference(memory, expected)}"
+    expected = tb.apply_writes(bytearray(MEM_SIZE), commands, words)
+    assert memory == expected, f"memory differs: {tb.first_difference(memory, expected)}"
     rate = beats / cycles
-    dut._log.info("FULL-RATE write: data_width=%d max_burst=%d max_outstanding=%d: %d beats (%d bursts) "
-                  "in %d cycles to the last response = %.4f beats/cycle", DATA_WIDTH, MAX_BURST,
-                  MAX_OUTSTANDING, beats, len(monitor.bursts), cycles, rate)
-    record("write_full_rate", {"beats": beats, "bursts": len(monitor.bursts), "cycles": cycles,
-                               "beats_per_cycle": round(rate, 4)})
-    floor = 0.9 if MAX_OUTSTANDING > 1 or MAX_BURST >= 64 else 0.7
+    tb.log.info("FULL-RATE write: data_width=%d max_burst=%d max_outstanding=%d: %d beats (%d bursts) "
+                "in %d cycles to the last response = %.4f beats/cycle", tb.data_width, tb.max_burst,
+                tb.max_outstanding, beats, len(monitor.bursts), cycles, rate)
+    tb.record("write_full_rate", {"beats": beats, "bursts": len(monitor.bursts), "cycles": cycles,
+                                  "beats_per_cycle": round(rate, 4)})
+    floor = tb.full_rate_floor(0.7)
     assert rate >= floor, f"{beats} beats took {cycles} cycles ({rate:.3f} beats/cycle < {floor})"

@@ -1,0 +1,403 @@
+"""cocotb tests of :class:`tellme.hw.transpose.Transpose` and :class:`tellme.hw.transpose.ResidualAdd`.
+
+Transpose (configuration ``unit = "transpose"``; run the tests ``test_transpose_*``):
+
+``test_transpose_ranges``
+    Per entry of ``stalls`` (random valid/ready stall probabilities for ``cmd``, ``i``, ``o``,
+    ``blocks``), ``repeat`` times the range lengths ``lengths`` (shuffled), queued back to back,
+    each with its own token count n (every n = 1..T occurs); row values are random binary32 bit
+    patterns with subnormals, NaNs (signalling and quiet, both signs), infinities and -0, which
+    must come out unchanged. Expected ``o`` beats: per block of R rows, the numpy transpose of
+    the block's first n token columns, padded with +0 to whole beats, ``last`` on each token's
+    final beat; expected ``blocks`` beats ``{row0, rows}``. Every beat is compared as it moves,
+    each block's ``blocks`` beat must move no later than its first ``o`` beat, and nothing may
+    follow the last expected beat.
+``test_transpose_throughput``
+    No stalls. Drain-bound (n >= L, ranges of whole blocks): the ``o`` beats of all ranges move
+    in consecutive cycles, and the first ``o`` beat moves ``latency`` cycles after the first
+    block's final row. Fill-bound (n = 1, every block at least R/L rows, partial blocks
+    included): the ``i`` beats of all ranges move in consecutive cycles.
+
+ResidualAdd (``unit = "residual"``; ``test_residual_*``):
+
+``test_residual_values``
+    Per entry of ``stalls`` (``y``, ``h``, ``o``), ``beats`` beats of random and extreme operand
+    pairs (random bit patterns, specials x specials, cancellation to zero and to the subnormal
+    range, rounding ties, overflow); each output lane must equal ``golden.residual_add(h, y)``
+    bit for bit (uint32 views), ``last`` that of ``y`` (``h``'s ``last`` is set differently).
+``test_residual_throughput``
+    No stalls: ``o`` beats in consecutive cycles, the first ``latency`` cycles after the first
+    input pair moved.
+
+Configuration (``run_cocotb(parameters=...)``): ``unit``, ``fields`` (``{stream: Field list}``),
+``tokens``, ``lanes``, ``block`` (transpose) or ``lanes`` (residual), ``latency``, ``stalls``,
+``lengths``, ``repeat``, ``beats``, ``seed`` (numpy stimulus seed; stall patterns follow
+cocotb's seed).
+"""
+
+from __future__ import annotations
+
+import random
+
+import cocotb
+import numpy as np
+from cocotb.triggers import ClockCycles, RisingEdge
+
+from .. import golden
+from . import tb_config
+from .streams import (CycleTimeout, StreamSink, StreamSource, random_pause, reset_dut, start_clock,
+                      start_watchdog, with_timeout)
+
+U32 = np.dtype("<u4")
+#: Binary32 patterns every stimulus mixes in: zeros, subnormals, the smallest normals, the
+#: largest finite values, infinities, NaNs (quiet and signalling, both signs), one and its
+#: neighbour, small powers of two.
+SPECIALS = np.array([
+    0x00000000, 0x80000000, 0x00000001, 0x80000001, 0x007FFFFF, 0x807FFFFF, 0x00400000,
+    0x00800000, 0x80800000, 0x00800001, 0x7F7FFFFF, 0xFF7FFFFF, 0x7F800000, 0xFF800000,
+    0x7FC00000, 0xFFC00000, 0x7F800001, 0xFFBFFFFF, 0x7FFFFFFF, 0x3F800000, 0xBF800000,
+    0x3F800001, 0x33800000, 0x34000000, 0x4B000000, 0xCB800000,
+], dtype=U32)
+RESET_CYCLES = 8
+
+
+def random_bits(rng: np.random.Generator, count: int) -> np.ndarray:
+    """``count`` binary32 patterns: a third uniform random bits, a third specials, a third
+    ordinary values of moderate magnitude."""
+    kind = rng.integers(0, 3, count)
+    out = rng.integers(0, 1 << 32, count, dtype=np.uint64).astype(U32)
+    out[kind == 1] = rng.choice(SPECIALS, int((kind == 1).sum()))
+    normal = (rng.standard_normal(count) * np.exp2(rng.integers(-20, 20, count))).astype(np.float32)
+    out[kind == 2] = normal.view(U32)[kind == 2]
+    return out
+
+
+def pack_lanes(values) -> int:
+    """uint32 lanes as one integer, lane 0 in the least significant bits."""
+    return int.from_bytes(np.asarray(values, dtype=U32).tobytes(), "little")
+
+
+def unpack_lanes(raw: int, count: int) -> np.ndarray:
+    return np.frombuffer(int(raw).to_bytes(4 * count, "little"), dtype=U32).copy()
+
+
+class Moves:
+    """Cycle of every beat that moves on some stream ports of ``dut`` (sampled after each rising
+    edge: ``valid & ready`` of the cycle that just ended), on one cycle count for all of them."""
+
+    def __init__(self, dut, clock, names):
+        self.ports = {name: (getattr(dut, f"{name}__valid"), getattr(dut, f"{name}__ready"))
+                      for name in names}
+        self.cycles = {name: [] for name in names}
+        self.cycle = 0
+        self.clock = clock
+        self.task = cocotb.start_soon(self._run())
+
+    async def _run(self):
+        edge = RisingEdge(self.clock)
+        while True:
+            await edge
+            self.cycle += 1
+            for name, (valid, ready) in self.ports.items():
+                if valid.value == 1 and ready.value == 1:
+                    self.cycles[name].append(self.cycle)
+
+    def clear(self):
+        for moves in self.cycles.values():
+            moves.clear()
+
+    def stop(self):
+        self.task.cancel()
+
+
+def _gaps(cycles) -> list[int]:
+    """Positions where consecutive beats did not move in consecutive cycles."""
+    return [k for k in range(1, len(cycles)) if cycles[k] != cycles[k - 1] + 1]
+
+
+async def _scoreboard(sink, expected, clock, cycles, what, describe):
+    received = 0
+
+    async def run():
+        nonlocal received
+        for index, want in enumerate(expected):
+            got = await sink.recv()
+            if got != want:
+                raise AssertionError(f"{what}: beat {index} ({describe(index)}) is {got!r}, expected {want!r}")
+            received += 1
+
+    try:
+        await with_timeout(run(), clock, cycles, what)
+    except CycleTimeout:
+        raise CycleTimeout(f"{what}: only {received} of {len(expected)} beats arrived within {cycles} "
+                           f"cycles; next expected {expected[received]!r} ({describe(received)})") from None
+
+
+async def _no_more(sinks, clock, cycles=40):
+    """Nothing may arrive after the expected beats (sinks ready, ``cycles`` cycles)."""
+    for sink in sinks:
+        sink.clear_pause_generator()
+    await ClockCycles(clock, cycles)
+    for sink in sinks:
+        assert sink.empty(), f"{sink.name}: unexpected extra beat {sink.recv_nowait()!r}"
+
+
+# -- Transpose ------------------------------------------------------------------------------------
+
+class TransposeTB:
+    def __init__(self, dut):
+        self.cfg = tb_config()
+        assert self.cfg.get("unit") == "transpose", self.cfg.get("unit")
+        self.T, self.L, self.R = (int(self.cfg[k]) for k in ("tokens", "lanes", "block"))
+        self.fields = self.cfg["fields"]
+        self.clock = start_clock(dut)
+        self.dut = dut
+        self.cmd = StreamSource(dut, "cmd", self.clock, fields=self.fields["cmd"])
+        self.i = StreamSource(dut, "i", self.clock, fields=self.fields["i"])
+        self.o = StreamSink(dut, "o", self.clock, fields=self.fields["o"])
+        self.blocks = StreamSink(dut, "blocks", self.clock, fields=self.fields["blocks"])
+        self.moves = Moves(dut, self.clock, ["cmd", "i", "o", "blocks"])
+        self.rng = np.random.default_rng([int(self.cfg.get("seed", 1)), cocotb.RANDOM_SEED])
+
+    def stalls(self, p_cmd, p_i, p_o, p_blocks, rnd: random.Random):
+        for port, p in ((self.cmd, p_cmd), (self.i, p_i), (self.o, p_o), (self.blocks, p_blocks)):
+            port.set_pause_generator(random_pause(p, rnd.getrandbits(32)) if p else None)
+
+    def queue(self, ranges):
+        """Queue ``ranges`` (list of (n, rows x T uint32 array)); return the expected o beats,
+        blocks beats, a description per o beat and the index of each block's first o beat."""
+        T, L, R = self.T, self.L, self.R
+        o_beats, block_beats, notes, first_o = [], [], [], []
+        for index, (n, rows) in enumerate(ranges):
+            self.cmd.send_nowait({"tokens": n})
+            for r, row in enumerate(rows):
+                self.i.send_nowait({"data": pack_lanes(row), "last": int(r == len(rows) - 1)})
+            for row0 in range(0, len(rows), R):
+                block = rows[row0:row0 + R, :n]
+                count = len(block)
+                block_beats.append({"row0": row0, "rows": count})
+                first_o.append(len(o_beats))
+                beats = -(-count // L)
+                padded = np.zeros((beats * L, n), dtype=U32)
+                padded[:count] = block
+                for t in range(n):
+                    for k in range(beats):
+                        o_beats.append({"data": pack_lanes(padded[k * L:(k + 1) * L, t]),
+                                        "last": int(k == beats - 1)})
+                        notes.append(f"range {index} (n={n}, {len(rows)} rows), block row0={row0} "
+                                     f"rows={count}, token {t}, beat {k}")
+        return o_beats, block_beats, notes, first_o
+
+    def make_ranges(self, lengths, ns):
+        return [(n, random_bits(self.rng, length * self.T).reshape(length, self.T))
+                for length, n in zip(lengths, ns)]
+
+    async def run(self, ranges, what, bound):
+        o_beats, block_beats, notes, first_o = self.queue(ranges)
+        self.moves.clear()
+        o_start, blocks_start = self.o.received, self.blocks.received
+        o_board = cocotb.start_soon(_scoreboard(self.o, o_beats, self.clock, bound, f"{what}: o",
+                                                lambda k: notes[k] if k < len(notes) else "-"))
+        blocks_board = cocotb.start_soon(_scoreboard(
+            self.blocks, block_beats, self.clock, bound, f"{what}: blocks", lambda k: f"block {k}"))
+        await o_board
+        await blocks_board
+        # Each block's blocks beat moves before or with its first o beat.
+        o_cycles, b_cycles = self.moves.cycles["o"], self.moves.cycles["blocks"]
+        assert len(o_cycles) == len(o_beats) and len(b_cycles) == len(block_beats), \
+            (what, len(o_cycles), len(o_beats), len(b_cycles), len(block_beats))
+        for b, first in enumerate(first_o):
+            assert b_cycles[b] <= o_cycles[first], \
+                (f"{what}: block {b} ({block_beats[b]}) had its blocks beat in cycle {b_cycles[b]}, "
+                 f"after its first o beat (cycle {o_cycles[first]}: {notes[first]})")
+        assert self.o.received - o_start == len(o_beats)
+        assert self.blocks.received - blocks_start == len(block_beats)
+        return o_beats, first_o
+
+
+@cocotb.test(timeout_time=200, timeout_unit="ms")
+async def test_transpose_ranges(dut):
+    tb = TransposeTB(dut)
+    start_watchdog(tb.clock, 2_000_000, "test_transpose_ranges")
+    await reset_dut(dut, tb.clock, RESET_CYCLES)
+    rnd = random.Random(cocotb.RANDOM_SEED)
+    lengths = [int(x) for x in tb.cfg["lengths"]]
+    for stall in tb.cfg["stalls"]:
+        tb.stalls(*stall, rnd)
+        all_lengths = lengths * int(tb.cfg.get("repeat", 1))
+        rnd.shuffle(all_lengths)
+        ns = [1 + k % tb.T for k in range(len(all_lengths))]
+        rnd.shuffle(ns)
+        ranges = tb.make_ranges(all_lengths, ns)
+        beats = sum(n * -(-len(rows) // tb.L) * 1 for n, rows in ranges) + sum(len(r) for _, r in ranges)
+        rate = min(1 - p for p in stall) if max(stall) < 1 else 0.01
+        await tb.run(ranges, f"stalls {stall}", int(4 * beats / max(rate, 0.01) ** 2) + 500)
+        await _no_more([tb.o, tb.blocks], tb.clock)
+
+
+@cocotb.test(timeout_time=100, timeout_unit="ms")
+async def test_transpose_throughput(dut):
+    tb = TransposeTB(dut)
+    start_watchdog(tb.clock, 200_000, "test_transpose_throughput")
+    await reset_dut(dut, tb.clock, RESET_CYCLES)
+    T, L, R = tb.T, tb.L, tb.R
+    rng = random.Random(cocotb.RANDOM_SEED)
+
+    # Drain-bound: n >= L on every range (when T allows), whole blocks.
+    if T >= L:
+        lengths = [R, 3 * R, 2 * R, R, 4 * R]
+        ns = [rng.randint(L, T) for _ in lengths]
+        ranges = tb.make_ranges(lengths, ns)
+        # Rows go in the cycle the driver can offer them, so the first block's last row moves
+        # R - 1 cycles after the first row.
+        await tb.run(ranges, "drain-bound", 20 * sum(lengths) * T)
+        o_cycles, i_cycles = tb.moves.cycles["o"], tb.moves.cycles["i"]
+        gaps = _gaps(o_cycles)
+        assert not gaps, f"drain-bound: o beats not back to back at beats {gaps[:10]} (cycles {o_cycles[:40]})"
+        latency = o_cycles[0] - i_cycles[R - 1]
+        assert latency == int(tb.cfg["latency"]), \
+            f"first o beat {latency} cycles after the first block's final row, expected {tb.cfg['latency']}"
+        dut._log.info("drain-bound: %d o beats in %d cycles, latency %d", len(o_cycles),
+                      o_cycles[-1] - o_cycles[0] + 1, latency)
+        await _no_more([tb.o, tb.blocks], tb.clock, 10)
+
+    # Fill-bound: n = 1 and every block at least R/L rows (the drain of a whole block), so
+    # each block fills no faster than its predecessor drains: the rows move back to back.
+    p = max(R // L, 1)
+    lengths = [R, R + p, 2 * R + max(p, 3), max(p, L - 1), 3 * R, p]
+    ranges = tb.make_ranges(lengths, [1] * len(lengths))
+    await tb.run(ranges, "fill-bound", 20 * sum(lengths) + 200)
+    i_cycles = tb.moves.cycles["i"]
+    gaps = _gaps(i_cycles)
+    assert len(i_cycles) == sum(lengths)
+    assert not gaps, f"fill-bound: i beats not back to back at rows {gaps[:10]} (cycles {i_cycles[:40]})"
+    dut._log.info("fill-bound: %d rows in %d cycles", len(i_cycles), i_cycles[-1] - i_cycles[0] + 1)
+    await _no_more([tb.o, tb.blocks], tb.clock, 10)
+
+
+# -- ResidualAdd ----------------------------------------------------------------------------------
+
+def residual_operands(rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` operand pairs (h, y) as uint32 bit patterns: random bits, specials x specials,
+    and pairs that cancel (x + -x, to the subnormal range), round on ties or overflow."""
+    h = random_bits(rng, count)
+    y = random_bits(rng, count)
+    kind = rng.integers(0, 8, count)
+    hf = h.view(np.float32)
+    # specials x specials
+    sel = kind == 1
+    h[sel] = rng.choice(SPECIALS, int(sel.sum()))
+    y[sel] = rng.choice(SPECIALS, int(sel.sum()))
+    # exact cancellation: y = -h (x - x = +0, -0 + -0 = -0 when h = -0)
+    sel = kind == 2
+    y[sel] = h[sel] ^ np.uint32(0x80000000)
+    # near cancellation: y = -(h moved by a few ulps): results far below h, some subnormal
+    sel = kind == 3
+    y[sel] = (h[sel] + rng.integers(-3, 4, int(sel.sum())).astype(U32)) ^ np.uint32(0x80000000)
+    # ties and near-ties: y = h * 2^-24 or 2^-25 (+- an ulp)
+    sel = kind == 4
+    scale = np.exp2(-rng.integers(23, 26, int(sel.sum()))).astype(np.float32)
+    with np.errstate(all="ignore"):
+        y[sel] = (hf[sel] * scale).view(U32) + rng.integers(0, 2, int(sel.sum())).astype(U32)
+    # sums straddling 2^-126: small normals of opposite signs
+    sel = kind == 5
+    small = (np.float32(2.0 ** -126) * (1 + rng.random(int(sel.sum())))).astype(np.float32)
+    other = (np.float32(2.0 ** -126) * (1 + rng.random(int(sel.sum())))).astype(np.float32)
+    h[sel] = small.view(U32)
+    y[sel] = (-other).view(U32)
+    # overflow: both near the largest finite value
+    sel = kind == 6
+    big = (np.float32(3.0e38) + rng.random(int(sel.sum())).astype(np.float32) * np.float32(4e37)).astype(np.float32)
+    h[sel] = big.view(U32) | (rng.integers(0, 2, int(sel.sum())).astype(U32) << 31)
+    y[sel] = big.view(U32) | (h[sel] & np.uint32(0x80000000))
+    return h, y
+
+
+class ResidualTB:
+    def __init__(self, dut):
+        self.cfg = tb_config()
+        assert self.cfg.get("unit") == "residual", self.cfg.get("unit")
+        self.L = int(self.cfg["lanes"])
+        fields = self.cfg["fields"]
+        self.clock = start_clock(dut)
+        self.y = StreamSource(dut, "y", self.clock, fields=fields["y"])
+        self.h = StreamSource(dut, "h", self.clock, fields=fields["h"])
+        self.o = StreamSink(dut, "o", self.clock, fields=fields["o"])
+        self.moves = Moves(dut, self.clock, ["y", "h", "o"])
+        self.rng = np.random.default_rng([int(self.cfg.get("seed", 1)), cocotb.RANDOM_SEED])
+
+    def queue(self, beats: int):
+        L = self.L
+        h, y = residual_operands(self.rng, beats * L)
+        want = golden.residual_add(h.view(np.float32), y.view(np.float32)).view(U32)
+        h, y, want = (a.reshape(beats, L) for a in (h, y, want))
+        lasts = self.rng.integers(0, 2, beats)
+        expected = []
+        for k in range(beats):
+            self.y.send_nowait({"data": pack_lanes(y[k]), "last": int(lasts[k])})
+            self.h.send_nowait({"data": pack_lanes(h[k]), "last": int(1 - lasts[k])})
+            expected.append({"data": pack_lanes(want[k]), "last": int(lasts[k])})
+        return h, y, want, expected
+
+    async def check(self, h, y, want, expected, what, bound):
+        L = self.L
+
+        def describe(k):
+            if k >= len(expected):
+                return "-"
+            return "; ".join(f"lane {j}: h {h[k, j]:#010x} + y {y[k, j]:#010x} = {want[k, j]:#010x}"
+                             for j in range(L))
+
+        received = 0
+
+        async def run():
+            nonlocal received
+            for k, beat in enumerate(expected):
+                got = await self.o.recv()
+                lanes = unpack_lanes(got["data"], L)
+                bad = [j for j in range(L) if lanes[j] != want[k, j]]
+                assert not bad, (f"{what}: beat {k} lane {bad[0]}: got {lanes[bad[0]]:#010x}, expected "
+                                 f"{want[k, bad[0]]:#010x} (h {h[k, bad[0]]:#010x} + y {y[k, bad[0]]:#010x}, "
+                                 f"{float(h[k, bad[0]:bad[0] + 1].view(np.float32)[0])!r} + "
+                                 f"{float(y[k, bad[0]:bad[0] + 1].view(np.float32)[0])!r})")
+                assert got == beat, f"{what}: beat {k}: last {got['last']}, expected {beat['last']}"
+                received += 1
+
+        try:
+            await with_timeout(run(), self.clock, bound, what)
+        except CycleTimeout:
+            raise CycleTimeout(f"{what}: only {received} of {len(expected)} beats within {bound} cycles; "
+                               f"next {describe(received)}") from None
+
+
+@cocotb.test(timeout_time=100, timeout_unit="ms")
+async def test_residual_values(dut):
+    tb = ResidualTB(dut)
+    start_watchdog(tb.clock, 1_000_000, "test_residual_values")
+    await reset_dut(dut, tb.clock, RESET_CYCLES)
+    rnd = random.Random(cocotb.RANDOM_SEED)
+    beats = int(tb.cfg.get("beats", 400))
+    for stall in tb.cfg["stalls"]:
+        for port, p in zip((tb.y, tb.h, tb.o), stall):
+            port.set_pause_generator(random_pause(p, rnd.getrandbits(32)) if p else None)
+        h, y, want, expected = tb.queue(beats)
+        rate = min(1 - p for p in stall)
+        await tb.check(h, y, want, expected, f"stalls {stall}", int(4 * beats / max(rate, 0.01) ** 3) + 200)
+        await _no_more([tb.o], tb.clock, 20)
+
+
+@cocotb.test(timeout_time=50, timeout_unit="ms")
+async def test_residual_throughput(dut):
+    tb = ResidualTB(dut)
+    start_watchdog(tb.clock, 100_000, "test_residual_throughput")
+    await reset_dut(dut, tb.clock, RESET_CYCLES)
+    beats = 200
+    h, y, want, expected = tb.queue(beats)
+    tb.moves.clear()
+    await tb.check(h, y, want, expected, "no stalls", 4 * beats + 100)
+    o_cycles, y_cycles, h_cycles = (tb.moves.cycles[n] for n in ("o", "y", "h"))
+    assert y_cycles == h_cycles, "y and h must move together"
+    assert not _gaps(o_cycles), f"o beats not back to back at {_gaps(o_cycles)[:10]}"
+    latency = o_cycles[0] - y_cycles[0]
+    assert latency == int(tb.cfg["latency"]), f"latency {latency}, expected {tb.cfg['latency']}"
+    dut._log.info("residual: %d beats in %d cycles, latency %d", beats, o_cycles[-1] - o_cycles[0] + 1, latency)
