@@ -25,6 +25,7 @@ LAYERS = [
     ("models", ("tellme.sim.golden", "tellme.sim.reference")),
     ("boards", ("tellme.boards",)),
     ("gen", ("tellme.gen",)),
+    ("driver", ("tellme.runtime",)),
     ("harness", ("tellme.sim",)),
     ("host", ("tellme",)),
 ]
@@ -37,8 +38,9 @@ ALLOWED = {
     "models": {"contract"},
     "boards": {"contract"},
     "gen": {"contract", "tools", "hw", "boards"},
-    "harness": {"contract", "tools", "hw", "models", "boards", "gen"},
-    "host": {"contract", "tools", "hw", "models", "boards", "gen", "harness"},
+    "driver": {"contract", "tools", "gen"},
+    "harness": {"contract", "tools", "hw", "models", "boards", "gen", "driver"},
+    "host": {"contract", "tools", "hw", "models", "boards", "gen", "driver", "harness"},
 }
 
 

@@ -16,6 +16,7 @@ bit is defined once here, and this package imports nothing of ``tellme`` but
 
 Import direction (checked by ``tests/test_imports.py``): the contract at the bottom, then
 ``tellme.hw`` and the numpy models (``tellme.sim.golden``, ``tellme.sim.reference``), then
-``tellme.gen``, then the simulation harness (``tellme.sim.rtl``, ``tellme.sim.tb``,
-``tellme.sim.backends``), then the host side (``tellme.runtime``, ``tellme.cli``).
+``tellme.gen``, then the host driver (``tellme.runtime``), then the simulation harness
+(``tellme.sim.rtl``, ``tellme.sim.tb``, ``tellme.sim.backends``), then the command line
+(``tellme.cli``, ``tellme.demo``).
 """
