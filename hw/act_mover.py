@@ -21,6 +21,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..config import check_positive_int
 from .axi import axi_read_signature, axi_write_signature
 from .axi_read import AxiReadMaster
 from .axi_write import AxiWriteMaster
@@ -67,8 +68,7 @@ class _Mover(wiring.Component):
     def _check(*, lanes, data_width, addr_width):
         if data_width not in (32, 64, 128, 256, 512):
             raise ValueError(f"data_width must be 32..512 bits (power of two), got {data_width!r}")
-        if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
-            raise ValueError(f"lanes must be a positive integer, got {lanes!r}")
+        check_positive_int("lanes", lanes)
         bits = lanes * 32
         if bits % data_width and data_width % bits:
             raise ValueError(f"lanes * 32 ({bits} bits) and data_width ({data_width} bits) must divide "

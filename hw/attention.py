@@ -6,6 +6,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..config import check_positive_int
 from .fp32 import Exp, FAdd, FMax, FMul, FromInt, Recip, _bits
 from .pipeline import f32_vec
 
@@ -48,8 +49,7 @@ class AttentionCore(wiring.Component):
     def __init__(self, *, head_dim: int, tile: int, dot_lanes: int = 16, pv_lanes: int = 16, out_lanes: int = 8):
         for name, value in (("head_dim", head_dim), ("tile", tile), ("dot_lanes", dot_lanes),
                             ("pv_lanes", pv_lanes), ("out_lanes", out_lanes)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, value)
         for name, value in (("dot_lanes", dot_lanes), ("pv_lanes", pv_lanes), ("out_lanes", out_lanes)):
             if head_dim % value:
                 raise ValueError(f"{name} ({value}) must divide head_dim ({head_dim})")

@@ -5,6 +5,7 @@ from amaranth.hdl import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..config import check_positive_int
 from .attention import AttentionCore, key_layout, query_layout
 from .attn_decode import KvWriter
 from .axi import axi_read_signature, axi_write_signature
@@ -75,8 +76,7 @@ class PrefillAttention(wiring.Component):
     def __init__(self, *, head_dim: int, tile: int, chunk: int, heads: int = 1, addr_width: int = 40,
                  data_width: int = 128, dot_lanes: int = 16, pv_lanes: int = 16, out_lanes: int = 8):
         for name, value in (("chunk", chunk), ("heads", heads)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, value)
         if chunk >= 1 << 16:
             raise ValueError(f"chunk ({chunk}) must be below 65536 (16-bit positions)")
         self.cores = [AttentionCore(head_dim=head_dim, tile=tile, dot_lanes=dot_lanes, pv_lanes=pv_lanes,

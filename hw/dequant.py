@@ -4,6 +4,7 @@ from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..config import check_positive_int
 from .fp32 import FAdd, FMul, FromInt, Stages
 from .pipeline import StreamPipe, f32_vec
 from .tlmm import result_layout
@@ -21,8 +22,7 @@ class Dequant(wiring.Component):
     """
 
     def __init__(self, *, tokens: int, residual: bool):
-        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 1:
-            raise ValueError(f"tokens must be a positive integer, got {tokens!r}")
+        check_positive_int("tokens", tokens)
         self.tokens, self.residual = tokens, bool(residual)
         members = {"acc": In(stream.Signature(result_layout(tokens))),
                    "o": Out(stream.Signature(f32_vec(tokens)))}

@@ -4,6 +4,7 @@ from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..config import check_positive_int
 from .fp32 import FMul, Relu2, Silu, Stages
 from .pipeline import StreamPipe, f32_vec
 from .vec_width import VecNarrow, VecWiden
@@ -28,13 +29,13 @@ class Gating(wiring.Component):
     """
 
     def __init__(self, *, lanes: int, act: str, act_lanes: int | None = None):
-        if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
-            raise ValueError(f"lanes must be a positive integer, got {lanes!r}")
+        check_positive_int("lanes", lanes)
         if act not in ACTIVATIONS:
             raise ValueError(f"act must be one of {', '.join(ACTIVATIONS)}, got {act!r}")
         act_lanes = lanes if act_lanes is None else act_lanes
-        if not isinstance(act_lanes, int) or isinstance(act_lanes, bool) or act_lanes < 1 or lanes % act_lanes:
-            raise ValueError(f"act_lanes must be a positive integer dividing lanes ({lanes}), got {act_lanes!r}")
+        check_positive_int("act_lanes", act_lanes)
+        if lanes % act_lanes:
+            raise ValueError(f"act_lanes must divide lanes ({lanes}), got {act_lanes!r}")
         self.lanes, self.act, self.act_lanes = lanes, act, act_lanes
         super().__init__({
             "gate": In(stream.Signature(f32_vec(lanes))),

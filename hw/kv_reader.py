@@ -4,6 +4,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..config import check_positive_int
 from .attention import key_layout
 from .axi import axi_read_signature
 from .axi_read import AxiReadMaster
@@ -32,10 +33,10 @@ class KvReader(wiring.Component):
     """
 
     def __init__(self, *, head_dim: int, tile: int, addr_width: int = 40, data_width: int = 128):
-        if not isinstance(head_dim, int) or head_dim < 1 or (head_dim * 8) % data_width:
+        check_positive_int("head_dim", head_dim)
+        check_positive_int("tile", tile)
+        if (head_dim * 8) % data_width:
             raise ValueError(f"head_dim ({head_dim!r}) bytes must be whole {data_width}-bit beats")
-        if not isinstance(tile, int) or tile < 1:
-            raise ValueError(f"tile must be a positive integer, got {tile!r}")
         if data_width < 64:
             raise ValueError("data_width must be at least 64 bits (a scale record holds two words)")
         self.head_dim, self.tile, self.addr_width, self.data_width = head_dim, tile, addr_width, data_width

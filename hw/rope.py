@@ -4,6 +4,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..config import check_positive_int
 from .fp32 import FAdd, FMul, Stages
 from .pipeline import f32_vec
 
@@ -34,8 +35,7 @@ class Rope(wiring.Component):
     """
 
     def __init__(self, *, lanes: int, head_dim: int):
-        if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
-            raise ValueError(f"lanes must be a positive integer, got {lanes!r}")
+        check_positive_int("lanes", lanes)
         if not isinstance(head_dim, int) or head_dim < 2 or head_dim % (2 * lanes):
             raise ValueError(f"head_dim must be a positive multiple of 2 x lanes ({2 * lanes}), got {head_dim!r}")
         self.lanes, self.head_dim = lanes, head_dim

@@ -6,6 +6,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..config import check_positive_int
 from ..contract.formats import code_bits, table_entries, tlmm_digits
 from .tlmm_decode import codes_layout
 
@@ -47,9 +48,8 @@ def result_layout(tokens: int) -> data.StructLayout:
 def _check_params(group, lanes, tokens):
     if group not in (2, 3, 4, 5):
         raise ValueError(f"group must be 2, 3, 4 or 5, got {group!r}")
-    for name, value in (("lanes", lanes), ("tokens", tokens)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    check_positive_int("lanes", lanes)
+    check_positive_int("tokens", tokens)
 
 
 class TlmmTables(wiring.Component):
@@ -219,8 +219,7 @@ class TlmmEngine(wiring.Component):
         _check_params(group, lanes, tokens)
         for name, value in (("max_rows", max_rows), ("max_blocks", max_blocks),
                             ("tree_levels_per_stage", tree_levels_per_stage)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, value)
         self.group, self.lanes, self.tokens = group, lanes, tokens
         self.max_rows, self.max_blocks = max_rows, max_blocks
         self.tree_levels_per_stage = tree_levels_per_stage

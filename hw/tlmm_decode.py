@@ -6,6 +6,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..config import check_positive_int
 from ..contract.formats import code_bits
 
 __all__ = ["TlmmWeightDecode", "codes_layout"]
@@ -38,8 +39,7 @@ class TlmmWeightDecode(wiring.Component):
     def __init__(self, *, group: int, lanes: int, ports: int, beat_bits: int = 128):
         if group not in (2, 3, 4, 5):
             raise ValueError(f"group must be 2, 3, 4 or 5, got {group!r}")
-        if not isinstance(lanes, int) or lanes < 1:
-            raise ValueError(f"lanes must be a positive integer, got {lanes!r}")
+        check_positive_int("lanes", lanes)
         if not isinstance(ports, int) or ports < 1 or lanes % ports:
             raise ValueError(f"ports must be a positive divisor of lanes ({lanes}), got {ports!r}")
         if beat_bits not in (32, 64, 128, 256, 512):

@@ -5,6 +5,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..config import check_positive_int
 from .pipeline import f32_vec
 
 __all__ = ["VecNarrow", "VecWiden"]
@@ -15,8 +16,7 @@ class _LaneConverter(wiring.Component):
 
     def __init__(self, *, lanes: int, out_lanes: int):
         for name, value in (("lanes", lanes), ("out_lanes", out_lanes)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, value)
         wide, narrow = max(lanes, out_lanes), min(lanes, out_lanes)
         if wide % narrow:
             raise ValueError(f"the narrow lane count ({narrow}) must divide the wide one ({wide})")

@@ -48,7 +48,7 @@ def test_parameters_are_checked():
             cls(lanes=3)
         with pytest.raises(ValueError, match="divide one another"):
             cls(lanes=5, data_width=64)
-        with pytest.raises(ValueError, match="lanes must be a positive integer"):
+        with pytest.raises(ValueError, match="lanes: must be a positive integer"):
             cls(lanes=0)
         with pytest.raises(ValueError, match="data_width"):
             cls(lanes=4, data_width=96)
