@@ -1,0 +1,501 @@
+"""The int8 LM head with argmax (docs/architecture.md 3.9 and 9, "LM head")."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..config import check_positive_int
+from .axi import axi_read_signature
+from .axi_read import AxiReadMaster
+from .fp32 import FMul, FromInt, Stages
+from .pipeline import f32_vec, q8_vec
+
+__all__ = ["LmHead", "lm_head_command_layout", "MAX_COLS"]
+
+#: Widest row: |x_q . row| <= 128 * 128 * cols must fit the int32 accumulator.
+MAX_COLS = (2 ** 31 - 1) // (128 * 128)
+#: Depth of the FIFO of issued read commands (scales or rows) whose data are still owed.
+_KIND_DEPTH = 4
+
+
+def _bits(limit: int) -> int:
+    """Bits of an unsigned field holding 0 .. ``limit``."""
+    return max(1, limit.bit_length())
+
+
+def lm_head_command_layout(*, addr_width: int, max_rows: int, max_cols: int) -> data.StructLayout:
+    """One call: ``rows`` (vocab) rows of ``cols`` (hidden) int8 at ``rows_base`` (row ``r`` at
+    ``rows_base + r * cols``, the image section ``lm_head.q``) and ``rows`` float32 scales at
+    ``scales_base`` (``lm_head.scale``); absolute byte addresses."""
+    return data.StructLayout({"rows_base": unsigned(addr_width), "scales_base": unsigned(addr_width),
+                              "rows": unsigned(_bits(max_rows)), "cols": unsigned(_bits(max_cols))})
+
+
+class LmHead(wiring.Component):
+    """The LM head of the int8 format: logits of one token and their argmax.
+
+    Per call (one ``cmd`` beat ``{rows_base, scales_base, rows, cols}``, see
+    :func:`lm_head_command_layout`), with R = ``rows`` (vocab) and C = ``cols`` (hidden):
+
+    - takes the token's x_q on ``x`` (``q8_vec(lanes)`` beats, ceil(C / lanes) of them, ``last``
+      on the final one; values beyond C in a partial final beat are ignored) and its d_x on
+      ``scale`` (one beat, binary32 bits), in any order, into an on-chip buffer of C int8 (AXI
+      beat-wide words, zero beyond C);
+    - then reads, through its own :class:`~tellme.hw.axi_read.AxiReadMaster`, the R x C int8 rows
+      at ``rows_base`` as one contiguous byte stream (row r at ``rows_base + r C``; C need not
+      be a multiple of the beat: the stream is cut into rows on chip, ceil(R C / beat) beats
+      read in all, each once) and the R float32 scales at ``scales_base``, the scales in chunks
+      of ``scale_beats`` beats (``scale_beats * beat / 4`` rows) each read just before the
+      rows they belong to (so a FIFO of 2 chunks holds them), every AXI command in order on
+      the one read master;
+    - per row r: acc = sum_j x_q[j] head_q[r, j] exactly in int32 (one AXI beat of row bytes,
+      ``data_width / 8`` int8 x int8 products, per cycle; a beat holding the end of one row
+      and the start of the next takes one cycle per row), then ``logit[r] = mul(from_int(acc),
+      mul(d_x, scale_r))`` in binary32 with subnormals flushed, round to nearest even
+      (``golden.lm_head`` bit for bit, :mod:`tellme.hw.fp32` units);
+    - ``logits``: the R logits in row order, ``lanes`` per beat (logit r in lane r mod
+      ``lanes``), ``last`` on the final beat, lanes beyond R +0;
+    - ``token``: one beat per call, the argmax: the first (lowest) index of the maximum logit
+      in binary32 order (-0 equals +0; NaN cannot come from finite image data and ``d_x``
+      unless the scale product overflows, and the canonical NaN 0x7FC00000 orders above +inf,
+      so a NaN logit wins at its first index, as ``numpy.argmax`` has it), offered after the
+      final logit has been formed.
+
+    One call at a time: ``cmd`` is taken when the unit is idle, and the unit is idle again once
+    ``token`` has moved (the final ``logits`` beat may still wait; the next call's logits queue
+    behind it). The head is read only once x_q and d_x are in, so the read channel never waits
+    on the activation.
+
+    Ports: ``cmd`` (In stream, :func:`lm_head_command_layout`), ``x`` (In stream,
+    ``q8_vec(lanes)``), ``scale`` (In stream, ``unsigned(32)``), ``logits`` (Out stream,
+    ``f32_vec(lanes)``), ``token`` (Out stream, ``unsigned(32)``), ``axi`` (Out,
+    ``axi_read_signature(addr_width, data_width)``), ``error`` (Out 1, sticky: an R beat came
+    back SLVERR/DECERR; its data are still used, so the call completes), ``clear_error`` (In 1),
+    ``busy`` (Out 1: a call is in progress, a logits beat waits or the read master owes data).
+
+    Requirements (:meth:`command` checks them; the hardware does not): ``rows_base`` and
+    ``scales_base`` aligned to the AXI beat (the image sections start on 4 KiB pages), 1 <= R <=
+    ``max_rows``, 1 <= C <= ``max_cols``; the x vector has ceil(C / lanes) beats.
+
+    Latency: from the edge where a row's final word is taken to its logit being in the
+    ``logits`` output register: :attr:`latency` cycles (``3 + tree_stages + 9``: word and x
+    register, products, ``tree_stages`` = ceil(log2(beat) / 2) adder-tree registers,
+    accumulator, FromInt / FMul 8, packing); ``token`` is offered in the same cycle as the final
+    logits beat. A call costs about C / lanes cycles of x intake, then the AXI read latency,
+    then the head.
+
+    Throughput: one AXI beat of head bytes per cycle while the subordinate and the ``logits``
+    consumer keep up: R ceil(C / beat) cycles when C is a multiple of the beat, at most R
+    (ceil(C / beat) + 1) otherwise (a beat shared by two rows costs one extra cycle), plus the
+    scale reads (one short burst per ``scale_beats * beat / 4`` rows). The datapath stalls as a
+    whole while a full ``logits`` beat is not taken.
+
+    Cost: ``data_width / 8`` int8 multipliers and their adder tree, a 32-bit accumulator, one
+    FromInt and two FMul, a byte realigner (``data_width / 8`` byte multiplexers of
+    ``data_width / 8`` inputs), the x buffer (ceil(``max_cols`` / beat) words of a beat), a scale
+    FIFO (2 ``scale_beats`` beats), the read master, and ``lanes`` x 32 output bits.
+
+    Parameters (keyword only): ``lanes`` (L, int8 per ``x`` beat and float32 per ``logits``
+    beat; L bytes and the AXI beat must divide one another), ``data_width`` (AXI data bits,
+    32..512), ``addr_width`` (13..64), ``max_cols`` (widest hidden size, at most
+    :data:`MAX_COLS`), ``max_rows`` (largest vocab, below 2^32), ``scale_beats`` (AXI beats of
+    scales per read chunk), ``max_burst``, ``max_outstanding`` (the read master's).
+    """
+
+    def __init__(self, *, lanes: int = 8, data_width: int = 128, addr_width: int = 40,
+                 max_cols: int = 4096, max_rows: int = 1 << 17, scale_beats: int = 16,
+                 max_burst: int = 256, max_outstanding: int = 4):
+        try:
+            for name, value in (("lanes", lanes), ("data_width", data_width), ("addr_width", addr_width),
+                                ("max_cols", max_cols), ("max_rows", max_rows), ("scale_beats", scale_beats)):
+                check_positive_int(name, value)
+            if data_width not in (32, 64, 128, 256, 512):
+                raise ValueError(f"data_width must be 32..512 bits (power of two), got {data_width!r}")
+            if (lanes * 8) % data_width and data_width % (lanes * 8):
+                raise ValueError(f"lanes int8 ({lanes * 8} bits) and data_width ({data_width} bits) must divide "
+                                 f"one another (lanes a power of two)")
+            if not 13 <= addr_width <= 64:
+                raise ValueError(f"addr_width must be 13..64 bits, got {addr_width!r}")
+            if max_cols > MAX_COLS:
+                raise ValueError(f"max_cols must be at most {MAX_COLS} (the int32 accumulator of "
+                                 f"128 x 128 x cols), got {max_cols}")
+            if max_rows >= 1 << 32:
+                raise ValueError(f"max_rows must be below 2^32 (the token is 32 bits), got {max_rows}")
+            beat = data_width // 8
+            if scale_beats * beat // 4 * max_cols // beat + 2 >= 1 << 24:
+                raise ValueError(f"scale_beats {scale_beats} makes a row chunk of more than 2^24 beats "
+                                 f"at max_cols {max_cols}")
+            self.master = AxiReadMaster(data_width=data_width, addr_width=addr_width, max_burst=max_burst,
+                                        max_outstanding=max_outstanding)
+            self.master._MustUse__silence = True      # elaborated with this unit
+        except ValueError:
+            # The object exists already; keep Amaranth from also warning that it was never elaborated.
+            self._MustUse__silence = True
+            raise
+        self.lanes, self.data_width, self.addr_width = lanes, data_width, addr_width
+        self.max_cols, self.max_rows, self.scale_beats = max_cols, max_rows, scale_beats
+        self.max_burst, self.max_outstanding = max_burst, max_outstanding
+        self.beat_bytes = beat
+        #: Rows per scale chunk.
+        self.chunk_rows = scale_beats * beat // 4
+        self.command_layout = lm_head_command_layout(addr_width=addr_width, max_rows=max_rows, max_cols=max_cols)
+        super().__init__({
+            "cmd": In(stream.Signature(self.command_layout)),
+            "x": In(stream.Signature(q8_vec(lanes))),
+            "scale": In(stream.Signature(unsigned(32))),
+            "logits": Out(stream.Signature(f32_vec(lanes))),
+            "token": Out(stream.Signature(unsigned(32))),
+            "axi": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
+            "error": Out(1), "clear_error": In(1), "busy": Out(1),
+        })
+
+    @property
+    def tree_stages(self) -> int:
+        """Registers of the adder tree (one every two levels)."""
+        levels = (self.beat_bytes - 1).bit_length()
+        return -(-levels // 2)
+
+    @property
+    def latency(self) -> int:
+        return 3 + self.tree_stages + FromInt.latency + 1 + FMul.latency + 1
+
+    def command(self, *, rows_base: int, scales_base: int, rows: int, cols: int) -> dict:
+        """The ``cmd`` payload (a dict of the :func:`lm_head_command_layout` fields) after checking
+        the requirements of the class docstring; :class:`ValueError` names what is wrong."""
+        values = dict(rows_base=rows_base, scales_base=scales_base, rows=rows, cols=cols)
+        for name, value in values.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if not 1 <= rows <= self.max_rows:
+            raise ValueError(f"rows must be 1..{self.max_rows} (max_rows), got {rows}")
+        if not 1 <= cols <= self.max_cols:
+            raise ValueError(f"cols must be 1..{self.max_cols} (max_cols), got {cols}")
+        beat = self.beat_bytes
+        for name, base, size in (("rows_base", rows_base, rows * cols), ("scales_base", scales_base, 4 * rows)):
+            if base % beat:
+                raise ValueError(f"{name} {base:#x} must be a multiple of the {beat}-byte AXI beat")
+            if base + -(-size // beat) * beat > 1 << self.addr_width:
+                raise ValueError(f"{name}: the section ends beyond the {self.addr_width}-bit address space")
+        return values
+
+    def elaborate(self, platform):
+        m = Module()
+        B, L, dw = self.beat_bytes, self.lanes, self.data_width
+        shift = B.bit_length() - 1
+        n = self.scale_beats
+        per_scale_beat = B // 4
+        max_cols, max_rows = self.max_cols, self.max_rows
+        words = -(-max_cols // B)                      # x words a row uses at most
+        if L <= B:
+            x_depth = words
+        else:
+            x_depth = -(-max_cols // L) * (L // B)
+        total_width = _bits(max_rows * max_cols)
+
+        master = self.master
+        m.submodules.master = master
+        wiring.connect(m, master.axi, wiring.flipped(self.axi))
+        m.d.comb += [self.error.eq(master.error), master.clear_error.eq(self.clear_error)]
+
+        # -- the pipeline enable: everything holds while a full logits beat is not taken
+        advance = Signal()
+        m.d.comb += advance.eq(~self.logits.valid | self.logits.ready)
+        st = Stages(m, advance)
+
+        # -- command registers
+        p = self.cmd.payload
+        rows = Signal.like(p.rows, name="rows")
+        cols = Signal.like(p.cols, name="cols")
+        rows_base = Signal(self.addr_width, name="rows_base")
+        scales_base = Signal(self.addr_width, name="scales_base")
+        total = Signal(total_width, name="total_bytes")
+        m.d.sync += total.eq(rows * cols)              # valid from the second cycle of LOAD
+
+        # -- x buffer: words of B int8, zero beyond cols
+        xmem = memory.Memory(shape=data.ArrayLayout(signed(8), B), depth=x_depth, init=[])
+        m.submodules.xmem = xmem
+        x_wp = xmem.write_port(granularity=L) if L < B else xmem.write_port()
+        x_rp = xmem.read_port(domain="sync")
+        x_done = Signal()
+        d_x = Signal(32, name="d_x")
+        d_x_done = Signal()
+        x_widx = Signal(range(x_depth + 1))
+        x_left = Signal(signed(_bits(max_cols) + 2))   # cols - elements taken so far
+        loading = Signal()
+        start_run = Signal()
+
+        x_beat = self.x.payload
+        masked = [Mux(Const(j, x_left.shape()) < x_left, x_beat.q[j], 0) for j in range(L)]
+
+        m.d.comb += self.scale.ready.eq(loading & ~d_x_done)
+        with m.If(self.scale.valid & self.scale.ready):
+            m.d.sync += [d_x.eq(self.scale.payload), d_x_done.eq(1)]
+
+        if L <= B:
+            q = B // L
+            x_take = Signal()
+            m.d.comb += [self.x.ready.eq(loading & ~x_done), x_take.eq(self.x.valid & self.x.ready),
+                         x_wp.addr.eq(x_widx)]
+            if q == 1:
+                m.d.comb += x_wp.en.eq(x_take)
+                for j in range(L):
+                    m.d.comb += x_wp.data[j].eq(masked[j])
+                with m.If(x_take):
+                    m.d.sync += x_widx.eq(x_widx + 1)
+            else:
+                part = Signal(range(q))
+                for g in range(q):
+                    m.d.comb += x_wp.en[g].eq(x_take & ((part == g) | (x_beat.last & (part < g))))
+                    for j in range(L):
+                        m.d.comb += x_wp.data[g * L + j].eq(Mux(part == g, masked[j], 0))
+                with m.If(x_take):
+                    m.d.sync += part.eq(Mux(x_beat.last | (part == q - 1), 0, part + 1))
+                    with m.If(part == q - 1):
+                        m.d.sync += x_widx.eq(x_widx + 1)
+            with m.If(x_take):
+                m.d.sync += x_left.eq(x_left - L)
+                with m.If(x_beat.last):
+                    m.d.sync += x_done.eq(1)
+        else:
+            q = L // B
+            part = Signal(range(q))
+            moving = Signal()
+            m.d.comb += [moving.eq(loading & ~x_done & self.x.valid),
+                         self.x.ready.eq(loading & ~x_done & (part == q - 1)),
+                         x_wp.en.eq(moving), x_wp.addr.eq(x_widx)]
+            beat_bytes = Cat(*[v[:8] for v in masked])
+            piece = beat_bytes.word_select(part, 8 * B)
+            for j in range(B):
+                m.d.comb += x_wp.data[j].eq(piece[8 * j:8 * j + 8])
+            with m.If(moving):
+                m.d.sync += [x_widx.eq(x_widx + 1), part.eq(Mux(part == q - 1, 0, part + 1))]
+                with m.If(part == q - 1):
+                    m.d.sync += x_left.eq(x_left - L)
+                    with m.If(x_beat.last):
+                        m.d.sync += x_done.eq(1)
+
+        # -- the call
+        with m.FSM(name="call") as fsm:
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    m.d.sync += [rows.eq(p.rows), cols.eq(p.cols), rows_base.eq(p.rows_base),
+                                 scales_base.eq(p.scales_base), x_done.eq(0), d_x_done.eq(0),
+                                 x_widx.eq(0), x_left.eq(p.cols)]
+                    if L < B:
+                        m.d.sync += part.eq(0)
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                m.d.comb += loading.eq(1)
+                with m.If(x_done & d_x_done):
+                    m.d.comb += start_run.eq(1)
+                    m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(self.token.valid & self.token.ready):
+                    m.next = "IDLE"
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE") | self.logits.valid | master.busy)
+
+        # -- read commands: scale chunk j, then the row beats up to the end of its rows
+        kinds = fifo.SyncFIFO(width=1, depth=_KIND_DEPTH)      # 1: scales, 0: rows
+        m.submodules.kinds = kinds
+        mc = master.cmd
+        scale_addr = Signal(self.addr_width)
+        scale_left = Signal(_bits(-(-4 * max_rows // B)))
+        rows_addr = Signal(self.addr_width)
+        end_bytes = Signal(total_width)
+        issued = Signal(total_width)                            # row beats issued so far
+        chunk_bytes = Signal(max(total_width, _bits(max_cols * self.chunk_rows)) + 1)
+        m.d.comb += chunk_bytes.eq(end_bytes + cols * self.chunk_rows)
+        end_beats = Signal(total_width)
+        m.d.comb += end_beats.eq((end_bytes + (B - 1)) >> shift)
+        row_beats = Signal(total_width)
+        m.d.comb += row_beats.eq(end_beats - issued)
+        scale_now = Signal(range(n + 1))
+        m.d.comb += scale_now.eq(Mux(scale_left < n, scale_left, n))
+        with m.If(start_run):
+            m.d.sync += [scale_addr.eq(scales_base), scale_left.eq((4 * rows + (B - 1)) >> shift),
+                         rows_addr.eq(rows_base), end_bytes.eq(0), issued.eq(0)]
+        issue = Signal()
+        m.d.comb += [issue.eq(mc.valid & mc.ready), kinds.w_en.eq(issue)]
+        with m.FSM(name="issue"):
+            with m.State("IDLE"):
+                with m.If(start_run):
+                    m.next = "SCALES"
+            with m.State("SCALES"):
+                m.d.comb += [mc.valid.eq(kinds.w_rdy), mc.payload.addr.eq(scale_addr),
+                             mc.payload.beats.eq(scale_now), kinds.w_data.eq(1)]
+                with m.If(issue):
+                    m.d.sync += [scale_addr.eq(scale_addr + n * B), scale_left.eq(scale_left - scale_now),
+                                 end_bytes.eq(Mux(chunk_bytes >= total, total, chunk_bytes))]
+                    m.next = "ROWS"
+            with m.State("ROWS"):
+                m.d.comb += [mc.payload.addr.eq(rows_addr), mc.payload.beats.eq(row_beats), kinds.w_data.eq(0),
+                             mc.valid.eq((row_beats != 0) & kinds.w_rdy)]
+                with m.If(issue | (row_beats == 0)):
+                    with m.If(issue):
+                        m.d.sync += [rows_addr.eq(rows_addr + (row_beats << shift)), issued.eq(end_beats)]
+                    with m.If(scale_left == 0):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "SCALES"
+
+        # -- read data: scales to their FIFO, row beats to the realigner
+        scales = fifo.SyncFIFO(width=dw, depth=2 * n)
+        m.submodules.scales = scales
+        rd = master.rdata
+        kind = kinds.r_data[0]
+        row_valid, row_ready = Signal(), Signal()
+        m.d.comb += [
+            row_valid.eq(rd.valid & kinds.r_rdy & ~kind),
+            scales.w_data.eq(rd.payload.data),
+            scales.w_en.eq(rd.valid & kinds.r_rdy & kind),
+            rd.ready.eq(kinds.r_rdy & Mux(kind, scales.w_rdy, row_ready)),
+            kinds.r_en.eq(rd.valid & rd.ready & rd.payload.last),
+        ]
+
+        # -- realigner: row words (word k of a row = its bytes kB .. kB+B-1, from two beats)
+        hold = Signal(dw, name="hold")                 # the beat holding the word's first byte
+        hold_valid = Signal()
+        off = Signal(range(B), name="off")             # byte of the row's start in its first beat
+        rem = Signal.like(cols, name="rem")            # bytes of the row from this word on
+        k = Signal(range(max(words, 2)), name="word")
+        rows_left = Signal.like(rows, name="rows_left")
+        sub = Signal(range(max(per_scale_beat, 2)), name="scale_sub")
+        cur = rd.payload.data
+        length = Signal(shift + 1)
+        m.d.comb += length.eq(Mux(rem < B, rem, B))
+        last_word, final_row, need_cur, fire = Signal(), Signal(), Signal(), Signal()
+        end_off = Signal(shift + 2)
+        m.d.comb += [
+            last_word.eq(rem <= B),
+            final_row.eq(rows_left == 1),
+            need_cur.eq(off + length > B),
+            end_off.eq(off + rem),
+            fire.eq((rows_left != 0) & hold_valid & (~need_cur | row_valid) & advance
+                    & (~last_word | scales.r_rdy)),
+        ]
+        advance_hold = Signal()
+        m.d.comb += advance_hold.eq(~last_word | (~final_row & (end_off >= B)))
+        m.d.comb += row_ready.eq((rows_left != 0)
+                                 & (~hold_valid | (fire & (advance_hold | (last_word & final_row & need_cur)))))
+        taken = Signal()
+        m.d.comb += taken.eq(row_valid & row_ready)
+        with m.If(taken):
+            m.d.sync += [hold.eq(cur), hold_valid.eq(1)]
+        with m.If(fire):
+            with m.If(last_word):
+                m.d.sync += [rows_left.eq(rows_left - 1), rem.eq(cols), k.eq(0), off.eq(end_off[:shift])]
+                with m.If(advance_hold & ~taken):
+                    m.d.sync += hold_valid.eq(0)
+                with m.If(final_row):
+                    m.d.sync += hold_valid.eq(0)
+            with m.Else():
+                m.d.sync += [rem.eq(rem - B), k.eq(k + 1)]
+                with m.If(~taken):
+                    m.d.sync += hold_valid.eq(0)
+        with m.If(start_run):
+            m.d.sync += [rows_left.eq(rows), rem.eq(cols), k.eq(0), off.eq(0), hold_valid.eq(0), sub.eq(0)]
+
+        # the row's scale: lane ``sub`` of the FIFO's head beat, popped after its last lane
+        scale_word = scales.r_data
+        if per_scale_beat == 1:
+            row_scale = scale_word[:32]
+            pop = fire & last_word
+        else:
+            row_scale = scale_word.word_select(sub, 32)
+            pop = fire & last_word & ((sub == per_scale_beat - 1) | final_row)
+            with m.If(fire & last_word):
+                m.d.sync += sub.eq(Mux(pop, 0, sub + 1))
+        m.d.comb += scales.r_en.eq(pop)
+
+        aligned = Signal(dw)
+        m.d.comb += aligned.eq(Cat(hold, cur).bit_select(Cat(Const(0, 3), off), dw))
+
+        # -- stage 1: the word, its x word (memory read), flags
+        m.d.comb += [x_rp.addr.eq(k), x_rp.en.eq(advance)]
+        v1 = st.reg(fire, valid=True, name="s1_valid")
+        head1 = st.reg(aligned, name="s1_head")
+        first1 = st.reg(k == 0, name="s1_first")
+        last1 = st.reg(last_word, name="s1_last")
+        final1 = st.reg(final_row & last_word, name="s1_final")
+        scale1 = st.reg(row_scale, name="s1_scale")
+
+        # -- stage 2: products
+        products = []
+        for j in range(B):
+            prod = Signal(signed(16), name=f"prod{j}")
+            m.d.comb += prod.eq(head1[8 * j:8 * j + 8].as_signed() * x_rp.data[j])
+            products.append(st.reg(prod, name=f"s2_prod{j}"))
+        v, first, last, final, scl = v1, first1, last1, final1, scale1
+        v, first, last, final, scl = (st.reg(v, valid=True), st.reg(first), st.reg(last), st.reg(final),
+                                      st.reg(scl))
+
+        # -- adder tree, a register every two levels
+        level, depth = products, 0
+        while len(level) > 1:
+            if len(level) % 2:
+                level = level + [Const(0, signed(2))]
+            level = [level[i] + level[i + 1] for i in range(0, len(level), 2)]
+            depth += 1
+            if depth % 2 == 0 or len(level) == 1:
+                level = [st.reg(x) for x in level]
+                v, first, last, final, scl = (st.reg(v, valid=True), st.reg(first), st.reg(last), st.reg(final),
+                                              st.reg(scl))
+        word_sum = level[0]
+
+        # -- accumulator: the row's int32 sum after its last word
+        acc = Signal(signed(32), name="acc")
+        with m.If(advance & v):
+            m.d.sync += acc.eq(Mux(first, 0, acc) + word_sum)
+        row_v = st.reg(v & last, valid=True, name="row_valid")
+        final, scl = st.reg(final), st.reg(scl)
+
+        # -- binary32: from_int(acc) * (d_x * scale)
+        conv, comb, mul = FromInt(), FMul(), FMul()
+        m.submodules.from_int, m.submodules.comb, m.submodules.mul = conv, comb, mul
+        m.d.comb += [conv.en.eq(advance), comb.en.eq(advance), mul.en.eq(advance),
+                     conv.a.eq(acc), comb.a.eq(d_x), comb.b.eq(scl),
+                     # from_int takes 3 cycles and the scale product 4: one stage evens them out
+                     mul.a.eq(st.reg(conv.o)), mul.b.eq(comb.o)]
+        for _ in range(FromInt.latency + 1 + FMul.latency):
+            row_v, final = st.reg(row_v, valid=True), st.reg(final)
+        logit = mul.o
+
+        # -- output: pack logits into beats; argmax
+        out = self.logits.payload
+        count = Signal(range(max(L, 2)), name="lane")
+        with m.If(self.logits.valid & self.logits.ready):
+            m.d.sync += self.logits.valid.eq(0)
+        with m.If(advance & row_v):
+            with m.If(count == 0):
+                m.d.sync += [out.data[j].eq(logit if j == 0 else 0) for j in range(L)]
+            for j in range(1, L):
+                with m.If(count == j):
+                    m.d.sync += out.data[j].eq(logit)
+            with m.If((count == L - 1) | final):
+                m.d.sync += [self.logits.valid.eq(1), out.last.eq(final), count.eq(0)]
+            with m.Else():
+                m.d.sync += count.eq(count + 1)
+
+        def key(x):
+            """Integer key of binary32 order (-0 as +0; NaN above +inf when positive)."""
+            mag = x[:31]
+            return Mux(x[31] & (mag != 0), Cat(~mag, Const(0, 1)), Cat(mag, Const(1, 1)))
+
+        index = Signal(32, name="row_index")
+        best_key = Signal(32, name="best_key")
+        best = Signal(32, name="best_index")
+        new_key = Signal(32)
+        better = Signal()
+        m.d.comb += [new_key.eq(key(logit)), better.eq((index == 0) | (new_key > best_key))]
+        with m.If(self.token.valid & self.token.ready):
+            m.d.sync += self.token.valid.eq(0)
+        with m.If(advance & row_v):
+            with m.If(better):
+                m.d.sync += [best_key.eq(new_key), best.eq(index)]
+            m.d.sync += index.eq(Mux(final, 0, index + 1))
+            with m.If(final):
+                m.d.sync += [self.token.valid.eq(1), self.token.payload.eq(Mux(better, index, best))]
+        return m

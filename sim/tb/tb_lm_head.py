@@ -1,0 +1,332 @@
+"""cocotb tests of :class:`tellme.hw.lm_head.LmHead`, bit for bit against ``golden.lm_head``.
+
+DDR is a cocotbext-axi ``AxiRamRead`` on the unit's ``axi`` port. Each call places its head
+(``rows`` x ``cols`` int8, row-major, the image section ``lm_head.q``) and its float32 scales
+(``lm_head.scale``) at random beat-aligned addresses (some sections crossing 4 KiB pages), queues
+the command, the x_q beats (pad values of a partial final beat random: they must be ignored) and
+d_x, and expects every logit bit for bit (uint32 views of ``golden.lm_head``), the padding
+lanes +0, ``last`` on the final beat, and the token ``int(numpy.argmax(logits))``. Calls are
+queued back to back. The AR bursts of a batch must read every beat of every section exactly
+once and nothing else; ``error`` stays low and ``busy`` falls at the end.
+
+Tests (each under a watchdog):
+
+``random_calls``
+    Per entry of ``stalls`` (pause probabilities ``[axi, cmd, x, scale, logits, token]``),
+    one batch of calls of every shape in ``shapes``: random int8 heads with random scales, and
+    heads quantised from random float weights with ``formats.lm_head_int8`` (with an all-zero
+    row, scale 1.0).
+``extreme_calls``
+    Corner calls of the first shape (at most 64 rows) under the last ``stalls`` entry: rows of
+    +127 and -127 against x_q of -128 and 127 (the largest accumulators), a zero row, ties (the
+    maximum row repeated later: the first index wins), d_x so small that every scale product
+    flushes to zero (logits +0 and -0, which are equal: token 0), d_x * scale around 2^-126 (the
+    flush boundary), and huge scales (logits overflowing to infinity).
+``throughput``
+    No pauses: cycles from the command to the token for calls of ``throughput_shapes``,
+    recorded (``results``) and checked against ``rows * (ceil(cols / beat) + 1) + slack``.
+
+Configuration: ``lanes``, ``data_width``, ``scale_beats``, ``fields`` (``cmd``, ``x``,
+``logits``: :func:`~tellme.sim.tb.streams.struct_fields` of the unit's layouts), ``shapes``
+(list of ``[rows, cols]``), ``stalls``, ``throughput_shapes``, ``seed``, ``results``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+import cocotb
+import numpy as np
+from cocotb.triggers import ClockCycles
+
+from ...contract import formats
+from ...contract.layouts import PAGE
+from .. import golden
+from .axi import ADDRESS_FIELDS, axi_channel, axi_ram_read
+from .streams import HandshakeMonitor, StreamSink, StreamSource, random_pause, with_timeout
+from .testbench import Testbench
+
+MEM_SIZE = 1 << 21
+U32 = np.dtype("<u4")
+
+
+@dataclass
+class Call:
+    """One LM-head call: its inputs, where its sections lie and what must come out."""
+    name: str
+    x_q: np.ndarray            # int8 (cols,)
+    d_x: np.float32
+    head_q: np.ndarray         # int8 (rows, cols)
+    scale: np.ndarray          # float32 (rows,)
+    rows_base: int = 0
+    scales_base: int = 0
+
+    @property
+    def rows(self) -> int:
+        return self.head_q.shape[0]
+
+    @property
+    def cols(self) -> int:
+        return self.head_q.shape[1]
+
+    def logits(self) -> np.ndarray:
+        return golden.lm_head(self.x_q[None, :], np.array([self.d_x], dtype=np.float32), self.head_q,
+                              self.scale)[0].astype(np.float32)
+
+
+def show(bits: int) -> str:
+    return f"{bits:#010x} ({float(np.uint32(bits).view(np.float32)):.9g})"
+
+
+class LmHeadTB(Testbench):
+    def __init__(self, dut, watchdog_cycles: int, what: str):
+        super().__init__(dut)
+        cfg = self.cfg
+        self.lanes = int(cfg["lanes"])
+        self.beat = int(cfg["data_width"]) // 8
+        self.fields = cfg["fields"]
+        self.seed = int(cfg.get("seed", 1))
+        self.np_rng = np.random.default_rng(self.seed)
+        self.rng = random.Random(self.seed)
+        self.watchdog(watchdog_cycles, what)
+        self.hold_low("cmd__valid", "x__valid", "scale__valid", "logits__ready", "token__ready", "clear_error",
+                      "axi__arready", "axi__rvalid")
+        self.ram = axi_ram_read(dut, "axi", self.clock, MEM_SIZE)
+        self.cursor = 0
+        clock, fields = self.clock, self.fields
+        self.cmd = StreamSource(dut, "cmd", clock, fields=fields["cmd"])
+        self.xs = StreamSource(dut, "x", clock, fields=fields["x"])
+        self.scale = StreamSource(dut, "scale", clock)
+        self.out = StreamSink(dut, "logits", clock, fields=fields["logits"])
+        self.token = StreamSink(dut, "token", clock)
+
+    # -- stimuli -----------------------------------------------------------------------------------
+
+    def random_call(self, rows: int, cols: int, name: str) -> Call:
+        r = self.np_rng
+        x_q = r.integers(-128, 128, cols).astype(np.int8)
+        head = r.integers(-127, 128, (rows, cols)).astype(np.int8)
+        scale = (np.exp(r.uniform(np.log(1e-4), np.log(1e-1), rows))).astype(np.float32)
+        d_x = np.float32(np.exp(r.uniform(np.log(1e-3), np.log(1.0))))
+        return Call(name, x_q, d_x, head, scale)
+
+    def quantised_call(self, rows: int, cols: int, name: str) -> Call:
+        r = self.np_rng
+        w = (r.standard_normal((rows, cols)) * 0.05).astype(np.float32)
+        w[r.integers(rows)] = 0.0                       # an all-zero row: scale 1.0
+        head, scale = formats.lm_head_int8(w)
+        x = r.standard_normal(cols).astype(np.float32)
+        m = np.float32(max(float(np.max(np.abs(x))), 1e-5))
+        d_x = np.float32(m / np.float32(127.0))
+        x_q = np.clip(np.rint(x / d_x), -128, 127).astype(np.int8)
+        return Call(name, x_q, d_x, head, scale)
+
+    def extreme_calls(self, rows: int, cols: int) -> list[Call]:
+        r = self.np_rng
+        rows = min(max(rows, 6), 64)
+        calls = []
+        # largest accumulators: +-127 rows against x_q of -128 / 127
+        head = np.where(r.random((rows, cols)) < 0.5, 127, -127).astype(np.int8)
+        head[0], head[1], head[2] = 127, -127, 0
+        x_q = np.where(r.random(cols) < 0.5, -128, 127).astype(np.int8)
+        scale = np.ones(rows, dtype=np.float32)
+        scale[3:] = r.uniform(0.5, 2.0, rows - 3).astype(np.float32)
+        calls.append(Call("extremes +-127 x -128/127", x_q, np.float32(0.75), head, scale))
+        calls.append(Call("all -128 x_q", np.full(cols, -128, np.int8), np.float32(1.0), head.copy(), scale.copy()))
+        # ties: the maximum row repeated later (and an equal logit from a different row)
+        call = self.random_call(rows, cols, "ties")
+        logits = call.logits()
+        top = int(np.argmax(logits))
+        first = r.integers(1, rows // 2)
+        for at in (first, rows - 1, (first + rows) // 2):
+            call.head_q[at] = call.head_q[top]
+            call.scale[at] = call.scale[top]
+        assert int(np.argmax(call.logits())) == min(first, top)
+        calls.append(call)
+        # every scale product flushes to zero: logits +0 / -0 (equal), the token is 0
+        call = self.random_call(rows, cols, "d_x * scale underflows (FTZ)")
+        call.d_x = np.float32(1e-30)
+        call.scale[:] = np.float32(1e-12)
+        call.head_q[0] = np.where(call.x_q >= 0, -1, 1)          # row 0: a negative accumulator: -0
+        call.head_q[0][call.x_q == 0] = 0
+        if not np.any(call.x_q):
+            call.x_q[0] = 1
+            call.head_q[0][0] = -1
+        calls.append(call)
+        # the flush boundary: d_x * scale around 2^-126
+        call = self.random_call(rows, cols, "flush boundary")
+        call.d_x = np.float32(2.0 ** -63)
+        call.scale = (2.0 ** -63 * r.uniform(0.999, 1.001, rows)).astype(np.float32)
+        call.scale[:3] = [np.float32(2.0 ** -63), np.nextafter(np.float32(2.0 ** -63), np.float32(0)),
+                          np.float32(2.0 ** -64)]
+        calls.append(call)
+        # overflow to infinity
+        call = self.random_call(rows, cols, "huge scales")
+        call.d_x = np.float32(1e20)
+        call.scale[:] = np.float32(1e19)
+        calls.append(call)
+        return calls
+
+    def place(self, call: Call) -> None:
+        """Write the call's sections to memory at fresh beat-aligned addresses (every other one
+        starting just before a 4 KiB boundary)."""
+        beat, rng = self.beat, self.rng
+        head_bytes = call.rows * call.cols
+        for which in ("rows", "scales"):
+            size = head_bytes if which == "rows" else 4 * call.rows
+            if rng.random() < 0.5:
+                base = (self.cursor // PAGE + 1) * PAGE - beat * rng.randrange(1, 8)
+                base = max(base, self.cursor)
+            else:
+                base = self.cursor + beat * rng.randrange(0, 16)
+            if base + size > MEM_SIZE:
+                raise ValueError(f"the calls of one batch need more than the {MEM_SIZE}-byte memory")
+            self.cursor = base + -(-size // beat) * beat
+            if which == "rows":
+                call.rows_base = base
+                self.ram.write(base, call.head_q.tobytes())
+            else:
+                call.scales_base = base
+                self.ram.write(base, call.scale.astype("<f4").tobytes())
+
+    def section_beats(self, call: Call) -> list[int]:
+        beat = self.beat
+        out = []
+        for base, size in ((call.rows_base, call.rows * call.cols), (call.scales_base, 4 * call.rows)):
+            out += [base + beat * i for i in range(-(-size // beat))]
+        return out
+
+    # -- running calls -----------------------------------------------------------------------------
+
+    def x_beats(self, call: Call) -> list[dict]:
+        lanes = self.lanes
+        n = -(-call.cols // lanes)
+        padded = np.frombuffer(self.rng.randbytes(n * lanes), dtype=np.int8).copy()   # pads: random
+        padded[:call.cols] = call.x_q
+        return [{"q": int.from_bytes(padded[i * lanes:(i + 1) * lanes].tobytes(), "little"), "last": int(i == n - 1)}
+                for i in range(n)]
+
+    def expected_beats(self, call: Call) -> tuple[list[list[int]], int]:
+        lanes = self.lanes
+        bits = call.logits().view(U32)
+        n = -(-call.rows // lanes)
+        padded = np.zeros(n * lanes, dtype=U32)
+        padded[:call.rows] = bits
+        return [[int(v) for v in padded[i * lanes:(i + 1) * lanes]] for i in range(n)], int(np.argmax(call.logits()))
+
+    async def run_calls(self, calls: list[Call], stalls, what: str) -> list[int]:
+        """Queue ``calls`` back to back, check every output; returns the cycles from the first
+        command to each token."""
+        dut, clock, lanes = self.dut, self.clock, self.lanes
+        rng = self.rng
+        p_axi, p_cmd, p_x, p_scale, p_logits, p_token = stalls
+
+        def pause(prob):
+            return random_pause(prob, rng.randrange(1 << 30)) if prob else None
+
+        for model_channel in ("ar_channel", "r_channel"):
+            getattr(self.ram, model_channel).set_pause_generator(pause(p_axi))
+        cmd, xs, scale, out, token = self.cmd, self.xs, self.scale, self.out, self.token
+        for port, prob in ((cmd, p_cmd), (xs, p_x), (scale, p_scale), (out, p_logits), (token, p_token)):
+            port.set_pause_generator(pause(prob))
+        mon = HandshakeMonitor(dut, clock, {"ar": axi_channel(dut, "axi", "ar", ADDRESS_FIELDS)})
+        self.cursor = 0                     # the previous batch is done: its memory is free
+        for call in calls:
+            self.place(call)
+        start = self.cycle()
+        for call in calls:
+            cmd.send_nowait({"rows_base": call.rows_base, "scales_base": call.scales_base, "rows": call.rows,
+                             "cols": call.cols})
+            for beat in self.x_beats(call):
+                xs.send_nowait(beat)
+            scale.send_nowait(int(np.float32(call.d_x).view(U32)))
+        token_cycles = []
+        for c, call in enumerate(calls):
+            beats, want_token = self.expected_beats(call)
+            bound = 2000 + 40 * call.rows * (-(-call.cols // self.beat) + 1)
+            label = f"{what}: call {c} ({call.name}, {call.rows} x {call.cols})"
+            for i, want in enumerate(beats):
+                got = await with_timeout(out.recv(), clock, bound, f"{label}: logits beat {i} of {len(beats)}")
+                words = [(got["data"] >> (32 * j)) & 0xFFFF_FFFF for j in range(lanes)]
+                last = int(i == len(beats) - 1)
+                if words != want or got["last"] != last:
+                    bad = [j for j in range(lanes) if words[j] != want[j]]
+                    rows = [i * lanes + j for j in bad]
+                    detail = "; ".join(
+                        f"row {r}: got {show(words[j])}, expected {show(want[j])}" +
+                        (f" (acc {int(call.x_q.astype(np.int64) @ call.head_q[r].astype(np.int64))}, "
+                         f"scale {show(int(call.scale[r:r + 1].view(U32)[0]))})" if r < call.rows else " (pad)")
+                        for j, r in zip(bad[:4], rows[:4]))
+                    raise AssertionError(f"{label}: logits beat {i}: last {got['last']} (expected {last}); {detail}")
+            got_token = await with_timeout(token.recv(), clock, bound, f"{label}: token")
+            if got_token != want_token:
+                logits = call.logits()
+                got_logit = logits[got_token] if got_token < call.rows else "beyond the rows"
+                raise AssertionError(f"{label}: token {got_token} (logit {got_logit}), expected {want_token} "
+                                     f"(logit {logits[want_token]})")
+            token_cycles.append(self.cycle() - start)
+        await ClockCycles(clock, 20)
+        assert out.empty() and token.empty(), f"{what}: {out.count()} logits and {token.count()} tokens too many"
+        assert xs.idle() and scale.idle() and cmd.idle(), f"{what}: inputs left untaken"
+        assert not int(dut.error.value), f"{what}: error raised"
+        assert not int(dut.busy.value), f"{what}: busy still high"
+        mon.stop()
+        read = Counter()
+        for burst in mon.values["ar"]:
+            assert (1 << burst["size"]) == self.beat and burst["burst"] == 1, f"{what}: burst {burst}"
+            start_addr = burst["addr"]
+            assert start_addr // PAGE == (start_addr + (burst["len"] + 1) * self.beat - 1) // PAGE, \
+                f"{what}: burst at {start_addr:#x} crosses 4 KiB"
+            for i in range(burst["len"] + 1):
+                read[start_addr + i * self.beat] += 1
+        expected = Counter(a for call in calls for a in self.section_beats(call))
+        if read != expected:
+            extra = sorted((read - expected).elements())[:6]
+            missing = sorted((expected - read).elements())[:6]
+            raise AssertionError(f"{what}: beats read differ from the sections: extra {[hex(a) for a in extra]}, "
+                                 f"missing {[hex(a) for a in missing]}")
+        return token_cycles
+
+
+@cocotb.test()
+async def random_calls(dut):
+    tb = LmHeadTB(dut, 2_000_000, "random_calls")
+    await tb.reset()
+    for s, stalls in enumerate(tb.cfg["stalls"]):
+        calls = []
+        for i, (rows, cols) in enumerate(tb.cfg["shapes"]):
+            make = tb.quantised_call if (i + s) % 2 else tb.random_call
+            calls.append(make(rows, cols, f"{make.__name__.split('_')[0]} {rows}x{cols}"))
+        await tb.run_calls(calls, stalls, f"random_calls stalls {stalls}")
+        tb.log.info("stalls %s: %d calls exact (%s)", stalls, len(calls),
+                    ", ".join(f"{c.rows}x{c.cols}" for c in calls))
+
+
+@cocotb.test()
+async def extreme_calls(dut):
+    tb = LmHeadTB(dut, 2_000_000, "extreme_calls")
+    await tb.reset()
+    rows, cols = tb.cfg["shapes"][0]
+    calls = tb.extreme_calls(rows, cols)
+    await tb.run_calls(calls, tb.cfg["stalls"][-1], "extreme_calls")
+    tb.log.info("%d extreme calls exact: %s", len(calls), ", ".join(c.name for c in calls))
+
+
+@cocotb.test()
+async def throughput(dut):
+    tb = LmHeadTB(dut, 2_000_000, "throughput")
+    await tb.reset()
+    results = []
+    for rows, cols in tb.cfg["throughput_shapes"]:
+        call = tb.random_call(rows, cols, f"throughput {rows}x{cols}")
+        cycles = (await tb.run_calls([call], [0.0] * 6, f"throughput {rows}x{cols}"))[0]
+        words = -(-cols // tb.beat)
+        bound = rows * (words + (1 if cols % tb.beat else 0)) + 2 * -(-cols // tb.lanes) + 120
+        results.append({"rows": rows, "cols": cols, "cycles_cmd_to_token": cycles,
+                        "head_beats": -(-rows * cols // tb.beat), "bound": bound})
+        tb.log.info("throughput %dx%d: %d cycles for %d head beats (bound %d)", rows, cols, cycles,
+                    -(-rows * cols // tb.beat), bound)
+        assert cycles <= bound, f"throughput {rows}x{cols}: {cycles} cycles, bound {bound}"
+    tb.record("throughput", results)

@@ -1,0 +1,119 @@
+"""The int8 LM head (hw/lm_head.py): parameter and command checks, and cocotb tests under
+Verilator (sim/tb/tb_lm_head.py, whose docstring lists what each covers), every logit bit for bit
+against golden.lm_head and the token against numpy.argmax.
+
+The default build is small (8 lanes on a 128-bit bus, scale chunks of 2 beats so a call spans
+several chunks) with shapes that divide nothing evenly: cols 160 and 72 against 16-byte beats
+(rows straddle beats), cols 5 (several rows per beat), rows 37 and 288. The slow set adds a
+KV260-like size (cols 1536, 128-bit bus, default scale chunks) and the other width relations
+(x beats wider than the bus, a 32-bit bus).
+"""
+
+import json
+
+import pytest
+from amaranth.back import verilog
+
+from tellme.config import ConfigError
+from tellme.hw.lm_head import MAX_COLS, LmHead
+from tellme.hw.pipeline import f32_vec, q8_vec
+from tellme.sim.rtl import run_cocotb
+from tellme.sim.tb.streams import struct_fields
+
+TB = "tellme.sim.tb.tb_lm_head"
+TESTS = {"random_calls", "extreme_calls", "throughput"}
+
+
+def test_parameters_are_checked():
+    with pytest.raises(ConfigError, match="lanes"):
+        LmHead(lanes=0)
+    with pytest.raises(ConfigError, match="max_cols"):
+        LmHead(max_cols=-3)
+    with pytest.raises(ConfigError, match="scale_beats"):
+        LmHead(scale_beats=True)
+    with pytest.raises(ValueError, match="divide one another"):
+        LmHead(lanes=3)
+    with pytest.raises(ValueError, match="divide one another"):
+        LmHead(lanes=12, data_width=128)
+    with pytest.raises(ValueError, match="data_width"):
+        LmHead(data_width=96)
+    with pytest.raises(ValueError, match="addr_width"):
+        LmHead(addr_width=8)
+    with pytest.raises(ValueError, match="int32 accumulator"):
+        LmHead(max_cols=MAX_COLS + 1)
+    with pytest.raises(ValueError, match="max_rows"):
+        LmHead(max_rows=1 << 32)
+    with pytest.raises(ValueError, match="max_burst"):
+        LmHead(max_burst=300)
+    with pytest.raises(TypeError):
+        LmHead(8)                                    # keyword-only
+
+
+def test_command_checks():
+    head = LmHead(lanes=8, data_width=128, max_cols=2048, max_rows=40000, addr_width=32)
+    assert head.chunk_rows == 64 and head.latency == 3 + 2 + 9
+    cmd = head.command(rows_base=0x1000, scales_base=0x2_0000, rows=32002, cols=1536)
+    assert cmd == {"rows_base": 0x1000, "scales_base": 0x2_0000, "rows": 32002, "cols": 1536}
+    with pytest.raises(ValueError, match="rows must be 1..40000"):
+        head.command(rows_base=0, scales_base=0, rows=0, cols=16)
+    with pytest.raises(ValueError, match="cols must be 1..2048"):
+        head.command(rows_base=0, scales_base=0, rows=1, cols=2049)
+    with pytest.raises(ValueError, match="16-byte AXI beat"):
+        head.command(rows_base=8, scales_base=0, rows=1, cols=16)
+    with pytest.raises(ValueError, match="address space"):
+        head.command(rows_base=0xFFFF_FF00, scales_base=0, rows=2, cols=200)
+    layout = head.command_layout
+    assert [name for name, _ in layout] == ["rows_base", "scales_base", "rows", "cols"]
+    verilog.convert(head, name="lm_head")            # elaborates (and silences the warning)
+
+
+def _parameters(head: LmHead, **extra) -> dict:
+    return {"lanes": head.lanes, "data_width": head.data_width, "scale_beats": head.scale_beats,
+            "fields": {"cmd": struct_fields(head.command_layout), "x": struct_fields(q8_vec(head.lanes)),
+                       "logits": struct_fields(f32_vec(head.lanes))},
+            # pause probabilities [axi, cmd, x, scale, logits, token]
+            "stalls": [[0.0] * 6, [0.3, 0.3, 0.3, 0.3, 0.3, 0.3], [0.1, 0.5, 0.6, 0.5, 0.7, 0.6]],
+            **extra}
+
+
+def _run(head, name, parameters, testcase=None, timeout=600.0):
+    result = run_cocotb(head, name=name, test_module=TB, parameters=parameters, testcase=testcase,
+                        timeout=timeout)
+    expected = TESTS if testcase is None else ({testcase} if isinstance(testcase, str) else set(testcase))
+    assert set(result.tests) == expected, result.tests
+    assert set(result.tests.values()) == {"passed"}, result.tests
+    print(f"{name}: build {result.build_seconds:.0f} s, simulation {result.sim_seconds:.0f} s")
+    return result
+
+
+@pytest.mark.rtl
+def test_lm_head_rtl(tmp_path):
+    head = LmHead(lanes=8, data_width=128, addr_width=32, max_cols=256, max_rows=512, scale_beats=2)
+    results = tmp_path / "results.json"
+    _run(head, "lm_head_l8_w128",
+         _parameters(head, seed=3, shapes=[[37, 160], [288, 72], [50, 5], [9, 16], [1, 1], [23, 200]],
+                     throughput_shapes=[[64, 160], [64, 72]], results=str(results)))
+    rate = json.loads(results.read_text())["throughput"]
+    print(json.dumps(rate, indent=1))
+
+
+SLOW = [
+    # KV260-like: hidden 1536 on a 128-bit bus, 8 lanes, default scale chunks (64 rows)
+    (dict(lanes=8, data_width=128, max_cols=1536, max_rows=1024, scale_beats=16),
+     dict(shapes=[[300, 1536], [129, 1536], [37, 1000]], throughput_shapes=[[256, 1536]])),
+    # x beats wider than the bus (32 int8 = 4 beats of 64 bits), uneven shapes
+    (dict(lanes=32, data_width=64, max_cols=300, max_rows=600, scale_beats=1),
+     dict(shapes=[[41, 300], [200, 13], [7, 64]], throughput_shapes=[[100, 64]])),
+    # 32-bit bus: one scale per beat, 4 MACs per cycle
+    (dict(lanes=4, data_width=32, max_cols=128, max_rows=256, scale_beats=4),
+     dict(shapes=[[70, 37], [33, 128], [5, 3]], throughput_shapes=[[64, 32]])),
+]
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("config,extra", SLOW, ids=["kv260", "l32-w64", "l4-w32"])
+def test_lm_head_sweep_rtl(config, extra):
+    head = LmHead(addr_width=32, **config)
+    _run(head, f"lm_head_l{head.lanes}_w{head.data_width}_c{head.max_cols}", _parameters(head, seed=7, **extra),
+         timeout=3600.0)
