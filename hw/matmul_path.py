@@ -1,0 +1,251 @@
+"""The MATMUL step's datapath: act buffer -> TLMM (weights streamed from DDR) -> dequantisation ->
+transpose -> (+ residual) -> scratch rows."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..config import check_positive_int
+from ..contract.layouts import BufferGeometry
+from .act_buffer import ActBuffer
+from .act_mover import ROW_STRIDE_WIDTH, ROWS_WIDTH, ScratchReader, ScratchWriter
+from .axi import axi_read_signature, axi_write_signature
+from .dequant import Dequant
+from .tlmm import TlmmEngine
+from .transpose import ResidualAdd, Transpose
+from .weight_streamer import WeightStreamer
+
+__all__ = ["MatmulPath", "matmul_command_layout"]
+
+
+def matmul_command_layout(ports: int, addr_width: int, max_rows: int, max_blocks: int, max_tokens: int
+                          ) -> data.StructLayout:
+    """One projection over the act buffer's tokens: the per-port weight stream bases, its shape
+    and tiling (``tiles`` tiles of ``tile_rows`` rows, the last one ``rows - (tiles-1) tile_rows``),
+    ``w_mult`` (binary32), the tokens ``n``, the destination array (``dst`` base and row stride)
+    and, with ``residual``, the residual array ``res`` (same row stride) added to the result."""
+    return data.StructLayout({
+        "base": data.ArrayLayout(unsigned(addr_width), ports),
+        "blocks": unsigned(max_blocks.bit_length()), "rows": unsigned(max_rows.bit_length()),
+        "tile_rows": unsigned(max_rows.bit_length()), "tiles": unsigned(8),
+        "w_mult": unsigned(32), "tokens": unsigned(max_tokens.bit_length()),
+        "dst": unsigned(addr_width), "row_stride": unsigned(ROW_STRIDE_WIDTH),
+        "residual": unsigned(1), "res": unsigned(addr_width),
+    })
+
+
+class MatmulPath(wiring.Component):
+    """y = dequantize(tlmm(W, x_q), d_x, w_mult) [+ h] for the act buffer's n tokens, written to
+    scratch rows: the MATMUL step of the sequencer program (``golden.tlmm``, ``dequantize``,
+    ``residual_add``), bit for bit.
+
+    The act buffer is filled beforehand through ``act_wr_cmd``/``act_q``/``act_scale`` (the
+    NORM_QUANT step; ``act_written`` counts the tokens stored). A ``cmd`` beat then runs one
+    projection: the weight streamer walks its tiles from DDR (``weights[port]``), the act buffer
+    replays x_q per tile and pass of T tokens, the TLMM produces each (tile, pass) range's rows,
+    Dequant scales them, Transpose turns each block of ``block`` rows into token rows, and the
+    ScratchWriter writes them as column blocks of the destination array (reading the same
+    column blocks of the residual array first when ``residual`` is set). ``done`` pulses once
+    every write of the command is acknowledged; the next command is taken after that.
+
+    Ports: ``cmd`` (In stream, :func:`matmul_command_layout`), ``done`` (Out), ``act_wr_cmd``,
+    ``act_q``, ``act_scale``, ``act_written`` (the act buffer's write side), ``weights[p]``
+    (AXI4 read managers, one per HP port), ``res_axi`` (AXI4 read manager of the residual
+    reader), ``wr_axi`` (AXI4 write manager of the scratch writer), ``error`` (sticky: an AXI
+    error on any of them).
+
+    Constraints (the generator's): ``tile_rows`` a multiple of ``lanes`` and of the AXI beat in
+    floats, ``dst``/``res``/``row_stride`` beat aligned. Throughput: the TLMM's (one lane word per
+    cycle) while the writer keeps up; the writer handles one column block at a time, so short
+    blocks cost its write-response latency each. Cost: the units it holds.
+
+    Parameters (keyword-only): ``geometry`` (the weight buffer), ``tokens`` T, ``lanes`` L
+    (element-wise), ``block`` (transpose rows), ``max_tokens``, ``max_inputs``, ``max_rows``
+    (largest tile), ``addr_width``, ``depth`` (weight buffer bank depth, default the geometry's),
+    ``ram_style``.
+    """
+
+    def __init__(self, *, geometry: BufferGeometry, tokens: int, lanes: int, block: int, max_tokens: int,
+                 max_inputs: int, max_rows: int, addr_width: int = 40, depth: int | None = None,
+                 ram_style: str = "ultra"):
+        for name, value in (("tokens", tokens), ("lanes", lanes), ("block", block), ("max_tokens", max_tokens),
+                            ("max_inputs", max_inputs), ("max_rows", max_rows)):
+            check_positive_int(name, value)
+        self.geometry, self.tokens, self.lanes, self.block = geometry, tokens, lanes, block
+        self.max_tokens, self.max_inputs, self.max_rows, self.addr_width = max_tokens, max_inputs, max_rows, addr_width
+        self.max_blocks = -(-(-(-max_inputs // geometry.group)) // geometry.lanes)
+        data_width = geometry.beat_bytes * 8
+        self.act = ActBuffer(group=geometry.group, lanes=lanes, tlmm_lanes=geometry.lanes, tokens=tokens,
+                             max_tokens=max_tokens, max_inputs=max_inputs)
+        self.streamer = WeightStreamer(geometry=geometry, addr_width=addr_width, depth=depth, ram_style=ram_style)
+        self.tlmm = TlmmEngine(group=geometry.group, lanes=geometry.lanes, tokens=tokens, max_rows=max_rows,
+                               max_blocks=self.max_blocks)
+        self.dequant = Dequant(tokens=tokens, residual=False)
+        self.transpose = Transpose(tokens=tokens, lanes=lanes, block=block)
+        self.res_reader = ScratchReader(lanes=lanes, data_width=data_width, addr_width=addr_width)
+        self.res_add = ResidualAdd(lanes=lanes)
+        self.writer = ScratchWriter(lanes=lanes, data_width=data_width, addr_width=addr_width)
+        super().__init__({
+            "cmd": In(stream.Signature(matmul_command_layout(geometry.ports, addr_width, max_rows, self.max_blocks,
+                                                             max_tokens))),
+            "done": Out(1),
+            "act_wr_cmd": In(self.act.wr_cmd.signature.flip()),
+            "act_q": In(self.act.q.signature.flip()),
+            "act_scale": In(self.act.scale.signature.flip()),
+            "act_written": Out(range(max_tokens + 1)),
+            "weights": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)).array(geometry.ports),
+            "res_axi": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
+            "wr_axi": Out(axi_write_signature(addr_width=addr_width, data_width=data_width)),
+            "error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        T, L, R = self.tokens, self.lanes, self.block
+        g = self.geometry
+        act, ws, tlmm, dq, tr = self.act, self.streamer, self.tlmm, self.dequant, self.transpose
+        rd, radd, wr = self.res_reader, self.res_add, self.writer
+        for name, unit in (("act", act), ("streamer", ws), ("tlmm", tlmm), ("dequant", dq), ("transpose", tr),
+                           ("res_reader", rd), ("res_add", radd), ("writer", wr)):
+            m.submodules[name] = unit
+
+        # -- fixed wiring --------------------------------------------------------------------------
+        wiring.connect(m, wiring.flipped(self.act_wr_cmd), act.wr_cmd)
+        wiring.connect(m, wiring.flipped(self.act_q), act.q)
+        wiring.connect(m, wiring.flipped(self.act_scale), act.scale)
+        m.d.comb += self.act_written.eq(act.written)
+        wiring.connect(m, act.act, tlmm.act)
+        wiring.connect(m, ws.codes, tlmm.codes)
+        wiring.connect(m, tlmm.o, dq.acc)
+        wiring.connect(m, dq.o, tr.i)
+        for p in range(g.ports):
+            wiring.connect(m, ws.axi[p], wiring.flipped(self.weights[p]))
+        wiring.connect(m, rd.axi, wiring.flipped(self.res_axi))
+        wiring.connect(m, wr.axi, wiring.flipped(self.wr_axi))
+        m.d.comb += self.error.eq(ws.error | rd.error | wr.error)
+
+        # The current command, held for the whole projection.
+        cmd = Signal.like(self.cmd.payload)
+        busy = Signal()
+
+        # With a residual, the transposed rows meet the residual rows in the adder; else they
+        # go straight to the writer. The choice holds for the whole command.
+        m.d.comb += [radd.y.payload.eq(tr.o.payload), radd.h.payload.eq(rd.o.payload)]
+        with m.If(cmd.residual):
+            m.d.comb += [radd.y.valid.eq(tr.o.valid), tr.o.ready.eq(radd.y.ready),
+                         radd.h.valid.eq(rd.o.valid), rd.o.ready.eq(radd.h.ready)]
+            wiring.connect(m, radd.o, wr.i)
+        with m.Else():
+            wiring.connect(m, tr.o, wr.i)
+
+        # -- command issue -------------------------------------------------------------------------
+        # One cmd starts three independent issues: the streamer's projection, the act buffer's
+        # replay, and (per act buffer scales beat = per tile and pass) the TLMM and transpose
+        # commands. Each is sent once; `*_sent` records it.
+        ws_sent, rd_sent = Signal(), Signal()
+        passes = Signal(range(self.max_tokens + 1))
+        m.d.comb += self.cmd.ready.eq(~busy)
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += [cmd.eq(self.cmd.payload), busy.eq(1), ws_sent.eq(0), rd_sent.eq(0),
+                         passes.eq((self.cmd.payload.tokens + T - 1) // T)]
+
+        m.d.comb += [
+            ws.proj.payload.base.eq(cmd.base), ws.proj.payload.blocks.eq(cmd.blocks),
+            ws.proj.payload.rows.eq(cmd.rows), ws.proj.payload.tile_rows.eq(cmd.tile_rows),
+            ws.proj.payload.passes.eq(passes),
+            ws.proj.valid.eq(busy & ~ws_sent),
+            act.rd_cmd.payload.blocks.eq(cmd.blocks), act.rd_cmd.payload.tokens.eq(cmd.tokens),
+            act.rd_cmd.payload.tiles.eq(cmd.tiles),
+            act.rd_cmd.valid.eq(busy & ~rd_sent),
+        ]
+        with m.If(ws.proj.valid & ws.proj.ready):
+            m.d.sync += ws_sent.eq(1)
+        with m.If(act.rd_cmd.valid & act.rd_cmd.ready):
+            m.d.sync += rd_sent.eq(1)
+
+        # Per scales beat: (tile, pass) counters give the range's rows and token offset.
+        tile = Signal(8)
+        pass_ = Signal(range(self.max_tokens + 1))
+        tile_rows_now = Signal(unsigned(self.max_rows.bit_length()))
+        m.d.comb += tile_rows_now.eq(cmd.tile_rows)
+        with m.If(tile == cmd.tiles - 1):
+            m.d.comb += tile_rows_now.eq(cmd.rows - (cmd.tiles - 1) * cmd.tile_rows)
+        tl_sent, tr_sent = Signal(), Signal()
+        scales = act.scales
+        # Ranges handed to the transpose, waiting for their blocks: (row offset, token offset,
+        # tokens, rows) in order.
+        range_layout = data.StructLayout({"row0": unsigned(16), "token0": unsigned(ROWS_WIDTH),
+                                          "tokens": unsigned(T.bit_length()), "rows": unsigned(16)})
+        # Unbuffered, so a range written is visible (level) in the next cycle, when the tile counter
+        # that says "all ranges issued" moves too.
+        m.submodules.ranges = ranges = fifo.SyncFIFO(width=range_layout.size, depth=4)
+        m.d.comb += [
+            tlmm.cmd.payload.blocks.eq(cmd.blocks), tlmm.cmd.payload.rows.eq(tile_rows_now),
+            tlmm.cmd.payload.w_mult.eq(cmd.w_mult), tlmm.cmd.payload.d_x.eq(scales.payload.d_x),
+            tlmm.cmd.valid.eq(scales.valid & ~tl_sent),
+            tr.cmd.payload.tokens.eq(scales.payload.tokens),
+            tr.cmd.valid.eq(scales.valid & ~tr_sent & ranges.w_rdy),
+        ]
+        new_range = Signal(range_layout)
+        m.d.comb += [new_range.row0.eq(tile * cmd.tile_rows), new_range.token0.eq(pass_ * T),
+                     new_range.tokens.eq(scales.payload.tokens), new_range.rows.eq(tile_rows_now),
+                     ranges.w_data.eq(new_range), ranges.w_en.eq(tr.cmd.valid & tr.cmd.ready)]
+        tl_done = tl_sent | (tlmm.cmd.valid & tlmm.cmd.ready)
+        tr_done = tr_sent | (tr.cmd.valid & tr.cmd.ready)
+        m.d.comb += scales.ready.eq(tl_done & tr_done)
+        with m.If(scales.valid & scales.ready):
+            m.d.sync += [tl_sent.eq(0), tr_sent.eq(0)]
+            with m.If(pass_ == passes - 1):
+                m.d.sync += [pass_.eq(0), tile.eq(tile + 1)]
+            with m.Else():
+                m.d.sync += pass_.eq(pass_ + 1)
+        with m.Else():
+            with m.If(tlmm.cmd.valid & tlmm.cmd.ready):
+                m.d.sync += tl_sent.eq(1)
+            with m.If(tr.cmd.valid & tr.cmd.ready):
+                m.d.sync += tr_sent.eq(1)
+
+        # -- per block: the writer's (and residual reader's) column-block commands ------------------
+        current = Signal(range_layout)
+        m.d.comb += current.eq(ranges.r_data)
+        block_rows_seen = Signal(16)
+        wr_sent, res_sent = Signal(), Signal()
+        blk = tr.blocks
+        row = current.row0 + blk.payload.row0
+        col_base = row * 4 + current.token0 * cmd.row_stride
+        row_bytes = ((blk.payload.rows + L - 1) // L) * (4 * L)
+        m.d.comb += [
+            wr.cmd.payload.base.eq(cmd.dst + col_base), wr.cmd.payload.rows.eq(current.tokens),
+            wr.cmd.payload.row_bytes.eq(row_bytes), wr.cmd.payload.row_stride.eq(cmd.row_stride),
+            rd.cmd.payload.base.eq(cmd.res + col_base), rd.cmd.payload.rows.eq(current.tokens),
+            rd.cmd.payload.row_bytes.eq(row_bytes), rd.cmd.payload.row_stride.eq(cmd.row_stride),
+            wr.cmd.valid.eq(blk.valid & ranges.r_rdy & ~wr_sent),
+            rd.cmd.valid.eq(blk.valid & ranges.r_rdy & cmd.residual & ~res_sent),
+        ]
+        wr_ok = wr_sent | (wr.cmd.valid & wr.cmd.ready)
+        res_ok = ~cmd.residual | res_sent | (rd.cmd.valid & rd.cmd.ready)
+        m.d.comb += blk.ready.eq(ranges.r_rdy & wr_ok & res_ok)
+        issued = Signal(ROWS_WIDTH)          # column blocks handed to the writer
+        acked = Signal(ROWS_WIDTH)           # and acknowledged (its done pulses)
+        with m.If(blk.valid & blk.ready):
+            m.d.sync += [wr_sent.eq(0), res_sent.eq(0), issued.eq(issued + 1)]
+            with m.If(block_rows_seen + blk.payload.rows == current.rows):
+                m.d.comb += ranges.r_en.eq(1)
+                m.d.sync += block_rows_seen.eq(0)
+            with m.Else():
+                m.d.sync += block_rows_seen.eq(block_rows_seen + blk.payload.rows)
+        with m.Else():
+            with m.If(wr.cmd.valid & wr.cmd.ready):
+                m.d.sync += wr_sent.eq(1)
+            with m.If(rd.cmd.valid & rd.cmd.ready):
+                m.d.sync += res_sent.eq(1)
+        with m.If(wr.done):
+            m.d.sync += acked.eq(acked + 1)
+
+        # -- completion: every range issued and drained, every block written -----------------------
+        with m.If(busy & (tile == cmd.tiles) & (ranges.level == 0) & (issued == acked) & ~wr.done):
+            m.d.comb += self.done.eq(1)
+            m.d.sync += [busy.eq(0), tile.eq(0), issued.eq(0), acked.eq(0)]
+        return m
