@@ -85,10 +85,11 @@ from cocotb.triggers import ClockCycles, RisingEdge
 from cocotb.utils import get_sim_time
 
 from ...contract import fp32 as f
+from ...contract.formats import rope_table
 from .. import golden
-from . import tb_config
 from .streams import (CycleTimeout, HandshakeMonitor, StreamSink, StreamSource, pack_struct, random_pause,
-                      reset_dut, start_clock, start_watchdog, unpack_struct, with_timeout)
+                      start_watchdog, unpack_struct, with_timeout)
+from .testbench import Testbench
 
 #: Reset length of test_reset (the usual reset_dut length, as in the other benches).
 RESET_CYCLES = 2
@@ -178,6 +179,12 @@ class Job:
     elements: int = 0                                # output elements (throughput)
     info: dict = field(default_factory=dict)         # anything describe() needs
 
+    def finished(self, *, cycles: int, elements: int, **info) -> "Job":
+        """Set the stall-free cycle estimate, the output elements and what describe() needs;
+        returns the job (once its beats are in)."""
+        self.cycles, self.elements, self.info = cycles, elements, info
+        return self
+
 
 class UnitModel:
     """Streams, stimuli and expected results of one unit. Subclasses fill in STREAMS (inputs
@@ -224,6 +231,21 @@ class UnitModel:
 
     def analyse(self, jobs, monitor: HandshakeMonitor, start: dict) -> dict:
         raise NotImplementedError
+
+
+class PipeModel(UnitModel):
+    """A unit with one output stream ``o`` of ``lanes`` binary32 lanes (``data``, ``last``),
+    one beat per beat of its PRIMARY input (dequant, gating, rope)."""
+
+    OUTPUTS = ("o",)
+    ARRAYS = {"o": {"data": U32}}
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.lanes = int(cfg["lanes"])
+
+    def analyse(self, jobs, monitor, start):
+        return stream_pipe_analysis(monitor, start, self.PRIMARY, "o", jobs, self.lanes)
 
 
 # -- NormQuant ----------------------------------------------------------------------------------------
@@ -274,11 +296,8 @@ class NormQuantModel(UnitModel):
         job.expected["q"] = [Expect({"q": qp[b * L:(b + 1) * L], "last": int(b == n - 1)}, job, b)
                              for b in range(n)]
         job.expected["scale"] = [Expect({"value": bits32(scale)}, job, 0)]
-        job.cycles = (3 * n + 200) if norm else (2 * n + 150)
-        job.elements = d
-        job.info = {"x": x, "gain": gain, "norm": norm, "eps": eps, "beats": n, "q": q[0],
-                    "scale": scale.reshape(())}
-        return job
+        return job.finished(cycles=(3 * n + 200) if norm else (2 * n + 150), elements=d, x=x, gain=gain, norm=norm,
+                            eps=eps, beats=n, q=q[0], scale=scale.reshape(()))
 
     def describe(self, job, stream, beat, lane):
         x, gain, info = job.info["x"], job.info["gain"], job.info
@@ -493,14 +512,12 @@ ACC_EXTREMES = [0, 1, -1, 2 ** 31 - 1, -2 ** 31, -2 ** 31 + 1, 2 ** 24, 2 ** 24 
                 (1 << 21) - 1, -(1 << 21)]
 
 
-class DequantModel(UnitModel):
+class DequantModel(PipeModel):
     PRIMARY = "acc"
-    OUTPUTS = ("o",)
-    ARRAYS = {"o": {"data": U32}}
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.tokens = int(cfg["lanes"])
+        self.tokens = self.lanes
         self.residual = bool(cfg["residual"])
         self.STREAMS = ("acc", "res", "o") if self.residual else ("acc", "o")
 
@@ -528,10 +545,7 @@ class DequantModel(UnitModel):
         yb = bits_of(y)
         job.expected["o"] = [Expect({"data": yb[r].copy(), "last": int(r == rows - 1)}, job, r)
                              for r in range(rows)]
-        job.cycles = rows + 20
-        job.elements = rows * T
-        job.info = {"acc": acc, "d_x": d_x, "w_mult": w_mult, "res": res}
-        return job
+        return job.finished(cycles=rows + 20, elements=rows * T, acc=acc, d_x=d_x, w_mult=w_mult, res=res)
 
     def describe(self, job, stream, beat, lane):
         i = job.info
@@ -629,8 +643,6 @@ class DequantModel(UnitModel):
         count = int(self.cfg.get("throughput_commands", 12))
         return [[self.command(rng, f"tp{i}", rows=rows) for i in range(count)]]
 
-    def analyse(self, jobs, monitor, start):
-        return stream_pipe_analysis(monitor, start, "acc", "o", jobs, self.tokens)
 
 
 def stream_pipe_analysis(monitor, start, inp, out, jobs, lanes) -> dict:
@@ -657,15 +669,12 @@ GATE_SPECIALS = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e38, -1e38, FLT_MAX, -FLT_
                  -1e-30, 1.0, -1.0, 0.5, -0.5, 1e19, 1.8446743e19, 2.0 ** 64, -2.0 ** 64, 1e-20, 15.9, -15.9]
 
 
-class GatingModel(UnitModel):
+class GatingModel(PipeModel):
     STREAMS = ("gate", "up", "o")
     PRIMARY = "gate"
-    OUTPUTS = ("o",)
-    ARRAYS = {"o": {"data": U32}}
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.lanes = int(cfg["lanes"])
         self.act = cfg["act"]
 
     def job(self, name, gate, up) -> Job:
@@ -682,10 +691,7 @@ class GatingModel(UnitModel):
                             for b in range(n)]
         job.expected["o"] = [Expect({"data": ob[b * L:(b + 1) * L].copy(), "last": int(b == n - 1)}, job, b)
                              for b in range(n)]
-        job.cycles = n + 10
-        job.elements = n * L
-        job.info = {"gate": gp, "up": upp}
-        return job
+        return job.finished(cycles=n + 10, elements=n * L, gate=gp, up=upp)
 
     def describe(self, job, stream, beat, lane):
         text = f"vector {job.name!r} ({self.act}) beat {beat}"
@@ -731,21 +737,15 @@ class GatingModel(UnitModel):
         d = int(self.cfg.get("throughput_dim", 4096))
         return [[self.vector(rng, d, f"tp{i}") for i in range(int(self.cfg.get("throughput_vectors", 2)))]]
 
-    def analyse(self, jobs, monitor, start):
-        return stream_pipe_analysis(monitor, start, "gate", "o", jobs, self.lanes)
-
 
 # -- Rope ---------------------------------------------------------------------------------------------
 
-class RopeModel(UnitModel):
+class RopeModel(PipeModel):
     STREAMS = ("x", "cs", "o")
     PRIMARY = "x"
-    OUTPUTS = ("o",)
-    ARRAYS = {"o": {"data": U32}}
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.lanes = int(cfg["lanes"])
         self.head_dim = int(cfg["head_dim"])
         self.positions = int(cfg.get("positions", 2048))
         self.tables = {float(theta): rope_table(float(theta), self.head_dim, self.positions)
@@ -768,10 +768,7 @@ class RopeModel(UnitModel):
                             for b in range(half // L)]
         job.expected["o"] = [Expect({"data": ob[b * L:(b + 1) * L].copy(), "last": int(b == n - 1)}, job, b)
                              for b in range(n)]
-        job.cycles = n + 20
-        job.elements = hd
-        job.info = {"x": x, "pos": pos, "theta": theta, "cos": c, "sin": s}
-        return job
+        return job.finished(cycles=n + 20, elements=hd, x=x, pos=pos, theta=theta, cos=c, sin=s)
 
     def describe(self, job, stream, beat, lane):
         i = job.info
@@ -827,23 +824,20 @@ class RopeModel(UnitModel):
     def throughput_jobs(self, rng):
         return [[self.head(rng, f"tp{i}") for i in range(int(self.cfg.get("throughput_heads", 64)))]]
 
-    def analyse(self, jobs, monitor, start):
-        return stream_pipe_analysis(monitor, start, "x", "o", jobs, self.lanes)
-
 
 MODELS = {"norm_quant": NormQuantModel, "dequant": DequantModel, "gating": GatingModel, "rope": RopeModel}
 
 
 # -- the bench ----------------------------------------------------------------------------------------
 
-class Bench:
+class Bench(Testbench):
+    """The unit of the configuration's ``unit`` (its :class:`UnitModel`), a source per input
+    stream, a sink per output stream and a monitor of every stream."""
+
     def __init__(self, dut):
-        self.dut = dut
-        self.cfg = cfg = tb_config()
-        self.model: UnitModel = MODELS[cfg["unit"]](cfg)
-        self.clock = start_clock(dut)
-        self.log = dut._log
-        self.seed = int(cfg.get("seed", 0))
+        super().__init__(dut)
+        self.model: UnitModel = MODELS[self.cfg["unit"]](self.cfg)
+        self.seed = int(self.cfg.get("seed", 0))
         self._make_ports()
 
     def _make_ports(self):
@@ -866,7 +860,7 @@ class Bench:
         return np.random.default_rng([self.seed, int(cocotb.RANDOM_SEED) & 0x7FFFFFFF, offset])
 
     async def reset(self, cycles: int = CLEAN_RESET_CYCLES):
-        await reset_dut(self.dut, self.clock, cycles)
+        await super().reset(cycles)
 
     def set_stalls(self, probs, rng):
         streams = self.model.STREAMS
@@ -887,7 +881,7 @@ class Bench:
             self.expected[stream].extend(beats)
 
     def mark(self) -> dict:
-        return {name: len(moves) for name, moves in self.monitor.moves.items()}
+        return self.monitor.mark()
 
     def check(self, stream: str, want: Expect, raw: int, index: int, what: str):
         got = self.model.decode(stream, raw)

@@ -185,6 +185,21 @@ def _near_product(rng, n, target, a_exp_lo, a_exp_hi):
     return _random_sign_flip(rng, a), _random_sign_flip(rng, b)
 
 
+def _binary_common(rng, c: dict, near_one: tuple[int, int], *, wide: bool = True) -> dict:
+    """The categories every two-operand generator starts with: every special against every
+    special, random bits, values around 1 (exponents in ``near_one``) and, with ``wide``,
+    independent wide exponents (counts from ``c``)."""
+    out = {"specials": _cross(FLOAT_SPECIALS)}
+    k = c["bits"]
+    out["bits"] = (_bits(rng, k), _bits(rng, k))
+    k = c["near_one"]
+    out["near_one"] = (_float(rng, k, *near_one), _float(rng, k, *near_one))
+    if wide:
+        k = c["wide"]
+        out["wide"] = (_float(rng, k, 1, 254), _float(rng, k, 1, 254))
+    return out
+
+
 # -- generators per unit --------------------------------------------------------------------------
 
 def gen_add(rng, n) -> dict:
@@ -194,13 +209,7 @@ def gen_add(rng, n) -> dict:
     near the bottom of the range (results below 2^-126 flush), and near the top (overflow)."""
     c = _counts(n, dict(bits=15, near_one=15, wide=10, close_exp=18, cancel=10, cancel_low=7,
                         align=10, tiny=8, huge=7))
-    out = {"specials": _cross(FLOAT_SPECIALS)}
-    k = c["bits"]
-    out["bits"] = (_bits(rng, k), _bits(rng, k))
-    k = c["near_one"]
-    out["near_one"] = (_float(rng, k, 119, 135), _float(rng, k, 119, 135))
-    k = c["wide"]
-    out["wide"] = (_float(rng, k, 1, 254), _float(rng, k, 1, 254))
+    out = _binary_common(rng, c, (119, 135))
     k = c["close_exp"]
     ea = rng.integers(1, 255, k)
     eb = np.clip(ea + rng.integers(-3, 4, k), 1, 254)
@@ -241,11 +250,7 @@ def gen_mul(rng, n) -> dict:
     subnormal or zero operand."""
     c = _counts(n, dict(bits=15, near_one=15, wide=12, overflow=10, overflow_edge=10,
                         underflow=12, min_normal_edge=20, subnormal=6))
-    out = {"specials": _cross(FLOAT_SPECIALS)}
-    k = c["bits"]
-    out["bits"] = (_bits(rng, k), _bits(rng, k))
-    k = c["near_one"]
-    out["near_one"] = (_float(rng, k, 117, 137), _float(rng, k, 117, 137))
+    out = _binary_common(rng, c, (117, 137), wide=False)
 
     def product_exponent(k, lo, hi):
         # a anywhere; b's exponent chosen so the product's (unbiased) exponent is in [lo, hi].
@@ -347,13 +352,7 @@ def gen_fmax(rng, n) -> dict:
     """Pairs for max: random bits, values around 1, wide exponents, close pairs (b = +-a moved by
     a few ulp), equal magnitudes with either sign, and a subnormal against a zero or a normal."""
     c = _counts(n, dict(bits=30, near_one=15, wide=10, close=25, equal=10, subnormal=10))
-    out = {"specials": _cross(FLOAT_SPECIALS)}
-    k = c["bits"]
-    out["bits"] = (_bits(rng, k), _bits(rng, k))
-    k = c["near_one"]
-    out["near_one"] = (_float(rng, k, 120, 134), _float(rng, k, 120, 134))
-    k = c["wide"]
-    out["wide"] = (_float(rng, k, 1, 254), _float(rng, k, 1, 254))
+    out = _binary_common(rng, c, (120, 134))
     k = c["close"]
     a = _float(rng, k, 1, 254)
     b = _add_ulps(a, rng.integers(-3, 4, k))
