@@ -10,32 +10,39 @@ from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
 from ...contract.regmap import REGISTER_MAP
 from ...hw.regfile import field_port_names
-from . import tb_config
-from .streams import random_pause, reset_dut, start_clock, start_watchdog
+from .axi import random_pauses
+from .streams import DoneCounter
+from .testbench import Testbench
 
 MAP = REGISTER_MAP
-CONSTANTS = {"ID.ID": MAP.id_value, **tb_config().get("constants", {})}
 
 
-async def setup(dut, seed):
-    clock = start_clock(dut)
-    start_watchdog(dut.clk, 200_000, "register file test")
-    master = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "bus_"), dut.clk, dut.rst)
-    rng = random.Random(seed)
-    for channel in (master.write_if.aw_channel, master.write_if.w_channel, master.write_if.b_channel,
-                    master.read_if.ar_channel, master.read_if.r_channel):
-        channel.set_pause_generator(random_pause(0.3, rng.randrange(1 << 30)))
-    for reg in MAP.registers:                      # quiet core-side inputs
-        for fld in reg.fields:
-            if f"{reg.name}.{fld.name}" in CONSTANTS:
-                continue
-            names = field_port_names(reg, fld)
-            if fld.access == "ro":
-                getattr(dut, names["value"]).value = 0
-            if fld.access == "w1c":
-                getattr(dut, names["set"]).value = 0
-    await reset_dut(dut, dut.clk)
-    return master, rng
+class RegfileTB(Testbench):
+    """The register file behind cocotbext-axi's AxiLiteMaster (``master``) with random pauses on
+    every channel, seeded (``rng``) from the configuration's ``seed`` (``default_seed`` if none),
+    its core-side inputs quiet; ``constants``: the fields the design ties to constants (ID and
+    the configuration's ``constants``). :meth:`start` resets it."""
+
+    def __init__(self, dut, default_seed: int):
+        super().__init__(dut)
+        self.constants = {"ID.ID": MAP.id_value, **self.cfg.get("constants", {})}
+        self.watchdog(200_000, "register file test")
+        self.master = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "bus_"), dut.clk, dut.rst)
+        self.rng = random.Random(self.cfg.get("seed", default_seed))
+        random_pauses([self.master.write_if, self.master.read_if], 0.3, self.rng)
+        for reg in MAP.registers:                  # quiet core-side inputs
+            for fld in reg.fields:
+                if f"{reg.name}.{fld.name}" in self.constants:
+                    continue
+                names = field_port_names(reg, fld)
+                if fld.access == "ro":
+                    getattr(dut, names["value"]).value = 0
+                if fld.access == "w1c":
+                    getattr(dut, names["set"]).value = 0
+
+    async def start(self):
+        await self.reset()
+        return self.master, self.rng
 
 
 async def read32(master, offset):
@@ -55,15 +62,16 @@ async def write32(master, offset, value, strobe_bytes=None):
 async def rw_ro_reserved_and_unmapped(dut):
     """RW fields hold what was written (per byte strobe), RO fields read the core, reserved
     bits and unmapped words read 0."""
-    master, rng = await setup(dut, tb_config().get("seed", 1))
+    tb = RegfileTB(dut, 1)
+    master, rng = await tb.start()
     assert await read32(master, MAP["ID"].offset) == MAP.id_value
     for reg in MAP.registers:
         # RO inputs from the core
         expect_ro = 0
         for fld in reg.fields:
             key = f"{reg.name}.{fld.name}"
-            if key in CONSTANTS:
-                expect_ro |= CONSTANTS[key] << fld.lsb
+            if key in tb.constants:
+                expect_ro |= tb.constants[key] << fld.lsb
             elif fld.access == "ro":
                 v = rng.getrandbits(fld.width)
                 getattr(dut, field_port_names(reg, fld)["value"]).value = v
@@ -103,7 +111,7 @@ async def rw_ro_reserved_and_unmapped(dut):
 @cocotb.test()
 async def w1c_and_self_clearing(dut):
     """DONE/ERROR are set by the core and cleared by writing 1 (set wins); START pulses once."""
-    master, rng = await setup(dut, tb_config().get("seed", 2))
+    master, rng = await RegfileTB(dut, 2).start()
     status = MAP["STATUS"]
     done = status.field("DONE")
     set_port = getattr(dut, field_port_names(status, done)["set"])
@@ -120,20 +128,12 @@ async def w1c_and_self_clearing(dut):
     # START: count pulses on the core side while the host writes CONTROL
     control = MAP["CONTROL"]
     start = getattr(dut, field_port_names(control, control.field("START"))["value"])
-    pulses = 0
-
-    async def count():
-        nonlocal pulses
-        while True:
-            await RisingEdge(dut.clk)
-            pulses += int(start.value)
-
-    counter = cocotb.start_soon(count())
+    pulses = DoneCounter(dut.clk, start)
     for i in range(5):
         await write32(master, control.offset, MAP.encode_write("CONTROL", {"START": 1}, current=0))
     await write32(master, control.offset, MAP.encode_write("CONTROL", {"IRQ_ENABLE": 1}))
     await ClockCycles(dut.clk, 5)
-    counter.cancel()
-    assert pulses == 5, f"{pulses} START pulses for 5 writes"
+    pulses.stop()
+    assert len(pulses.cycles) == 5, f"{len(pulses.cycles)} START pulses for 5 writes"
     word = await read32(master, control.offset)
     assert MAP.decode("CONTROL", word) == {"START": 0, "SOFT_RESET": 0, "IRQ_ENABLE": 1}

@@ -22,8 +22,7 @@ import cocotb
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, Timer
 
 from . import tb_config
-from .streams import (CycleTimeout, StreamSink, StreamSource, random_pause, reset_dut,
-                      start_clock, with_timeout)
+from .streams import StreamSink, StreamSource, expect_beats, random_pause, reset_dut, start_clock
 
 RESET_CYCLES = 2
 DEFAULT_STALLS = [[0.0, 0.0], [0.3, 0.0], [0.0, 0.3], [0.5, 0.5], [0.8, 0.2], [0.2, 0.8]]
@@ -60,32 +59,6 @@ def random_beats(rng: random.Random, count: int, width: int, fields) -> list:
         beats += [{name: _random_value(rng, w, signed) for name, w, signed in fields}
                   for _ in range(count - len(beats))]
     return beats[:count]
-
-
-async def expect_beats(sink: StreamSink, expected: list, clock, cycles: int, what: str) -> None:
-    """Check that ``sink`` receives exactly ``expected``, in order, within ``cycles`` cycles.
-
-    Each beat is compared as it arrives, so a lost, duplicated or corrupted beat is reported at
-    the first wrong position (a lost beat shows as the next one arriving early) rather than as
-    a timeout.
-    """
-    received = 0
-
-    async def scoreboard():
-        nonlocal received
-        for index, want in enumerate(expected):
-            got = await sink.recv()
-            if got != want:
-                raise AssertionError(
-                    f"{what}: beat {index} is {got!r}, expected {want!r} (the beats around it "
-                    f"were sent as {expected[max(0, index - 2):index + 3]!r})")
-            received += 1
-
-    try:
-        await with_timeout(scoreboard(), clock, cycles, what)
-    except CycleTimeout:
-        raise CycleTimeout(f"{what}: only {received} of {len(expected)} beats arrived within "
-                           f"{cycles} cycles; next expected {expected[received]!r}") from None
 
 
 def _setup(dut):

@@ -47,9 +47,9 @@ from cocotb.triggers import ClockCycles
 from ...contract import formats
 from ...contract.formats import code_bits, table_entries
 from .. import golden
-from . import tb_config
-from .streams import (CycleTimeout, HandshakeMonitor, StreamSink, StreamSource, random_pause, reset_dut,
-                      start_clock, start_watchdog, to_signed, with_timeout)
+from .streams import (CycleTimeout, HandshakeMonitor, StreamSink, StreamSource, random_pause, start_watchdog,
+                      to_signed, with_timeout)
+from .testbench import Testbench
 
 RESET_CYCLES = 2
 DEFAULT_STALLS = [[0.0, 0.0, 0.0, 0.0], [0.3, 0.3, 0.3, 0.3], [0.0, 0.5, 0.0, 0.7],
@@ -145,15 +145,17 @@ def estimate_cycles(cfg: dict, problem: Problem) -> int:
 
 # -- the bench ------------------------------------------------------------------------------------
 
-class TlmmBench:
+class TlmmBench(Testbench):
+    """The engine with a source per input stream (``cmd``, ``act``, ``codes``), a sink on the
+    results, a monitor of every stream and the rows expected, in order."""
+
     def __init__(self, dut):
-        self.dut = dut
-        self.cfg = cfg = tb_config()
+        super().__init__(dut)
+        cfg = self.cfg
         self.g, self.p, self.t = cfg["group"], cfg["lanes"], cfg["tokens"]
         self.bits = code_bits(self.g)
         self.latency = int(cfg["latency"])
         fields = cfg["fields"]
-        self.clock = start_clock(dut)
         self.cmd = StreamSource(dut, "cmd", self.clock, fields=fields["cmd"])
         self.act = StreamSource(dut, "act", self.clock, fields=fields["act"])
         self.codes = StreamSource(dut, "codes", self.clock)
@@ -162,10 +164,9 @@ class TlmmBench:
         self.monitor = HandshakeMonitor(dut, self.clock, ["cmd", "act", "codes", "o"])
         self.expected = collections.deque()
         self.corrupt = bool(cfg.get("corrupt"))
-        self.log = dut._log
 
     async def reset(self):
-        await reset_dut(self.dut, self.clock, RESET_CYCLES)
+        await super().reset(RESET_CYCLES)
 
     def set_stalls(self, stalls, rng: np.random.Generator):
         p_cmd, p_act, p_codes, p_out = stalls

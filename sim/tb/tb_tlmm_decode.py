@@ -29,8 +29,7 @@ from ...contract.layouts import ImageFormat
 from ...gen import image
 from ...weights import TernaryTensor
 from . import tb_config
-from .streams import (CycleTimeout, StreamSink, StreamSource, random_pause, reset_dut,
-                      start_clock, start_watchdog, with_timeout)
+from .streams import StreamSink, StreamSource, expect_beats, random_pause, reset_dut, start_clock, start_watchdog
 
 RESET_CYCLES = 2
 DEFAULT_STALLS = [[0.0, 0.0], [0.3, 0.3], [0.7, 0.1], [0.1, 0.7], [0.0, 0.5, 0.9]]
@@ -117,27 +116,16 @@ async def test_decode(dut):
             for beat in beats[i]:
                 src.send_nowait(beat)
         what = f"stalls={s}"
-        got = 0
 
-        async def scoreboard():
-            nonlocal got
-            for index, want in enumerate(words):
-                word = await sink.recv()
-                if word != want:
-                    bits = code_bits(cfg["group"])
-                    mask = (1 << bits) - 1
-                    bad = [p for p in range(cfg["lanes"])
-                           if (word >> (p * bits)) & mask != (want >> (p * bits)) & mask]
-                    raise AssertionError(f"{what}: lane word {index} is {word:#x}, expected "
-                                         f"{want:#x} (wrong lanes {bad})")
-                got += 1
+        def mismatch(index, word, want, what=what):
+            bits = code_bits(cfg["group"])
+            mask = (1 << bits) - 1
+            bad = [p for p in range(cfg["lanes"]) if (word >> (p * bits)) & mask != (want >> (p * bits)) & mask]
+            return f"{what}: lane word {index} is {word:#x}, expected {want:#x} (wrong lanes {bad})"
 
         bound = int(4 * slow * len(words) * bpw) + 200
-        try:
-            await with_timeout(scoreboard(), clock, bound, what)
-        except CycleTimeout:
-            raise CycleTimeout(f"{what}: only {got} of {len(words)} lane words within {bound} "
-                               f"cycles; beats left per port {[s.count() for s in sources]}") from None
+        await expect_beats(sink, words, clock, bound, what, mismatch=mismatch,
+                           waiting=lambda: f"beats left per port {[s.count() for s in sources]}")
         await ClockCycles(clock, 6)
         assert sink.count() == 0, f"{what}: extra lane words"
         assert all(src.idle() for src in sources), f"{what}: beats left {[s.count() for s in sources]}"
