@@ -8,6 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import check_positive_int
 from ..contract.formats import code_bits, table_entries, tlmm_digits
+from .ping_pong import PingPong
 from .tlmm_decode import codes_layout
 
 __all__ = ["TlmmEngine", "TlmmTables", "entry_bits", "command_layout", "act_layout", "result_layout"]
@@ -102,16 +103,15 @@ class TlmmTables(wiring.Component):
         build_last = Signal()
         entry = Signal(range(e_count))
         token = Signal(range(t_count))
-        wbank = Signal()
-        full = Signal(2)
         x = [Signal(data.ArrayLayout(signed(8), g), name=f"x{p}") for p in range(p_count)]
-        m.d.comb += self.full.eq(full)
+        m.submodules.ping_pong = ping_pong = PingPong()
+        wbank = ping_pong.wbank
+        m.d.comb += [self.full.eq(ping_pong.full), ping_pong.release.eq(self.release)]
 
         # A new block may start only into a bank the lookup side has released; later tokens of
         # the same block go into the bank already being filled.
-        bank_free = Mux(wbank, ~full[1], ~full[0])
         start = Signal()
-        m.d.comb += start.eq(shadow_full & ~building & ((token != 0) | bank_free))
+        m.d.comb += start.eq(shadow_full & ~building & ((token != 0) | ping_pong.wfree))
         # The shadow takes groups while empty, and also in the cycle its contents move on.
         m.d.comb += self.act.ready.eq(~shadow_full | start)
         accept = self.act.valid & self.act.ready
@@ -133,18 +133,16 @@ class TlmmTables(wiring.Component):
             for p in range(p_count):
                 m.d.sync += x[p].eq(shadow[p])
 
-        set_full = Signal(2)
         with m.If(building):
             with m.If(entry == e_count - 1):
                 m.d.sync += building.eq(0)
                 with m.If(build_last | (token == t_count - 1)):
-                    m.d.sync += [token.eq(0), wbank.eq(~wbank)]
-                    m.d.comb += set_full.eq(Mux(wbank, 0b10, 0b01))
+                    m.d.sync += token.eq(0)
+                    m.d.comb += ping_pong.filled.eq(1)
                 with m.Else():
                     m.d.sync += token.eq(token + 1)
             with m.Else():
                 m.d.sync += entry.eq(entry + 1)
-        m.d.sync += full.eq((full | set_full) & ~self.release)
 
         # Digits of the current magnitude: a small ROM shared by all lanes.
         digits = tlmm_digits(g)

@@ -4,6 +4,8 @@ from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .ping_pong import PingPong
+
 __all__ = ["WeightBuffer", "tile_layout"]
 
 
@@ -50,18 +52,15 @@ class WeightBuffer(wiring.Component):
             m.submodules[f"bank{b}"] = mem
             banks.append((mem.write_port(), mem.read_port(domain="sync")))
 
-        full = Signal(2)
-        set_full, release = Signal(2), Signal(2)
-        m.d.sync += full.eq((full | set_full) & ~release)
+        m.submodules.ping_pong = ping_pong = PingPong()
         desc = [Signal(tile_layout(self.depth), name=f"desc{b}") for b in range(2)]
 
         # -- write side
-        wbank = Signal()
+        wbank = ping_pong.wbank
         filling = Signal()
         wdesc = Signal(tile_layout(self.depth))
         waddr = Signal(range(self.depth + 1))
-        wfree = ~full.bit_select(wbank, 1)
-        m.d.comb += self.tile.ready.eq(~filling & wfree)
+        m.d.comb += self.tile.ready.eq(~filling & ping_pong.wfree)
         with m.If(self.tile.valid & self.tile.ready & (self.tile.payload.entries != 0)
                   & (self.tile.payload.passes != 0)):
             m.d.sync += [filling.eq(1), wdesc.eq(self.tile.payload), waddr.eq(0)]
@@ -72,8 +71,8 @@ class WeightBuffer(wiring.Component):
         with m.If(write):
             m.d.sync += waddr.eq(waddr + 1)
             with m.If(waddr == wdesc.entries - 1):
-                m.d.sync += [filling.eq(0), wbank.eq(~wbank)]
-                m.d.comb += set_full.eq(Mux(wbank, 0b10, 0b01))
+                m.d.sync += filling.eq(0)
+                m.d.comb += ping_pong.filled.eq(1)
                 for b in range(2):
                     with m.If(wbank == b):
                         m.d.sync += desc[b].eq(wdesc)
@@ -84,7 +83,7 @@ class WeightBuffer(wiring.Component):
         rpass = Signal(8)
         rdesc = Signal(tile_layout(self.depth))
         m.d.comb += rdesc.eq(Mux(rbank, desc[1], desc[0]))
-        available = full.bit_select(rbank, 1)
+        available = ping_pong.full.bit_select(rbank, 1)
         advance = ~self.o.valid | self.o.ready
         issue = available & advance
         for b, (_, rp) in enumerate(banks):
@@ -101,7 +100,7 @@ class WeightBuffer(wiring.Component):
                 with m.If(rpass == rdesc.passes - 1):
                     # Last word of the last pass has been read into the output register.
                     m.d.sync += [rpass.eq(0), rbank.eq(~rbank)]
-                    m.d.comb += release.eq(Mux(rbank, 0b10, 0b01))
+                    m.d.comb += ping_pong.release.eq(Mux(rbank, 0b10, 0b01))
                 with m.Else():
                     m.d.sync += rpass.eq(rpass + 1)
             with m.Else():
