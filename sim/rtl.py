@@ -14,9 +14,10 @@
 It converts the component to Verilog, builds it with Verilator through the cocotb Python runner
 (once per distinct design: builds are cached under ``build/rtl/<name>-<hash of the Verilog>``),
 runs the cocotb tests of ``test_module`` in the simulator, and raises :class:`RTLTestFailure`
-naming each failing cocotb test. On failure it rebuilds the design with tracing (FST when the LZ4
-headers are installed, else VCD: see :func:`waves_format`), reruns with the same seed and names
-the waveform file in the message.
+naming each failing cocotb test, each requested test that did not run and each skipped test. On
+failure it rebuilds the design with tracing (FST when the LZ4 headers are installed, else VCD: see
+:func:`waves_format`), reruns the failed tests with the same seed and names the waveform file in
+the message.
 
 Hand-written Verilog: a design may instantiate (with Amaranth's ``Instance``) a module of the
 library :data:`VERILOG_LIBRARY` (``hw/verilog/<module>.v``, one module per file named after it);
@@ -73,10 +74,12 @@ _STAMP = "tellme-build-complete"
 
 
 class RTLTestFailure(AssertionError):
-    """One or more cocotb tests failed (or the simulation did not finish).
+    """One or more cocotb tests failed, were skipped or (requested) did not run, or the
+    simulation did not finish.
 
-    Attributes: ``failed`` (test name -> failure message), ``seed``, ``run_dir`` (the kept run
-    directory with ``sim.log`` and ``results.xml``), ``waves`` (waveform path, or ``None``).
+    Attributes: ``failed`` (test name -> failure message or why it did not run), ``seed``,
+    ``run_dir`` (the kept run directory with ``sim.log`` and ``results.xml``), ``waves``
+    (waveform path, or ``None``).
     """
 
     def __init__(self, message: str, *, failed: dict[str, str], seed: int, run_dir: Path,
@@ -241,6 +244,38 @@ def _parse_results(results_xml: Path) -> tuple[dict[str, str], dict[str, str]]:
     return statuses, failures
 
 
+def _requested_tests(testcase: str | Sequence[str] | None) -> list[str] | None:
+    """The test names ``testcase`` asks for (as the cocotb runner splits them), ``None`` for
+    all; raises ``ValueError`` for a request that names no test."""
+    if testcase is None:
+        return None
+    if isinstance(testcase, str):
+        names = [part.strip() for part in testcase.split(",") if part.strip()]
+    else:
+        names = [str(part).strip() for part in testcase]
+    if not names or not all(names):
+        raise ValueError(f"testcase={testcase!r} names no cocotb test; pass None to run them all")
+    return names
+
+
+def _not_run(statuses: Mapping[str, str], requested: Sequence[str] | None,
+             test_module: str) -> dict[str, str]:
+    """Test name -> reason, for each requested test that did not run and each test that was
+    skipped: a run that passes has run every test it was asked for."""
+    problems: dict[str, str] = {}
+    ran = ", ".join(sorted(statuses)) or "none"
+    for test in requested or ():
+        if test not in statuses:
+            problems[test] = (f"requested but did not run: {test_module} has no cocotb test of "
+                              f"that name (tests that ran: {ran})")
+    for test, status in statuses.items():
+        if status == "skipped":
+            problems[test] = ("skipped (a skipped test does not count as passed; if it is meant "
+                              "to run only in some configurations, request the tests of this "
+                              "configuration with testcase=...); sim.log says why")
+    return problems
+
+
 def _prune_runs(run_root: Path, name: str) -> None:
     # Passing runs delete their directory; failed ones are kept for inspection, but only the
     # newest few per design, so tests that fail on purpose do not fill the disk.
@@ -315,7 +350,8 @@ def run_cocotb(component: wiring.Component, *, name: str, test_module: str,
     extra_env : mapping, optional
         Further environment variables for the simulator process.
     testcase : str or list of str, optional
-        Run only these cocotb tests (by name); default all in ``test_module``.
+        Run only these cocotb tests (by name); default all in ``test_module``. Every test named
+        here must run and pass.
     build_root : path, optional
         Where builds and run directories go; default ``<repo>/build/rtl``.
     seed : int, optional
@@ -327,12 +363,14 @@ def run_cocotb(component: wiring.Component, *, name: str, test_module: str,
         Wall-clock limit in seconds for one simulation run (not the build).
 
     Returns a :class:`CocotbResult` when every test passed; raises :class:`RTLTestFailure`
-    (an ``AssertionError``) naming the failing tests otherwise, and ``RuntimeError`` if the
-    design does not build.
+    (an ``AssertionError``) naming the tests otherwise: those that failed, those requested in
+    ``testcase`` that did not run, and those that were skipped (so a test cannot pass by not
+    running); ``RuntimeError`` if the design does not build.
     """
     if not isinstance(test_module, str) or importlib.util.find_spec(test_module) is None:
         raise ValueError(f"test module {test_module!r} cannot be imported; testbenches live in "
                          f"the tellme.sim.tb package (sim/tb/)")
+    requested = _requested_tests(testcase)
     verilator_env()
     build_root = Path(build_root) if build_root is not None else DEFAULT_BUILD_ROOT
     build_root = build_root.resolve()
@@ -353,16 +391,20 @@ def run_cocotb(component: wiring.Component, *, name: str, test_module: str,
                                             env=env, testcase=testcase, waves=False,
                                             timeout=timeout)
     sim_seconds = time.monotonic() - start
-    if not failures:
+    # A broken simulation is reported as such, not as a list of tests that did not run.
+    not_run = {} if "<simulation>" in failures else _not_run(statuses, requested, test_module)
+    if not failures and not not_run:
         shutil.rmtree(run_dir, ignore_errors=True)
         return CocotbResult(name=name, seed=seed, tests=statuses, build_dir=build_dir,
                             build_seconds=build_seconds, sim_seconds=sim_seconds)
 
-    lines = [f"{len(failures)} cocotb test(s) of {test_module} failed on {name} "
-             f"(seed={seed}, run directory {run_dir}):"]
-    lines += [f"  {test}: {message}" for test, message in failures.items()]
+    failed = {**failures, **not_run}
+    lines = [f"{len(failed)} cocotb test(s) of {test_module} on {name} failed, were skipped or "
+             f"did not run (seed={seed}, run directory {run_dir}):"]
+    lines += [f"  {test}: {message}" for test, message in failed.items()]
     waves = None
-    if waves_on_failure:
+    # Waveforms help only with tests that ran and failed.
+    if waves_on_failure and failures:
         trace_format = waves_format()
         waves_dir = build_root / f"{name}-{key}-{trace_format}"
         _build(verilog_text, name, waves_dir, waves=trace_format, library=library)
@@ -381,5 +423,5 @@ def run_cocotb(component: wiring.Component, *, name: str, test_module: str,
         if not replay_failures:
             lines.append("note: the traced rerun with the same seed passed (nondeterministic "
                          "testbench or design?)")
-    raise RTLTestFailure("\n".join(lines), failed=failures, seed=seed, run_dir=run_dir,
+    raise RTLTestFailure("\n".join(lines), failed=failed, seed=seed, run_dir=run_dir,
                          waves=waves)

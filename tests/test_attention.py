@@ -64,9 +64,8 @@ def _report(path, title: str) -> dict:
     return data
 
 
-def _check(result, expected_tests):
-    assert {t: s for t, s in result.tests.items() if t in expected_tests} == {t: "passed" for t in expected_tests}, \
-        result.tests
+def _report_run(result):
+    # run_cocotb has checked that every requested test ran and passed.
     print(f"  build {result.build_seconds:.0f} s, simulation {result.sim_seconds:.0f} s, seed {result.seed}")
 
 
@@ -88,7 +87,7 @@ def test_attention_core(config):
                         parameters={"kind": "core", **params, "seed": 11 + params["head_dim"] + params["tile"],
                                     "results": str(results)})
     _report(results, f"AttentionCore {config}")
-    _check(result, CORE_TESTS)
+    _report_run(result)
 
 
 #: decode_long (context 1024) simulates in ~25 s, so it runs with the others (one conversion).
@@ -104,7 +103,7 @@ def test_decode_attention():
                         parameters={"kind": "decode", **DECODE_CONFIG, "seed": 5, "long_context": 1024,
                                     "results": str(results)})
     _report(results, "DecodeAttention hd96 tile 32")
-    _check(result, DECODE_TESTS)
+    _report_run(result)
 
 
 @pytest.mark.rtl
@@ -116,4 +115,4 @@ def test_kv_writer(head_dim):
                         parameters={"kind": "writer", "head_dim": head_dim, "seed": 3, "appends": 40,
                                     "results": str(results)})
     _report(results, f"KvWriter hd{head_dim}")
-    _check(result, ["writer_appends"])
+    _report_run(result)

@@ -47,10 +47,10 @@ def test_prefill_attention(config):
     results = DEFAULT_BUILD_ROOT / f"prefill-cycles-{config}.json"
     results.parent.mkdir(parents=True, exist_ok=True)
     results.unlink(missing_ok=True)
-    result = run_cocotb(PrefillAttention(**params), name=f"attn_prefill_{config}", test_module=TB,
-                        testcase=TESTS, timeout=3600,
-                        parameters={**params, "seed": 7 + params["head_dim"], "results": str(results)})
-    assert {t: result.tests.get(t) for t in TESTS} == {t: "passed" for t in TESTS}, result.tests
+    # run_cocotb fails unless every test of TESTS ran and passed.
+    run_cocotb(PrefillAttention(**params), name=f"attn_prefill_{config}", test_module=TB,
+               testcase=TESTS, timeout=3600,
+               parameters={**params, "seed": 7 + params["head_dim"], "results": str(results)})
     if results.exists():
         for row in json.loads(results.read_text()).get("prefill_lengths", []):
             print(f"  {row['label']:10s} {row['count']:4d} tokens: {row['cycles']:7d} cycles after the load")

@@ -25,12 +25,9 @@ TB = "tellme.sim.tb.tb_elementwise"
 TESTS = {"test_random", "test_extremes", "test_throughput", "test_reset"}
 
 def _run(dut, name, parameters, testcase=None, timeout=600.0):
-    result = run_cocotb(dut, name=name, test_module=TB, parameters=parameters, testcase=testcase,
-                        timeout=timeout)
-    expected = TESTS if testcase is None else ({testcase} if isinstance(testcase, str) else set(testcase))
-    assert set(result.tests) == expected, result.tests
-    assert set(result.tests.values()) == {"passed"}, result.tests
-    return result
+    # run_cocotb fails unless every requested test (default: all of TESTS) ran and passed.
+    return run_cocotb(dut, name=name, test_module=TB, parameters=parameters,
+                      testcase=sorted(TESTS) if testcase is None else testcase, timeout=timeout)
 
 
 # -- NormQuant ----------------------------------------------------------------------------------

@@ -53,11 +53,11 @@ def test_stream_buffer_rejects_bad_shape(bad_shape):
 @pytest.mark.rtl
 @pytest.mark.parametrize("shape", [PLAIN_SHAPE, STRUCT_SHAPE], ids=["plain13", "struct16"])
 def test_stream_buffer(shape):
-    result = run_cocotb(StreamBuffer(shape=shape), name="stream_buffer", test_module=TB,
-                        parameters=tb_parameters(shape))
-    assert set(result.tests) == {"test_random_stalls", "test_full_throughput",
-                                 "test_backpressure", "test_no_combinational_paths"}
-    assert set(result.tests.values()) == {"passed"}
+    # run_cocotb fails unless every requested test ran and passed.
+    run_cocotb(StreamBuffer(shape=shape), name="stream_buffer", test_module=TB,
+               testcase=["test_random_stalls", "test_full_throughput", "test_backpressure",
+                         "test_no_combinational_paths"],
+               parameters=tb_parameters(shape))
 
 
 # -- broken designs the testbench must reject --------------------------------------------------
@@ -128,3 +128,61 @@ def test_testbench_catches_protocol_violation():
     message = caught.value.failed["test_random_stalls"]
     assert "payload changed" in message, message
     assert caught.value.waves is None
+
+
+# -- tests that did not run must not pass --------------------------------------------------------
+
+RUNNER_TB = "tellme.sim.tb.tb_runner_checks"
+
+
+def _run_checks(testcase):
+    # The design is the plain StreamBuffer of test_stream_buffer (same build); the tests of
+    # tb_runner_checks do not look at it.
+    return run_cocotb(StreamBuffer(shape=PLAIN_SHAPE), name="stream_buffer",
+                      test_module=RUNNER_TB, testcase=testcase)
+
+
+@pytest.mark.rtl
+def test_runner_passes_what_ran():
+    # The control: the same module and design pass when the requested test runs and passes.
+    result = _run_checks("runner_passes")
+    assert result.tests == {"runner_passes": "passed"}
+
+
+@pytest.mark.rtl
+def test_runner_fails_on_a_requested_test_that_does_not_exist():
+    with pytest.raises(RTLTestFailure) as caught:
+        _run_checks(["runner_passes", "runner_no_such_test"])
+    failure = caught.value
+    assert list(failure.failed) == ["runner_no_such_test"]
+    assert "requested but did not run" in failure.failed["runner_no_such_test"]
+    assert "runner_no_such_test" in str(failure) and RUNNER_TB in str(failure)
+    assert failure.waves is None  # nothing failed in the simulator, so nothing to trace
+
+
+@pytest.mark.rtl
+def test_runner_fails_on_a_test_that_skips_itself():
+    with pytest.raises(RTLTestFailure) as caught:
+        _run_checks("runner_skips_itself")
+    failure = caught.value
+    assert list(failure.failed) == ["runner_skips_itself"]
+    assert failure.failed["runner_skips_itself"].startswith("skipped")
+    assert "runner_skips_itself: skipped" in str(failure)
+    # The kept run directory's log says why the test skipped.
+    assert "this test skips itself" in (failure.run_dir / "sim.log").read_text()
+
+
+@pytest.mark.rtl
+def test_runner_fails_on_a_skipped_test_when_running_the_whole_module():
+    with pytest.raises(RTLTestFailure) as caught:
+        _run_checks(None)
+    failed = caught.value.failed
+    assert set(failed) == {"runner_skips_itself", "runner_marked_skip"}, failed
+    assert all(message.startswith("skipped") for message in failed.values()), failed
+
+
+@pytest.mark.parametrize("testcase", ["", " , ", []])
+def test_runner_rejects_an_empty_testcase(testcase):
+    # Refused before the design is looked at, so no design is needed.
+    with pytest.raises(ValueError, match="names no cocotb test"):
+        run_cocotb(None, name="stream_buffer", test_module=RUNNER_TB, testcase=testcase)
