@@ -15,7 +15,8 @@ and turns the cell counts into the resources a board budget is written in::
     res["lut_equiv"], res["ff"], res["bram36"]
     fits(res, KV260)          # [] when the design fits, else one message per resource
 
-Results are cached in ``build/estimates/<name>-<key>.json`` with the key a hash of the Verilog
+Results are cached in ``<cache>/<name>-<key>.json`` (``<cache>`` is :func:`default_cache_dir`,
+``build/estimates`` of a source checkout) with the key a hash of the Verilog
 text, the Yosys version and the synthesis script, so a repeated call for an unchanged design
 is instant (about 45 s to many minutes otherwise). Concurrent callers for the same design wait
 for one synthesis (file lock).
@@ -56,14 +57,28 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from ..sim.toolchain import build_root as _build_root
 from ..sim.toolchain import file_lock, log_tail  # one lock and log-tail helper for all tool runs
 from .verilog import verilog_of
 
-__all__ = ["KV260", "LUTRAM_LUTS", "SRL_CELLS", "YosysError", "DEFAULT_CACHE_DIR", "yosys_command",
-           "yosys_version", "synth_script", "parse_stat", "synth_resources", "fits", "utilisation"]
+__all__ = ["KV260", "LUTRAM_LUTS", "SRL_CELLS", "YosysError", "DEFAULT_CACHE_DIR",
+           "default_cache_dir", "yosys_command", "yosys_version", "synth_script", "parse_stat",
+           "synth_resources", "fits", "utilisation"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CACHE_DIR = REPO_ROOT / "build" / "estimates"
+
+def default_cache_dir() -> Path:
+    """The estimate cache: ``<root>/estimates`` with the root of
+    :func:`tellme.sim.toolchain.build_root` (``TELLME_BUILD_DIR``, else ``build/`` of a source
+    checkout, else the user cache folder), read at each call."""
+    return _build_root() / "estimates"
+
+
+def __getattr__(name: str):
+    # DEFAULT_CACHE_DIR: the same folder, computed when it is looked up.
+    if name == "DEFAULT_CACHE_DIR":
+        return default_cache_dir()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Programmable-logic resources of the Kria KV260's K26 SOM (xck26-sfvc784-2LV-c).
 KV260 = {"lut": 117120, "ff": 234240, "dsp": 1248, "bram36": 144, "uram": 64}
@@ -293,7 +308,7 @@ def synth_resources(component, *, name: str, family: str = "xcup", timeout: floa
     script = synth_script(name, family=family, flatten=flatten, uram=uram,
                           extra_synth_args=extra_synth_args)
     key = _cache_key(verilog_text, version, script)
-    cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_file = cache_dir / f"{name}-{key}.json"
 
     def load():

@@ -12,7 +12,8 @@
                    parameters={"beats": 2000})
 
 It converts the component to Verilog, builds it with Verilator through the cocotb Python runner
-(once per distinct design: builds are cached under ``build/rtl/<name>-<hash of the Verilog>``),
+(once per distinct design: builds are cached under ``<build root>/<name>-<hash of the Verilog>``,
+the build root ``build/rtl`` of a source checkout by default, see :func:`default_build_root`),
 runs the cocotb tests of ``test_module`` in the simulator, and raises :class:`RTLTestFailure`
 naming each failing cocotb test, each requested test that did not run and each skipped test. On
 failure it rebuilds the design with tracing (FST when the LZ4 headers are installed, else VCD: see
@@ -56,12 +57,27 @@ from amaranth.lib import wiring
 
 from ..gen.verilog import VERILOG_LIBRARY, verilog_library_sources, verilog_of
 from .tb import CONFIG_ENV
+from .toolchain import build_root as _build_root
 from .toolchain import file_lock, log_tail, verilator_env
 
-__all__ = ["REPO_ROOT", "DEFAULT_BUILD_ROOT", "RTLTestFailure", "CocotbResult", "waves_format", "run_cocotb"]
+__all__ = ["DEFAULT_BUILD_ROOT", "default_build_root", "RTLTestFailure", "CocotbResult",
+           "waves_format", "run_cocotb"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_BUILD_ROOT = REPO_ROOT / "build" / "rtl"
+
+def default_build_root() -> Path:
+    """Where :func:`run_cocotb` builds and runs by default: ``<root>/rtl`` with the root of
+    :func:`tellme.sim.toolchain.build_root` (``TELLME_BUILD_DIR``, else ``build/`` of a source
+    checkout, else the user cache folder), read at each call."""
+    return _build_root() / "rtl"
+
+
+def __getattr__(name: str):
+    # DEFAULT_BUILD_ROOT: the same folder, computed when it is looked up (so TELLME_BUILD_DIR
+    # set after this module was imported still counts).
+    if name == "DEFAULT_BUILD_ROOT":
+        return default_build_root()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # Amaranth's Verilog has no `timescale; cocotb's clocks are given in ns.
 TIMESCALE = ("1ns", "1ps")
@@ -353,7 +369,8 @@ def run_cocotb(component: wiring.Component, *, name: str, test_module: str,
         Run only these cocotb tests (by name); default all in ``test_module``. Every test named
         here must run and pass.
     build_root : path, optional
-        Where builds and run directories go; default ``<repo>/build/rtl``.
+        Where builds and run directories go; default :func:`default_build_root`
+        (``build/rtl`` of a source checkout, ``$TELLME_BUILD_DIR/rtl`` when that is set).
     seed : int, optional
         ``COCOTB_RANDOM_SEED``; a random one is drawn (and reported) when omitted.
     waves_on_failure : bool
@@ -372,7 +389,7 @@ def run_cocotb(component: wiring.Component, *, name: str, test_module: str,
                          f"the tellme.sim.tb package (sim/tb/)")
     requested = _requested_tests(testcase)
     verilator_env()
-    build_root = Path(build_root) if build_root is not None else DEFAULT_BUILD_ROOT
+    build_root = Path(build_root) if build_root is not None else default_build_root()
     build_root = build_root.resolve()
     if seed is None:
         seed = random.randrange(1 << 31)

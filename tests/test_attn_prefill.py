@@ -16,7 +16,7 @@ import json
 import pytest
 
 from tellme.hw.attn_prefill import PrefillAttention
-from tellme.sim.rtl import DEFAULT_BUILD_ROOT, run_cocotb
+from tellme.sim.rtl import default_build_root, run_cocotb
 
 TB = "tellme.sim.tb.tb_attn_prefill"
 TESTS = ["prefill_lengths", "prefill_history", "prefill_gqa", "prefill_extremes"]
@@ -44,7 +44,7 @@ def test_parameters_checked():
                                     for n, (_, slow) in CONFIGS.items()])
 def test_prefill_attention(config):
     params, _ = CONFIGS[config]
-    results = DEFAULT_BUILD_ROOT / f"prefill-cycles-{config}.json"
+    results = default_build_root() / f"prefill-cycles-{config}.json"
     results.parent.mkdir(parents=True, exist_ok=True)
     results.unlink(missing_ok=True)
     # run_cocotb fails unless every test of TESTS ran and passed.
