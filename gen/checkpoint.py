@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from tellme.config import ConfigError, ModelConfig
+from tellme.errors import TellmeError
 from tellme.weights import PROJECTIONS, LayerWeights, ModelWeights, TernaryTensor, WeightsError
 
 __all__ = [
@@ -46,7 +47,7 @@ INDEX_FILE = "model.safetensors.index.json"
 MAX_HEADER_BYTES = 100 * 1024 * 1024   # the safetensors format's own limit
 
 
-class CheckpointError(ValueError):
+class CheckpointError(TellmeError, ValueError):
     """A checkpoint cannot be loaded exactly (missing, corrupt, or not a supported BitNet)."""
 
 

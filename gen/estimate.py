@@ -57,6 +57,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from ..errors import TellmeError
 from ..sim.toolchain import build_root as _build_root
 from ..sim.toolchain import file_lock, log_tail  # one lock and log-tail helper for all tool runs
 from .verilog import verilog_of
@@ -106,7 +107,7 @@ _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _FORMAT = 1
 
 
-class YosysError(RuntimeError):
+class YosysError(TellmeError, RuntimeError):
     """Yosys failed or timed out; the message ends with the last lines of its log."""
 
     def __init__(self, message: str, *, log: Path | None = None):

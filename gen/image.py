@@ -28,10 +28,11 @@ from ..contract.formats import (code_bits, lm_head_int8, pack_codes, rope_table,
                                 tlmm_encode, tlmm_groups, tlmm_weight_stream, unpack_codes, weight_multiplier)
 from ..contract.layouts import (IMAGE_MAGIC, IMAGE_PREAMBLE_BYTES, IMAGE_VERSION, ImageFormat, image_sections, page_up,
                                 projection_port_stride)
+from ..errors import TellmeError
 from ..weights import PROJECTIONS, LayerWeights, ModelWeights, TernaryTensor
 
 
-class ImageError(ValueError):
+class ImageError(TellmeError, ValueError):
     """An image file is truncated, corrupt, or does not match what it is used with."""
 
 

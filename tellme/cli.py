@@ -1,7 +1,9 @@
 """The ``tellme`` command line.
 
 Every subcommand has ``--help``; bad input exits with status 2 and one line ``tellme: error: ...``
-on stderr, leaving no half-written output file.
+on stderr, leaving no half-written output file. Bad input is a :class:`tellme.errors.TellmeError`
+(or an ``OSError``, e.g. a file that cannot be read or written); any other exception is a bug in
+tellme and exits with status 3 after ``tellme: internal error: ...`` and the traceback.
 """
 
 from __future__ import annotations
@@ -12,16 +14,22 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
-from .config import (HARDWARE_PRESETS, MODEL_PRESETS, ConfigError, HardwareConfig, hardware_preset,
-                     load_json_config, model_preset)
+from .config import (HARDWARE_PRESETS, MODEL_PRESETS, HardwareConfig, hardware_preset, load_json_config,
+                     model_preset)
+from .errors import TellmeError
+
+#: Exit status for bad input (also argparse's) and for an internal error (a bug).
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 3
 
 
-class CliError(Exception):
+class CliError(TellmeError):
     """A user error, reported as one line."""
 
 
@@ -156,6 +164,11 @@ def cmd_compare(args) -> int:
     prompt = _prompt_ids(args.prompt_ids)
     weights = _load_weights(args, hw)
     hw = _fit_hardware(hw, weights)
+    if max(prompt) >= weights.config.vocab_size or min(prompt) < 0:
+        raise CliError(f"--prompt-ids: ids must be in [0, {weights.config.vocab_size})")
+    if len(prompt) > hw.prefill_chunk:
+        raise CliError(f"--prompt-ids: compare takes at most prefill_chunk={hw.prefill_chunk} tokens, "
+                       f"got {len(prompt)}")
     report = compare(weights, hw, prompt)
     print(f"golden (hardware-exact) vs float reference, {weights.config.name}, {len(prompt)} prompt tokens")
     keys = ("q", "k", "v", "after_attn", "ffn_act", "hidden")
@@ -251,15 +264,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .gen.checkpoint import CheckpointError
-    from .gen.image import ImageError
-    from .weights import WeightsError
     try:
         return args.func(args)
-    except (CliError, ConfigError, CheckpointError, ImageError, WeightsError, ValueError, OSError) as e:
+    except (TellmeError, OSError) as e:
         message = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
         print(f"tellme: error: {message}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
+    except Exception as e:
+        traceback.print_exc()
+        print(f"tellme: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        print("tellme: this is a bug in tellme, not a problem with the input; please report it with "
+              "the command line and the traceback above", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":

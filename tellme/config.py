@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .contract.formats import code_bits
+from .errors import TellmeError
 
 
-class ConfigError(ValueError):
+class ConfigError(TellmeError, ValueError):
     """A configuration field has an invalid value or an invalid combination with another."""
 
 

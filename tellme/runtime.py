@@ -29,6 +29,7 @@ import numpy as np
 from .config import HardwareConfig, ModelConfig
 from .contract.layouts import IMAGE_VERSION, ImageFormat
 from .contract.regmap import ERROR_BITS, REGISTER_MAP, RegisterMap, design_hash
+from .errors import TellmeError
 
 
 class Buffer(Protocol):
@@ -45,7 +46,7 @@ class Transport(Protocol):
     def wait(self, seconds: float) -> None: ...
 
 
-class AcceleratorError(RuntimeError):
+class AcceleratorError(TellmeError, RuntimeError):
     """The accelerator reported an error, or is not the design the host expects."""
 
 

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import ModelConfig
+from .errors import TellmeError
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-class WeightsError(ValueError):
+class WeightsError(TellmeError, ValueError):
     """Weights do not match their model configuration."""
 
 

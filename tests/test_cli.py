@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from tellme.cli import main
+from tellme.cli import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, CliError, main
+from tellme.errors import TellmeError
 
 SUBCOMMANDS = ["info", "demo", "convert", "synth-checkpoint", "run", "compare", "program"]
 
@@ -67,6 +68,9 @@ def test_convert_and_run_from_checkpoint_and_image(tmp_path, capsys):
     (["run", "--checkpoint", "/nonexistent/ckpt", "--prompt-ids", "1"], "/nonexistent/ckpt"),
     (["convert", "--checkpoint", "/nonexistent/ckpt", "--out", "x.img"], "/nonexistent/ckpt"),
     (["run", "--image", "/nonexistent.img", "--prompt-ids", "1"], "/nonexistent.img"),
+    (["compare", "--preset", "tiny", "--prompt-ids", "1,999"], "--prompt-ids"),
+    (["compare", "--preset", "tiny", "--hardware", "sim-small", "--prompt-ids", ",".join(["1"] * 17)],
+     "prefill_chunk=16"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     result = run_cli(*args)
@@ -111,3 +115,61 @@ def test_run_on_the_program_backend_matches_golden(tmp_path):
         outs[backend] = json.loads(out.read_text())
     assert outs["program"]["generated_ids"] == outs["golden"]["generated_ids"]
     assert outs["program"]["step_logits"] == outs["golden"]["step_logits"]
+
+
+# -- user errors and bugs ------------------------------------------------------------------------
+
+def _user_error_classes():
+    from tellme.config import ConfigError
+    from tellme.contract.regmap import RegisterMapError
+    from tellme.gen.checkpoint import CheckpointError
+    from tellme.gen.estimate import YosysError
+    from tellme.gen.image import ImageError
+    from tellme.runtime import AcceleratorError
+    from tellme.sim.toolchain import VerilatorNotFound
+    from tellme.weights import WeightsError
+    # each with the built-in class it always was (callers catching that still catch it)
+    return [(ConfigError, ValueError), (CheckpointError, ValueError), (ImageError, ValueError),
+            (WeightsError, ValueError), (RegisterMapError, ValueError), (VerilatorNotFound, RuntimeError),
+            (YosysError, RuntimeError), (AcceleratorError, RuntimeError), (CliError, Exception)]
+
+
+@pytest.mark.parametrize("error, builtin", _user_error_classes(), ids=lambda c: c.__name__)
+def test_project_errors_are_user_errors(error, builtin, monkeypatch, capsys):
+    assert issubclass(error, TellmeError) and issubclass(error, builtin)
+
+    def fails():
+        raise error("the tool is not there")
+    # `tellme info` calls toolchain_versions; here it fails the way a user error would.
+    monkeypatch.setattr("tellme.sim.toolchain.toolchain_versions", fails)
+    assert main(["info"]) == EXIT_USER_ERROR == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["tellme: error: the tool is not there"]
+
+
+@pytest.mark.parametrize("bug", [ValueError("bad index math"), KeyError("layer"),
+                                 ZeroDivisionError("division by zero")], ids=lambda e: type(e).__name__)
+def test_other_exceptions_are_internal_errors(bug, monkeypatch, capsys):
+    def fails():
+        raise bug
+    monkeypatch.setattr("tellme.sim.toolchain.toolchain_versions", fails)
+    assert main(["info"]) == EXIT_INTERNAL_ERROR != 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert lines[0] == "Traceback (most recent call last):"
+    assert "in fails" in err  # the traceback reaches the function that raised
+    assert f"tellme: internal error: {type(bug).__name__}: {bug}" in lines
+    assert "bug in tellme" in lines[-1]
+    assert not any(line.startswith("tellme: error:") for line in lines)
+
+
+def test_internal_error_exit_status_of_the_command():
+    # The same through a process of its own: a bug in a subcommand (here `info` replaced by one
+    # that indexes an empty list) exits 3 with the traceback, not 2.
+    code = ("import sys, tellme.cli as cli\n"
+            "cli.cmd_info = lambda args: [][0]\n"
+            "sys.exit(cli.main(['info']))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3, result.stderr
+    assert "tellme: internal error: IndexError: list index out of range" in result.stderr
+    assert "Traceback (most recent call last):" in result.stderr

@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Layers, bottom first. A module belongs to the first layer whose prefix matches its name.
 LAYERS = [
+    ("errors", ("tellme.errors",)),
     ("contract", ("tellme.contract", "tellme.config", "tellme.weights")),
     ("tools", ("tellme.sim.toolchain",)),
     ("hw", ("tellme.hw",)),
@@ -32,15 +33,16 @@ LAYERS = [
 
 #: layer -> the layers it may import (besides itself).
 ALLOWED = {
-    "contract": set(),
-    "tools": set(),
-    "hw": {"contract"},
-    "models": {"contract"},
-    "boards": {"contract"},
-    "gen": {"contract", "tools", "hw", "boards"},
-    "driver": {"contract", "tools", "gen"},
-    "harness": {"contract", "tools", "hw", "models", "boards", "gen", "driver"},
-    "host": {"contract", "tools", "hw", "models", "boards", "gen", "driver", "harness"},
+    "errors": set(),
+    "contract": {"errors"},
+    "tools": {"errors"},
+    "hw": {"errors", "contract"},
+    "models": {"errors", "contract"},
+    "boards": {"errors", "contract"},
+    "gen": {"errors", "contract", "tools", "hw", "boards"},
+    "driver": {"errors", "contract", "tools", "gen"},
+    "harness": {"errors", "contract", "tools", "hw", "models", "boards", "gen", "driver"},
+    "host": {"errors", "contract", "tools", "hw", "models", "boards", "gen", "driver", "harness"},
 }
 
 

@@ -12,11 +12,12 @@ import zlib
 from dataclasses import dataclass
 
 from ..config import HardwareConfig, ModelConfig
+from ..errors import TellmeError
 
 ACCESS = ("ro", "rw", "w1c", "sc")
 
 
-class RegisterMapError(ValueError):
+class RegisterMapError(TellmeError, ValueError):
     """A register map description is inconsistent."""
 
 
