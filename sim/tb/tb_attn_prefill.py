@@ -62,27 +62,20 @@ class Pass:
     region: int = 0
     write_kv: bool = True
 
-    @property
-    def heads(self) -> int:
-        return self.q_q.shape[1]
-
-    @property
-    def head_dim(self) -> int:
-        return self.q_q.shape[2]
-
     def expected(self, tile: int) -> list[tuple[int, int, np.ndarray]]:
         """(token, head, output) in the unit's output order."""
-        hd = self.head_dim
+        _, heads, hd = self.q_q.shape
         return [(t, h, golden.attention_query(self.q_q[t, h], self.d_q[t, h], self.cache, 0, self.pos0 + t, tile, hd))
-                for t in range(self.count - 1, -1, -1) for h in range(self.heads)]
+                for t in range(self.count - 1, -1, -1) for h in range(heads)]
 
     def load_beats(self) -> list[dict]:
-        c, beats, hd = self.cache, [], self.head_dim
+        c, beats = self.cache, []
+        _, heads, hd = self.q_q.shape
         width = hd * 8 + 32
         for t in range(self.count):
             p = self.pos0 + t
             q = 0
-            for h in range(self.heads):
+            for h in range(heads):
                 q |= (row_int(self.q_q[t, h]) | f32_bits(self.d_q[t, h]) << (hd * 8)) << (h * width)
             beats.append({"q": q, "k": row_int(c.k[0, p]), "k_scale": f32_bits(c.k_scale[0, p]),
                           "v": row_int(c.v[0, p]), "v_scale": f32_bits(c.v_scale[0, p])})
