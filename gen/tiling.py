@@ -16,44 +16,6 @@ from ..config import ConfigError, ModelConfig
 from ..contract.formats import tlmm_groups
 from ..contract.layouts import BufferGeometry
 
-URAM_DEPTH = 4096
-URAM_WIDTH = 72
-
-
-@dataclass(frozen=True)
-class BufferGeometry:
-    """The weight buffer of one hardware configuration."""
-    lanes: int
-    group: int
-    ports: int
-    urams_per_bank: int
-    beat_bytes: int = 16
-
-    @property
-    def word_bits(self) -> int:
-        return self.lanes * code_bits(self.group)
-
-    @property
-    def urams_wide(self) -> int:
-        return -(-self.word_bits // URAM_WIDTH)
-
-    @property
-    def entries_per_bank(self) -> int:
-        if self.urams_per_bank % self.urams_wide:
-            raise ConfigError(f"urams_per_bank: {self.urams_per_bank} is not a multiple of the "
-                              f"{self.urams_wide} URAMs one lane word needs")
-        return URAM_DEPTH * (self.urams_per_bank // self.urams_wide)
-
-    @property
-    def subword_bytes(self) -> int:
-        lanes_per_port = self.lanes // self.ports
-        raw = -(-lanes_per_port * code_bits(self.group) // 8)
-        return -(-raw // self.beat_bytes) * self.beat_bytes
-
-    @classmethod
-    def of(cls, hw: HardwareConfig, urams_per_bank: int = 16) -> "BufferGeometry":
-        return cls(hw.tlmm_lanes, hw.tlmm_group, hw.hp_ports, urams_per_bank, hw.axi_data_width // 8)
-
 
 @dataclass(frozen=True)
 class Tile:
