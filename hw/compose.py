@@ -21,12 +21,14 @@ def forward(m, owner: wiring.Component, prefix: str, inner: wiring.Component, na
         if names is not None and name not in names:
             continue
         outer, sub = getattr(owner, prefix + name), getattr(inner, name)
-        if member.is_signature:
-            if member.flow == Out:
-                wiring.connect(m, sub, wiring.flipped(outer))
+        # An array member (``.array(n)``) is forwarded element by element.
+        for o, s in (zip(outer, sub) if member.dimensions else [(outer, sub)]):
+            if member.is_signature:
+                if member.flow == Out:
+                    wiring.connect(m, s, wiring.flipped(o))
+                else:
+                    wiring.connect(m, wiring.flipped(o), s)
+            elif member.flow == Out:
+                m.d.comb += o.eq(s)
             else:
-                wiring.connect(m, wiring.flipped(outer), sub)
-        elif member.flow == Out:
-            m.d.comb += outer.eq(sub)
-        else:
-            m.d.comb += sub.eq(outer)
+                m.d.comb += s.eq(o)

@@ -5,14 +5,14 @@ against the golden model for several projections, token counts, tilings and the 
 import pytest
 from amaranth.hdl import Module
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 
 from tellme.config import hardware_preset, model_preset
-from tellme.contract.layouts import BufferGeometry, ImageFormat, image_sections, page_up, scratch_layout
+from tellme.contract.layouts import BufferGeometry, page_up
 from tellme.gen.image import write_image
+from tellme.gen.program import build_program
 from tellme.hw.act_buffer import write_command_layout
 from tellme.hw.ddr_model import DdrModel
-from tellme.hw.matmul_path import MatmulPath, matmul_command_layout
+from tellme.hw.matmul_path import MatmulPath
 from tellme.sim.rtl import run_cocotb
 from tellme.sim.tb.streams import struct_fields
 from tellme.weights import random_weights
@@ -52,10 +52,8 @@ def test_matmul_path_tiny(tmp_path):
     model, hw = model_preset("tiny"), hardware_preset("sim-small")
     image = tmp_path / "tiny.img"
     write_image(random_weights(model, seed=11), hw, image)
-    sections = image_sections(model, ImageFormat.of(hw))
-    image_bytes = max(s.offset + page_up(s.size) for s in sections.values())
-    scratch = scratch_layout(model, hw)
-    scratch_bytes = max(a.offset + page_up(a.size) for a in scratch.values())
+    program = build_program(model, hw)          # the region sizes of the tiny model
+    image_bytes, scratch_bytes = program.image_bytes, program.scratch_bytes
     image_base, scratch_base = MEMORY_BASE, MEMORY_BASE + page_up(image_bytes)
     geometry = BufferGeometry.of(hw, urams_per_bank=1)
     max_inputs = max(model.hidden_size, model.intermediate_size, model.q_size)

@@ -6,8 +6,9 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 
 from tellme.config import hardware_preset, model_preset
-from tellme.contract.layouts import ImageFormat, image_sections, page_up, scratch_layout
+from tellme.contract.layouts import page_up
 from tellme.gen.image import write_image
+from tellme.gen.program import build_program
 from tellme.hw.ddr_model import DdrModel
 from tellme.hw.act_buffer import write_command_layout
 from tellme.hw.norm_quant_path import NormQuantPath
@@ -42,10 +43,8 @@ def test_norm_quant_path_tiny(tmp_path):
     model, hw = model_preset("tiny"), hardware_preset("sim-small")
     image = tmp_path / "tiny.img"
     write_image(random_weights(model, seed=12), hw, image)
-    sections = image_sections(model, ImageFormat.of(hw))
-    image_bytes = max(s.offset + page_up(s.size) for s in sections.values())
-    scratch = scratch_layout(model, hw)
-    scratch_bytes = max(a.offset + page_up(a.size) for a in scratch.values())
+    program = build_program(model, hw)          # the region sizes of the tiny model
+    image_bytes, scratch_bytes = program.image_bytes, program.scratch_bytes
     max_dim = max(model.hidden_size, model.intermediate_size, model.q_size)
     path = NormQuantPath(lanes=hw.ew_lanes, max_dim=max_dim, max_tokens=hw.prefill_chunk)
     cases = [

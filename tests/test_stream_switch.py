@@ -3,8 +3,8 @@
 import pytest
 from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import Out
 
+from tellme.hw.compose import forward
 from tellme.hw.pipeline import f32_vec
 from tellme.hw.stream_switch import Ftz, StreamDemux, StreamMux
 from tellme.sim.rtl import run_cocotb
@@ -25,19 +25,7 @@ class Clocked(wiring.Component):
         m.submodules.unit = self.unit
         toggle = Signal()
         m.d.sync += toggle.eq(~toggle)
-        for name, member in self.unit.signature.members.items():
-            outer, inner = getattr(self, name), getattr(self.unit, name)
-            pairs = zip(outer, inner) if member.dimensions else [(outer, inner)]
-            for o, i in pairs:
-                if member.is_signature:
-                    if member.flow == Out:
-                        wiring.connect(m, i, wiring.flipped(o))
-                    else:
-                        wiring.connect(m, wiring.flipped(o), i)
-                elif member.flow == Out:
-                    m.d.comb += o.eq(i)
-                else:
-                    m.d.comb += i.eq(o)
+        forward(m, self, "", self.unit)
         return m
 
 
