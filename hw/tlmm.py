@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -64,13 +66,21 @@ class TlmmTables(wiring.Component):
     is filled token after token; after the group marked ``last`` it is handed to the lookup side
     (``full[bank]``) and the other bank is filled next, once the lookup side has released it.
 
-    Collecting a token's groups takes P cycles and building it E = (3^G+1)/2 cycles; the two
-    overlap, so a block of n tokens costs about n * max(P, E) cycles of precompute, hidden
-    behind the lookups of the previous block when its rows take at least as long.
-
     Ports: ``act`` (In stream, act_layout); ``rd_mag[p]`` (In, magnitude read address of lane
     p), ``rd_bank`` (In), ``rd_data[p][t]`` (Out, combinational entry of token t in lane p);
     ``full`` (Out(2)); ``release`` (In(2): one-cycle pulse per bank the lookup side is done with).
+
+    Latency: ``full`` rises E + 2 cycles after a block's last group is taken (bank free, builder
+    idle); a lookup is combinational (``rd_data`` follows ``rd_mag``/``rd_bank``).
+
+    Throughput: collecting a token's groups takes P cycles and building it E = (3^G+1)/2
+    cycles; the two overlap, so a block of n tokens costs about n * max(P, E) cycles of
+    precompute, hidden behind the lookups of the previous block when its rows take at least as
+    long.
+
+    Cost: 2 banks x P lanes of E x T entries of ``entry_bits(G)`` bits in single-ported LUTRAM
+    (a bank is built or read, never both), one G-term adder and a shadow register of G int8 per
+    lane; the :class:`PingPong` state. Measured inside :class:`TlmmEngine`.
     """
 
     def __init__(self, *, group: int, lanes: int, tokens: int):
@@ -204,9 +214,18 @@ class TlmmEngine(wiring.Component):
     command's ``d_x``/``w_mult`` passed along and ``last`` on the command's final row. Results
     for tokens beyond those the act stream supplied are meaningless.
 
+    Ports: ``cmd`` (In stream, command_layout), ``act`` (In stream, act_layout), ``codes`` (In
+    stream, ``tlmm_decode.codes_layout``), ``o`` (Out stream, result_layout).
+
+    Latency from a lane word to its result: 4 + ceil(log2(P) / tree_levels_per_stage) cycles
+    (:attr:`latency`).
+
     Throughput: one lane word (P x T lookups) per cycle when tables are ready and ``o`` is not
-    stalled. Latency from a lane word to its result: 4 + ceil(log2(P) / tree_levels_per_stage)
-    cycles. Precompute of block b+1 overlaps the rows of block b (ping-pong banks).
+    stalled. Precompute of block b+1 overlaps the rows of block b (ping-pong banks).
+
+    Cost: at the KV260 default (G 5, P 64, T 8, 4096 rows, 16 blocks) 49.6 K LUT-eq (22.7 K of
+    them the LUTRAM tables), 15.6 K FF, 29 BRAM36 (the accumulators), no DSP (Yosys
+    ``synth_xilinx``, ``bench/results/tlmm.json``).
 
     Parameters (keyword-only): ``group`` G, ``lanes`` P, ``tokens`` T, ``max_rows``,
     ``max_blocks``, ``tree_levels_per_stage`` (adder-tree levels between pipeline registers).
@@ -235,16 +254,12 @@ class TlmmEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        g, p_count, t_count = self.group, self.lanes, self.tokens
-        w = entry_bits(g)
-        mag_bits = code_bits(g) - 1
-
-        m.submodules.tables = tables = TlmmTables(group=g, lanes=p_count, tokens=t_count)
+        m.submodules.tables = tables = TlmmTables(group=self.group, lanes=self.lanes, tokens=self.tokens)
         wiring.connect(m, wiring.flipped(self.act), tables.act)
 
         # Scales travel beside the pipeline in a FIFO: pushed when a command starts, popped with
         # its last output row. Commands are accepted only while the FIFO has room.
-        meta_layout = data.StructLayout({"w_mult": unsigned(32), "d_x": data.ArrayLayout(unsigned(32), t_count)})
+        meta_layout = data.StructLayout({"w_mult": unsigned(32), "d_x": data.ArrayLayout(unsigned(32), self.tokens)})
         m.submodules.meta = meta = fifo.SyncFIFOBuffered(width=meta_layout.size, depth=4)
 
         # Global pipeline advance: everything moves unless the output register holds a beat
@@ -252,7 +267,17 @@ class TlmmEngine(wiring.Component):
         advance = Signal()
         m.d.comb += advance.eq(~self.o.valid | self.o.ready)
 
-        # -- row sequencer: which (block, row) the next lane word is
+        seq = self._sequence(m, meta, tables, advance)
+        s2_vals, s2 = self._read_tables(m, seq, tables, advance)
+        sums, ctrl = self._adder_trees(m, s2_vals, s2, advance)
+        sa, new_acc = self._accumulate(m, sums, ctrl, advance)
+        self._output(m, sa, new_acc, meta, meta_layout, advance)
+        return m
+
+    def _sequence(self, m, meta, tables, advance) -> SimpleNamespace:
+        """Command sequencing: take a command (its scales into ``meta``), then walk its (block,
+        row) pairs, one per lane word taken from ``codes`` while the block's tables are ready and
+        the pipeline advances. Returns the lane word handshake (``take``) and where it falls."""
         running = Signal()
         blocks = Signal.like(self.cmd.payload.blocks)
         rows = Signal.like(self.cmd.payload.rows)
@@ -290,21 +315,32 @@ class TlmmEngine(wiring.Component):
                     m.d.sync += block.eq(block + 1)
             with m.Else():
                 m.d.sync += row.eq(row + 1)
+        return SimpleNamespace(take=take, bank=rbank, row=row, first=block == 0, last_block=last_block,
+                               last_row=last_row)
+
+    def _read_tables(self, m, seq, tables, advance):
+        """Table read, two stages: stage 1 registers the lane word taken and addresses the
+        tables (releasing a bank once its last row's entries are read); stage 2 registers the
+        entries, negated by the codes' signs. Returns the signed entries per (lane, token) and
+        stage 2's control."""
+        p_count, t_count = self.lanes, self.tokens
+        mag_bits = code_bits(self.group) - 1
+        row_shape = unsigned(seq.row.shape().width)
 
         # -- stage 1: the lane word, registered; table read addresses
         s1 = Signal(data.StructLayout({
             "valid": 1, "mag": data.ArrayLayout(mag_bits, p_count), "neg": p_count, "bank": 1,
-            "row": unsigned(rows.shape().width), "first": 1, "last_block": 1, "last_row": 1, "release": 1,
+            "row": row_shape, "first": 1, "last_block": 1, "last_row": 1, "release": 1,
         }))
         with m.If(advance):
-            m.d.sync += s1.valid.eq(take)
-            with m.If(take):
+            m.d.sync += s1.valid.eq(seq.take)
+            with m.If(seq.take):
                 for p in range(p_count):
                     code = self.codes.payload[p]
                     m.d.sync += [s1.mag[p].eq(code[:mag_bits]), s1.neg[p].eq(code[mag_bits])]
-                m.d.sync += [s1.bank.eq(rbank), s1.row.eq(row), s1.first.eq(block == 0),
-                             s1.last_block.eq(last_block), s1.last_row.eq(last_block & last_row),
-                             s1.release.eq(last_row)]
+                m.d.sync += [s1.bank.eq(seq.bank), s1.row.eq(seq.row), s1.first.eq(seq.first),
+                             s1.last_block.eq(seq.last_block), s1.last_row.eq(seq.last_block & seq.last_row),
+                             s1.release.eq(seq.last_row)]
         for p in range(p_count):
             m.d.comb += tables.rd_mag[p].eq(s1.mag[p])
         m.d.comb += tables.rd_bank.eq(s1.bank)
@@ -313,9 +349,9 @@ class TlmmEngine(wiring.Component):
             m.d.comb += tables.release.eq(Mux(s1.bank, 0b10, 0b01))
 
         # -- stage 2: signed entries per (lane, token)
-        vw = w + 1   # negating -128 G needs one more bit
+        vw = entry_bits(self.group) + 1   # negating -128 G needs one more bit
         s2_vals = [[Signal(signed(vw), name=f"s2_v{p}_{t}") for t in range(t_count)] for p in range(p_count)]
-        s2 = Signal(data.StructLayout({"valid": 1, "row": unsigned(rows.shape().width), "first": 1,
+        s2 = Signal(data.StructLayout({"valid": 1, "row": row_shape, "first": 1,
                                        "last_block": 1, "last_row": 1}))
         with m.If(advance):
             m.d.sync += [s2.valid.eq(s1.valid), s2.row.eq(s1.row), s2.first.eq(s1.first),
@@ -324,9 +360,14 @@ class TlmmEngine(wiring.Component):
                 for t in range(t_count):
                     e = tables.rd_data[p][t]
                     m.d.sync += s2_vals[p][t].eq(Mux(s1.neg[p], -e, e))
+        return s2_vals, s2
 
-        # -- adder trees (one per token), a register every tree_levels_per_stage levels
-        level_vals = [[s2_vals[p][t] for p in range(p_count)] for t in range(t_count)]
+    def _adder_trees(self, m, s2_vals, s2, advance):
+        """One adder tree per token over the P lane values, a register every
+        ``tree_levels_per_stage`` levels (and after the last), the control delayed alongside.
+        Returns the per-token sums and their control."""
+        vw = entry_bits(self.group) + 1
+        level_vals = [[s2_vals[p][t] for p in range(self.lanes)] for t in range(self.tokens)]
         ctrl = s2
         depth = 0
         stage_index = 0
@@ -355,10 +396,13 @@ class TlmmEngine(wiring.Component):
                 with m.If(advance):
                     m.d.sync += new_ctrl.eq(ctrl)
                 ctrl = new_ctrl
-        sums = [vals[0] for vals in level_vals]
+        return [vals[0] for vals in level_vals], ctrl
 
-        # -- accumulate: read the row's partial sum (transparent to the write of the previous
-        # lane word, which may be the same row when rows == 1), add, write back.
+    def _accumulate(self, m, sums, ctrl, advance):
+        """Accumulators: read the row's partial sum (transparent to the write of the previous
+        lane word, which may be the same row when rows == 1), add (to zero in block 0), write
+        back. Returns the registered control and the new sums."""
+        t_count = self.tokens
         acc_layout = data.ArrayLayout(signed(ACC_BITS), t_count)
         acc_mem = memory.Memory(shape=acc_layout, depth=self.max_rows, init=[])
         m.submodules.acc = acc_mem
@@ -377,8 +421,11 @@ class TlmmEngine(wiring.Component):
             m.d.comb += new_acc[t].eq(Mux(sa.first, 0, acc_rp.data[t]) + sa_sums[t])
         m.d.comb += [acc_wp.addr.eq(sa.row), acc_wp.data.eq(new_acc),
                      acc_wp.en.eq(advance & sa.valid)]
+        return sa, new_acc
 
-        # -- output register
+    def _output(self, m, sa, new_acc, meta, meta_layout, advance):
+        """Output register: a row's sums in the last block, with the command's scales (popped
+        from ``meta`` with the command's last row)."""
         meta_data = Signal(meta_layout)
         m.d.comb += meta_data.eq(meta.r_data)
         with m.If(advance):
@@ -388,4 +435,3 @@ class TlmmEngine(wiring.Component):
                              self.o.payload.w_mult.eq(meta_data.w_mult), self.o.payload.d_x.eq(meta_data.d_x)]
                 with m.If(sa.last_row):
                     m.d.comb += meta.r_en.eq(1)
-        return m
