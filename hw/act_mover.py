@@ -22,7 +22,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import check_positive_int
-from .axi import axi_read_signature, axi_write_signature
+from .axi import axi_read_signature, axi_write_signature, check_data_width
 from .axi_read import AxiReadMaster
 from .axi_write import AxiWriteMaster
 from .pipeline import f32_vec
@@ -44,9 +44,12 @@ def scratch_command_layout(addr_width: int) -> data.StructLayout:
 
 
 class _Mover(wiring.Component):
-    """Parameter checks and command helpers shared by the reader and the writer."""
+    """Parameter checks, ports and command helpers shared by the reader and the writer: the
+    ports are ``cmd``, the subclass's stream (and ``done``, :meth:`_own_members`), ``axi``,
+    ``error``, ``clear_error`` and ``busy``."""
 
-    def __init__(self, members, *, lanes, data_width, addr_width, max_burst, max_outstanding):
+    def __init__(self, *, lanes: int = 8, data_width: int = 128, addr_width: int = 40,
+                 max_burst: int = 256, max_outstanding: int = 4):
         try:
             self._check(lanes=lanes, data_width=data_width, addr_width=addr_width)
             # The master checks max_burst/max_outstanding now rather than at elaboration.
@@ -62,12 +65,16 @@ class _Mover(wiring.Component):
         self.vec_bytes = lanes * 4
         #: The granule of ``row_bytes``: one AXI beat or one stream beat, whichever is larger.
         self.row_unit = max(self.beat_bytes, self.vec_bytes)
-        super().__init__(members(scratch_command_layout(addr_width)))
+        super().__init__({
+            "cmd": In(stream.Signature(scratch_command_layout(addr_width))),
+            **self._own_members(lanes),
+            "axi": Out(self._axi_signature(addr_width=addr_width, data_width=data_width)),
+            "error": Out(1), "clear_error": In(1), "busy": Out(1),
+        })
 
     @staticmethod
     def _check(*, lanes, data_width, addr_width):
-        if data_width not in (32, 64, 128, 256, 512):
-            raise ValueError(f"data_width must be 32..512 bits (power of two), got {data_width!r}")
+        check_data_width(data_width)
         check_positive_int("lanes", lanes)
         bits = lanes * 32
         if bits % data_width and data_width % bits:
@@ -172,23 +179,20 @@ class ScratchReader(_Mover):
     SLVERR/DECERR; its data are still delivered), ``clear_error`` (In 1), ``busy`` (Out 1: a
     command is being issued or read data are still owed).
 
+    Cost: an :class:`~tellme.hw.axi_read.AxiReadMaster`, the row walker (row counter, row
+    address), a part counter and, when an AXI beat is narrower than a stream beat, a gather
+    register of the first k-1 AXI beats.
+
     Parameters (keyword only): ``lanes`` (float32 elements per stream beat), ``data_width``
     (AXI data bits), ``addr_width``, ``max_burst``, ``max_outstanding`` (the AXI master's).
     """
 
     _master_class = AxiReadMaster
+    _axi_signature = staticmethod(axi_read_signature)
 
-    def __init__(self, *, lanes: int = 8, data_width: int = 128, addr_width: int = 40,
-                 max_burst: int = 256, max_outstanding: int = 4):
-        def members(cmd_layout):
-            return {
-                "cmd": In(stream.Signature(cmd_layout)),
-                "o": Out(stream.Signature(f32_vec(lanes))),
-                "axi": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
-                "error": Out(1), "clear_error": In(1), "busy": Out(1),
-            }
-        super().__init__(members, lanes=lanes, data_width=data_width, addr_width=addr_width,
-                         max_burst=max_burst, max_outstanding=max_outstanding)
+    @staticmethod
+    def _own_members(lanes):
+        return {"o": Out(stream.Signature(f32_vec(lanes)))}
 
     def elaborate(self, platform):
         m = Module()
@@ -271,22 +275,19 @@ class ScratchWriter(_Mover):
     and not yet done), ``error`` (Out 1, sticky: a B response was SLVERR/DECERR),
     ``clear_error`` (In 1).
 
+    Cost: an :class:`~tellme.hw.axi_write.AxiWriteMaster`, the row walker, a count of row
+    commands awaiting their responses, a part counter and, when a stream beat is narrower than
+    an AXI beat, a gather register of the first k-1 stream beats.
+
     Parameters (keyword only): as :class:`ScratchReader`.
     """
 
     _master_class = AxiWriteMaster
+    _axi_signature = staticmethod(axi_write_signature)
 
-    def __init__(self, *, lanes: int = 8, data_width: int = 128, addr_width: int = 40,
-                 max_burst: int = 256, max_outstanding: int = 4):
-        def members(cmd_layout):
-            return {
-                "cmd": In(stream.Signature(cmd_layout)),
-                "i": In(stream.Signature(f32_vec(lanes))),
-                "axi": Out(axi_write_signature(addr_width=addr_width, data_width=data_width)),
-                "done": Out(1), "busy": Out(1), "error": Out(1), "clear_error": In(1),
-            }
-        super().__init__(members, lanes=lanes, data_width=data_width, addr_width=addr_width,
-                         max_burst=max_burst, max_outstanding=max_outstanding)
+    @staticmethod
+    def _own_members(lanes):
+        return {"i": In(stream.Signature(f32_vec(lanes))), "done": Out(1)}
 
     def elaborate(self, platform):
         m = Module()

@@ -6,7 +6,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import check_positive_int
-from .attention import AttentionCore, key_layout, query_layout
+from .attention import POSITION, AttentionCore, key_layout, query_layout
 from .attn_decode import KvWriter
 from .axi import axi_read_signature, axi_write_signature
 from .kv_reader import KvReader
@@ -20,7 +20,7 @@ def prefill_command_layout(chunk: int, addr_width: int) -> data.StructLayout:
     the first pass over a kv head does, when its query heads take several passes)."""
     return data.StructLayout({
         "k_base": unsigned(addr_width), "v_base": unsigned(addr_width), "s_base": unsigned(addr_width),
-        "pos0": unsigned(16), "count": range(chunk + 1), "write_kv": unsigned(1),
+        "pos0": POSITION, "count": range(chunk + 1), "write_kv": unsigned(1),
     })
 
 
@@ -58,11 +58,15 @@ class PrefillAttention(wiring.Component):
     Outputs leave on ``o`` per token (descending) and head (ascending), hd/out_lanes beats
     each, tagged with ``token`` (index in the chunk) and ``head`` (index in the pass).
 
-    Cost: the cores set the pace (``AttentionCore``: about hd/dot_lanes + max(5, hd/pv_lanes)
-    + 1 cycles per key and ~110 cycles per tile); fully masked tiles are never visited. Earlier
-    chunks' keys are read from DDR once per query (``(pos0)*(2*hd+16)`` bytes per token), so
+    Latency and throughput: the cores set the pace (``AttentionCore``: about hd/dot_lanes +
+    max(5, hd/pv_lanes) + 1 cycles per key and ~110 cycles per tile); fully masked tiles are
+    never visited (simulated: ``bench/results/attention.json``, ``prefill``). Earlier
+    chunks' keys are read from DDR once per query (``pos0 * (2 * hd + KV_RECORD_BYTES)`` bytes per token), so
     prompts longer than one chunk pay that traffic; the chunk's own keys never leave the chip
     until the cache append.
+
+    Cost: ``heads`` AttentionCores, the chunk's K/V and query buffers (block RAM), a KvReader
+    and a KvWriter (synthesised: ``bench/results/attention.json``).
 
     Parameters (keyword-only): ``head_dim``, ``tile`` (``attn_tile``), ``chunk`` (most tokens
     per pass, ``prefill_chunk``), ``heads`` (parallel query heads sharing a kv head),
@@ -77,8 +81,9 @@ class PrefillAttention(wiring.Component):
                  data_width: int = 128, dot_lanes: int = 16, pv_lanes: int = 16, out_lanes: int = 8):
         for name, value in (("chunk", chunk), ("heads", heads)):
             check_positive_int(name, value)
-        if chunk >= 1 << 16:
-            raise ValueError(f"chunk ({chunk}) must be below 65536 (16-bit positions)")
+        if chunk >= 1 << POSITION.width:
+            raise ValueError(f"chunk ({chunk}) must be below {1 << POSITION.width} "
+                             f"({POSITION.width}-bit positions)")
         self.cores = [AttentionCore(head_dim=head_dim, tile=tile, dot_lanes=dot_lanes, pv_lanes=pv_lanes,
                                     out_lanes=out_lanes) for _ in range(heads)]
         self.reader = KvReader(head_dim=head_dim, tile=tile, addr_width=addr_width, data_width=data_width)
@@ -115,7 +120,7 @@ class PrefillAttention(wiring.Component):
 
         cmd = Signal(prefill_command_layout(chunk, self.addr_width))
         index = Signal(range(chunk + 1))          # load: next token; run: current query token
-        pos = Signal(16)                          # position of the current query
+        pos = Signal(POSITION)                    # position of the current query
         m.d.comb += pos.eq(cmd.pos0 + index)
 
         # ---- load: buffer each token, and append its k/v to the cache
@@ -153,9 +158,9 @@ class PrefillAttention(wiring.Component):
                 m.d.sync += qbeat_valid[i].eq(0)
 
         # ---- key sequencing of one query (positions in golden.key_tile_order(pos))
-        lo = Signal(16)                           # current tile's first position
-        hi = Signal(16)                           # one past its last visited position
-        key_pos = Signal(16)                      # next on-chip position to emit
+        lo = Signal(POSITION)                     # current tile's first position
+        hi = Signal(POSITION)                     # one past its last visited position
+        key_pos = Signal(POSITION)                # next on-chip position to emit
         fetch_pending = Signal()                  # kv_rp.data holds key_pos-1's row this cycle
         fetch_tile_last = Signal()
         fetch_last = Signal()

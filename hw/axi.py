@@ -10,10 +10,21 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["axi_lite_signature", "axi_read_signature", "axi_write_signature", "RESP_OKAY", "RESP_SLVERR",
-           "RESP_DECERR", "BURST_INCR"]
+           "RESP_DECERR", "BURST_INCR", "LEN_WIDTH", "DATA_WIDTHS", "check_data_width"]
 
 RESP_OKAY, RESP_EXOKAY, RESP_SLVERR, RESP_DECERR = 0, 1, 2, 3
 BURST_INCR = 1
+#: Width of AxLEN (a burst of AxLEN + 1 beats: 1..256).
+LEN_WIDTH = 8
+#: The AXI4 data widths the masters, movers and the DDR model support.
+DATA_WIDTHS = (32, 64, 128, 256, 512)
+
+
+def check_data_width(data_width, name: str = "data_width") -> int:
+    """Return ``data_width`` if it is one of :data:`DATA_WIDTHS`; else raise ``ValueError``."""
+    if data_width not in DATA_WIDTHS:
+        raise ValueError(f"{name} must be 32..512 bits (power of two), got {data_width!r}")
+    return data_width
 
 
 def axi_lite_signature(*, addr_width: int = 12, data_width: int = 32) -> wiring.Signature:
@@ -31,21 +42,27 @@ def axi_lite_signature(*, addr_width: int = 12, data_width: int = 32) -> wiring.
 
 
 def _check(addr_width, data_width, id_width):
-    if data_width not in (32, 64, 128, 256, 512):
-        raise ValueError(f"AXI4 data_width must be 32..512 (power of two), got {data_width!r}")
+    check_data_width(data_width)
     if not isinstance(addr_width, int) or not 12 <= addr_width <= 64:
         raise ValueError(f"addr_width must be an integer in 12..64, got {addr_width!r}")
     if not isinstance(id_width, int) or not 1 <= id_width <= 16:
         raise ValueError(f"id_width must be an integer in 1..16, got {id_width!r}")
 
 
+def _address_channel(ax: str, addr_width: int, id_width: int) -> dict:
+    """The members of the AR (``ax="ar"``) or AW (``"aw"``) channel of an AXI4 manager."""
+    return {
+        f"{ax}valid": Out(1), f"{ax}ready": In(1), f"{ax}addr": Out(addr_width), f"{ax}id": Out(id_width),
+        f"{ax}len": Out(LEN_WIDTH), f"{ax}size": Out(3), f"{ax}burst": Out(2), f"{ax}cache": Out(4),
+        f"{ax}prot": Out(3), f"{ax}lock": Out(1), f"{ax}qos": Out(4),
+    }
+
+
 def axi_read_signature(*, addr_width: int = 40, data_width: int = 128, id_width: int = 4) -> wiring.Signature:
     """The AR and R channels of an AXI4 manager."""
     _check(addr_width, data_width, id_width)
     return wiring.Signature({
-        "arvalid": Out(1), "arready": In(1), "araddr": Out(addr_width), "arid": Out(id_width),
-        "arlen": Out(8), "arsize": Out(3), "arburst": Out(2), "arcache": Out(4), "arprot": Out(3),
-        "arlock": Out(1), "arqos": Out(4),
+        **_address_channel("ar", addr_width, id_width),
         "rvalid": In(1), "rready": Out(1), "rdata": In(data_width), "rid": In(id_width), "rresp": In(2),
         "rlast": In(1),
     })
@@ -55,9 +72,7 @@ def axi_write_signature(*, addr_width: int = 40, data_width: int = 128, id_width
     """The AW, W and B channels of an AXI4 manager."""
     _check(addr_width, data_width, id_width)
     return wiring.Signature({
-        "awvalid": Out(1), "awready": In(1), "awaddr": Out(addr_width), "awid": Out(id_width),
-        "awlen": Out(8), "awsize": Out(3), "awburst": Out(2), "awcache": Out(4), "awprot": Out(3),
-        "awlock": Out(1), "awqos": Out(4),
+        **_address_channel("aw", addr_width, id_width),
         "wvalid": Out(1), "wready": In(1), "wdata": Out(data_width), "wstrb": Out(data_width // 8), "wlast": Out(1),
         "bvalid": In(1), "bready": Out(1), "bid": In(id_width), "bresp": In(2),
     })

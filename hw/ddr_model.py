@@ -14,7 +14,8 @@ from amaranth.hdl import Cat, ClockSignal, Instance, Module, Mux, Signal
 from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In
 
-from .axi import RESP_DECERR, RESP_OKAY, axi_read_signature, axi_write_signature
+from ..contract.layouts import PAGE
+from .axi import LEN_WIDTH, RESP_DECERR, RESP_OKAY, axi_read_signature, axi_write_signature, check_data_width
 from .compose import forward, prefixed_members
 
 __all__ = ["DdrModel", "DdrSystem", "RATE_FRAC_BITS", "MIN_LATENCY", "STORAGE_MODULE", "STORAGE_SOURCE",
@@ -24,6 +25,8 @@ __all__ = ["DdrModel", "DdrSystem", "RATE_FRAC_BITS", "MIN_LATENCY", "STORAGE_MO
 RATE_FRAC_BITS = 16
 #: Width of the ``cfg_rate`` port / the credit register (16 integer + 16 fractional bits).
 RATE_WIDTH = 32
+#: Width of the ``cfg_latency`` port (cycles).
+LATENCY_WIDTH = 16
 #: Smallest latency the model's pipeline can give (AR handshake to first R beat, in cycles).
 MIN_LATENCY = 3
 _PIPE = 2          # cycles from a beat's grant to its RVALID (memory read + R FIFO)
@@ -54,7 +57,7 @@ class DdrModel(wiring.Component):
     Ports (subordinate side, i.e. ``In`` of the manager signatures of :mod:`tellme.hw.axi`):
     ``rd0`` .. ``rd{ports-1}``: ``In(axi_read_signature(...))``; ``wr``:
     ``In(axi_write_signature(...))``; with ``configurable=True`` also ``cfg_latency``
-    (``In(16)``, cycles) and ``cfg_rate`` (``In(32)``, bytes per cycle in fixed point with
+    (``In(LATENCY_WIDTH)``, cycles) and ``cfg_rate`` (``In(32)``, bytes per cycle in fixed point with
     :data:`RATE_FRAC_BITS` fractional bits, see :func:`rate_fixed`), which the testbench must
     drive and which then replace ``latency`` and ``bytes_per_cycle`` (one build, many settings).
 
@@ -141,7 +144,7 @@ class DdrModel(wiring.Component):
         members = {f"rd{i}": In(axi_read_signature(**geometry)) for i in range(ports)}
         members["wr"] = In(axi_write_signature(**geometry))
         if configurable:
-            members["cfg_latency"] = In(16, init=latency)
+            members["cfg_latency"] = In(LATENCY_WIDTH, init=latency)
             members["cfg_rate"] = In(RATE_WIDTH, init=self.rate)
         super().__init__(members)
 
@@ -150,11 +153,10 @@ class DdrModel(wiring.Component):
                bucket_bytes):
         if not isinstance(ports, int) or not 1 <= ports <= 8:
             raise ValueError(f"ports must be 1..8, got {ports!r}")
-        if data_width not in (32, 64, 128, 256, 512):
-            raise ValueError(f"data_width must be 32..512 bits (power of two), got {data_width!r}")
-        if not isinstance(size_bytes, int) or size_bytes <= 0 or size_bytes % 4096:
-            raise ValueError(f"size_bytes must be a positive multiple of 4096, got {size_bytes!r}")
-        if not isinstance(base, int) or base < 0 or base % 4096:
+        check_data_width(data_width)
+        if not isinstance(size_bytes, int) or size_bytes <= 0 or size_bytes % PAGE:
+            raise ValueError(f"size_bytes must be a positive multiple of {PAGE}, got {size_bytes!r}")
+        if not isinstance(base, int) or base < 0 or base % PAGE:
             raise ValueError(f"base must be a 4 KiB aligned address, got {base!r}")
         if base + size_bytes > 1 << addr_width:
             raise ValueError(f"memory [{base:#x}, {base + size_bytes:#x}) exceeds the "
@@ -255,7 +257,7 @@ class DdrModel(wiring.Component):
                 ar_q.w_data.eq(entry),
                 head.eq(ar_q.r_data),
             ]
-            beat = Signal(8)
+            beat = Signal(LEN_WIDTH)
             address = Signal(aw)
             m.d.comb += address.eq(head.addr + (beat << shift))
             inside, word = locate(address)
@@ -306,7 +308,7 @@ class DdrModel(wiring.Component):
             entry.addr.eq(axi.awaddr), entry.len.eq(axi.awlen), entry.id.eq(axi.awid),
             aw_q.w_data.eq(entry), head.eq(aw_q.r_data),
         ]
-        beat = Signal(8)
+        beat = Signal(LEN_WIDTH)
         failed = Signal()          # a beat of the current burst was outside the memory
         address = Signal(aw)
         m.d.comb += address.eq(head.addr + (beat << shift))

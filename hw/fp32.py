@@ -8,6 +8,14 @@ Every unit is a fixed-latency pipeline: operands are taken from the input ports 
 ``en`` high and the result appears on ``o`` exactly ``latency`` cycles with ``en`` high later;
 when ``en`` is low every stage holds. One operation per cycle. Wrap a unit in
 :class:`FixedLatencyStream` to give it stream ports.
+
+The unit docstrings give what a unit computes and its latency; the ports are those of
+``_Binary`` (``a``, ``b``, ``en`` in, ``o`` out) or ``_Unary`` (``a``, ``en``, ``o``), the
+throughput is the one above. Cost: registers for every stage (data registers without reset,
+so long delays become shift-register LUTs), DSP48E2 slices for the significand products of
+FMul and of the units built from it (Recip, Rsqrt, Exp, Silu, Relu2) and small ROMs for their
+seeds and coefficients; the element-wise pipelines' measured totals are in
+``bench/results/elementwise.json``.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
@@ -17,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 from ..contract import fp32 as golden
 
 __all__ = ["FAdd", "FMul", "FromInt", "ToInt", "ToInt8", "FMax", "FAbs", "Recip", "Rsqrt", "Exp", "Silu",
-           "Relu2", "FixedLatencyStream", "QNAN", "leading_zeros", "Stages"]
+           "Relu2", "FixedLatencyStream", "QNAN", "leading_zeros", "Stages", "add_unit"]
 
 QNAN = 0x7FC00000
 BIAS = 127
@@ -46,6 +54,16 @@ class Stages:
         return [self.reg(v) for v in values]
 
 
+def add_unit(m: Module, name: str, unit, en=1, **inputs):
+    """Add the fixed-latency ``unit`` to ``m`` as submodule ``name``, enabled by ``en`` and its
+    inputs driven by ``inputs`` (port name: value); return it."""
+    m.submodules[name] = unit
+    m.d.comb += unit.en.eq(en)
+    for port, value in inputs.items():
+        m.d.comb += getattr(unit, port).eq(value)
+    return unit
+
+
 def leading_zeros(m: Module, value, name: str):
     """Count of leading zeros of ``value`` (its width when zero), as a combinational signal."""
     width = len(value)
@@ -63,6 +81,39 @@ def _unpack(x):
     return sign, exp, frac, exp == 0, (exp == 0xFF) & (frac == 0), (exp == 0xFF) & (frac != 0)
 
 
+def _inf(sign):
+    """Infinity of the given sign bit."""
+    return Cat(Const(0, 23), Const(0xFF, 8), sign)
+
+
+def _zero(sign):
+    """Zero of the given sign bit."""
+    return Cat(Const(0, 31), sign)
+
+
+def _round(m: Module, mant, up):
+    """Round the 24-bit significand ``mant`` (1.23) up by ``up``: (the carry out, the 23
+    fraction bits, renormalised after a carry)."""
+    rounded = Signal(25)
+    m.d.comb += rounded.eq(mant + up)
+    carry = rounded[24]
+    return carry, Mux(carry, rounded[1:24], rounded[:23])
+
+
+def _registered_result(m: Module, unit, cases, normal) -> None:
+    """The output stage of an arithmetic unit: ``unit.o`` takes (while ``unit.en``) the value of
+    the first ``(condition, value)`` of ``cases`` that holds (NaN, infinities, zeros, overflow,
+    underflow), else ``normal``."""
+    result = Signal(32)
+    for i, (condition, value) in enumerate(cases):
+        with (m.If if i == 0 else m.Elif)(condition):
+            m.d.comb += result.eq(value)
+    with m.Else():
+        m.d.comb += result.eq(normal)
+    with m.If(unit.en):
+        m.d.sync += unit.o.eq(result)
+
+
 def _signed(m: Module, value):
     """``value`` (unsigned) zero-extended into a signed 11-bit signal, for exponent arithmetic."""
     sig = Signal(signed(11))
@@ -71,6 +122,8 @@ def _signed(m: Module, value):
 
 
 class _Binary(wiring.Component):
+    """Ports of a two-operand unit: ``a``, ``b`` (In 32), ``en`` (In 1), ``o`` (Out 32)."""
+
     def __init__(self):
         super().__init__({"a": In(32), "b": In(32), "en": In(1), "o": Out(32)})
 
@@ -154,29 +207,13 @@ class FAdd(_Binary):
         mant = norm[3:27]
         guard, rest = norm[2], norm[:2] != 0
         up = guard & (rest | mant[0])
-        rounded = Signal(25)
-        m.d.comb += rounded.eq(mant + up)
-        carry = rounded[24]
+        carry, frac = _round(m, mant, up)
         final_e = Signal(signed(11))
         m.d.comb += final_e.eq(exp + carry)
-        frac = Mux(carry, rounded[1:24], rounded[:23])
-        result = Signal(32)
-        with m.If(is_nan):
-            m.d.comb += result.eq(QNAN)
-        with m.Elif(is_inf):
-            m.d.comb += result.eq(Cat(Const(0, 23), Const(0xFF, 8), inf_sign))
-        with m.Elif(both_zero):
-            m.d.comb += result.eq(Cat(Const(0, 31), zero_sign))
-        with m.Elif(exact_zero):
-            m.d.comb += result.eq(0)
-        with m.Elif(final_e >= 0xFF):
-            m.d.comb += result.eq(Cat(Const(0, 23), Const(0xFF, 8), big_s))
-        with m.Elif(final_e <= 0):
-            m.d.comb += result.eq(Cat(Const(0, 31), big_s))
-        with m.Else():
-            m.d.comb += result.eq(Cat(frac, final_e[:8], big_s))
-        with m.If(self.en):
-            m.d.sync += self.o.eq(result)
+        _registered_result(m, self, [
+            (is_nan, QNAN), (is_inf, _inf(inf_sign)), (both_zero, _zero(zero_sign)), (exact_zero, 0),
+            (final_e >= 0xFF, _inf(big_s)), (final_e <= 0, _zero(big_s)),
+        ], Cat(frac, final_e[:8], big_s))
         return m
 
 
@@ -223,32 +260,17 @@ class FMul(_Binary):
 
         # -- stage 4: round (normal grid, and the subnormal grid for exponent -127), pack
         up = guard & (sticky | mant[0])
-        rounded = Signal(25)
-        m.d.comb += rounded.eq(mant + up)
-        carry = rounded[24]
+        carry, frac = _round(m, mant, up)
         final_e = Signal(signed(11))
         m.d.comb += final_e.eq(nexp + carry)
-        frac = Mux(carry, rounded[1:24], rounded[:23])
         # On the subnormal grid the value 1.m x 2^-127 keeps 22 fraction bits.
         sub_up = mant[0] & (guard | sticky | mant[1])
         to_min_normal = (nexp == 0) & (mant[1:] == (1 << 23) - 1) & sub_up
-        result = Signal(32)
-        with m.If(is_nan):
-            m.d.comb += result.eq(QNAN)
-        with m.Elif(is_inf):
-            m.d.comb += result.eq(Cat(Const(0, 23), Const(0xFF, 8), sign))
-        with m.Elif(is_zero):
-            m.d.comb += result.eq(Cat(Const(0, 31), sign))
-        with m.Elif(to_min_normal):
-            m.d.comb += result.eq(Cat(Const(0, 23), Const(1, 8), sign))
-        with m.Elif(final_e >= 0xFF):
-            m.d.comb += result.eq(Cat(Const(0, 23), Const(0xFF, 8), sign))
-        with m.Elif(nexp <= 0):
-            m.d.comb += result.eq(Cat(Const(0, 31), sign))
-        with m.Else():
-            m.d.comb += result.eq(Cat(frac, final_e[:8], sign))
-        with m.If(self.en):
-            m.d.sync += self.o.eq(result)
+        _registered_result(m, self, [
+            (is_nan, QNAN), (is_inf, _inf(sign)), (is_zero, _zero(sign)),
+            (to_min_normal, Cat(Const(0, 23), Const(1, 8), sign)),
+            (final_e >= 0xFF, _inf(sign)), (nexp <= 0, _zero(sign)),
+        ], Cat(frac, final_e[:8], sign))
         return m
 
 
@@ -275,12 +297,9 @@ class FromInt(wiring.Component):
 
         mant = shifted[8:32]
         guard, sticky = shifted[7], shifted[:7] != 0
-        rounded = Signal(25)
-        m.d.comb += rounded.eq(mant + (guard & (sticky | mant[0])))
-        carry = rounded[24]
+        carry, frac = _round(m, mant, guard & (sticky | mant[0]))
         exp = Signal(9)
         m.d.comb += exp.eq(BIAS + 31 - lz + carry)
-        frac = Mux(carry, rounded[1:24], rounded[:23])
         with m.If(self.en):
             m.d.sync += self.o.eq(Mux(lz == 32, 0, Cat(frac, exp[:8], sign)))
         return m
@@ -353,11 +372,11 @@ class FMax(_Binary):
             mag = Mux(z, 0, x[:31])
             return Mux(s & ~z, Cat(~mag, Const(0, 1)), Cat(mag, Const(1, 1)))
         ka, kb = key(self.a, sa, za), key(self.b, sb, zb)
-        flushed_a = Mux(za, Cat(Const(0, 31), sa), self.a)
-        flushed_b = Mux(zb, Cat(Const(0, 31), sb), self.b)
+        flushed_a = Mux(za, _zero(sa), self.a)
+        flushed_b = Mux(zb, _zero(sb), self.b)
         both_zero = za & zb
         result = Mux(na | nb, QNAN,
-                     Mux(both_zero, Cat(Const(0, 31), sa & sb),
+                     Mux(both_zero, _zero(sa & sb),
                          Mux(ka >= kb, flushed_a, flushed_b)))
         with m.If(self.en):
             m.d.sync += self.o.eq(result)
@@ -390,6 +409,8 @@ def _float(sign, exp, frac):
 
 
 class _Unary(wiring.Component):
+    """Ports of a one-operand unit: ``a`` (In 32), ``en`` (In 1), ``o`` (Out 32)."""
+
     def __init__(self):
         super().__init__({"a": In(32), "en": In(1), "o": Out(32)})
 
@@ -402,11 +423,7 @@ class _Composite(_Unary):
 
     def _unit(self, unit, **inputs):
         self._n += 1
-        self._m.submodules[f"u{self._n}"] = unit
-        self._m.d.comb += unit.en.eq(self.en)
-        for name, value in inputs.items():
-            self._m.d.comb += getattr(unit, name).eq(value)
-        return unit.o
+        return add_unit(self._m, f"u{self._n}", unit, self.en, **inputs).o
 
     def _delay(self, value, cycles):
         for _ in range(cycles):
@@ -452,17 +469,8 @@ class Recip(_Composite):
         side = self._delay(side, 12 * golden.NEWTON_STEPS)
         sign, exp, zero, inf, nan = side[0], side[1:9], side[9], side[10], side[11]
         e = self._scale(y, BIAS - _signed(m, exp))
-        result = Signal(32)
-        with m.If(nan):
-            m.d.comb += result.eq(QNAN)
-        with m.Elif(zero):
-            m.d.comb += result.eq(Cat(Const(0, 23), Const(0xFF, 8), sign))
-        with m.Elif(inf | (e <= 0)):
-            m.d.comb += result.eq(Cat(Const(0, 31), sign))
-        with m.Else():
-            m.d.comb += result.eq(Cat(y[:23], e[:8], sign))
-        with m.If(self.en):
-            m.d.sync += self.o.eq(result)
+        _registered_result(m, self, [(nan, QNAN), (zero, _inf(sign)), (inf | (e <= 0), _zero(sign))],
+                           Cat(y[:23], e[:8], sign))
         return m
 
 
@@ -497,19 +505,10 @@ class Rsqrt(_Composite):
         half = Signal(signed(11))
         m.d.comb += half.eq((_signed(m, exp) - BIAS - odd) >> 1)
         e = self._scale(y, -half)
-        result = Signal(32)
-        with m.If(nan | (sign & ~zero)):
-            m.d.comb += result.eq(QNAN)
-        with m.Elif(zero):
-            m.d.comb += result.eq(Cat(Const(0, 23), Const(0xFF, 8), Const(0, 1)))
-        with m.Elif(inf | (e <= 0)):
-            m.d.comb += result.eq(0)
-        with m.Elif(e >= 0xFF):
-            m.d.comb += result.eq(Cat(Const(0, 23), Const(0xFF, 8), Const(0, 1)))
-        with m.Else():
-            m.d.comb += result.eq(Cat(y[:23], e[:8], Const(0, 1)))
-        with m.If(self.en):
-            m.d.sync += self.o.eq(result)
+        _registered_result(m, self, [
+            (nan | (sign & ~zero), QNAN), (zero, _inf(Const(0, 1))), (inf | (e <= 0), 0),
+            (e >= 0xFF, _inf(Const(0, 1))),
+        ], Cat(y[:23], e[:8], Const(0, 1)))
         return m
 
 
@@ -537,7 +536,7 @@ class Exp(_Composite):
         sign, exp, frac, zero, inf, nan = _unpack(self.a)
         over = ~nan & ~_less_than(m, self.a, _bits(golden.EXP_OVERFLOW))
         under = ~nan & _less_than(m, self.a, _bits(golden.EXP_UNDERFLOW))
-        flushed = Mux(zero, Cat(Const(0, 31), sign), self.a)
+        flushed = Mux(zero, _zero(sign), self.a)
         clamped = Mux(nan, 0, Mux(over, _bits(golden.EXP_OVERFLOW),
                                   Mux(under, _bits(golden.EXP_UNDERFLOW), flushed)))
         clamped, side = st.regs(clamped, Cat(nan, over, under))
@@ -555,17 +554,8 @@ class Exp(_Composite):
         side = self._delay(side, 4 + 2 + 3 + 4 + 8 * (len(coeffs) - 1))
         nan, over, under = side[0], side[1], side[2]
         e = self._scale(p, n)
-        result = Signal(32)
-        with m.If(nan):
-            m.d.comb += result.eq(QNAN)
-        with m.Elif(over | (e >= 0xFF)):
-            m.d.comb += result.eq(Cat(Const(0, 23), Const(0xFF, 8), Const(0, 1)))
-        with m.Elif(under | (e <= 0)):
-            m.d.comb += result.eq(0)
-        with m.Else():
-            m.d.comb += result.eq(Cat(p[:23], e[:8], Const(0, 1)))
-        with m.If(self.en):
-            m.d.sync += self.o.eq(result)
+        _registered_result(m, self, [(nan, QNAN), (over | (e >= 0xFF), _inf(Const(0, 1))), (under | (e <= 0), 0)],
+                           Cat(p[:23], e[:8], Const(0, 1)))
         return m
 
 
@@ -604,7 +594,9 @@ class FixedLatencyStream(wiring.Component):
 
     ``i`` carries the unit's input ports as a struct (``a`` and ``b`` as present), ``o`` its
     result. The unit advances when the output register is free or being read, so a stalled
-    ``o`` holds every stage; throughput one operation per cycle.
+    ``o`` holds every stage; latency the unit's, throughput one operation per cycle.
+
+    Cost: the unit, a valid bit per stage and the output register.
     """
 
     def __init__(self, unit):

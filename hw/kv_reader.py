@@ -5,42 +5,59 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import check_positive_int
-from .attention import key_layout
+from ..contract.layouts import KV_RECORD_BYTES
+from .attention import POSITION, key_layout
 from .axi import axi_read_signature
 from .axi_read import AxiReadMaster
 
-__all__ = ["KvReader", "kv_command_layout"]
+__all__ = ["KvReader", "kv_command_layout", "kv_row_beats"]
+
+
+def kv_row_beats(head_dim: int, data_width: int) -> int:
+    """AXI beats per K or V row of ``head_dim`` int8 values, after checking the geometry the KV
+    cache movers (:class:`KvReader`, :class:`~tellme.hw.attn_decode.KvWriter`) rely on: rows of
+    whole beats, and one scale record (``KV_RECORD_BYTES``) per beat, i.e. a 128-bit bus (the
+    records of 64- or 256-bit buses would need split or masked beats, not built)."""
+    check_positive_int("head_dim", head_dim)
+    if data_width != 8 * KV_RECORD_BYTES:
+        raise ValueError(f"data_width must be {8 * KV_RECORD_BYTES} bits: a scale record "
+                         f"({KV_RECORD_BYTES} bytes) moves as one AXI beat, got {data_width!r}")
+    if (head_dim * 8) % data_width:
+        raise ValueError(f"head_dim ({head_dim!r}) bytes must be whole {data_width}-bit beats")
+    return head_dim * 8 // data_width
 
 
 def kv_command_layout(addr_width: int) -> data.StructLayout:
     """One query: the (layer, kv head) arrays' base addresses and the query's position."""
     return data.StructLayout({"k_base": unsigned(addr_width), "v_base": unsigned(addr_width),
-                              "s_base": unsigned(addr_width), "pos": unsigned(16)})
+                              "s_base": unsigned(addr_width), "pos": POSITION})
 
 
 class KvReader(wiring.Component):
     """Reads the keys/values a query at position ``pos`` attends to (docs/architecture.md 6):
     tiles of ``tile`` positions from the tile holding ``pos`` down to tile 0 (cut at pos),
-    each as three bursts — K rows (hd bytes each), V rows, 16-byte scale records — into tile
-    buffers, then emits one ``keys`` beat per position (``tile_last``/``last`` marked), the
-    input of :class:`~tellme.hw.attention.AttentionCore`.
+    each as three bursts — K rows (hd bytes each), V rows, scale records (one beat each) —
+    into tile buffers, then emits one ``keys`` beat per position (``tile_last``/``last``
+    marked), the input of :class:`~tellme.hw.attention.AttentionCore`.
 
-    Every cached byte of positions 0..pos is read once per query. Reading and emitting of a
-    tile do not overlap yet: about 2*n*hd/16 + n + latency cycles per tile of n positions.
+    Latency: a tile's first ``keys`` beat follows its three reads (three DDR round trips, one
+    after another).
+
+    Throughput: every cached byte of positions 0..pos is read once per query; reading and
+    emitting of a tile do not overlap yet: about 2*n*hd/beat_bytes + n + latency cycles per
+    tile of n positions, one ``keys`` beat per cycle while emitting.
+
+    Cost: three tile buffers (K and V rows, tile x hd bytes each; scales, tile x 64 bits), a
+    row gather register and an :class:`~tellme.hw.axi_read.AxiReadMaster`.
 
     Ports: ``cmd`` (In stream, kv_command_layout), ``keys`` (Out stream, attention key_layout),
     ``axi`` (Out, AXI4 read manager), ``error`` (Out 1).
     """
 
     def __init__(self, *, head_dim: int, tile: int, addr_width: int = 40, data_width: int = 128):
-        check_positive_int("head_dim", head_dim)
+        self.row_beats = kv_row_beats(head_dim, data_width)
         check_positive_int("tile", tile)
-        if (head_dim * 8) % data_width:
-            raise ValueError(f"head_dim ({head_dim!r}) bytes must be whole {data_width}-bit beats")
-        if data_width < 64:
-            raise ValueError("data_width must be at least 64 bits (a scale record holds two words)")
         self.head_dim, self.tile, self.addr_width, self.data_width = head_dim, tile, addr_width, data_width
-        self.row_beats = head_dim * 8 // data_width
         super().__init__({
             "cmd": In(stream.Signature(kv_command_layout(addr_width))),
             "keys": Out(stream.Signature(key_layout(head_dim))),
@@ -51,7 +68,6 @@ class KvReader(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         hd, tile, rb, dw = self.head_dim, self.tile, self.row_beats, self.data_width
-        record = 16                                   # bytes per scale record
         m.submodules.master = master = AxiReadMaster(data_width=dw, addr_width=self.addr_width)
         wiring.connect(m, master.axi, wiring.flipped(self.axi))
         m.d.comb += self.error.eq(master.error)
@@ -65,8 +81,8 @@ class KvReader(wiring.Component):
         kr, vr, sr = (mem.read_port(domain="comb") for mem in (kmem, vmem, smem))
 
         cmd = Signal(kv_command_layout(self.addr_width))
-        lo = Signal(16)
-        hi = Signal(16)
+        lo = Signal(POSITION)
+        hi = Signal(POSITION)
         n = Signal(range(tile + 1))
         m.d.comb += n.eq(hi - lo)
         which = Signal(2)                             # 0: K rows, 1: V rows, 2: scales
@@ -89,7 +105,7 @@ class KvReader(wiring.Component):
                     m.next = "REQUEST"
             with m.State("REQUEST"):
                 base = Mux(which == 0, cmd.k_base, Mux(which == 1, cmd.v_base, cmd.s_base))
-                size = Mux(which == 2, record, hd)
+                size = Mux(which == 2, KV_RECORD_BYTES, hd)
                 m.d.comb += [master.cmd.valid.eq(1), master.cmd.payload.addr.eq(base + lo * size),
                              master.cmd.payload.beats.eq(Mux(which == 2, n, n * rb))]
                 with m.If(master.cmd.ready):

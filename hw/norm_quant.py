@@ -1,11 +1,13 @@
 """The fused RMSNorm + absmax int8 quantiser (docs/architecture.md 3.1, 3.3)."""
 
+import functools
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..contract import fp32 as golden
-from .fp32 import FAbs, FAdd, FMax, FMul, Recip, Rsqrt, Stages, ToInt8, _bits
+from .fp32 import FAbs, FAdd, FMax, FMul, Recip, Rsqrt, Stages, ToInt8, _bits, add_unit
 from .pipeline import f32_tree, f32_vec, q8_vec
 
 __all__ = ["NormQuant", "norm_command_layout"]
@@ -48,6 +50,13 @@ class NormQuant(wiring.Component):
     unit needs about n + 30 cycles in front and 2n + 90 behind (n = beats), so a 1536-element
     vector at 8 lanes takes about 470 cycles.
 
+    Ports: ``cmd`` (In stream, norm_command_layout), ``x`` (In stream, ``f32_vec(lanes)``),
+    ``gain`` (In stream, lanes words), ``q`` (Out stream, ``q8_vec(lanes)``), ``scale`` (Out
+    stream, the float32 d).
+
+    Cost: at 8 lanes and max_dim 4096 18.2 K LUT-eq, 12.4 K FF, 88 DSP, 12 BRAM36 (the two x
+    buffers and the y buffer; ``bench/results/elementwise.json``).
+
     Parameters (keyword-only): ``lanes`` (power of two), ``max_dim`` (largest vector).
     """
 
@@ -72,12 +81,7 @@ class NormQuant(wiring.Component):
         word = data.ArrayLayout(unsigned(32), lanes)
         zero32 = Const(0, 32)
 
-        def unit(name, u, en=1, **inputs):
-            m.submodules[name] = u
-            m.d.comb += u.en.eq(en)
-            for k, v in inputs.items():
-                m.d.comb += getattr(u, k).eq(v)
-            return u
+        unit = functools.partial(add_unit, m)
 
         # ---- buffers: two for x (front writes, back reads), one for y (pass 2 -> pass 3)
         xbufs = []

@@ -8,6 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import check_positive_int
 from ..contract.formats import code_bits
+from .axi import check_data_width
 
 __all__ = ["TlmmWeightDecode", "codes_layout"]
 
@@ -34,6 +35,9 @@ class TlmmWeightDecode(wiring.Component):
 
     Ports: ``beats[i]`` (``In(stream.Signature(beat_bits))`` for each port i); ``codes``
     (``Out(stream.Signature(codes_layout(group, lanes)))``).
+
+    Cost: per port a gather register of ``beats_per_word`` beats (less the last, which passes
+    straight through) and a beat counter; the lane word is a rewiring of those bits.
     """
 
     def __init__(self, *, group: int, lanes: int, ports: int, beat_bits: int = 128):
@@ -42,8 +46,7 @@ class TlmmWeightDecode(wiring.Component):
         check_positive_int("lanes", lanes)
         if not isinstance(ports, int) or ports < 1 or lanes % ports:
             raise ValueError(f"ports must be a positive divisor of lanes ({lanes}), got {ports!r}")
-        if beat_bits not in (32, 64, 128, 256, 512):
-            raise ValueError(f"beat_bits must be 32, 64, 128, 256 or 512, got {beat_bits!r}")
+        check_data_width(beat_bits, "beat_bits")
         self.group, self.lanes, self.ports, self.beat_bits = group, lanes, ports, beat_bits
         self.lanes_per_port = lanes // ports
         self.bits = code_bits(group)

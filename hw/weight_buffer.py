@@ -6,12 +6,15 @@ from amaranth.lib.wiring import In, Out
 
 from .ping_pong import PingPong
 
-__all__ = ["WeightBuffer", "tile_layout"]
+__all__ = ["WeightBuffer", "tile_layout", "PASSES"]
+
+#: Shape of a pass count, the replays of one tile: 1 in decode, C/T in prefill (at most 255).
+PASSES = unsigned(8)
 
 
 def tile_layout(depth: int) -> data.StructLayout:
     """One tile: ``entries`` lane words, replayed ``passes`` times (1 in decode, C/T in prefill)."""
-    return data.StructLayout({"entries": unsigned(depth.bit_length()), "passes": unsigned(8)})
+    return data.StructLayout({"entries": unsigned(depth.bit_length()), "passes": PASSES})
 
 
 class WeightBuffer(wiring.Component):
@@ -25,9 +28,17 @@ class WeightBuffer(wiring.Component):
     ``waiting`` is high in cycles when the read side has no complete tile to offer (the
     lanes would be waiting on weights if they wanted one): the source of the STALL counter.
 
-    One word per cycle on each side; ``o`` has one register stage (the memory's registered
-    read), so a bank's first word appears one cycle after the bank is complete. Memories
-    carry ``ram_style`` (``"ultra"`` for URAM on UltraScale+, ``"block"`` elsewhere).
+    Ports: ``tile`` (In stream, tile_layout(depth)), ``fill`` (In stream, ``shape``), ``o``
+    (Out stream, ``shape``), ``waiting`` (Out 1).
+
+    Latency: ``o`` has one register stage (the memory's registered read), so a bank's first
+    word appears one cycle after the bank is complete.
+
+    Throughput: one word per cycle on each side, both sides at once (ping-pong banks).
+
+    Cost: two memories of ``depth`` words of ``shape`` (``ram_style``: ``"ultra"`` for URAM on
+    UltraScale+, ``"block"`` elsewhere; the KV260 sizes are ``contract.layouts.BufferGeometry``),
+    two tile descriptors, address and pass counters and the :class:`PingPong` state.
     """
 
     def __init__(self, *, shape, depth: int, ram_style: str = "ultra"):
@@ -80,7 +91,7 @@ class WeightBuffer(wiring.Component):
         # -- read side: the read port's data register is the output register
         rbank = Signal()
         raddr = Signal(range(self.depth + 1))
-        rpass = Signal(8)
+        rpass = Signal(PASSES)
         rdesc = Signal(tile_layout(self.depth))
         m.d.comb += rdesc.eq(Mux(rbank, desc[1], desc[0]))
         available = ping_pong.full.bit_select(rbank, 1)
