@@ -34,6 +34,9 @@ class RegisterFile(wiring.Component):
 
     Timing: a write completes (B response) one cycle after both its AW and W are valid; a read
     answers one cycle after AR. One access of each kind in flight.
+
+    Cost: a flip-flop per ``rw``/``w1c`` bit, the read multiplexer over the map and the
+    address/response registers of the two channels.
     """
 
     def __init__(self, regmap: RegisterMap = REGISTER_MAP, *, addr_width: int = 12, constants=None):

@@ -32,6 +32,8 @@ class VecNarrow(_LaneConverter):
 
     Latency 1 (a part leaves the cycle after its beat arrives); throughput one output beat per
     cycle (a new input beat is taken in the cycle its predecessor's last part leaves).
+
+    Cost: a register of one input beat, a part counter and an out_lanes-wide multiplexer.
     """
 
     def __init__(self, *, lanes: int, out_lanes: int):
@@ -65,6 +67,8 @@ class VecWiden(_LaneConverter):
 
     Latency 1 after the final part; throughput one input beat per cycle (the joined beat is
     read in the cycle the next one's first part arrives).
+
+    Cost: a register of one output beat and a part counter.
     """
 
     def __init__(self, *, lanes: int, out_lanes: int):
