@@ -260,16 +260,19 @@ def scratch_layout(config: ModelConfig, hw: HardwareConfig) -> dict[str, Scratch
     """The scratch region's arrays (docs section 6), each 4 KiB aligned, for chunks of up to
     ``prefill_chunk`` tokens: ``h0``/``h1`` the residual stream (ping-pong: a residual matmul
     reads one and writes the other), ``q``, ``k``, ``v`` the projections, ``attn`` the
-    attention output, ``gate``/``up`` the FFN projections (the gated activation overwrites
-    ``gate``)."""
+    attention output (these four with the q row's stride), ``gate``/``up`` the FFN projections
+    (the gated activation overwrites ``gate``)."""
     # Whole beats of the element-wise lanes and of the AXI bus (one divides the other).
     beat = max(hw.ew_lanes * 4, hw.axi_data_width // 8)
     widths = {"h0": config.hidden_size, "h1": config.hidden_size, "q": config.q_size, "k": config.kv_size,
               "v": config.kv_size, "attn": config.q_size, "gate": config.intermediate_size,
               "up": config.intermediate_size}
+    # q, k, v and attn share one row stride (the q row's), so one attention pass addresses all
+    # four with a single stride; under GQA the k and v rows carry padding.
+    shared = align_up(config.q_size * 4, beat)
     arrays, offset = {}, 0
     for name, width in widths.items():
-        row_bytes = align_up(width * 4, beat)
+        row_bytes = shared if name in ("q", "k", "v", "attn") else align_up(width * 4, beat)
         arrays[name] = ScratchArray(name, offset, width, hw.prefill_chunk, row_bytes)
         offset += page_up(hw.prefill_chunk * row_bytes)
     return arrays
