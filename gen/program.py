@@ -221,7 +221,7 @@ def build_program(model: ModelConfig, hw: HardwareConfig, *, urams_per_bank: int
 
     def matmul(layer: int, proj: str, dst: str, residual: str | None = None) -> MatMul:
         rows, inputs = shapes[proj]
-        tiling = tile_projection(proj, rows, inputs, geometry)
+        tiling = tile_projection(proj, rows, inputs, geometry, max(hw.ew_lanes, hw.axi_data_width // 32))
         if tiling.blocks != -(-tlmm_groups(inputs, hw.tlmm_group) // hw.tlmm_lanes):
             raise ConfigError(f"{proj}: tiling and the TLMM disagree on the block count")
         return MatMul(layer, proj, image[f"layers.{layer}.{proj}"], image[f"layers.{layer}.scales"],

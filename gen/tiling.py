@@ -48,17 +48,25 @@ class ProjectionTiling:
         return self.blocks * self.rows * self.subword_bytes
 
 
-def tile_projection(name: str, rows: int, inputs: int, geometry: BufferGeometry) -> ProjectionTiling:
+def tile_projection(name: str, rows: int, inputs: int, geometry: BufferGeometry, row_unit: int = 1
+                    ) -> ProjectionTiling:
+    """The tiling of one projection. ``row_unit``: tiles (all but the last) are whole multiples
+    of it (the MATMUL path's transpose blocks and beats: ``max(ew_lanes, beat floats)``)."""
     blocks = -(-tlmm_groups(inputs, geometry.group) // geometry.lanes)
     fit = min(rows, geometry.entries_per_bank // blocks)
+    if fit < rows:
+        fit -= fit % row_unit
     if fit < 1:
         raise ConfigError(f"{name}: {blocks} lane blocks do not fit one bank of "
-                          f"{geometry.entries_per_bank} lane words")
+                          f"{geometry.entries_per_bank} lane words (in tiles of {row_unit} rows)")
     count = -(-rows // fit)
     tile_rows = -(-rows // count)
+    if count > 1:
+        tile_rows = min(fit, -(-tile_rows // row_unit) * row_unit)
+        count = -(-rows // tile_rows)
     tiles = tuple(Tile(r0, min(tile_rows, rows - r0), blocks) for r0 in range(0, rows, tile_rows))
     return ProjectionTiling(name, rows, inputs, blocks, tile_rows, tiles, geometry.subword_bytes)
 
 
-def tile_model(model: ModelConfig, geometry: BufferGeometry) -> dict[str, ProjectionTiling]:
-    return {name: tile_projection(name, n, k, geometry) for name, (n, k) in model.projections().items()}
+def tile_model(model: ModelConfig, geometry: BufferGeometry, row_unit: int = 1) -> dict[str, ProjectionTiling]:
+    return {name: tile_projection(name, n, k, geometry, row_unit) for name, (n, k) in model.projections().items()}

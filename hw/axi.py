@@ -9,7 +9,7 @@ from the manager (master) side: a subordinate takes them flipped (``In``).
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["axi_lite_signature", "axi_read_signature", "axi_write_signature", "RESP_OKAY", "RESP_SLVERR",
+__all__ = ["axi_lite_signature", "axi_read_signature", "axi_write_signature", "axi_signature", "RESP_OKAY", "RESP_SLVERR",
            "RESP_DECERR", "BURST_INCR", "LEN_WIDTH", "DATA_WIDTHS", "check_data_width"]
 
 RESP_OKAY, RESP_EXOKAY, RESP_SLVERR, RESP_DECERR = 0, 1, 2, 3
@@ -76,3 +76,11 @@ def axi_write_signature(*, addr_width: int = 40, data_width: int = 128, id_width
         "wvalid": Out(1), "wready": In(1), "wdata": Out(data_width), "wstrb": Out(data_width // 8), "wlast": Out(1),
         "bvalid": In(1), "bready": Out(1), "bid": In(id_width), "bresp": In(2),
     })
+
+
+def axi_signature(*, addr_width: int = 40, data_width: int = 128, id_width: int = 4) -> wiring.Signature:
+    """A whole AXI4 manager port (AR, R, AW, W, B): one HP port of the top level."""
+    return wiring.Signature({**axi_read_signature(addr_width=addr_width, data_width=data_width,
+                                                   id_width=id_width).members,
+                             **axi_write_signature(addr_width=addr_width, data_width=data_width,
+                                                   id_width=id_width).members})

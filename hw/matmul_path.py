@@ -17,7 +17,10 @@ from .tlmm import TlmmEngine
 from .transpose import ResidualAdd, Transpose
 from .weight_streamer import WeightStreamer
 
-__all__ = ["MatmulPath", "matmul_command_layout"]
+__all__ = ["MatmulPath", "matmul_command_layout", "PROJECTION_ROWS"]
+
+#: Width of a projection's row count (N <= 65535; tiles are at most ``max_rows``).
+PROJECTION_ROWS = unsigned(16)
 
 
 def matmul_command_layout(ports: int, addr_width: int, max_rows: int, max_blocks: int, max_tokens: int
@@ -28,7 +31,7 @@ def matmul_command_layout(ports: int, addr_width: int, max_rows: int, max_blocks
     and, with ``residual``, the residual array ``res`` (same row stride) added to the result."""
     return data.StructLayout({
         "base": data.ArrayLayout(unsigned(addr_width), ports),
-        "blocks": unsigned(max_blocks.bit_length()), "rows": unsigned(max_rows.bit_length()),
+        "blocks": unsigned(max_blocks.bit_length()), "rows": PROJECTION_ROWS,
         "tile_rows": unsigned(max_rows.bit_length()), "tiles": unsigned(8),
         "w_mult": unsigned(32), "tokens": unsigned(max_tokens.bit_length()),
         "dst": unsigned(addr_width), "row_stride": unsigned(ROW_STRIDE_WIDTH),
@@ -54,7 +57,8 @@ class MatmulPath(wiring.Component):
     ``act_q``, ``act_scale``, ``act_written`` (the act buffer's write side), ``weights[p]``
     (AXI4 read managers, one per HP port), ``res_axi`` (AXI4 read manager of the residual
     reader), ``wr_axi`` (AXI4 write manager of the scratch writer), ``error`` (sticky: an AXI
-    error on any of them).
+    error on any of them), ``weights_wait`` (the TLMM waits for a lane word from the weight
+    buffer during a command: the weight-stall cycles).
 
     Constraints (the generator's): ``tile_rows`` a multiple of ``lanes`` and of the AXI beat in
     floats, ``dst``/``res``/``row_stride`` beat aligned. Throughput: the TLMM's (one lane word per
@@ -98,7 +102,7 @@ class MatmulPath(wiring.Component):
             "weights": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)).array(geometry.ports),
             "res_axi": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
             "wr_axi": Out(axi_write_signature(addr_width=addr_width, data_width=data_width)),
-            "error": Out(1),
+            "error": Out(1), "weights_wait": Out(1),
         })
 
     def elaborate(self, platform):
@@ -147,6 +151,8 @@ class MatmulPath(wiring.Component):
         ws_sent, rd_sent = Signal(), Signal()
         passes = Signal(range(self.max_tokens + 1))
         m.d.comb += self.cmd.ready.eq(~busy)
+        # The TLMM wants a lane word the weight buffer does not have yet (STALL_LO/HI).
+        m.d.comb += self.weights_wait.eq(busy & tlmm.codes.ready & ~tlmm.codes.valid)
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [cmd.eq(self.cmd.payload), busy.eq(1), ws_sent.eq(0), rd_sent.eq(0),
                          passes.eq((self.cmd.payload.tokens + T - 1) // T)]

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import HardwareConfig, ModelConfig
-from ..contract.layouts import IMAGE_VERSION, PAGE, page_up
-from ..contract.regmap import ERROR_BITS, REGISTER_MAP, RTL_VERSION, RegisterMap, design_hash
+from ..contract.layouts import PAGE, page_up
+from ..contract.regmap import ERROR_BITS, REGISTER_MAP, RegisterMap, register_constants
 from ..gen.program import Program, build_program
 from .machine import StepMachine
 
@@ -73,15 +73,6 @@ class DdrMemory:
             if 0 <= offset and offset + nbytes <= buffer.size:
                 return buffer[offset:offset + nbytes].view(np.ndarray)
         return None
-
-
-def register_constants(model: ModelConfig, hw: HardwareConfig) -> dict[str, int]:
-    """The read-only fields the generator bakes into the register file, ``"REG.FIELD": value``."""
-    return {"ID.ID": REGISTER_MAP.id_value, "VERSION.RTL": RTL_VERSION, "VERSION.IMAGE": IMAGE_VERSION,
-            "CONFIG_HASH.HASH": design_hash(model, hw), "CAPS.G": hw.tlmm_group, "CAPS.LANES": hw.tlmm_lanes,
-            "CAPS.TOKENS": hw.tlmm_tokens, "CAPS.PORTS": hw.hp_ports, "MAX_CONTEXT.VALUE": hw.max_context,
-            "PREFILL_CHUNK.VALUE": hw.prefill_chunk, "VOCAB.VALUE": model.vocab_size,
-            "HIDDEN.VALUE": model.hidden_size, "LAYERS.VALUE": model.num_layers}
 
 
 @dataclass

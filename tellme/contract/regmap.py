@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ..config import HardwareConfig, ModelConfig
 from ..errors import TellmeError
+from .layouts import IMAGE_VERSION
 
 ACCESS = ("ro", "rw", "w1c", "sc")
 
@@ -195,3 +196,12 @@ def design_hash(model: ModelConfig, hw: HardwareConfig) -> int:
     hardware = {k: v for k, v in hw.to_dict().items() if k not in _NOT_IN_DESIGN}
     text = json.dumps({"model": model.to_dict(), "hardware": hardware}, sort_keys=True, separators=(",", ":"))
     return zlib.crc32(text.encode())
+
+
+def register_constants(model: ModelConfig, hw: HardwareConfig) -> dict[str, int]:
+    """The read-only fields the generator bakes into the register file, ``"REG.FIELD": value``."""
+    return {"ID.ID": REGISTER_MAP.id_value, "VERSION.RTL": RTL_VERSION, "VERSION.IMAGE": IMAGE_VERSION,
+            "CONFIG_HASH.HASH": design_hash(model, hw), "CAPS.G": hw.tlmm_group, "CAPS.LANES": hw.tlmm_lanes,
+            "CAPS.TOKENS": hw.tlmm_tokens, "CAPS.PORTS": hw.hp_ports, "MAX_CONTEXT.VALUE": hw.max_context,
+            "PREFILL_CHUNK.VALUE": hw.prefill_chunk, "VOCAB.VALUE": model.vocab_size,
+            "HIDDEN.VALUE": model.hidden_size, "LAYERS.VALUE": model.num_layers}
