@@ -1,0 +1,158 @@
+"""The LM_HEAD step's datapath (int8 head): the final token's x_q and d_x (from the shared
+NORM_QUANT path, final_norm) -> LmHead -> logits to the I/O region, argmax held for RESULT_TOKEN."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Elaboratable, Module, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..config import check_positive_int
+from .act_mover import ScratchWriter
+from .axi import axi_read_signature, axi_write_signature
+from .lm_head import LmHead, lm_head_command_layout
+from .pipeline import q8_vec
+
+__all__ = ["LmHeadPath", "lm_head_path_command_layout"]
+
+
+def lm_head_path_command_layout(*, addr_width: int, max_rows: int, max_cols: int) -> data.StructLayout:
+    """:func:`~tellme.hw.lm_head.lm_head_command_layout` (``rows_base``, ``scales_base``, ``rows``
+    = vocab, ``cols`` = hidden) and ``logits``, the absolute byte address the logits go to."""
+    head = lm_head_command_layout(addr_width=addr_width, max_rows=max_rows, max_cols=max_cols)
+    return data.StructLayout({**{name: field.shape for name, field in head}, "logits": unsigned(addr_width)})
+
+
+class LmHeadPath(wiring.Component):
+    """logits = ``golden.lm_head(x_q, d_x, head_q, head_scale)`` of one token written to DDR, and
+    their argmax (the first index of the maximum): the LM_HEAD step of the sequencer program
+    for the int8 head format (the final RMSNorm and quantiser are the NORM_QUANT path's, whose
+    ``q`` and ``scale`` streams the top level routes to ``x`` and ``scale`` here).
+
+    A ``cmd`` beat starts one :class:`~tellme.hw.lm_head.LmHead` call ``{rows_base, scales_base,
+    rows, cols}`` and one ScratchWriter command writing its logits to ``logits``: ``rows``
+    float32, followed by +0 up to whole AXI beats and ``lanes``-float beats (LmHead pads the final
+    beat of ``lanes`` logits with +0; this path adds +0 beats when an AXI beat holds several of
+    them). The I/O region's logits area is page-sized, so the padding fits. ``token`` takes the
+    argmax when LmHead offers it. ``done`` pulses once every logits write is acknowledged (and
+    the token is known); ``token`` then holds the argmax until the next ``cmd`` is taken (which
+    happens after ``done``).
+
+    Ports: ``cmd`` (In stream, :func:`lm_head_path_command_layout`), ``x`` (In stream,
+    ``q8_vec(lanes)``, ceil(cols / lanes) beats, ``last`` on the final one), ``scale`` (In stream,
+    ``unsigned(32)``, d_x as binary32 bits), ``done`` (Out 1, one-cycle pulse), ``token`` (Out
+    32), ``head_axi`` (AXI4 read manager: LmHead's), ``wr_axi`` (AXI4 write manager), ``error``
+    (Out 1, sticky: an AXI error response on either).
+
+    Constraints (:meth:`tellme.hw.lm_head.LmHead.command`): ``rows_base``, ``scales_base`` and
+    ``logits`` aligned to the AXI beat, 1 <= ``rows`` <= ``max_rows``, 1 <= ``cols`` <=
+    ``max_cols``.
+
+    Latency and throughput: LmHead's (one AXI beat of head bytes per cycle), then the logits'
+    write-response latency; the logits are written as they are formed.
+
+    Cost: LmHead, a ScratchWriter, a 32-bit token register, the padding counter.
+
+    Parameters (keyword-only): ``lanes`` L, ``max_rows`` (largest vocab), ``max_cols`` (widest
+    hidden), ``scale_beats`` (LmHead's), ``data_width``, ``addr_width``.
+    """
+
+    def __init__(self, *, lanes: int, max_rows: int, max_cols: int, scale_beats: int = 16,
+                 data_width: int = 128, addr_width: int = 40):
+        try:
+            for name, value in (("lanes", lanes), ("max_rows", max_rows), ("max_cols", max_cols)):
+                check_positive_int(name, value)
+            self.head = LmHead(lanes=lanes, data_width=data_width, addr_width=addr_width, max_cols=max_cols,
+                               max_rows=max_rows, scale_beats=scale_beats)
+            self.writer = ScratchWriter(lanes=lanes, data_width=data_width, addr_width=addr_width)
+        except ValueError:
+            # no "never elaborated" warnings for a refused object and the units it made
+            for unit in (self, *vars(self).values()):
+                if isinstance(unit, Elaboratable):
+                    unit._MustUse__silence = True
+            raise
+        self.lanes, self.max_rows, self.max_cols = lanes, max_rows, max_cols
+        self.data_width, self.addr_width = data_width, addr_width
+        #: Stream beats of logits per AXI beat (1 when a stream beat is at least an AXI beat).
+        self.pad_unit = max(1, data_width // (32 * lanes))
+        super().__init__({
+            "cmd": In(stream.Signature(lm_head_path_command_layout(addr_width=addr_width, max_rows=max_rows,
+                                                                   max_cols=max_cols))),
+            "x": In(stream.Signature(q8_vec(lanes))),
+            "scale": In(stream.Signature(unsigned(32))),
+            "done": Out(1),
+            "token": Out(32),
+            "head_axi": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
+            "wr_axi": Out(axi_write_signature(addr_width=addr_width, data_width=data_width)),
+            "error": Out(1),
+        })
+
+    def logits_bytes(self, rows: int) -> int:
+        """Bytes the path writes for ``rows`` logits (+0 padded to whole beats)."""
+        beats = -(-rows // self.lanes)
+        return -(-beats // self.pad_unit) * self.pad_unit * 4 * self.lanes
+
+    def elaborate(self, platform):
+        m = Module()
+        L, k = self.lanes, self.pad_unit
+        head, wr = self.head, self.writer
+        m.submodules.head, m.submodules.writer = head, wr
+        wiring.connect(m, head.axi, wiring.flipped(self.head_axi))
+        wiring.connect(m, wr.axi, wiring.flipped(self.wr_axi))
+        wiring.connect(m, wiring.flipped(self.x), head.x)
+        wiring.connect(m, wiring.flipped(self.scale), head.scale)
+        m.d.comb += self.error.eq(head.error | wr.error)
+
+        cmd = Signal.like(self.cmd.payload)
+        busy, head_sent, wr_sent, written, known = Signal(), Signal(), Signal(), Signal(), Signal()
+        beats = Signal(range(-(-self.max_rows // L) + k))      # logits beats to write, padded
+        m.d.comb += self.cmd.ready.eq(~busy)
+        with m.If(self.cmd.valid & self.cmd.ready):
+            p = self.cmd.payload
+            # LmHead's ceil(rows / L) beats, rounded up to whole AXI beats (k a power of two)
+            lm_beats = (p.rows + (L - 1)) // L if L & (L - 1) else (p.rows + (L - 1)) >> (L.bit_length() - 1)
+            shift = k.bit_length() - 1
+            m.d.sync += [cmd.eq(p), busy.eq(1), head_sent.eq(0), wr_sent.eq(0), written.eq(0), known.eq(0),
+                         beats.eq(((lm_beats + (k - 1)) >> shift) << shift)]
+        hc = head.cmd.payload
+        m.d.comb += [
+            hc.rows_base.eq(cmd.rows_base), hc.scales_base.eq(cmd.scales_base), hc.rows.eq(cmd.rows),
+            hc.cols.eq(cmd.cols), head.cmd.valid.eq(busy & ~head_sent),
+            wr.cmd.payload.base.eq(cmd.logits), wr.cmd.payload.rows.eq(1),
+            wr.cmd.payload.row_bytes.eq(beats * (4 * L)), wr.cmd.payload.row_stride.eq(0),
+            # the writer command follows the one-cycle computation of `beats`
+            wr.cmd.valid.eq(busy & ~wr_sent),
+        ]
+        with m.If(head.cmd.valid & head.cmd.ready):
+            m.d.sync += head_sent.eq(1)
+        with m.If(wr.cmd.valid & wr.cmd.ready):
+            m.d.sync += wr_sent.eq(1)
+        with m.If(wr.done):
+            m.d.sync += written.eq(1)
+
+        # -- logits to the writer, then +0 beats up to a whole AXI beat
+        if k == 1:
+            wiring.connect(m, head.logits, wr.i)
+        else:
+            part = Signal(range(k))                     # stream beats of the current AXI beat written
+            padding = Signal()                          # LmHead's final beat is written
+            with m.If(padding):
+                m.d.comb += [wr.i.valid.eq(part != 0), wr.i.payload.data.eq(0)]
+            with m.Else():
+                wiring.connect(m, head.logits, wr.i)
+            with m.If(wr.i.valid & wr.i.ready):
+                m.d.sync += part.eq(part + 1)               # k is a power of two: wraps to 0
+                with m.If(~padding & head.logits.payload.last):
+                    m.d.sync += padding.eq(1)
+            with m.If(self.done):
+                m.d.sync += [padding.eq(0), part.eq(0)]
+
+        # -- the argmax
+        m.d.comb += head.token.ready.eq(busy & ~known)
+        with m.If(head.token.valid & head.token.ready):
+            m.d.sync += [self.token.eq(head.token.payload), known.eq(1)]
+
+        with m.If(busy & head_sent & wr_sent & (written | wr.done) & known):
+            m.d.comb += self.done.eq(1)
+            m.d.sync += busy.eq(0)
+        return m
