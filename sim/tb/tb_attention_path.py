@@ -1,0 +1,143 @@
+"""cocotb test of :class:`tellme.hw.attention_path.AttentionPath` on a DDR model holding a real
+image (the RoPE tables), the scratch region and the KV cache (``tests/test_attention_path.py``).
+
+A sequence of calls: each writes fresh random q/k/v rows of its tokens into the scratch arrays
+(the first call's with extreme rows: all zero and -0, huge, tiny normal and subnormal values),
+then runs its passes, each an ``Attention`` step of the program (``gen.program.build_program``)
+sent as one command. After every pass the ``attn`` array and the whole KV-cache region in DDR
+must equal the bytes of a :class:`~tellme.sim.machine.StepMachine` that ran the same step on
+the same rows, so the cache the later passes read is the one the earlier ones built. Random
+stalls hold each AXI channel of the shared DDR ports (``stall``) with probability ``stall``.
+
+Configuration: ``model``, ``hardware``, ``image``, ``memory_base``, ``image_base``,
+``scratch_base``, ``kv_base``, ``command_fields``, ``stall``, ``calls``: ``{pos0, tokens, seed,
+extreme (optional), passes: [{layer, kv_head, first}]}`` (``first``: the pass's index among the
+program's passes over that kv head).
+"""
+
+from __future__ import annotations
+
+import random
+
+import cocotb
+import numpy as np
+from cocotb.triggers import RisingEdge
+
+from ...config import HardwareConfig, ModelConfig
+from ...gen.program import Attention, build_program
+from ..machine import StepMachine
+from .ddr import load_ddr_image, read_ddr
+from .streams import StreamSource, random_pause, with_timeout
+from .testbench import Testbench
+
+
+class AttentionPathTB(Testbench):
+    def __init__(self, dut):
+        super().__init__(dut)
+        cfg = self.cfg
+        self.model = ModelConfig.from_dict(cfg["model"])
+        self.hw = HardwareConfig.from_dict(cfg["hardware"])
+        self.program = build_program(self.model, self.hw)
+        self.image = np.fromfile(cfg["image"], dtype=np.uint8)
+        self.machine = StepMachine(self.program, self.image)
+        self.memory = dut.ddr.mem
+        self.cmd = StreamSource(dut, "cmd", self.clock, fields=cfg["command_fields"], pause=random_pause(0.5, 3))
+        self.hold_low("stall")
+
+    def offset(self, address: int) -> int:
+        return address - self.cfg["memory_base"]
+
+    async def stalls(self, probability: float, seed: int) -> None:
+        rng, width = random.Random(seed), len(self.dut.stall)
+        while True:
+            await RisingEdge(self.clock)
+            self.dut.stall.value = sum(1 << i for i in range(width) if rng.random() < probability)
+
+    def pass_step(self, spec: dict) -> Attention:
+        steps = [s for s in self.program.steps if isinstance(s, Attention)
+                 and s.layer == spec["layer"] and s.kv_head == spec["kv_head"]]
+        return steps[spec["first"]]
+
+    def write_rows(self, n: int, seed: int, extreme: bool) -> None:
+        """Fresh q, k, v rows of n tokens, into the machine's scratch and the DDR's."""
+        rng = np.random.default_rng(seed)
+        for name in ("q", "k", "v"):
+            rows = self.machine.rows(name, n)
+            x = (rng.standard_normal(rows.shape) * rng.choice([1e-2, 1.0, 30.0], (n, 1))).astype(np.float32)
+            if extreme:
+                x[0] = np.where(rng.random(x.shape[1]) < 0.5, np.float32(0.0), np.float32(-0.0))
+                if n > 3:     # huge (q overflows RoPE to inf; k, v stay finite so the cache stays usable)
+                    scale = 3e38 if name == "q" else 1e30
+                    x[3] = (rng.uniform(-1, 1, x.shape[1]) * scale).astype(np.float32)
+                if n > 5:     # tiny: subnormals and normals whose products underflow
+                    x[5] = (rng.uniform(-1, 1, x.shape[1]) * 1e-38).astype(np.float32)
+                if n > 6:     # one large element among small ones
+                    x[6] = (rng.standard_normal(x.shape[1]) * 1e-3).astype(np.float32)
+                    x[6, rng.integers(x.shape[1])] = np.float32(5e4)
+            rows[:] = x
+            a = self.program.scratch[name]
+            block = self.machine.scratch[a.offset:a.offset + n * a.row_bytes]
+            load_ddr_image(self.memory, block.tobytes(), self.offset(self.cfg["scratch_base"] + a.offset))
+
+    def command(self, step: Attention, pos0: int, n: int) -> dict:
+        cfg, hd, scratch = self.cfg, self.model.head_dim, self.program.scratch
+        s, kv = cfg["scratch_base"], cfg["kv_base"]
+        first, kv_col = step.heads[0] * hd * 4, step.kv_head * hd * 4
+        return {"q": s + scratch["q"].offset + first, "k": s + scratch["k"].offset + kv_col,
+                "v": s + scratch["v"].offset + kv_col, "row_stride": scratch["q"].row_bytes,
+                "tokens": n, "pos0": pos0,
+                "rope_cos": cfg["image_base"] + step.rope_cos.offset, "rope_sin": cfg["image_base"] + step.rope_sin.offset,
+                "k_base": kv + step.cache.k_base, "v_base": kv + step.cache.v_base, "s_base": kv + step.cache.s_base,
+                "write_kv": int(step.write_kv), "attn": s + scratch["attn"].offset + first}
+
+    def check(self, label: str) -> None:
+        """The attn array and the KV region in DDR equal the machine's, byte for byte."""
+        cfg, hd = self.cfg, self.model.head_dim
+        a = self.program.scratch["attn"]
+        got = np.frombuffer(read_ddr(self.memory, self.offset(cfg["scratch_base"] + a.offset), a.size), np.uint8)
+        want = self.machine.scratch[a.offset:a.offset + a.size]
+        if not np.array_equal(got, want):
+            g = got.view(np.float32).reshape(a.rows, -1)
+            w = want.view(np.float32).reshape(a.rows, -1)
+            bad = np.argwhere(g.view(np.uint32) != w.view(np.uint32))
+            t, col = bad[0]
+            raise AssertionError(f"{label}: attn differs in {len(bad)} elements, first token {t} head {col // hd} "
+                                 f"element {col % hd}: {g[t, col]!r} != {w[t, col]!r}")
+        size = self.program.kv_bytes
+        got = np.frombuffer(read_ddr(self.memory, self.offset(cfg["kv_base"]), size), np.uint8)
+        bad = np.flatnonzero(got != self.machine.kv[:size])
+        assert not bad.size, f"{label}: KV cache differs in {bad.size} bytes, first at offset {bad[0]:#x}"
+
+
+@cocotb.test()
+async def test_passes(dut):
+    tb = AttentionPathTB(dut)
+    cfg = tb.cfg
+    await tb.reset()
+    watchdog = tb.watchdog(5_000_000, "attention path")
+    cocotb.start_soon(tb.stalls(cfg["stall"], 5))
+    load_ddr_image(tb.memory, tb.image.tobytes(), tb.offset(cfg["image_base"]), skip_zero=True)
+    passes = 0
+    for call in cfg["calls"]:
+        pos0, n = call["pos0"], call["tokens"]
+        tb.write_rows(n, call["seed"], call.get("extreme", False))
+        positions = np.arange(pos0, pos0 + n)
+        for spec in call["passes"]:
+            step = tb.pass_step(spec)
+            label = (f"pass {passes} (layer {step.layer}, kv head {step.kv_head}, heads {step.heads}, "
+                     f"write_kv {step.write_kv}, pos0 {pos0}, {n} tokens)")
+            start = tb.cycle()
+            tb.cmd.send_nowait(tb.command(step, pos0, n))
+
+            async def done():
+                while True:
+                    await RisingEdge(tb.clock)
+                    if int(dut.done.value):
+                        return
+            await with_timeout(done(), tb.clock, 1_000_000, label)
+            tb.machine._run(step, n, positions)
+            tb.check(label)
+            assert not int(dut.error.value), f"{label}: AXI error"
+            tb.log.info("%s: %d cycles, ok", label, tb.cycle() - start)
+            passes += 1
+    watchdog.cancel()
