@@ -204,7 +204,7 @@ def check_datapath(model: ModelConfig, hw: HardwareConfig) -> None:
                               f"{hw.axi_data_width}-bit AXI beats)")
 
 
-def build_program(model: ModelConfig, hw: HardwareConfig, *, urams_per_bank: int = 16) -> Program:
+def build_program(model: ModelConfig, hw: HardwareConfig, *, urams_per_bank: int | None = None) -> Program:
     """The program of ``model`` on ``hw``; raises ConfigError when ``hw`` cannot run ``model``
     (:func:`check_datapath`, the buffer geometry and tiling)."""
     check_datapath(model, hw)

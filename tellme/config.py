@@ -141,6 +141,9 @@ class HardwareConfig:
       large model on the KV260), so 2 of the 8 element-wise lanes suffice.
     - ``attn_tile``: keys (and queries, in prefill) per attention tile.
     - ``max_context``: KV-cache capacity in tokens.
+    - ``urams_per_bank``: URAM blocks (4 K x 72 bits) per bank of the double-buffered weight
+      buffer; a lane word of P codes spans ceil(P x code bits / 72) of them side by side, so a
+      bank holds 4096 x urams_per_bank / that lane words (docs section 4).
     """
 
     board: str = "kv260"
@@ -157,13 +160,14 @@ class HardwareConfig:
     axi_data_width: int = 128
     hp_ports: int = 4
     lm_head_format: str = "int8"
+    urams_per_bank: int = 16
 
     def __post_init__(self):
         _require(isinstance(self.board, str) and self.board != "", "board", "must be a board name")
         _require(0.0 < float(self.clock_mhz) <= 1000.0, "clock_mhz", f"must be in (0, 1000], got {self.clock_mhz!r}")
         _require(self.tlmm_group in (2, 3, 4, 5), "tlmm_group", f"must be 2, 3, 4 or 5, got {self.tlmm_group!r}")
         for name in ("tlmm_lanes", "tlmm_tokens", "ew_lanes", "gating_lanes", "attn_tile", "attn_heads_parallel",
-                     "max_context", "prefill_chunk", "hp_ports"):
+                     "max_context", "prefill_chunk", "hp_ports", "urams_per_bank"):
             _positive_int(self, name)
         _require(self.ew_lanes & (self.ew_lanes - 1) == 0, "ew_lanes",
                  f"must be a power of two (it fixes the reduction tree), got {self.ew_lanes}")
@@ -225,7 +229,7 @@ HARDWARE_PRESETS: dict[str, HardwareConfig] = {
     # Small instance for RTL simulation of the tiny models.
     "sim-small": HardwareConfig(board="sim", clock_mhz=300.0, tlmm_group=5, tlmm_lanes=4,
                                 tlmm_tokens=2, ew_lanes=4, attn_tile=8, max_context=256,
-                                prefill_chunk=16),
+                                prefill_chunk=16, urams_per_bank=1),
 }
 
 

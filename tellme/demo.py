@@ -1,9 +1,10 @@
 """`make demo`: the main job end to end on the built-in tiny models.
 
-Until the accelerator's RTL exists this runs the golden (hardware-exact) model: synthetic
-Hugging Face checkpoints in both styles -> checkpoint loader -> DDR image -> weights read back
-from the image -> greedy generation on the golden model and the float reference -> the
-layer-by-layer agreement table. Later issues add the RTL backend and cycle counts.
+For both BitNet styles: a synthetic Hugging Face checkpoint -> checkpoint loader -> DDR image ->
+the accelerator generated for it (``tellme generate``: Verilog + description) -> greedy generation
+on that Verilog under Verilator, driven by the host driver through the register map, beside the
+golden (hardware-exact) model and the float reference -> cycles per call -> the layer-by-layer
+agreement table of the golden model against the float reference.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from .config import hardware_preset
 from .gen.checkpoint import load_checkpoint
 from .gen.image import read_image, write_image
 from .gen.synthetic import make_synthetic
+from .gen.top import write_top
 from .sim.backends import compare, generate, make_backend
+from .sim.top_harness import rtl_generate
 
 PROMPT = [1, 17, 42, 7, 99, 3, 250, 64]
 NEW_TOKENS = 8
@@ -50,17 +53,33 @@ def run_demo(out_dir="out/demo") -> dict:
         reference = make_backend("float", weights, hw)
         golden_ids, golden_logits = generate(golden, PROMPT, NEW_TOKENS)
         float_ids, _ = generate(reference, PROMPT, NEW_TOKENS)
-        print(f"  4. greedy generation from prompt {PROMPT}:")
+        rtl_dir = out / f"{preset}-rtl"
+        info = write_top(c, hw, rtl_dir)
+        print(f"  4. generated the accelerator: {rtl_dir}/tellme_top.v ({(rtl_dir / 'tellme_top.v').stat().st_size:,} "
+              f"bytes of Verilog), {info['program']['steps']} program steps, {len(info['ports']) - 3} AXI4 ports")
+        print("     running the prompt on that Verilog under Verilator (the first build takes minutes) ...", flush=True)
+        rtl_ids, rtl_logits, run = rtl_generate(from_image, hw, PROMPT, NEW_TOKENS)
+        same_logits = all(np.array_equal(np.asarray(a, np.float32).view(np.uint32),
+                                         np.asarray(b, np.float32).view(np.uint32))
+                          for a, b in zip(rtl_logits, golden_logits))
+        print(f"  5. greedy generation from prompt {PROMPT}:")
+        print(f"       RTL (generated Verilog, Verilator):                        {rtl_ids}")
         print(f"       golden (hardware-exact, weights read back from the image): {golden_ids}")
         print(f"       float reference (Hugging Face BitNet semantics):           {float_ids}")
+        print(f"       RTL = golden, tokens and every step's logits bit for bit: {rtl_ids == golden_ids and same_logits}")
+        cycles = [(call["kind"], call["cycles"]) for call in run.calls]
+        print(f"       cycles per call: " + ", ".join(f"{k} {n:,}" for k, n in cycles) +
+              f" (at {hw.clock_mhz:g} MHz; build {run.build_seconds:.0f} s, simulation {run.sim_seconds:.0f} s)")
         report = compare(from_image, hw, PROMPT)
-        print("  5. agreement per layer (cosine of hidden states over the prompt):")
+        print("  6. agreement per layer of golden vs float (cosine of hidden states over the prompt):")
         for row in report["layers"]:
             print(f"       layer {row['layer']}: q {row['q']:.6f}  attn-out {row['after_attn']:.6f}  "
                   f"ffn {row['ffn_act']:.6f}  hidden {row['hidden']:.6f}")
         print(f"       logits cosine {report['logits_cosine']:.6f}; same greedy tokens: {golden_ids == float_ids}"
               f"  ({time.monotonic() - t0:.1f} s)")
-        summary[preset] = {"prompt_ids": PROMPT, "golden_ids": golden_ids, "float_ids": float_ids,
+        summary[preset] = {"prompt_ids": PROMPT, "rtl_ids": rtl_ids, "rtl_equals_golden": rtl_ids == golden_ids and same_logits,
+                           "cycles": cycles, "verilog": str(rtl_dir / "tellme_top.v"),
+                           "golden_ids": golden_ids, "float_ids": float_ids,
                            "logits_cosine": report["logits_cosine"],
                            "min_layer_cosine": min(r["hidden"] for r in report["layers"]),
                            "last_logits_top5": np.argsort(golden_logits[-1])[::-1][:5].tolist()}

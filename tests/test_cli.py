@@ -80,11 +80,13 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     assert not (tmp_path / "x.img").exists()
 
 
+@pytest.mark.slow      # two top-level Verilator builds; tests/test_top.py covers the RTL in the default set
 def test_demo_runs(tmp_path, capsys):
     summary_path = tmp_path / "demo.json"
     assert main(["demo", "--out", str(tmp_path / "demo"), "--json", str(summary_path)]) == 0
     summary = json.loads(summary_path.read_text())
     for preset in ("tiny", "tiny-silu"):
+        assert summary[preset]["rtl_equals_golden"], summary[preset]
         assert summary[preset]["golden_ids"] == summary[preset]["float_ids"]
         assert summary[preset]["min_layer_cosine"] >= 0.999
 

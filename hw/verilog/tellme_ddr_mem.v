@@ -24,7 +24,8 @@ module tellme_ddr_mem #(
     input  wire [WIDTH-1:0]          wr_data,
     input  wire [WIDTH/8-1:0]        wr_en
 );
-    reg [WIDTH-1:0] mem [DEPTH-1:0];
+    // Public: testbenches load and read it through VPI even in builds without --public-flat-rw.
+    reg [WIDTH-1:0] mem [DEPTH-1:0] /* verilator public_flat_rw */;
 
     integer p, b;
     always @(posedge clk) begin

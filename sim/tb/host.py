@@ -18,6 +18,7 @@ the simulator (``cocotb.task.resume``), so the same driver code drives the RTL a
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -56,6 +57,9 @@ class RtlTransport:
                  clock_hz: float):
         self.dut, self.clock, self.memory = dut, clock, memory
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, axil_prefix), clock, reset)
+        # One line per register access would drown a long run's log (and slow it down).
+        self.axil.write_if.log.setLevel(logging.WARNING)
+        self.axil.read_if.log.setLevel(logging.WARNING)
         self.memory_base, self.memory_end = memory_base, memory_base + memory_bytes
         self.next = memory_base
         self.clock_hz = clock_hz

@@ -184,8 +184,10 @@ class BufferGeometry:
         return subword_bytes(self.lanes // self.ports, self.group, self.beat_bytes)
 
     @classmethod
-    def of(cls, hw: HardwareConfig, urams_per_bank: int = 16) -> "BufferGeometry":
-        return cls(hw.tlmm_lanes, hw.tlmm_group, hw.hp_ports, urams_per_bank, hw.axi_data_width // 8)
+    def of(cls, hw: HardwareConfig, urams_per_bank: int | None = None) -> "BufferGeometry":
+        """The buffer of ``hw`` (``urams_per_bank`` overrides the configuration's)."""
+        urams = hw.urams_per_bank if urams_per_bank is None else urams_per_bank
+        return cls(hw.tlmm_lanes, hw.tlmm_group, hw.hp_ports, urams, hw.axi_data_width // 8)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,0 +1,92 @@
+"""Top-level benchmark: the generated accelerator under Verilator, end to end through the host
+driver, for the tiny models on sim-small hardware (docs/architecture.md 9).
+
+Run with ``python -m bench.top``. For each tiny model (random weights) it generates the top level
+(``gen/top.py``) with ``prefill_chunk`` 64, runs greedy generation with a 16-token and a 64-token
+prompt (``tellme.sim.top_harness.rtl_generate``: the driver of ``tellme/runtime.py`` through the
+register map, the DDR model behind the HP ports), checks every token and every step's logits
+against the golden model bit for bit, and records:
+
+- the Verilator build time and the simulation speed (simulated cycles per wall-clock second);
+- ``CYCLES`` of each call (prefill of 16 and of 64 tokens, each decode step) and ``STALL`` (the
+  cycles the TLMM waited for weights), read from the registers, and tokens/s at 300 MHz.
+
+Assumptions written into the JSON: the DDR model's latency and bandwidth (its defaults), the
+clock, one step at a time (the sequencer overlaps nothing across steps yet). Not measured yet:
+the per-unit split of the cycles and the kv260 hardware settings (issue #15).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+
+from tellme.config import hardware_preset, model_preset
+from tellme.sim.backends import generate, make_backend
+from tellme.sim.top_harness import rtl_generate
+from tellme.weights import random_weights
+
+from . import CLOCK_MHZ, argument_parser, log, log_table, results_file
+
+NAME = "top"
+PROMPTS = (16, 64)
+NEW_TOKENS = 4
+
+
+def measure(preset: str, hw) -> dict:
+    weights = random_weights(model_preset(preset), seed=3)
+    rng = np.random.default_rng(11)
+    out = {"model": preset, "hardware": hw.to_dict(), "runs": []}
+    for length in PROMPTS:
+        prompt = [int(i) for i in rng.integers(0, weights.config.vocab_size, size=length)]
+        want_ids, want_logits = generate(make_backend("golden", weights, hw), prompt, NEW_TOKENS)
+        start = time.monotonic()
+        ids, logits, run = rtl_generate(weights, hw, prompt, NEW_TOKENS, timeout=7200)
+        exact = ids == want_ids and all(np.array_equal(np.asarray(a, np.float32).view(np.uint32),
+                                                       np.asarray(b, np.float32).view(np.uint32))
+                                        for a, b in zip(logits, want_logits))
+        if not exact:
+            raise AssertionError(f"{preset}, {length}-token prompt: the RTL differs from the golden model")
+        cycles = sum(c["cycles"] for c in run.calls)
+        out["runs"].append({
+            "prompt_tokens": length, "bit_exact": exact, "wall_seconds": round(time.monotonic() - start, 1),
+            "build_seconds": round(run.build_seconds, 1), "sim_seconds": round(run.sim_seconds, 1),
+            "simulated_cycles_per_second": round(cycles / run.sim_seconds, 1) if run.sim_seconds else None,
+            "calls": [{"kind": c["kind"], "tokens": c["tokens"], "cycles": c["cycles"],
+                       "stall_cycles": c["stall_cycles"]} for c in run.calls],
+        })
+    decode = [c["cycles"] for r in out["runs"] for c in r["calls"] if c["kind"] == "decode"]
+    out["decode_cycles_mean"] = float(np.mean(decode))
+    out["decode_tokens_per_s_at_300mhz"] = round(CLOCK_MHZ * 1e6 / np.mean(decode), 1)
+    return out
+
+
+def main(argv=None) -> int:
+    args = argument_parser(NAME, __doc__).parse_args(argv)
+    path, _ = results_file(args.out, NAME)
+    hw = hardware_preset("sim-small").replace(prefill_chunk=64)
+    results = {"clock_mhz": CLOCK_MHZ, "assumptions": {
+        "ddr": "tellme.hw.ddr_model.DdrModel defaults (fixed latency, shared token-bucket bandwidth)",
+        "schedule": "one program step at a time; weight loading starts with its MATMUL step",
+        "not_measured": "per-unit cycle split, kv260 hardware settings, mid-size model (issue #15)"},
+        "models": []}
+    for preset in ("tiny", "tiny-silu"):
+        log(f"top: {preset} on sim-small (chunk 64) ...")
+        results["models"].append(measure(preset, hw))
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    rows = []
+    for m in results["models"]:
+        for r in m["runs"]:
+            pre = [c["cycles"] for c in r["calls"] if c["kind"] == "prefill"]
+            rows.append(f"{m['model']:<10} {r['prompt_tokens']:>6} {pre[0]:>12,} {m['decode_cycles_mean']:>12,.0f} "
+                        f"{r['simulated_cycles_per_second']:>10,.0f} {r['build_seconds']:>8.0f}")
+    log_table(f"wrote {path}", f"{'model':<10} {'prompt':>6} {'prefill cyc':>12} {'decode cyc':>12} {'cyc/s':>10} "
+              f"{'build s':>8}", rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

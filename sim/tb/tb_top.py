@@ -1,0 +1,161 @@
+"""The generated top level end to end (:mod:`tellme.sim.top_harness` builds it): the host driver,
+:class:`tellme.runtime.Accelerator`, runs a script of calls through :class:`RtlTransport` on the
+top and its DDR model, as it would on the board, and records every call.
+
+Configuration: ``image``, ``model``, ``hardware``, ``memory_base``, ``memory_bytes``,
+``clock_hz``, ``script`` (``{"op": "prefill", "ids": [...]}``, ``{"op": "decode", "id": i}``,
+``{"op": "reset"}``, ``{"op": "bases", "bases": {"image": addr}}`` / ``{"op": "restore_bases"}``,
+``{"op": "soft_reset_during", "call": {"seq_pos", "token_count"}, "after": seconds}``,
+``{"op": "generate", "ids": [...], "max_new_tokens": k}`` (greedy: prefill,
+then decode the token the hardware chose, k tokens in all), ``{"op": "expect_error", "call": {...}, "message": "..."}``), ``results`` (JSON
+path: ``calls``, one ``{kind, tokens, token, cycles, stall_cycles, logits (uint32 bits)}`` per
+call; ``errors``), ``axi_pauses`` (random pauses on the AXI4-Lite port), ``trace`` (an .npz
+path: the KV, scratch and I/O regions after every step, :func:`record_steps`).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import cocotb
+import numpy as np
+
+from ...config import HardwareConfig
+from ...runtime import Accelerator, AcceleratorError
+from . import record_result, tb_config
+from .ddr import read_ddr
+from .host import RtlTransport, run_host
+from .streams import random_pause, reset_dut, start_clock
+
+#: Simulated seconds a call may take before the driver gives up (a hang ends as an error),
+#: unless the configuration gives ``call_timeout``.
+CALL_TIMEOUT = 5e-3
+
+
+@cocotb.test()
+async def test_script(dut):
+    cfg = tb_config()
+    clock = start_clock(dut)
+    dut.fault_step.value = cfg["fault_step"]
+    await reset_dut(dut, clock)
+    hw = HardwareConfig.from_dict(cfg["hardware"])
+    transport = RtlTransport(dut, axil_prefix="s_axil_", clock=clock, reset=dut.rst, memory=dut.ddr.mem,
+                             memory_base=cfg["memory_base"], memory_bytes=cfg["memory_bytes"],
+                             clock_hz=cfg["clock_hz"])
+    if cfg.get("axi_pauses"):
+        transport.axil.write_if.aw_channel.set_pause_generator(random_pause(0.3, 21))
+        transport.axil.write_if.w_channel.set_pause_generator(random_pause(0.3, 22))
+        transport.axil.read_if.ar_channel.set_pause_generator(random_pause(0.3, 23))
+    progress = cfg.get("progress")
+    snapshots: list[dict] = []
+    regions: dict[str, tuple[int, int]] = {}
+
+    def host():
+        acc = Accelerator(transport, cfg["image"], hw, timeout=cfg.get("call_timeout", CALL_TIMEOUT),
+                          poll_interval=2e-6)
+        regions.update({name: (buf.physical_address - cfg["memory_base"], buf.size)
+                        for name, buf in acc.buffers.items() if name != "image"})
+        calls, errors = [], []
+        for item in cfg["script"]:
+            before = len(acc.results)
+            op = item["op"]
+            if op == "reset":
+                acc.reset()
+                continue
+            if op == "bases":                       # move a region's base (e.g. off the memory)
+                acc.set_bases(**{**{k: b.physical_address for k, b in acc.buffers.items()}, **item["bases"]})
+                continue
+            if op == "restore_bases":
+                acc.set_bases(**{k: b.physical_address for k, b in acc.buffers.items()})
+                continue
+            if op == "soft_reset_during":           # start a call, SOFT_RESET it midway, forget it
+                call = item["call"]
+                acc.start(decode=False, seq_pos=call["seq_pos"], token_count=call["token_count"])
+                acc.transport.wait(item["after"])
+                busy = acc.regs.read("STATUS")["BUSY"]
+                acc.regs.write("CONTROL", SOFT_RESET=1)
+                errors.append({"busy_when_reset": busy, "busy_after": acc.regs.read("STATUS")["BUSY"]})
+                continue
+            if op == "expect_error":
+                try:
+                    _call(acc, item["call"])
+                except AcceleratorError as error:
+                    errors.append(str(error))
+                else:
+                    errors.append(None)
+                continue
+            if op == "generate":
+                acc.reset()
+                acc.prefill(item["ids"])
+                for step in range(item["max_new_tokens"] - 1):
+                    # The token the hardware chose (RESULT_TOKEN: the first index of the maximum).
+                    acc.decode(acc.results[-1].token)
+                before = 0
+            else:
+                _call(acc, item)
+            for r in acc.results[before:]:
+                calls.append({"kind": r.kind, "tokens": r.tokens, "token": r.token, "cycles": r.cycles,
+                              "stall_cycles": r.stall_cycles,
+                              "logits": r.logits.view(np.uint32).tolist()})
+                if progress:
+                    print(f"rtl: {r.kind} of {r.tokens} token(s): {r.cycles} cycles, token {r.token}",
+                          file=sys.stderr, flush=True)
+        return calls, errors
+
+    if cfg.get("trace"):
+        cocotb.start_soon(record_steps(dut, regions, snapshots))
+    try:
+        calls, errors = await run_host(host)
+    except AcceleratorError as error:
+        raise AssertionError(f"{error}; {where(dut, cfg.get('probe_names', []))}") from None
+    record_result(cfg.get("results"), "calls", calls)
+    record_result(cfg.get("results"), "errors", errors)
+    if cfg.get("trace"):
+        np.savez(cfg["trace"], steps=np.array([s["step"] for s in snapshots], dtype=np.int64),
+                 **{f"{name}_{i}": s[name] for i, s in enumerate(snapshots) for name in ("kv", "scratch", "io")})
+
+
+async def record_steps(dut, regions: dict, snapshots: list) -> None:
+    """The trace monitor (simulation only): each time the sequencer moves from step k to k+1,
+    step k's writes are all acknowledged; the KV, scratch and I/O regions are copied then, as
+    ``{"step": k, "kv", "scratch", "io"}`` (byte arrays)."""
+    memory = dut.ddr.mem
+    previous = int(dut.step.value)
+    while True:
+        await dut.step.value_change
+        now = int(dut.step.value)
+        if now == previous + 1 and regions:
+            snapshots.append({"step": previous, **{name: np.frombuffer(read_ddr(memory, *regions[name]), np.uint8)
+                                                   for name in ("kv", "scratch", "io")}})
+        previous = now
+
+
+def where(dut, probe_names: list[str]) -> str:
+    """Where the sequencer stands (for a call that never finished): its step index and the
+    streams of the datapaths that hold a beat nobody takes (valid without ready), from the
+    harness's ``step`` and ``probe`` outputs."""
+    try:
+        step = int(dut.step.value)
+        bits = int(dut.probe.value)
+    except (AttributeError, ValueError) as error:
+        return f"sequencer state unreadable ({error})"
+    value = {name: (bits >> i) & 1 for i, name in enumerate(probe_names)}
+    stuck = [name[:-len(".valid")] for name in probe_names
+             if name.endswith(".valid") and value[name] and not value[name[:-len("valid")] + "ready"]]
+    waiting = [name[:-len(".ready")] for name in probe_names
+               if name.endswith(".ready") and value[name] and not value[name[:-len("ready")] + "valid"]]
+    return (f"sequencer at step {step}; streams holding a beat (valid, not ready): {', '.join(stuck) or 'none'}; "
+            f"waiting for a beat (ready, not valid): {', '.join(waiting) or 'none'}")
+
+
+def _call(acc: Accelerator, item: dict) -> None:
+    if item["op"] == "prefill":
+        acc.prefill(item["ids"])
+    elif item["op"] == "decode":
+        acc.decode(item["id"])
+    elif item["op"] == "start":                 # a raw call, past the driver's own checks
+        acc.start(decode=bool(item.get("decode")), seq_pos=item["seq_pos"], token_count=item["token_count"])
+        while acc.poll() is None:
+            acc.transport.wait(acc.poll_interval)
+    else:
+        raise ValueError(f"unknown script op {item['op']!r}")

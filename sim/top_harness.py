@@ -1,0 +1,178 @@
+"""The generated top level under Verilator with the host driver: ``tellme run --backend rtl``,
+``tellme trace`` and the end-to-end tests run through here.
+
+:class:`TopOnDdr` puts a :class:`tellme.gen.top.TellmeTop` on a :class:`tellme.hw.ddr_model.DdrModel`
+(HP port p's read channels on DDR read port p, HP0's write channels on the write port);
+:func:`run_calls` simulates it under cocotb (:mod:`tellme.sim.tb.tb_top`), where
+:class:`tellme.runtime.Accelerator` drives it through :class:`tellme.sim.tb.host.RtlTransport`
+exactly as it drives the board, and returns what every call gave.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+
+from ..config import HardwareConfig, ModelConfig
+from ..contract.layouts import PAGE, page_up
+from ..gen.top import TellmeTop
+from ..hw.ddr_model import DdrModel
+from .rtl import run_cocotb
+
+__all__ = ["TopOnDdr", "RtlRun", "run_calls", "rtl_generate", "MEMORY_BASE"]
+
+#: Where the simulated DDR starts (the driver's buffers are allocated from here).
+MEMORY_BASE = 0x4000_0000
+
+
+class TopOnDdr(wiring.Component):
+    """:class:`TellmeTop` and the DDR model its HP ports reach. ``ddr_options`` go to
+    :class:`DdrModel` (``latency``, ``bytes_per_cycle``, ...)."""
+
+    def __init__(self, top: TellmeTop, *, ddr_options: dict | None = None):
+        self.top = top
+        program = top.program
+        sizes = (program.image_bytes, program.kv_bytes, program.scratch_bytes, program.io.size)
+        # The driver's allocator: each buffer page aligned with a guard page after it.
+        self.memory_bytes = page_up(sum(page_up(s) + PAGE for s in sizes) + PAGE)
+        self.ddr = DdrModel(size_bytes=self.memory_bytes, base=MEMORY_BASE, ports=top.hw.hp_ports,
+                            data_width=top.hw.axi_data_width, **(ddr_options or {}))
+        # ``step``: the sequencer's step index, for the testbench only (not a port of the top).
+        # ``fault_step``: see TellmeTop(fault_port=True); the testbench sets it (past the last
+        # step: no fault).
+        # ``probe``: the valid and ready of every stream port of the step datapaths and their
+        # units (``probe_names``), so a call that never finishes shows where its beats stopped.
+        self.probe_signals = list(_stream_handshakes(top))
+        for p in range(top.hw.hp_ports):
+            port = getattr(top, f"m_axi_hp{p}")
+            for channel in ("ar", "r", "aw", "w", "b"):
+                self.probe_signals += [(f"hp{p}.{channel}.valid", getattr(port, f"{channel}valid")),
+                                       (f"hp{p}.{channel}.ready", getattr(port, f"{channel}ready"))]
+        self.probe_names = [name for name, _ in self.probe_signals]
+        super().__init__({"s_axil": top.signature.members["s_axil"], "irq": top.signature.members["irq"],
+                          "step": wiring.Out(range(len(top.words))),
+                          "fault_step": wiring.In(range(len(top.words) + 1)),
+                          "probe": wiring.Out(max(1, len(self.probe_signals)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.top, m.submodules.ddr = self.top, self.ddr
+        wiring.connect(m, wiring.flipped(self.s_axil), self.top.s_axil)
+        m.d.comb += [self.irq.eq(self.top.irq), self.step.eq(self.top.sequencer.step),
+                     self.top.fault_step.eq(self.fault_step)]
+        for i, (_, signal) in enumerate(self.probe_signals):
+            m.d.comb += self.probe[i].eq(signal)
+        for p in range(self.top.hw.hp_ports):
+            hp, rd = getattr(self.top, f"m_axi_hp{p}"), getattr(self.ddr, f"rd{p}")
+            for name in rd.signature.members:
+                _link(m, hp, rd, name)
+        for name in self.ddr.wr.signature.members:
+            _link(m, self.top.m_axi_hp0, self.ddr.wr, name)
+        return m
+
+
+def _stream_handshakes(top: TellmeTop):
+    """(name, signal) of the valid and ready of each stream port of the step datapaths and of
+    the components they hold (one level down), for :class:`TopOnDdr`'s ``probe``."""
+    from amaranth.lib import stream
+    for op, path in [("sequencer", top.sequencer), *top.paths.items()]:
+        units = [(op.lower(), path)]
+        for name, unit in vars(path).items():
+            if isinstance(unit, wiring.Component):
+                units.append((f"{op.lower()}.{name}", unit))
+                units += [(f"{op.lower()}.{name}.{sub}", u) for sub, u in vars(unit).items()
+                          if isinstance(u, wiring.Component)]
+        for unit_name, unit in units:
+            for name, member in unit.signature.members.items():
+                if member.is_signature and isinstance(member.signature, stream.Signature) and not member.is_port:
+                    port = getattr(unit, name)
+                    ports = [(f"{name}[{i}]", p) for i, p in enumerate(port)] if isinstance(port, list) \
+                        else [(name, port)]
+                    for label, p in ports:
+                        yield f"{unit_name}.{label}.valid", p.valid
+                        yield f"{unit_name}.{label}.ready", p.ready
+
+
+def _link(m, manager, subordinate, name):
+    """One AXI member from the manager side to the subordinate side (or back)."""
+    member = manager.signature.members[name]
+    if member.flow == wiring.Out:
+        m.d.comb += getattr(subordinate, name).eq(getattr(manager, name))
+    else:
+        m.d.comb += getattr(manager, name).eq(getattr(subordinate, name))
+
+
+@dataclass
+class RtlRun:
+    """What :func:`run_calls` returns: per call the kind, token count, result token, logits and
+    cycle counters; the build and simulation wall-clock seconds."""
+    calls: list[dict] = field(default_factory=list)
+    errors: list = field(default_factory=list)
+    build_seconds: float = 0.0
+    sim_seconds: float = 0.0
+
+    def logits(self) -> list[np.ndarray]:
+        return [np.asarray(c["logits"], dtype=np.uint32).view(np.float32) for c in self.calls]
+
+
+def run_calls(model: ModelConfig, hw: HardwareConfig, image: str | Path, script: list[dict], *,
+              ddr_options: dict | None = None, timeout: float | None = 3600.0,
+              axi_pauses: bool = False, progress: bool = False, seed: int | None = None,
+              trace: str | Path | None = None, fault_step: int | None = None) -> RtlRun:
+    """Run ``script`` on the generated top of (``model``, ``hw``) under Verilator: a list of
+    ``{"op": "prefill", "ids": [...]}``, ``{"op": "decode", "id": i}`` or ``{"op": "reset"}``
+    steps, each through :class:`tellme.runtime.Accelerator` (prefill in chunks, as on the
+    board). ``axi_pauses`` inserts random pauses on the AXI4-Lite port (the DDR model's own
+    latency and bandwidth limit pause the HP ports). ``progress`` reports each call on stderr.
+    ``trace``: an .npz file for the DDR regions after every step (:mod:`tellme.sim.trace`);
+    ``fault_step``: break that step's writes (tests of the trace; the same build either way)."""
+    top = TellmeTop(model, hw, ram_style="block", fault_port=True)
+    harness = TopOnDdr(top, ddr_options=ddr_options)
+    with tempfile.TemporaryDirectory(prefix="tellme-rtl-") as tmp:
+        results = Path(tmp) / "results.json"
+        if progress:
+            print(f"rtl: building the top level of {model.name} on {hw.board} hardware "
+                  f"({len(top.words)} steps) ...", file=sys.stderr, flush=True)
+        # Not public: the top runs several times faster; waveforms of a whole call would be
+        # gigabytes, so a failure names the call instead (rerun a test with waves by hand).
+        outcome = run_cocotb(harness, name="tellme_top", test_module="tellme.sim.tb.tb_top", timeout=timeout,
+                             seed=seed, public=False, waves_on_failure=False, parameters={
+                                 "image": str(Path(image).resolve()), "model": model.to_dict(),
+                                 "hardware": hw.to_dict(), "memory_base": MEMORY_BASE,
+                                 "memory_bytes": harness.memory_bytes, "clock_hz": hw.clock_mhz * 1e6,
+                                 "script": script, "results": str(results), "axi_pauses": axi_pauses,
+                                 "progress": progress, "trace": str(Path(trace).resolve()) if trace else None,
+                                 "fault_step": len(top.words) if fault_step is None else fault_step,
+                                 "probe_names": harness.probe_names})
+        recorded = json.loads(results.read_text())
+    return RtlRun(recorded["calls"], recorded["errors"], outcome.build_seconds, outcome.sim_seconds)
+
+
+def rtl_generate(weights, hw: HardwareConfig, prompt: list[int], max_new_tokens: int, *,
+                 progress: bool = False, before: list[dict] = (), **options) -> tuple[list[int], list[np.ndarray], RtlRun]:
+    """Greedy generation on the RTL: the image of ``weights`` written for ``hw``, then one
+    ``generate`` script (prefill in chunks, decode of each token the hardware chose). Returns
+    (generated ids, the logits each was chosen from, the run with every call's cycles).
+    ``before``: script steps run first on the same design (their calls are not counted)."""
+    from ..gen.image import write_image
+    if max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be >= 1")
+    with tempfile.TemporaryDirectory(prefix="tellme-image-") as tmp:
+        image = Path(tmp) / "model.img"
+        write_image(weights, hw, image)
+        run = run_calls(weights.config, hw, image,
+                        [*before, {"op": "generate", "ids": list(map(int, prompt)), "max_new_tokens": max_new_tokens}],
+                        progress=progress, **options)
+    chunks = -(-len(prompt) // hw.prefill_chunk)
+    logits = run.logits()
+    # The prefill's last chunk gives the first token's logits; each decode the next one's.
+    step_logits = logits[chunks - 1:]
+    generated = [c["token"] for c in run.calls[chunks - 1:]]
+    return generated, step_logits, run
