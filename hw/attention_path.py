@@ -267,16 +267,17 @@ class AttentionPath(wiring.Component):
         m.d.comb += [out_word.data.eq(pa.o.payload.data), out_word.last.eq(pa.o.payload.last),
                      out_fifo.w_data.eq(out_word), out_fifo.w_en.eq(pa.o.valid), pa.o.ready.eq(out_fifo.w_rdy)]
         m.d.comb += [wr.i.valid.eq(out_fifo.r_rdy), wr.i.payload.eq(out_fifo.r_data), out_fifo.r_en.eq(wr.i.ready)]
-        # The FIFO holds one row, so a row is complete only after the previous one's command.
+        # The FIFO holds one row, so a row completes only after the previous row's command was
+        # taken and its beats drained (and the completion would win over a clear anyway).
         row_ready = Signal()
         row_token = Signal(range(max(self.chunk, 2)))
-        with m.If(pa.o.valid & pa.o.ready & pa.o.payload.last & (pa.o.payload.head == H - 1)):
-            m.d.sync += [row_ready.eq(1), row_token.eq(pa.o.payload.token)]
         wc = wr.cmd.payload
         m.d.comb += [wc.base.eq(cmd.attn + row_token * cmd.row_stride), wc.rows.eq(1), wc.row_bytes.eq(H * hd * 4),
                      wc.row_stride.eq(0), wr.cmd.valid.eq(row_ready)]
         with m.If(wr.cmd.valid & wr.cmd.ready):
             m.d.sync += row_ready.eq(0)
+        with m.If(pa.o.valid & pa.o.ready & pa.o.payload.last & (pa.o.payload.head == H - 1)):
+            m.d.sync += [row_ready.eq(1), row_token.eq(pa.o.payload.token)]
         written = Signal(range(self.chunk + 1))  # rows acknowledged
         with m.If(wr.done):
             m.d.sync += written.eq(written + 1)

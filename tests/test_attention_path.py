@@ -5,6 +5,8 @@ tile, GQA passes without the append, decode steps across a tile boundary), the `
 and the KV cache bytes bit-exact with the step machine (``sim/machine.py``). Every manager of
 the path shares one DDR port (AXI arbiters) with random stalls on every AXI channel."""
 
+import dataclasses
+
 import pytest
 from amaranth.hdl import Module
 from amaranth.lib import wiring
@@ -119,3 +121,17 @@ def test_attention_path_tiny_silu(tmp_path):
              {"pos0": 16, "tokens": 3, "passes": passes, "seed": 12},
              {"pos0": 19, "tokens": 1, "passes": passes, "seed": 13}]
     _run(tmp_path, model, hw, calls, name="attention_path", seed=22)
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_attention_path_tiny_two_heads(tmp_path):
+    """Two query heads per pass (``attn_heads_parallel`` 2: the whole GQA group of a kv head in
+    one pass, two attention cores): chunks of 11 and 9 tokens and two decode steps over both kv
+    heads, each kv head's pass repeated without the append."""
+    model, hw = model_preset("tiny"), dataclasses.replace(hardware_preset("sim-small"), attn_heads_parallel=2)
+    passes = [{"layer": 0, "kv_head": kv, "first": 0, **extra} for kv in (0, 1) for extra in ({}, {"write_kv": False})]
+    calls = [{"pos0": 0, "tokens": 11, "passes": passes, "seed": 31, "extreme": True},
+             {"pos0": 11, "tokens": 9, "passes": passes, "seed": 32},
+             *({"pos0": p, "tokens": 1, "passes": passes[:2], "seed": 33 + p} for p in (20, 23, 24))]
+    _run(tmp_path, model, hw, calls, name="attention_path_h2", seed=23)

@@ -6,17 +6,22 @@ A sequence of calls: each writes fresh random q/k/v rows of its tokens into the 
 then runs its passes, each an ``Attention`` step of the program (``gen.program.build_program``)
 sent as one command. After every pass the ``attn`` array and the whole KV-cache region in DDR
 must equal the bytes of a :class:`~tellme.sim.machine.StepMachine` that ran the same step on
-the same rows, so the cache the later passes read is the one the earlier ones built. Random
+the same rows, so the cache the later passes read is the one the earlier ones built, and the
+pass must have made exactly its bursts (AR of the q/k/v and table readers, AW of the attn and
+cache writers: every row once, each table row once per rotated vector, no cache write without
+``write_kv``). Random
 stalls hold each AXI channel of the shared DDR ports (``stall``) with probability ``stall``.
 
 Configuration: ``model``, ``hardware``, ``image``, ``memory_base``, ``image_base``,
 ``scratch_base``, ``kv_base``, ``command_fields``, ``stall``, ``calls``: ``{pos0, tokens, seed,
-extreme (optional), passes: [{layer, kv_head, first}]}`` (``first``: the pass's index among the
-program's passes over that kv head).
+extreme (optional), passes: [{layer, kv_head, first, write_kv (optional)}]}`` (``first``: the
+pass's index among the program's passes over that kv head; ``write_kv`` overrides the step's,
+for a repeated pass of a group of one pass).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import cocotb
@@ -24,10 +29,12 @@ import numpy as np
 from cocotb.triggers import RisingEdge
 
 from ...config import HardwareConfig, ModelConfig
+from ...contract.layouts import KV_RECORD_BYTES
 from ...gen.program import Attention, build_program
 from ..machine import StepMachine
+from .axi import axi_channel
 from .ddr import load_ddr_image, read_ddr
-from .streams import StreamSource, random_pause, with_timeout
+from .streams import HandshakeMonitor, StreamSource, random_pause, with_timeout
 from .testbench import Testbench
 
 
@@ -43,6 +50,10 @@ class AttentionPathTB(Testbench):
         self.memory = dut.ddr.mem
         self.cmd = StreamSource(dut, "cmd", self.clock, fields=cfg["command_fields"], pause=random_pause(0.5, 3))
         self.hold_low("stall")
+        path = dut.path
+        self.mon = HandshakeMonitor(dut, self.clock, {
+            **{name: axi_channel(path, f"{name}_axi", "ar", ("addr", "len")) for name in ("qkv", "cos", "sin")},
+            **{name: axi_channel(path, f"{name}_axi", "aw", ("addr", "len")) for name in ("kv_write", "wr")}})
 
     def offset(self, address: int) -> int:
         return address - self.cfg["memory_base"]
@@ -56,7 +67,8 @@ class AttentionPathTB(Testbench):
     def pass_step(self, spec: dict) -> Attention:
         steps = [s for s in self.program.steps if isinstance(s, Attention)
                  and s.layer == spec["layer"] and s.kv_head == spec["kv_head"]]
-        return steps[spec["first"]]
+        step = steps[spec["first"]]
+        return dataclasses.replace(step, write_kv=bool(spec["write_kv"])) if "write_kv" in spec else step
 
     def write_rows(self, n: int, seed: int, extreme: bool) -> None:
         """Fresh q, k, v rows of n tokens, into the machine's scratch and the DDR's."""
@@ -89,6 +101,31 @@ class AttentionPathTB(Testbench):
                 "rope_cos": cfg["image_base"] + step.rope_cos.offset, "rope_sin": cfg["image_base"] + step.rope_sin.offset,
                 "k_base": kv + step.cache.k_base, "v_base": kv + step.cache.v_base, "s_base": kv + step.cache.s_base,
                 "write_kv": int(step.write_kv), "attn": s + scratch["attn"].offset + first}
+
+    def check_bursts(self, label: str, command: dict, mark: dict, n: int) -> None:
+        """Every read and write of the pass, each exactly once: per token the q heads' row, the
+        key's and the value's; H+1 copies of each table row; the attn rows; with ``write_kv``
+        the K row, V row and scale record of each position, else no cache write."""
+        hd, H, rs = self.model.head_dim, self.hw.attn_heads_parallel, command["row_stride"]
+        beat = self.hw.axi_data_width // 8
+        p0 = command["pos0"]
+
+        def bursts(name):
+            return sorted((v["addr"], (v["len"] + 1) * beat) for v in self.mon.values[name][mark[name]:])
+
+        want = {
+            "qkv": sorted([(command["q"] + t * rs, H * hd * 4) for t in range(n)]
+                          + [(command[a] + t * rs, hd * 4) for a in ("k", "v") for t in range(n)]),
+            "cos": sorted((command["rope_cos"] + (p0 + t) * 2 * hd, 2 * hd) for t in range(n) for _ in range(H + 1)),
+            "sin": sorted((command["rope_sin"] + (p0 + t) * 2 * hd, 2 * hd) for t in range(n) for _ in range(H + 1)),
+            "wr": sorted((command["attn"] + t * rs, H * hd * 4) for t in range(n)),
+            "kv_write": sorted([(command[a] + (p0 + t) * hd, hd) for a in ("k_base", "v_base") for t in range(n)]
+                               + [(command["s_base"] + (p0 + t) * KV_RECORD_BYTES, KV_RECORD_BYTES) for t in range(n)])
+            if command["write_kv"] else [],
+        }
+        for name, bursts_wanted in want.items():
+            got = bursts(name)
+            assert got == bursts_wanted, f"{label}: {name} bursts {got} != {bursts_wanted}"
 
     def check(self, label: str) -> None:
         """The attn array and the KV region in DDR equal the machine's, byte for byte."""
@@ -126,8 +163,9 @@ async def test_passes(dut):
             step = tb.pass_step(spec)
             label = (f"pass {passes} (layer {step.layer}, kv head {step.kv_head}, heads {step.heads}, "
                      f"write_kv {step.write_kv}, pos0 {pos0}, {n} tokens)")
-            start = tb.cycle()
-            tb.cmd.send_nowait(tb.command(step, pos0, n))
+            start, mark = tb.cycle(), tb.mon.mark()
+            command = tb.command(step, pos0, n)
+            tb.cmd.send_nowait(command)
 
             async def done():
                 while True:
@@ -137,6 +175,7 @@ async def test_passes(dut):
             await with_timeout(done(), tb.clock, 1_000_000, label)
             tb.machine._run(step, n, positions)
             tb.check(label)
+            tb.check_bursts(label, command, mark, n)
             assert not int(dut.error.value), f"{label}: AXI error"
             tb.log.info("%s: %d cycles, ok", label, tb.cycle() - start)
             passes += 1
