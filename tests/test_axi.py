@@ -9,32 +9,19 @@ two-level orthogonal array over data width (128/64), max_burst (256/16) and max_
 import json
 
 import pytest
-from amaranth.hdl import Module
-from amaranth.lib import wiring
+from helpers import ReadWritePair
 
 from tellme.hw.axi_read import AxiReadMaster
 from tellme.hw.axi_write import AxiWriteMaster
-from tellme.hw.compose import forward, prefixed_members
 from tellme.sim.rtl import run_cocotb
 
 
-
-
-class AxiMasters(wiring.Component):
+class AxiMasters(ReadWritePair):
     """An AxiReadMaster (ports ``rd_*``) and an AxiWriteMaster (ports ``wr_*``) with the same
     parameters, for testing both with one build."""
 
     def __init__(self, **params):
-        self.rd = AxiReadMaster(**params)
-        self.wr = AxiWriteMaster(**params)
-        super().__init__({**prefixed_members(self.rd, "rd_"), **prefixed_members(self.wr, "wr_")})
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.rd, m.submodules.wr = self.rd, self.wr
-        forward(m, self, "rd_", self.rd)
-        forward(m, self, "wr_", self.wr)
-        return m
+        super().__init__(AxiReadMaster(**params), AxiWriteMaster(**params))
 
 
 #: (data_width, max_burst, max_outstanding)

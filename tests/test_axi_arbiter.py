@@ -11,32 +11,20 @@ import json
 
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import Fragment, Module
-from amaranth.lib import wiring
+from amaranth.hdl import Fragment
+from helpers import ReadWritePair, kwargs_id
 
 from tellme.config import ConfigError
 from tellme.hw.axi_arbiter import AxiReadArbiter, AxiWriteArbiter
-from tellme.hw.compose import prefixed_members
 from tellme.sim.rtl import run_cocotb
 
 
-class AxiArbiters(wiring.Component):
+class AxiArbiters(ReadWritePair):
     """An AxiReadArbiter (ports ``rd_mgr``, ``rd_axi``) and an AxiWriteArbiter (``wr_mgr``,
     ``wr_axi``) with the same parameters, for testing both with one build."""
 
     def __init__(self, **params):
-        self.rd = AxiReadArbiter(**params)
-        self.wr = AxiWriteArbiter(**params)
-        super().__init__({**prefixed_members(self.rd, "rd_"), **prefixed_members(self.wr, "wr_")})
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.rd, m.submodules.wr = self.rd, self.wr
-        for prefix, arbiter in (("rd_", self.rd), ("wr_", self.wr)):
-            wiring.connect(m, arbiter.axi, wiring.flipped(getattr(self, f"{prefix}axi")))
-            for outer, inner in zip(getattr(self, f"{prefix}mgr"), arbiter.mgr):
-                wiring.connect(m, wiring.flipped(outer), inner)
-        return m
+        super().__init__(AxiReadArbiter(**params), AxiWriteArbiter(**params))
 
 
 def _run(managers, data_width, max_outstanding, *, seed, transfers, testcase=None, results=None):
@@ -79,20 +67,27 @@ def test_parameters(cls):
     assert (arbiter.managers, arbiter.max_outstanding, arbiter.data_width) == (2, 8, 128)
     assert len(arbiter.mgr) == 2
     Fragment.get(arbiter, None)
-    for name, value in [("managers", 0), ("managers", True), ("managers", 2.0), ("max_outstanding", 0),
-                        ("max_outstanding", -3), ("data_width", None), ("addr_width", "40"), ("id_width", 0)]:
-        params = {"managers": 2, name: value}
-        with pytest.raises(ConfigError, match=f"^{name}:"):
-            cls(**params)
-    with pytest.raises(ValueError, match="managers must be at most"):
-        cls(managers=33)
-    with pytest.raises(ValueError, match="max_outstanding must be at most"):
-        cls(managers=2, max_outstanding=257)
-    with pytest.raises(ValueError, match="data_width"):
-        cls(managers=2, data_width=100)
-    with pytest.raises(ValueError, match="addr_width"):
-        cls(managers=2, addr_width=8)
     assert all(p.kind == p.KEYWORD_ONLY for p in inspect.signature(cls).parameters.values())
+
+
+#: (keyword arguments, error, message pattern): a value of the wrong kind is named first
+REFUSED = [({"managers": 2, name: value}, ConfigError, f"^{name}:")
+           for name, value in [("managers", 0), ("managers", True), ("managers", 2.0), ("max_outstanding", 0),
+                               ("max_outstanding", -3), ("data_width", None), ("addr_width", "40"),
+                               ("id_width", 0)]]
+REFUSED += [
+    (dict(managers=33), ValueError, "managers must be at most"),
+    (dict(managers=2, max_outstanding=257), ValueError, "max_outstanding must be at most"),
+    (dict(managers=2, data_width=100), ValueError, "data_width"),
+    (dict(managers=2, addr_width=8), ValueError, "addr_width"),
+]
+
+
+@pytest.mark.parametrize("cls", [AxiReadArbiter, AxiWriteArbiter])
+@pytest.mark.parametrize("kwargs,error,match", REFUSED, ids=kwargs_id)
+def test_parameters_are_checked(cls, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        cls(**kwargs)
 
 
 @pytest.mark.parametrize("cls", [AxiReadArbiter, AxiWriteArbiter])

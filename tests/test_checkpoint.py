@@ -404,39 +404,34 @@ def test_tied_lm_head_must_match(packed):
     load_checkpoint(packed)       # an identical copy is fine
 
 
-def test_extra_tensors(packed):
-    f = packed / "model.safetensors"
-    good = f.read_bytes()
-    _rewrite(f, lambda t: t.update({"model.layers.2.input_layernorm.weight": np.ones(64, np.float32)}))
-    _expect(packed, "model.safetensors", "model.layers.2.input_layernorm.weight", "layer 2",
-            "num_hidden_layers=2")
-    f.write_bytes(good)
-    _rewrite(f, lambda t: t.update({Q0 + ".bias": np.zeros(64, np.float32)}))
-    _expect(packed, "model.safetensors", Q0 + ".bias", "unexpected tensor")
-    f.write_bytes(good)
-    _rewrite(f, lambda t: t.update({"model.layers.0.self_attn.rotary_emb.inv_freq": np.ones(8, np.float32)}))
+#: id -> (checkpoint fixture, tensor added or replaced, its value, what the message says besides
+#: the file and the tensor's name)
+BAD_TENSORS = {
+    "extra-layer": ("packed", "model.layers.2.input_layernorm.weight", np.ones(64, np.float32),
+                    ["layer 2", "num_hidden_layers=2"]),
+    "extra-bias": ("packed", Q0 + ".bias", np.zeros(64, np.float32), ["unexpected tensor"]),
+    "norm-shape": ("packed", "model.layers.1.post_attention_layernorm.weight", np.ones(63, np.float32),
+                   ["wrong shape [63]", "expected [64]"]),
+    "unpacked-layout": ("packed", Q0 + ".weight", np.zeros((64, 64), np.uint8),
+                        ["wrong shape [64, 64]", "expected [16, 64]"]),
+    "packed-dtype": ("packed", Q0 + ".weight", np.zeros((16, 64), np.float32), ["must be U8"]),
+    "scale-shape": ("packed", Q0 + ".weight_scale", np.ones(2, np.float32), ["one float value"]),
+    "full-shape": ("full", "model.layers.0.mlp.down_proj.weight", np.ones((160, 64), np.float32),
+                   ["wrong shape [160, 64]", "expected [64, 160]"]),
+}
+
+
+@pytest.mark.parametrize("ckpt,name,value,frags", list(BAD_TENSORS.values()), ids=list(BAD_TENSORS))
+def test_extra_tensors_and_wrong_shapes(request, ckpt, name, value, frags):
+    path = request.getfixturevalue(ckpt)
+    _rewrite(path / "model.safetensors", lambda t: t.update({name: value}))
+    _expect(path, "model.safetensors", name, *frags)
+
+
+def test_rope_buffer_is_harmless(packed):
+    _rewrite(packed / "model.safetensors",
+             lambda t: t.update({"model.layers.0.self_attn.rotary_emb.inv_freq": np.ones(8, np.float32)}))
     load_checkpoint(packed)       # old Llama exports' RoPE buffer is harmless
-
-
-def test_wrong_shapes(packed, full):
-    f = packed / "model.safetensors"
-    good = f.read_bytes()
-    _rewrite(f, lambda t: t.update({"model.layers.1.post_attention_layernorm.weight": np.ones(63, np.float32)}))
-    _expect(packed, "model.safetensors", "model.layers.1.post_attention_layernorm.weight", "wrong shape [63]",
-            "expected [64]")
-    f.write_bytes(good)
-    _rewrite(f, lambda t: t.update({Q0 + ".weight": np.zeros((64, 64), np.uint8)}))   # unpacked layout
-    _expect(packed, "model.safetensors", Q0 + ".weight", "wrong shape [64, 64]", "expected [16, 64]")
-    f.write_bytes(good)
-    _rewrite(f, lambda t: t.update({Q0 + ".weight": np.zeros((16, 64), np.float32)}))
-    _expect(packed, "model.safetensors", Q0 + ".weight", "must be U8")
-    f.write_bytes(good)
-    _rewrite(f, lambda t: t.update({Q0 + ".weight_scale": np.ones(2, np.float32)}))
-    _expect(packed, "model.safetensors", Q0 + ".weight_scale", "one float value")
-    _rewrite(full / "model.safetensors",
-             lambda t: t.update({"model.layers.0.mlp.down_proj.weight": np.ones((160, 64), np.float32)}))
-    _expect(full, "model.safetensors", "model.layers.0.mlp.down_proj.weight", "wrong shape [160, 64]",
-            "expected [64, 160]")
 
 
 def test_packed_code_3(packed):

@@ -11,6 +11,7 @@ a handful of vectors each; ``slow`` runs longer sweeps (more stall settings, mor
 from __future__ import annotations
 
 import pytest
+from helpers import kwargs_id
 
 from tellme.hw.dequant import Dequant
 from tellme.hw.gating import Gating
@@ -18,6 +19,7 @@ from tellme.hw.norm_quant import NormQuant, norm_command_layout
 from tellme.hw.pipeline import f32_vec, q8_vec
 from tellme.hw.rope import Rope, cos_sin_layout
 from tellme.hw.tlmm import result_layout
+from tellme.hw.vec_width import VecNarrow, VecWiden
 from tellme.sim.rtl import RTLTestFailure, run_cocotb
 from tellme.sim.tb.streams import struct_fields
 
@@ -150,18 +152,16 @@ def test_gating(act, act_lanes):
     _run(dut, f"gating_{act}_l8{suffix}", gating_parameters(dut))
 
 
-def test_gating_parameters_checked():
-    with pytest.raises(ValueError, match="act_lanes"):
-        Gating(lanes=8, act="silu", act_lanes=3)
-    with pytest.raises(ValueError, match="act_lanes"):
-        Gating(lanes=8, act="silu", act_lanes=16)
-    from tellme.hw.vec_width import VecNarrow, VecWiden
-    with pytest.raises(ValueError, match="divide"):
-        VecNarrow(lanes=8, out_lanes=3)
-    with pytest.raises(ValueError, match="exceed"):
-        VecNarrow(lanes=2, out_lanes=8)
-    with pytest.raises(ValueError, match="below"):
-        VecWiden(lanes=8, out_lanes=2)
+@pytest.mark.parametrize("cls,kwargs,match", [
+    (Gating, dict(lanes=8, act="silu", act_lanes=3), "act_lanes"),
+    (Gating, dict(lanes=8, act="silu", act_lanes=16), "act_lanes"),
+    (VecNarrow, dict(lanes=8, out_lanes=3), "divide"),
+    (VecNarrow, dict(lanes=2, out_lanes=8), "exceed"),
+    (VecWiden, dict(lanes=8, out_lanes=2), "below"),
+], ids=kwargs_id)
+def test_gating_parameters_checked(cls, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cls(**kwargs)
 
 
 @pytest.mark.rtl

@@ -13,6 +13,8 @@ import json
 
 import pytest
 from amaranth.back import verilog
+from amaranth.hdl import Fragment
+from helpers import kwargs_id
 
 from tellme.config import ConfigError
 from tellme.hw.lm_head import MAX_COLS, LmHead
@@ -24,47 +26,53 @@ TB = "tellme.sim.tb.tb_lm_head"
 TESTS = {"random_calls", "extreme_calls", "throughput"}
 
 
-def test_parameters_are_checked():
-    with pytest.raises(ConfigError, match="lanes"):
-        LmHead(lanes=0)
-    with pytest.raises(ConfigError, match="max_cols"):
-        LmHead(max_cols=-3)
-    with pytest.raises(ConfigError, match="scale_beats"):
-        LmHead(scale_beats=True)
-    with pytest.raises(ValueError, match="divide one another"):
-        LmHead(lanes=3)
-    with pytest.raises(ValueError, match="divide one another"):
-        LmHead(lanes=12, data_width=128)
-    with pytest.raises(ValueError, match="data_width"):
-        LmHead(data_width=96)
-    with pytest.raises(ValueError, match="addr_width"):
-        LmHead(addr_width=8)
-    with pytest.raises(ValueError, match="int32 accumulator"):
-        LmHead(max_cols=MAX_COLS + 1)
-    with pytest.raises(ValueError, match="max_rows"):
-        LmHead(max_rows=1 << 32)
-    with pytest.raises(ValueError, match="max_burst"):
-        LmHead(max_burst=300)
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(lanes=0), ConfigError, "lanes"),
+    (dict(max_cols=-3), ConfigError, "max_cols"),
+    (dict(scale_beats=True), ConfigError, "scale_beats"),
+    (dict(lanes=3), ValueError, "divide one another"),
+    (dict(lanes=12, data_width=128), ValueError, "divide one another"),
+    (dict(data_width=96), ValueError, "data_width"),
+    (dict(addr_width=8), ValueError, "addr_width"),
+    (dict(max_cols=MAX_COLS + 1), ValueError, "int32 accumulator"),
+    (dict(max_rows=1 << 32), ValueError, "max_rows"),
+    (dict(max_burst=300), ValueError, "max_burst"),
+], ids=kwargs_id)
+def test_parameters_are_checked(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        LmHead(**kwargs)
+
+
+def test_parameters_are_keyword_only():
     with pytest.raises(TypeError):
-        LmHead(8)                                    # keyword-only
+        LmHead(8)
+
+
+#: the unit whose commands are checked
+COMMAND_HEAD = dict(lanes=8, data_width=128, max_cols=2048, max_rows=40000, addr_width=32)
 
 
 def test_command_checks():
-    head = LmHead(lanes=8, data_width=128, max_cols=2048, max_rows=40000, addr_width=32)
+    head = LmHead(**COMMAND_HEAD)
     assert head.chunk_rows == 64 and head.latency == 3 + 2 + 9
     cmd = head.command(rows_base=0x1000, scales_base=0x2_0000, rows=32002, cols=1536)
     assert cmd == {"rows_base": 0x1000, "scales_base": 0x2_0000, "rows": 32002, "cols": 1536}
-    with pytest.raises(ValueError, match="rows must be 1..40000"):
-        head.command(rows_base=0, scales_base=0, rows=0, cols=16)
-    with pytest.raises(ValueError, match="cols must be 1..2048"):
-        head.command(rows_base=0, scales_base=0, rows=1, cols=2049)
-    with pytest.raises(ValueError, match="16-byte AXI beat"):
-        head.command(rows_base=8, scales_base=0, rows=1, cols=16)
-    with pytest.raises(ValueError, match="address space"):
-        head.command(rows_base=0xFFFF_FF00, scales_base=0, rows=2, cols=200)
     layout = head.command_layout
     assert [name for name, _ in layout] == ["rows_base", "scales_base", "rows", "cols"]
     verilog.convert(head, name="lm_head")            # elaborates (and silences the warning)
+
+
+@pytest.mark.parametrize("command,match", [
+    (dict(rows_base=0, scales_base=0, rows=0, cols=16), "rows must be 1..40000"),
+    (dict(rows_base=0, scales_base=0, rows=1, cols=2049), "cols must be 1..2048"),
+    (dict(rows_base=8, scales_base=0, rows=1, cols=16), "16-byte AXI beat"),
+    (dict(rows_base=0xFFFF_FF00, scales_base=0, rows=2, cols=200), "address space"),
+], ids=kwargs_id)
+def test_commands_are_checked(command, match):
+    head = LmHead(**COMMAND_HEAD)
+    with pytest.raises(ValueError, match=match):
+        head.command(**command)
+    Fragment.get(head, None)                         # elaborates (and silences the warning)
 
 
 def _parameters(head: LmHead, **extra) -> dict:

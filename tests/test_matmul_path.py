@@ -5,17 +5,14 @@ against the golden model for several projections, token counts, tilings and the 
 import pytest
 from amaranth.hdl import Module
 from amaranth.lib import wiring
+from helpers import tiny_image
 
-from tellme.config import hardware_preset, model_preset
 from tellme.contract.layouts import BufferGeometry, page_up
-from tellme.gen.image import write_image
-from tellme.gen.program import build_program
 from tellme.hw.act_buffer import write_command_layout
 from tellme.hw.ddr_model import DdrModel
 from tellme.hw.matmul_path import MatmulPath
 from tellme.sim.rtl import run_cocotb
 from tellme.sim.tb.streams import struct_fields
-from tellme.weights import random_weights
 
 MEMORY_BASE = 0x1000_0000
 
@@ -49,10 +46,7 @@ class MatmulOnDdr(wiring.Component):
 
 @pytest.mark.rtl
 def test_matmul_path_tiny(tmp_path):
-    model, hw = model_preset("tiny"), hardware_preset("sim-small")
-    image = tmp_path / "tiny.img"
-    write_image(random_weights(model, seed=11), hw, image)
-    program = build_program(model, hw)          # the region sizes of the tiny model
+    model, hw, image, program = tiny_image(tmp_path, seed=11)
     image_bytes, scratch_bytes = program.image_bytes, program.scratch_bytes
     image_base, scratch_base = MEMORY_BASE, MEMORY_BASE + page_up(image_bytes)
     geometry = BufferGeometry.of(hw, urams_per_bank=1)

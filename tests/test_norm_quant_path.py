@@ -4,17 +4,14 @@ scratch rows and the image's gain rows through NormQuant, bit-exact with the gol
 import pytest
 from amaranth.hdl import Module
 from amaranth.lib import wiring
+from helpers import tiny_image
 
-from tellme.config import hardware_preset, model_preset
 from tellme.contract.layouts import page_up
-from tellme.gen.image import write_image
-from tellme.gen.program import build_program
 from tellme.hw.ddr_model import DdrModel
 from tellme.hw.act_buffer import write_command_layout
 from tellme.hw.norm_quant_path import NormQuantPath
 from tellme.sim.rtl import run_cocotb
 from tellme.sim.tb.streams import struct_fields
-from tellme.weights import random_weights
 
 MEMORY_BASE = 0x1000_0000
 
@@ -40,10 +37,7 @@ class NormQuantOnDdr(wiring.Component):
 
 @pytest.mark.rtl
 def test_norm_quant_path_tiny(tmp_path):
-    model, hw = model_preset("tiny"), hardware_preset("sim-small")
-    image = tmp_path / "tiny.img"
-    write_image(random_weights(model, seed=12), hw, image)
-    program = build_program(model, hw)          # the region sizes of the tiny model
+    model, hw, image, program = tiny_image(tmp_path, seed=12)
     image_bytes, scratch_bytes = program.image_bytes, program.scratch_bytes
     max_dim = max(model.hidden_size, model.intermediate_size, model.q_size)
     path = NormQuantPath(lanes=hw.ew_lanes, max_dim=max_dim, max_tokens=hw.prefill_chunk)

@@ -1,0 +1,43 @@
+"""Helpers shared by several test files (``from helpers import ...``: pytest puts tests/ on the path)."""
+
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+
+from tellme.config import hardware_preset, model_preset
+from tellme.gen.image import write_image
+from tellme.gen.program import build_program
+from tellme.hw.compose import forward, prefixed_members
+from tellme.weights import random_weights
+
+
+def kwargs_id(value):
+    """Test id of a keyword-argument dict (``lanes=3,data_width=64``); None (pytest's own id)
+    for anything else. For ``@pytest.mark.parametrize(..., ids=kwargs_id)``."""
+    if isinstance(value, dict):
+        return ",".join(f"{key}={val!r}" for key, val in value.items())
+    return None
+
+
+class ReadWritePair(wiring.Component):
+    """A read unit (ports ``rd_*``) and a write unit (ports ``wr_*``) side by side, every member
+    forwarded, for testing both with one build."""
+
+    def __init__(self, rd: wiring.Component, wr: wiring.Component):
+        self.rd, self.wr = rd, wr
+        super().__init__({**prefixed_members(rd, "rd_"), **prefixed_members(wr, "wr_")})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.rd, m.submodules.wr = self.rd, self.wr
+        forward(m, self, "rd_", self.rd)
+        forward(m, self, "wr_", self.wr)
+        return m
+
+
+def tiny_image(tmp_path, *, seed: int):
+    """The tiny model on the sim-small hardware with random weights (``seed``) written as an
+    image ``tmp_path / "tiny.img"``: (model, hardware, image path, program)."""
+    model, hw = model_preset("tiny"), hardware_preset("sim-small")
+    image = tmp_path / "tiny.img"
+    write_image(random_weights(model, seed=seed), hw, image)
+    return model, hw, image, build_program(model, hw)     # the program: region sizes of the tiny model
