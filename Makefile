@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/tellme demo
 
 test: $(STAMP)
-	$(BIN)/pytest -n $(JOBS) -m "not slow"
+	$(BIN)/pytest -n $(JOBS) -m "not slow" --durations=25
 
 # Everything, slow sweeps included.
 test-all: $(STAMP)

@@ -74,12 +74,6 @@ def default_cache_dir() -> Path:
     return _build_root() / "estimates"
 
 
-def __getattr__(name: str):
-    # DEFAULT_CACHE_DIR: the same folder, computed when it is looked up.
-    if name == "DEFAULT_CACHE_DIR":
-        return default_cache_dir()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 #: Programmable-logic resources of the Kria KV260's K26 SOM (xck26-sfvc784-2LV-c).
 KV260 = {"lut": 117120, "ff": 234240, "dsp": 1248, "bram36": 144, "uram": 64}

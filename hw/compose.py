@@ -4,7 +4,17 @@ holds it (test harnesses and simulation systems put several units behind one Ver
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
-__all__ = ["prefixed_members", "forward"]
+__all__ = ["prefixed_members", "forward", "silence_refused"]
+
+
+def silence_refused(owner) -> None:
+    """For a component whose parameter checks refused it (call in the ``except`` before
+    re-raising): Amaranth would also warn that it, and the units it had already made, were
+    never elaborated; the error is the message that matters."""
+    from amaranth.hdl import Elaboratable
+    for unit in (owner, *vars(owner).values()):
+        if isinstance(unit, Elaboratable):
+            unit._MustUse__silence = True
 
 
 def prefixed_members(inner: wiring.Component, prefix: str, names=None) -> dict:

@@ -3,13 +3,14 @@ to zero -> the residual array ``h0``."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Elaboratable, Module, Signal, unsigned
+from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import check_positive_int
 from .act_mover import ROW_BYTES_WIDTH, ROW_STRIDE_WIDTH, ScratchReader, ScratchWriter
 from .axi import axi_read_signature, axi_write_signature, check_data_width
+from .compose import silence_refused
 from .stream_switch import Ftz
 
 __all__ = ["EmbedPath", "embed_command_layout"]
@@ -79,10 +80,7 @@ terms, one adder).
                 raise ValueError(f"row_bytes must be a multiple of {self.row_unit} bytes (whole AXI beats and "
                                  f"stream beats) below 2^{ROW_BYTES_WIDTH}, got {row_bytes}")
         except ValueError:
-            # no "never elaborated" warnings for a refused object and the units it made
-            for unit in (self, *vars(self).values()):
-                if isinstance(unit, Elaboratable):
-                    unit._MustUse__silence = True
+            silence_refused(self)
             raise
         self.lanes, self.row_bytes, self.vocab, self.max_tokens = lanes, row_bytes, vocab, max_tokens
         self.data_width, self.addr_width = data_width, addr_width

