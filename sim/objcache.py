@@ -34,7 +34,8 @@ def _runtime_source(args: list[str], include: Path) -> Path | None:
     if len(sources) != 1 or "-c" not in args:
         return None
     source = sources[0].resolve()
-    return source if source.parent == include and source.name.startswith("verilated") else None
+    runtime = source.parent == include and source.name.startswith("verilated") and source.is_file()
+    return source if runtime else None           # (a missing source: the compiler says so)
 
 
 def _output(args: list[str]) -> str | None:

@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 from amaranth.hdl import Module
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import In
 
 from tellme.config import HardwareConfig, hardware_preset, model_preset
 from tellme.contract.layouts import page_up
@@ -19,6 +19,7 @@ from tellme.gen.program import build_program
 from tellme.hw.attention_path import AttentionPath
 from tellme.hw.axi_arbiter import AxiReadArbiter, AxiWriteArbiter
 from tellme.hw.ddr_model import DdrModel
+from tellme.sim.axi_stall import STALL_CHANNELS, connect_stalled
 from tellme.sim.rtl import run_cocotb
 from tellme.sim.tb.streams import struct_fields
 from tellme.weights import random_weights
@@ -26,24 +27,6 @@ from tellme.weights import random_weights
 MEMORY_BASE = 0x1000_0000
 READ_MANAGERS = ("qkv_axi", "cos_axi", "sin_axi", "kv_read_axi")
 WRITE_MANAGERS = ("kv_write_axi", "wr_axi")
-#: The channels ``stall`` holds, one bit each: while a bit is set, neither side of the channel
-#: sees the other's valid/ready, so nothing moves on it.
-STALL_CHANNELS = (("ar", "arvalid", "arready"), ("r", "rvalid", "rready"), ("aw", "awvalid", "awready"),
-                  ("w", "wvalid", "wready"), ("b", "bvalid", "bready"))
-
-
-def _stalled(m, manager, subordinate, stall):
-    """Connect an AXI manager port to a subordinate port, holding the channels of ``stall``."""
-    bits = {name: stall[i] for i, (name, _, _) in enumerate(STALL_CHANNELS)}
-    gated = {valid: name for name, valid, _ in STALL_CHANNELS} | {ready: name for name, _, ready in STALL_CHANNELS}
-    for name, member in manager.signature.members.items():
-        src, dst = (manager, subordinate) if member.flow == Out else (subordinate, manager)
-        value = getattr(src, name)
-        if name in gated:
-            value = value & ~bits[gated[name]]
-        m.d.comb += getattr(dst, name).eq(value)
-
-
 class AttentionOnDdr(wiring.Component):
     """The path's four read managers on one DDR read port and its two write managers on the write
     port, through arbiters and a stall gate driven by ``stall`` (one bit per AXI channel)."""
@@ -64,8 +47,8 @@ class AttentionOnDdr(wiring.Component):
             wiring.connect(m, getattr(self.path, name), self.rd_arb.mgr[i])
         for i, name in enumerate(WRITE_MANAGERS):
             wiring.connect(m, getattr(self.path, name), self.wr_arb.mgr[i])
-        _stalled(m, self.rd_arb.axi, self.ddr.rd0, self.stall)
-        _stalled(m, self.wr_arb.axi, self.ddr.wr, self.stall)
+        connect_stalled(m, self.rd_arb.axi, self.ddr.rd0, self.stall)
+        connect_stalled(m, self.wr_arb.axi, self.ddr.wr, self.stall)
         wiring.connect(m, wiring.flipped(self.cmd), self.path.cmd)
         m.d.comb += [self.done.eq(self.path.done), self.error.eq(self.path.error)]
         return m
@@ -81,7 +64,7 @@ def _run(tmp_path, model, hw: HardwareConfig, calls, *, name: str, seed: int):
     # A power of two (1 MiB for both tiny models), so that equal paths share one build.
     memory = 1 << (image_bytes + scratch_bytes + page_up(program.kv_bytes) - 1).bit_length()
     run_cocotb(AttentionOnDdr(path, memory), name=name, test_module="tellme.sim.tb.tb_attention_path",
-               timeout=900,
+               timeout=900, public=True,  # the testbench watches the path's own AXI ports
                parameters={"model": model.to_dict(), "hardware": hw.to_dict(), "image": str(image),
                            "memory_base": MEMORY_BASE, "image_base": MEMORY_BASE,
                            "scratch_base": MEMORY_BASE + image_bytes,
