@@ -62,8 +62,9 @@ class Sequencer(wiring.Component):
     relocated by the region bases (:data:`RELOCATIONS`), ``tokens`` and ``pos0`` filled in, and
     the command offered on ``<op>_cmd``. A MATMUL step first fetches its w_mult (one read of
     the image through ``scalar_axi``). Completion: ``<op>_done`` pulses; for a NORM_QUANT into
-    the act buffer, the act buffer having taken the step's write command (``act_cmd_taken``)
-    and holding ``tokens`` tokens (``act_written``); a NORM_QUANT ``to_head`` completes with the
+    the act buffer, the act buffer having taken the step's write command (``act_cmd_taken``,
+    in an earlier cycle: ``act_written`` restarts from 0 in the cycle after) and holding
+    ``tokens`` tokens (``act_written``); a NORM_QUANT ``to_head`` completes with the
     LM_HEAD step after it (``to_head`` stays high until then, for the stream switch). The
     LM_HEAD step's ``lm_token`` is latched into ``result_token``. After the last step ``done``
     pulses. A call is aborted (on an AXI error response or a soft reset) by resetting the
@@ -246,8 +247,9 @@ class Sequencer(wiring.Component):
                 for op in OPS:
                     with m.If(word.op == ops[op]):
                         if op == "NORM_QUANT":
-                            m.d.comb += complete.eq(word.to_head | ((act_taken | self.act_cmd_taken) &
-                                                                    (self.act_written == n)))
+                            # Only from the cycle after the act buffer took the write command:
+                            # in that cycle its count still shows the previous step's tokens.
+                            m.d.comb += complete.eq(word.to_head | (act_taken & (self.act_written == n)))
                         else:
                             m.d.comb += complete.eq(getattr(self, f"{op.lower()}_done"))
                         if op == "LM_HEAD":

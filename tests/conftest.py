@@ -1,6 +1,20 @@
-"""Shared fixtures."""
+"""Shared fixtures, and the order tests run in."""
 
 import pytest
+
+#: Modules whose RTL tests simulate for minutes (the whole accelerator, the attention path):
+#: they start first, so that under xdist both workers finish together instead of one running
+#: a long simulation alone after everything else is done.
+LONG_MODULES = ("test_top", "test_attention_path", "test_attn_prefill", "test_step_paths")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        if item.get_closest_marker("rtl") is None:
+            return (2, 0)
+        name = item.module.__name__
+        return (0, LONG_MODULES.index(name)) if name in LONG_MODULES else (1, 0)
+    items.sort(key=rank)                 # stable: the order within a rank stays as collected
 
 
 @pytest.fixture(scope="session")

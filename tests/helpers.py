@@ -34,10 +34,10 @@ class ReadWritePair(wiring.Component):
         return m
 
 
-def tiny_image(tmp_path, *, seed: int):
-    """The tiny model on the sim-small hardware with random weights (``seed``) written as an
-    image ``tmp_path / "tiny.img"``: (model, hardware, image path, program)."""
-    model, hw = model_preset("tiny"), hardware_preset("sim-small")
+def tiny_image(tmp_path, *, seed: int, model=None):
+    """The tiny model (or ``model``) on the sim-small hardware with random weights (``seed``)
+    written as an image ``tmp_path / "tiny.img"``: (model, hardware, image path, program)."""
+    model, hw = model or model_preset("tiny"), hardware_preset("sim-small")
     image = tmp_path / "tiny.img"
     write_image(random_weights(model, seed=seed), hw, image)
     return model, hw, image, build_program(model, hw)     # the program: region sizes of the tiny model
