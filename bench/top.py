@@ -9,11 +9,17 @@ against the golden model bit for bit, and records:
 
 - the Verilator build time and the simulation speed (simulated cycles per wall-clock second);
 - ``CYCLES`` of each call (prefill of 16 and of 64 tokens, each decode step) and ``STALL`` (the
-  cycles the TLMM waited for weights), read from the registers, and tokens/s at 300 MHz.
+  cycles the TLMM waited for weights), read from the registers, and tokens/s at 300 MHz;
+- the split of each call's cycles per unit, from the harness's per-op counters (the cycles the
+  sequencer spent on steps of each op, dispatch included): TLMM busy (MATMUL steps less the
+  weight wait), TLMM waiting on weights (``STALL``), attention, element-wise (EMBED, NORM_QUANT,
+  GATE), LM head, and the sequencer's own cycles between steps (``CYCLES`` less the steps).
 
 Assumptions written into the JSON: the DDR model's latency and bandwidth (its defaults), the
-clock, one step at a time (the sequencer overlaps nothing across steps yet). Not measured yet:
-the per-unit split of the cycles and the kv260 hardware settings (issue #15).
+clock, one step at a time (the sequencer overlaps nothing across steps yet). Not measured here:
+the kv260 hardware settings (a tiny model on them converts in about 6 minutes and builds for
+far longer; issue #15) and the hand model of docs section 1 beside the split (the cycle model of
+issue #15).
 """
 
 from __future__ import annotations
@@ -36,6 +42,15 @@ PROMPTS = (16, 64)
 NEW_TOKENS = 4
 
 
+def unit_split(call: dict, op_cycles: dict) -> dict:
+    """One call's cycles per unit, from its ``CYCLES``/``STALL`` and the per-op counters."""
+    steps = sum(op_cycles.values())
+    return {"tlmm_busy": op_cycles["MATMUL"] - call["stall_cycles"], "tlmm_weight_wait": call["stall_cycles"],
+            "attention": op_cycles["ATTENTION"],
+            "elementwise": op_cycles["EMBED"] + op_cycles["NORM_QUANT"] + op_cycles["GATE"],
+            "lm_head": op_cycles["LM_HEAD"], "sequencer_between_steps": call["cycles"] - steps}
+
+
 def measure(preset: str, hw) -> dict:
     weights = random_weights(model_preset(preset), seed=3)
     rng = np.random.default_rng(11)
@@ -56,7 +71,8 @@ def measure(preset: str, hw) -> dict:
             "build_seconds": round(run.build_seconds, 1), "sim_seconds": round(run.sim_seconds, 1),
             "simulated_cycles_per_second": round(cycles / run.sim_seconds, 1) if run.sim_seconds else None,
             "calls": [{"kind": c["kind"], "tokens": c["tokens"], "cycles": c["cycles"],
-                       "stall_cycles": c["stall_cycles"]} for c in run.calls],
+                       "stall_cycles": c["stall_cycles"], "split": unit_split(c, ops)}
+                      for c, ops in zip(run.calls, run.op_cycles, strict=True)],
         })
     decode = [c["cycles"] for r in out["runs"] for c in r["calls"] if c["kind"] == "decode"]
     out["decode_cycles_mean"] = float(np.mean(decode))
@@ -71,7 +87,9 @@ def main(argv=None) -> int:
     results = {"clock_mhz": CLOCK_MHZ, "assumptions": {
         "ddr": "tellme.hw.ddr_model.DdrModel defaults (fixed latency, shared token-bucket bandwidth)",
         "schedule": "one program step at a time; weight loading starts with its MATMUL step",
-        "not_measured": "per-unit cycle split, kv260 hardware settings, mid-size model (issue #15)"},
+        "split": "per-op cycles count every cycle the sequencer is busy on a step of that op "
+                 "(its dispatch and w_mult fetch included); tlmm_busy = MATMUL - STALL",
+        "not_measured": "kv260 hardware settings, mid-size model (issue #15)"},
         "models": []}
     for preset in ("tiny", "tiny-silu"):
         log(f"top: {preset} on sim-small (chunk 64) ...")
@@ -85,6 +103,15 @@ def main(argv=None) -> int:
                         f"{r['simulated_cycles_per_second']:>10,.0f} {r['build_seconds']:>8.0f}")
     log_table(f"wrote {path}", f"{'model':<10} {'prompt':>6} {'prefill cyc':>12} {'decode cyc':>12} {'cyc/s':>10} "
               f"{'build s':>8}", rows)
+    units = ("tlmm_busy", "tlmm_weight_wait", "attention", "elementwise", "lm_head", "sequencer_between_steps")
+    split_rows = []
+    for m in results["models"]:
+        for r in m["runs"]:
+            for call in (r["calls"][0], r["calls"][-1]):
+                shares = [f"{100 * call['split'][u] / call['cycles']:>9.1f}%" for u in units]
+                split_rows.append(f"{m['model']:<10} {r['prompt_tokens']:>6} {call['kind']:<8} {' '.join(shares)}")
+    log_table("cycles per unit (share of the call's CYCLES)",
+              f"{'model':<10} {'prompt':>6} {'call':<8} " + " ".join(f"{u[:10]:>10}" for u in units), split_rows)
     return 0
 
 

@@ -2,7 +2,8 @@
 ``tellme trace`` and the end-to-end tests run through here.
 
 :class:`TopOnDdr` puts a :class:`tellme.gen.top.TellmeTop` on a :class:`tellme.hw.ddr_model.DdrModel`
-(HP port p's read channels on DDR read port p, HP0's write channels on the write port);
+(HP port p's read channels on DDR read port p, HP0's write channels on the write port, each
+channel through a stall gate, :mod:`tellme.sim.axi_stall`);
 :func:`run_calls` simulates it under cocotb (:mod:`tellme.sim.tb.tb_top`), where
 :class:`tellme.runtime.Accelerator` drives it through :class:`tellme.sim.tb.host.RtlTransport`
 exactly as it drives the board, and returns what every call gave.
@@ -17,19 +18,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from amaranth.hdl import Module
+from amaranth.hdl import Array, Const, Module
 from amaranth.lib import wiring
 
 from ..config import HardwareConfig, ModelConfig
 from ..contract.layouts import PAGE, page_up
 from ..gen.top import TellmeTop
 from ..hw.ddr_model import DdrModel
+from ..hw.sequencer import OPS
+from .axi_stall import STALL_CHANNELS, connect_stalled
 from .rtl import run_cocotb
 
-__all__ = ["TopOnDdr", "RtlRun", "run_calls", "rtl_generate", "MEMORY_BASE"]
+__all__ = ["TopOnDdr", "RtlRun", "run_calls", "rtl_generate", "ddr_bytes", "MEMORY_BASE"]
+
+#: Width of each of the testbench's per-op cycle counters (``TopOnDdr.op_cycles``).
+OP_COUNTER_BITS = 32
+#: Bits of a step word holding its op (the low bits, ``tellme.hw.sequencer.step_layout``).
+OP_BITS = (len(OPS) - 1).bit_length()
 
 #: Where the simulated DDR starts (the driver's buffers are allocated from here).
 MEMORY_BASE = 0x4000_0000
+
+
+def ddr_bytes(program) -> int:
+    """Size of the simulated DDR for ``program``: the driver's four buffers (image, KV cache,
+    scratch, I/O), each page aligned with a guard page after it, and a spare page. The DDR
+    answers [MEMORY_BASE, MEMORY_BASE + ddr_bytes); an access beyond gets DECERR."""
+    sizes = (program.image_bytes, program.kv_bytes, program.scratch_bytes, program.io.size)
+    return page_up(sum(page_up(s) + PAGE for s in sizes) + PAGE)
 
 
 class TopOnDdr(wiring.Component):
@@ -38,10 +54,7 @@ class TopOnDdr(wiring.Component):
 
     def __init__(self, top: TellmeTop, *, ddr_options: dict | None = None):
         self.top = top
-        program = top.program
-        sizes = (program.image_bytes, program.kv_bytes, program.scratch_bytes, program.io.size)
-        # The driver's allocator: each buffer page aligned with a guard page after it.
-        self.memory_bytes = page_up(sum(page_up(s) + PAGE for s in sizes) + PAGE)
+        self.memory_bytes = ddr_bytes(top.program)
         self.ddr = DdrModel(size_bytes=self.memory_bytes, base=MEMORY_BASE, ports=top.hw.hp_ports,
                             data_width=top.hw.axi_data_width, **(ddr_options or {}))
         # ``step``: the sequencer's step index, for the testbench only (not a port of the top).
@@ -49,6 +62,10 @@ class TopOnDdr(wiring.Component):
         # step: no fault).
         # ``probe``: the valid and ready of every stream port of the step datapaths and their
         # units (``probe_names``), so a call that never finishes shows where its beats stopped.
+        # ``stall``: the stall gate of HP port p is bits [5p, 5p + 5) (STALL_CHANNELS' order).
+        # ``op_cycles``: per op of OPS (op k at bits [32k, 32k + 32)), the cycles the sequencer
+        # has spent on steps of that op since the last START (dispatch included); ``call_done``:
+        # the sequencer's end-of-call pulse, when the testbench reads them.
         self.probe_signals = list(_stream_handshakes(top))
         for p in range(top.hw.hp_ports):
             port = getattr(top, f"m_axi_hp{p}")
@@ -59,7 +76,9 @@ class TopOnDdr(wiring.Component):
         super().__init__({"s_axil": top.signature.members["s_axil"], "irq": top.signature.members["irq"],
                           "step": wiring.Out(range(len(top.words))),
                           "fault_step": wiring.In(range(len(top.words) + 1)),
-                          "probe": wiring.Out(max(1, len(self.probe_signals)))})
+                          "probe": wiring.Out(max(1, len(self.probe_signals))),
+                          "stall": wiring.In(len(STALL_CHANNELS) * top.hw.hp_ports),
+                          "op_cycles": wiring.Out(OP_COUNTER_BITS * len(OPS)), "call_done": wiring.Out(1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -69,12 +88,20 @@ class TopOnDdr(wiring.Component):
                      self.top.fault_step.eq(self.fault_step)]
         for i, (_, signal) in enumerate(self.probe_signals):
             m.d.comb += self.probe[i].eq(signal)
+        sequencer = self.top.sequencer
+        m.d.comb += self.call_done.eq(sequencer.done)
+        step_op = Array(Const(word & ((1 << OP_BITS) - 1), OP_BITS) for word in self.top.words)[sequencer.step]
+        for k in range(len(OPS)):
+            counter = self.op_cycles[OP_COUNTER_BITS * k:OP_COUNTER_BITS * (k + 1)]
+            with m.If(sequencer.start):
+                m.d.sync += counter.eq(0)
+            with m.Elif(sequencer.busy & (step_op == k)):
+                m.d.sync += counter.eq(counter + 1)
+        n = len(STALL_CHANNELS)
         for p in range(self.top.hw.hp_ports):
-            hp, rd = getattr(self.top, f"m_axi_hp{p}"), getattr(self.ddr, f"rd{p}")
-            for name in rd.signature.members:
-                _link(m, hp, rd, name)
-        for name in self.ddr.wr.signature.members:
-            _link(m, self.top.m_axi_hp0, self.ddr.wr, name)
+            connect_stalled(m, getattr(self.top, f"m_axi_hp{p}"), getattr(self.ddr, f"rd{p}"),
+                            self.stall[n * p:n * (p + 1)])
+        connect_stalled(m, self.top.m_axi_hp0, self.ddr.wr, self.stall[:n])
         return m
 
 
@@ -100,21 +127,17 @@ def _stream_handshakes(top: TellmeTop):
                         yield f"{unit_name}.{label}.ready", p.ready
 
 
-def _link(m, manager, subordinate, name):
-    """One AXI member from the manager side to the subordinate side (or back)."""
-    member = manager.signature.members[name]
-    if member.flow == wiring.Out:
-        m.d.comb += getattr(subordinate, name).eq(getattr(manager, name))
-    else:
-        m.d.comb += getattr(manager, name).eq(getattr(subordinate, name))
-
-
 @dataclass
 class RtlRun:
     """What :func:`run_calls` returns: per call the kind, token count, result token, logits and
-    cycle counters; the build and simulation wall-clock seconds."""
+    cycle counters; what the ``expect_error``/``soft_reset_during`` steps saw; every register
+    write of the driver, in order; per completed call the cycles per op; the build and
+    simulation wall-clock seconds."""
     calls: list[dict] = field(default_factory=list)
     errors: list = field(default_factory=list)
+    register_writes: list[tuple[int, int]] = field(default_factory=list)
+    #: Per completed call (each end-of-call pulse, in order), the cycles spent per op of OPS.
+    op_cycles: list[dict[str, int]] = field(default_factory=list)
     build_seconds: float = 0.0
     sim_seconds: float = 0.0
 
@@ -124,13 +147,16 @@ class RtlRun:
 
 def run_calls(model: ModelConfig, hw: HardwareConfig, image: str | Path, script: list[dict], *,
               ddr_options: dict | None = None, timeout: float | None = 3600.0,
-              axi_pauses: bool = False, progress: bool = False, seed: int | None = None,
-              trace: str | Path | None = None, fault_step: int | None = None) -> RtlRun:
+              axi_pauses: bool = False, hp_pauses: float = 0.0, progress: bool = False,
+              seed: int | None = None, trace: str | Path | None = None,
+              fault_step: int | None = None) -> RtlRun:
     """Run ``script`` on the generated top of (``model``, ``hw``) under Verilator: a list of
     ``{"op": "prefill", "ids": [...]}``, ``{"op": "decode", "id": i}`` or ``{"op": "reset"}``
     steps, each through :class:`tellme.runtime.Accelerator` (prefill in chunks, as on the
-    board). ``axi_pauses`` inserts random pauses on the AXI4-Lite port (the DDR model's own
-    latency and bandwidth limit pause the HP ports). ``progress`` reports each call on stderr.
+    board). ``axi_pauses`` inserts random pauses on the AXI4-Lite port; ``hp_pauses`` is the
+    probability that each AXI channel of each HP port is held in a cycle (0: the DDR model's
+    latency and bandwidth limit alone pause them; the same build either way). ``progress``
+    reports each call on stderr.
     ``trace``: an .npz file for the DDR regions after every step (:mod:`tellme.sim.trace`);
     ``fault_step``: break that step's writes (tests of the trace; the same build either way)."""
     top = TellmeTop(model, hw, ram_style="block", fault_port=True)
@@ -148,11 +174,14 @@ def run_calls(model: ModelConfig, hw: HardwareConfig, image: str | Path, script:
                                  "hardware": hw.to_dict(), "memory_base": MEMORY_BASE,
                                  "memory_bytes": harness.memory_bytes, "clock_hz": hw.clock_mhz * 1e6,
                                  "script": script, "results": str(results), "axi_pauses": axi_pauses,
+                                 "hp_pauses": hp_pauses,
                                  "progress": progress, "trace": str(Path(trace).resolve()) if trace else None,
                                  "fault_step": len(top.words) if fault_step is None else fault_step,
-                                 "probe_names": harness.probe_names})
+                                 "probe_names": harness.probe_names, "op_counter_bits": OP_COUNTER_BITS})
         recorded = json.loads(results.read_text())
-    return RtlRun(recorded["calls"], recorded["errors"], outcome.build_seconds, outcome.sim_seconds)
+    return RtlRun(recorded["calls"], recorded["errors"], [tuple(w) for w in recorded["register_writes"]],
+                  [dict(zip(OPS, counts, strict=True)) for counts in recorded["op_cycles"]],
+                  outcome.build_seconds, outcome.sim_seconds)
 
 
 def rtl_generate(weights, hw: HardwareConfig, prompt: list[int], max_new_tokens: int, *,

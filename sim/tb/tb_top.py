@@ -9,8 +9,12 @@ Configuration: ``image``, ``model``, ``hardware``, ``memory_base``, ``memory_byt
 ``{"op": "generate", "ids": [...], "max_new_tokens": k}`` (greedy: prefill,
 then decode the token the hardware chose, k tokens in all), ``{"op": "expect_error", "call": {...}, "message": "..."}``), ``results`` (JSON
 path: ``calls``, one ``{kind, tokens, token, cycles, stall_cycles, logits (uint32 bits)}`` per
-call; ``errors``), ``axi_pauses`` (random pauses on the AXI4-Lite port), ``trace`` (an .npz
-path: the KV, scratch and I/O regions after every step, :func:`record_steps`).
+call; ``errors``; ``register_writes``, every (offset, value) the driver wrote; ``op_cycles``,
+at each end-of-call pulse the harness's per-op cycle counters, ``op_counter_bits`` wide each),
+``axi_pauses``
+(random pauses on the AXI4-Lite port), ``hp_pauses`` (probability that a channel of an HP port
+is held in a cycle, each channel of each port drawn apart; 0: none), ``trace`` (an .npz path:
+the KV, scratch and I/O regions after every step, :func:`record_steps`).
 """
 
 from __future__ import annotations
@@ -19,13 +23,15 @@ import sys
 
 import cocotb
 import numpy as np
+from cocotb.triggers import RisingEdge
 
 from ...config import HardwareConfig
 from ...runtime import Accelerator, AcceleratorError
-from . import record_result, tb_config
+from . import record_result
 from .ddr import read_ddr
 from .host import RtlTransport, run_host
-from .streams import random_pause, reset_dut, start_clock
+from .streams import random_pause
+from .testbench import Testbench
 
 #: Simulated seconds a call may take before the driver gives up (a hang ends as an error),
 #: unless the configuration gives ``call_timeout``.
@@ -34,10 +40,14 @@ CALL_TIMEOUT = 5e-3
 
 @cocotb.test()
 async def test_script(dut):
-    cfg = tb_config()
-    clock = start_clock(dut)
+    tb = Testbench(dut)
+    cfg, clock = tb.cfg, tb.clock
     dut.fault_step.value = cfg["fault_step"]
-    await reset_dut(dut, clock)
+    if cfg.get("hp_pauses"):
+        cocotb.start_soon(tb.random_bits("stall", cfg["hp_pauses"], 24))
+    else:
+        tb.hold_low("stall")
+    await tb.reset()
     hw = HardwareConfig.from_dict(cfg["hardware"])
     transport = RtlTransport(dut, axil_prefix="s_axil_", clock=clock, reset=dut.rst, memory=dut.ddr.mem,
                              memory_base=cfg["memory_base"], memory_bytes=cfg["memory_bytes"],
@@ -104,15 +114,30 @@ async def test_script(dut):
 
     if cfg.get("trace"):
         cocotb.start_soon(record_steps(dut, regions, snapshots))
+    op_cycles: list[list[int]] = []
+    cocotb.start_soon(record_op_cycles(dut, cfg["op_counter_bits"], op_cycles))
     try:
         calls, errors = await run_host(host)
     except AcceleratorError as error:
         raise AssertionError(f"{error}; {where(dut, cfg.get('probe_names', []))}") from None
     record_result(cfg.get("results"), "calls", calls)
     record_result(cfg.get("results"), "errors", errors)
+    record_result(cfg.get("results"), "register_writes", transport.writes)
+    record_result(cfg.get("results"), "op_cycles", op_cycles)
     if cfg.get("trace"):
         np.savez(cfg["trace"], steps=np.array([s["step"] for s in snapshots], dtype=np.int64),
                  **{f"{name}_{i}": s[name] for i, s in enumerate(snapshots) for name in ("kv", "scratch", "io")})
+
+
+async def record_op_cycles(dut, bits: int, out: list) -> None:
+    """At every end-of-call pulse (``call_done``), the per-op cycle counters of the harness
+    (``op_cycles``, ``bits`` each), appended to ``out``."""
+    mask = (1 << bits) - 1
+    count = len(dut.op_cycles) // bits
+    while True:
+        await RisingEdge(dut.call_done)
+        value = int(dut.op_cycles.value)
+        out.append([(value >> (bits * k)) & mask for k in range(count)])
 
 
 async def record_steps(dut, regions: dict, snapshots: list) -> None:
