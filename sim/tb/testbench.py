@@ -9,7 +9,10 @@ time except what ``cocotb.test(skip=...)`` needs (:func:`config_value`).
 
 from __future__ import annotations
 
+import random
 from typing import Any
+
+from cocotb.triggers import RisingEdge
 
 from . import record_result, tb_config
 from .streams import PERIOD_NS, cycle_now, reset_dut, start_clock, start_watchdog
@@ -54,6 +57,15 @@ class Testbench:
     def record(self, key: str, value: Any) -> None:
         """Merge ``{key: value}`` into the results file of the configuration (if any)."""
         record_result(self.cfg.get("results"), key, value)
+
+    async def random_bits(self, name: str, probability: float, seed: int) -> None:
+        """Forever: every cycle, each bit of the input ``dut.<name>`` set with ``probability``
+        (random stalls of :mod:`tellme.sim.axi_stall` gates); start with ``cocotb.start_soon``."""
+        signal = getattr(self.dut, name)
+        rng, width = random.Random(seed), len(signal)
+        while True:
+            await RisingEdge(self.clock)
+            signal.value = sum(1 << i for i in range(width) if rng.random() < probability)
 
     def hold_low(self, *names: str) -> None:
         """Drive the inputs ``dut.<name>`` to 0 (the idle state of valid, ready, strobes)."""
