@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-# pytest workers: CI and this project's machines have 2 cores.
+# pytest workers: CI and this project's machines have 2 cores. worksteal: a worker that runs
+# dry takes tests queued for the other (the default hands the last tests out in batches, so one
+# worker could build a dozen designs alone while the other idled).
 JOBS   ?= 2
 
 .PHONY: all setup demo test test-all bench clean info
@@ -23,11 +25,11 @@ demo: $(STAMP)
 	$(BIN)/tellme demo
 
 test: $(STAMP)
-	$(BIN)/pytest -n $(JOBS) -m "not slow" --durations=25
+	$(BIN)/pytest -n $(JOBS) --dist worksteal -m "not slow" --durations=25
 
 # Everything, slow sweeps included.
 test-all: $(STAMP)
-	$(BIN)/pytest -n $(JOBS)
+	$(BIN)/pytest -n $(JOBS) --dist worksteal
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
