@@ -17,6 +17,19 @@ def _sequencer():
     return top.sequencer, [type(s).__name__ for s in top.program.steps]
 
 
+async def _taken(ctx, port):
+    """Until ``port`` (ready held high) offers its command, then the cycle it is taken."""
+    while not ctx.get(port.valid):
+        await ctx.tick()
+    await ctx.tick()
+
+
+async def _pulse(ctx, signal):
+    ctx.set(signal, 1)
+    await ctx.tick()
+    ctx.set(signal, 0)
+
+
 def test_norm_quant_completes_on_the_new_count_only():
     seq, steps = _sequencer()
     assert steps[:2] == ["Embed", "NormQuant"]
@@ -33,22 +46,14 @@ def test_norm_quant_completes_on_the_new_count_only():
         await ctx.tick()
         ctx.set(seq.start, 0)
         # EMBED: wait for its command, then its done.
-        while not ctx.get(seq.embed_cmd.valid):
-            await ctx.tick()
-        await ctx.tick()
-        ctx.set(seq.embed_done, 1)
-        await ctx.tick()
-        ctx.set(seq.embed_done, 0)
+        await _taken(ctx, seq.embed_cmd)
+        await _pulse(ctx, seq.embed_done)
         # NORM_QUANT: its command goes out; the act buffer takes the write command a few cycles
         # later, while its count still shows the old TOKENS.
-        while not ctx.get(seq.norm_quant_cmd.valid):
-            await ctx.tick()
-        await ctx.tick()
+        await _taken(ctx, seq.norm_quant_cmd)
         for _ in range(3):
             await ctx.tick()
-        ctx.set(seq.act_cmd_taken, 1)
-        await ctx.tick()
-        ctx.set(seq.act_cmd_taken, 0)
+        await _pulse(ctx, seq.act_cmd_taken)
         ctx.set(seq.act_written, 0)          # the buffer restarts its count the cycle after
         for written in [0, 0, 1, 1, 2, 2]:
             ctx.set(seq.act_written, written)
