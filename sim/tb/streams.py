@@ -596,16 +596,21 @@ class DoneCounter:
 
 
 async def expect_beats(sink: "StreamSink", expected: Sequence, clock, cycles: int, what: str, *,
-                       mismatch=None, waiting=None) -> None:
+                       mismatch=None, waiting=None, describe=None) -> None:
     """Check that ``sink`` receives exactly ``expected``, in order, within ``cycles`` cycles.
 
     Each beat is compared as it arrives, so a lost, duplicated or corrupted beat is reported at
     the first wrong position (a lost beat shows as the next one arriving early) rather than as
     a timeout. ``mismatch(index, got, want)`` returns the message for a wrong beat (by default
     it shows the beats sent around it); ``waiting()`` adds to the timeout message (what is left
-    on the inputs, say). Beats arriving after the last expected one are left in the sink.
+    on the inputs, say); ``describe(index)`` says what expected beat ``index`` stands for, in
+    the default mismatch message and the timeout message. Beats arriving after the last
+    expected one are left in the sink.
     """
     received = 0
+
+    def named(index: int) -> str:
+        return f" ({describe(index)})" if describe is not None else ""
 
     async def scoreboard():
         nonlocal received
@@ -615,8 +620,8 @@ async def expect_beats(sink: "StreamSink", expected: Sequence, clock, cycles: in
                 if mismatch is not None:
                     raise AssertionError(mismatch(index, got, want))
                 raise AssertionError(
-                    f"{what}: beat {index} is {got!r}, expected {want!r} (the beats around it "
-                    f"were sent as {expected[max(0, index - 2):index + 3]!r})")
+                    f"{what}: beat {index}{named(index)} is {got!r}, expected {want!r} (the beats "
+                    f"around it were sent as {expected[max(0, index - 2):index + 3]!r})")
             received += 1
 
     try:
@@ -624,4 +629,5 @@ async def expect_beats(sink: "StreamSink", expected: Sequence, clock, cycles: in
     except CycleTimeout:
         extra = f"; {waiting()}" if waiting is not None else ""
         raise CycleTimeout(f"{what}: only {received} of {len(expected)} beats arrived within "
-                           f"{cycles} cycles; next expected {expected[received]!r}{extra}") from None
+                           f"{cycles} cycles; next expected {expected[received]!r}"
+                           f"{named(received)}{extra}") from None

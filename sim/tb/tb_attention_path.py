@@ -22,11 +22,9 @@ for a repeated pass of a group of one pass).
 from __future__ import annotations
 
 import dataclasses
-import random
 
 import cocotb
 import numpy as np
-from cocotb.triggers import RisingEdge
 
 from ...config import HardwareConfig, ModelConfig
 from ...contract.layouts import KV_RECORD_BYTES
@@ -34,7 +32,7 @@ from ...gen.program import Attention, build_program
 from ..machine import StepMachine
 from .axi import axi_channel
 from .ddr import load_ddr_image, read_ddr
-from .streams import HandshakeMonitor, StreamSource, random_pause, with_timeout
+from .streams import HandshakeMonitor, StreamSource, random_pause
 from .testbench import Testbench
 
 
@@ -57,12 +55,6 @@ class AttentionPathTB(Testbench):
 
     def offset(self, address: int) -> int:
         return address - self.cfg["memory_base"]
-
-    async def stalls(self, probability: float, seed: int) -> None:
-        rng, width = random.Random(seed), len(self.dut.stall)
-        while True:
-            await RisingEdge(self.clock)
-            self.dut.stall.value = sum(1 << i for i in range(width) if rng.random() < probability)
 
     def pass_step(self, spec: dict) -> Attention:
         steps = [s for s in self.program.steps if isinstance(s, Attention)
@@ -152,7 +144,7 @@ async def test_passes(dut):
     cfg = tb.cfg
     await tb.reset()
     watchdog = tb.watchdog(5_000_000, "attention path")
-    cocotb.start_soon(tb.stalls(cfg["stall"], 5))
+    cocotb.start_soon(tb.random_bits("stall", cfg["stall"], 5))
     load_ddr_image(tb.memory, tb.image.tobytes(), tb.offset(cfg["image_base"]), skip_zero=True)
     passes = 0
     for call in cfg["calls"]:
@@ -166,13 +158,7 @@ async def test_passes(dut):
             start, mark = tb.cycle(), tb.mon.mark()
             command = tb.command(step, pos0, n)
             tb.cmd.send_nowait(command)
-
-            async def done():
-                while True:
-                    await RisingEdge(tb.clock)
-                    if int(dut.done.value):
-                        return
-            await with_timeout(done(), tb.clock, 1_000_000, label)
+            await tb.wait_until(lambda: int(dut.done.value), 1_000_000, label)
             tb.machine._run(step, n, positions)
             tb.check(label)
             tb.check_bursts(label, command, mark, n)

@@ -377,44 +377,49 @@ class Bench:
 
     # -- transfers
 
+    def _transfer_task(self, transfer: str, start, resp: str, expected_resp: int, check=None):
+        """Start ``start(cache=, prot=, qos=)`` (one read or write of a manager, with random
+        attributes drawn now) as a task that checks its response code ``resp`` (``BRESP`` or
+        ``RRESP``) is ``expected_resp``, then ``check(result)`` if given; ``transfer`` names it
+        in the messages."""
+        rng = self.rng
+        attrs = dict(cache=rng.randrange(16), prot=rng.randrange(8), qos=rng.randrange(16))
+
+        async def run():
+            result = await start(**attrs)
+            if int(result.resp) != expected_resp:
+                raise AssertionError(f"{transfer}: {resp} {int(result.resp)}, expected {expected_resp}")
+            if check is not None:
+                check(result)
+        return cocotb.start_soon(run())
+
     def write_task(self, i: int, addr: int, data: bytes, what: str):
         """Start a write of manager ``i``; its reference effect applies now (a manager's writes
         are disjoint, other managers write elsewhere). The task checks the response code."""
         expected = resp_for(addr, len(data))
         if not expected:
             self.ref[addr:addr + len(data)] = data
-        rng = self.rng
-        attrs = dict(cache=rng.randrange(16), prot=rng.randrange(8), qos=rng.randrange(16))
-
-        async def run():
-            result = await self.writers[i].write(addr, data, awid=0, **attrs)
-            if int(result.resp) != expected:
-                raise AssertionError(f"{what}: manager {i} write {addr:#x}+{len(data)}: BRESP {int(result.resp)}, "
-                                     f"expected {expected}")
-        return cocotb.start_soon(run())
+        return self._transfer_task(f"{what}: manager {i} write {addr:#x}+{len(data)}",
+                                   lambda **attrs: self.writers[i].write(addr, data, awid=0, **attrs),
+                                   "BRESP", expected)
 
     def read_task(self, i: int, addr: int, length: int, what: str):
         """Start a read of manager ``i``, checked against the reference as it is now (error
         pages read as zeros) and for its response code."""
-        expected_resp = resp_for(addr, length)
+        transfer = f"{what}: manager {i} read {addr:#x}+{length}"
         want = bytearray(self.ref[addr:addr + length])
         for lo, hi, _ in ERRORS:
             a, b = max(lo, addr), min(hi, addr + length)
             if a < b:
                 want[a - addr:b - addr] = bytes(b - a)
-        rng = self.rng
-        attrs = dict(cache=rng.randrange(16), prot=rng.randrange(8), qos=rng.randrange(16))
 
-        async def run():
-            result = await self.readers[i].read(addr, length, arid=0, **attrs)
-            if int(result.resp) != expected_resp:
-                raise AssertionError(f"{what}: manager {i} read {addr:#x}+{length}: RRESP {int(result.resp)}, "
-                                     f"expected {expected_resp}")
+        def check_data(result):
             if result.data != want:
                 k = next(k for k in range(length) if result.data[k] != want[k])
-                raise AssertionError(f"{what}: manager {i} read {addr:#x}+{length}: first wrong byte at "
-                                     f"{addr + k:#x}: {result.data[k]:#04x}, expected {want[k]:#04x}")
-        return cocotb.start_soon(run())
+                raise AssertionError(f"{transfer}: first wrong byte at {addr + k:#x}: {result.data[k]:#04x}, "
+                                     f"expected {want[k]:#04x}")
+        return self._transfer_task(transfer, lambda **attrs: self.readers[i].read(addr, length, arid=0, **attrs),
+                                   "RRESP", resp_for(addr, length), check_data)
 
 
 async def wait_all(bench: Bench, tasks, cycles: int, what: str):

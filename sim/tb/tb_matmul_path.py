@@ -23,7 +23,7 @@ from ...contract.layouts import ImageFormat, image_sections, projection_port_str
 from ...gen.image import decode_projection
 from .. import golden
 from .ddr import load_ddr_image, read_ddr
-from .streams import StreamSource, random_pause, with_timeout
+from .streams import StreamSource, random_pause
 from .testbench import Testbench
 
 
@@ -64,12 +64,7 @@ class MatmulTB(Testbench):
                 self.q.send_nowait({"q": sum((int(v) & 0xFF) << (8 * j) for j, v in enumerate(lanes)),
                                     "last": int(b == len(row) // L - 1)})
             self.scale.send_nowait(int(np.float32(d_x[t]).view(np.uint32)))
-        while int(self.dut.act_written.value) != n:
-            await with_timeout(self._edge(), self.clock, 20000, "act buffer fill")
-
-    async def _edge(self):
-        from cocotb.triggers import RisingEdge
-        await RisingEdge(self.clock)
+        await self.wait_until(lambda: int(self.dut.act_written.value) == n, 20000, "act buffer fill")
 
 
 @cocotb.test()
@@ -111,14 +106,7 @@ async def test_projections(dut):
             fields["res"] = cfg["scratch_base"] + res.offset
             want = golden.residual_add(h, want)
         tb.cmd.send_nowait(fields)
-        from cocotb.triggers import RisingEdge
-
-        async def done():
-            while True:
-                await RisingEdge(tb.clock)
-                if int(dut.done.value):
-                    return
-        await with_timeout(done(), tb.clock, 2_000_000, f"case {index} ({proj}, n={n})")
+        await tb.wait_until(lambda: int(dut.done.value), 2_000_000, f"case {index} ({proj}, n={n})")
         got = np.frombuffer(read_ddr(tb.memory, tb.ddr_offset(cfg["scratch_base"] + dst.offset), n * dst.row_bytes),
                             dtype=np.float32).reshape(n, -1)[:, :rows]
         bad = np.argwhere(got.view(np.uint32) != want.astype(np.float32).view(np.uint32))

@@ -56,6 +56,9 @@ LARGE = np.array([1e19, -1e19, 2e19, 1e30, -1e30, 88.72, -88.72, -87.4, 87.4, 10
 
 
 class StepPathsTB(Testbench):
+    #: The bound of every test, in cycles (:meth:`start`).
+    WATCHDOG_CYCLES = 2_000_000
+
     def __init__(self, dut):
         super().__init__(dut)
         cfg = self.cfg
@@ -69,6 +72,12 @@ class StepPathsTB(Testbench):
         self.image = np.fromfile(cfg["image"], dtype=np.uint8)
         dut.ddr_cfg_latency.value = 20
         dut.ddr_cfg_rate.value = rate_fixed(64)
+
+    async def start(self, what: str):
+        """Reset, then bound the test ``what`` to :attr:`WATCHDOG_CYCLES`; returns the watchdog
+        task (cancel it at the end)."""
+        await self.reset()
+        return self.watchdog(self.WATCHDOG_CYCLES, what)
 
     # -- memory
     def offset(self, address: int) -> int:
@@ -246,8 +255,7 @@ async def _gate_batches(tb: StepPathsTB, act: str, seed: int) -> None:
 @cocotb.test()
 async def test_gate(dut):
     tb = StepPathsTB(dut)
-    await tb.reset()
-    watchdog = tb.watchdog(2_000_000, "gate paths")
+    watchdog = await tb.start("gate paths")
     stalls = tb.throttle(latency=24, rate=24, stall=0.3, seed=1)
     relu2 = cocotb.start_soon(_gate_batches(tb, "relu2", 11))
     silu = cocotb.start_soon(_gate_batches(tb, "silu", 12))
@@ -263,8 +271,7 @@ async def test_gate(dut):
 @cocotb.test()
 async def test_embed(dut):
     tb = StepPathsTB(dut)
-    await tb.reset()
-    watchdog = tb.watchdog(2_000_000, "embed path")
+    watchdog = await tb.start("embed path")
     tb.load_image()
     model = tb.models["relu2"]
     vocab, hidden = model.vocab_size, model.hidden_size
@@ -410,8 +417,7 @@ class HeadCalls:
 @cocotb.test()
 async def test_lm_head(dut):
     tb = StepPathsTB(dut)
-    await tb.reset()
-    watchdog = tb.watchdog(2_000_000, "lm head path")
+    watchdog = await tb.start("lm head path")
     tb.load_image()
     model, hw = tb.models["relu2"], tb.hw
     L, vocab, hidden, eps = hw.ew_lanes, model.vocab_size, model.hidden_size, model.rms_norm_eps

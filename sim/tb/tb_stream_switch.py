@@ -14,76 +14,85 @@ import numpy as np
 from cocotb.triggers import ClockCycles
 
 from ...contract import fp32
-from . import tb_config
-from .streams import StreamSink, StreamSource, random_pause, reset_dut, start_clock, with_timeout
+from .streams import StreamSink, StreamSource, random_pause, with_timeout
+from .testbench import Testbench
 
 
 def vec_fields(lanes):
     return [("data", 32 * lanes, False), ("last", 1, False)]
 
 
-def random_beat(rng, lanes):
-    return {"data": rng.getrandbits(32 * lanes), "last": rng.getrandbits(1)}
+class SwitchTB(Testbench):
+    """One of the units: ``lanes`` binary32 lanes a beat (and ``count`` ports, for the mux and
+    demux), the random generator of stalls and beats (cocotb's seed), stream ends that stall
+    at random."""
+
+    def __init__(self, dut):
+        super().__init__(dut)
+        self.count, self.lanes = self.cfg.get("count"), self.cfg["lanes"]
+        self.rng = random.Random(cocotb.RANDOM_SEED)
+
+    def source(self, name: str) -> StreamSource:
+        return StreamSource(self.dut, name, self.clock, fields=vec_fields(self.lanes),
+                            pause=random_pause(0.3, self.rng.getrandbits(32)))
+
+    def sink(self, name: str) -> StreamSink:
+        return StreamSink(self.dut, name, self.clock, fields=vec_fields(self.lanes),
+                          pause=random_pause(0.3, self.rng.getrandbits(32)))
+
+    def select(self) -> int:
+        """Drive a random ``sel``; returns it."""
+        sel = self.rng.randrange(self.count)
+        self.dut.sel.value = sel
+        return sel
+
+    async def route(self, source: StreamSource, sink: StreamSink, what: str) -> None:
+        """40 random beats sent on ``source`` arrive on ``sink`` unchanged and in order (``what``
+        names the route in the messages), then 5 idle cycles."""
+        beats = [{"data": self.rng.getrandbits(32 * self.lanes), "last": self.rng.getrandbits(1)}
+                 for _ in range(40)]
+        for beat in beats:
+            source.send_nowait(beat)
+        for i, beat in enumerate(beats):
+            got = await with_timeout(sink.recv(), self.clock, 2000, f"{what}: beat {i}")
+            assert got == beat, f"{what}: beat {i} differs"
+        await ClockCycles(self.clock, 5)
 
 
 @cocotb.test()
 async def test_mux(dut):
-    cfg = tb_config()
-    count, lanes = cfg["count"], cfg["lanes"]
-    rng = random.Random(cocotb.RANDOM_SEED)
-    clock = start_clock(dut)
-    sources = [StreamSource(dut, f"i__{k}", clock, fields=vec_fields(lanes), pause=random_pause(0.3, rng.getrandbits(32)))
-               for k in range(count)]
-    sink = StreamSink(dut, "o", clock, fields=vec_fields(lanes), pause=random_pause(0.3, rng.getrandbits(32)))
+    tb = SwitchTB(dut)
+    sources = [tb.source(f"i__{k}") for k in range(tb.count)]
+    sink = tb.sink("o")
     dut.sel.value = 0
-    await reset_dut(dut, clock)
-    for phase in range(2 * count):
-        sel = rng.randrange(count)
-        dut.sel.value = sel
+    await tb.reset()
+    for phase in range(2 * tb.count):
+        sel = tb.select()
         taken = [s.sent for s in sources]
-        beats = [random_beat(rng, lanes) for _ in range(40)]
-        for beat in beats:
-            sources[sel].send_nowait(beat)
-        for i, beat in enumerate(beats):
-            got = await with_timeout(sink.recv(), clock, 2000, f"beat {i} of input {sel}")
-            assert got == beat, f"phase {phase}: beat {i} of input {sel} differs"
-        await ClockCycles(clock, 5)
+        await tb.route(sources[sel], sink, f"phase {phase}, input {sel}")
         assert [s.sent for s in sources] == [t + (40 if k == sel else 0) for k, t in enumerate(taken)]
         assert sink.empty()
 
 
 @cocotb.test()
 async def test_demux(dut):
-    cfg = tb_config()
-    count, lanes = cfg["count"], cfg["lanes"]
-    rng = random.Random(cocotb.RANDOM_SEED)
-    clock = start_clock(dut)
-    source = StreamSource(dut, "i", clock, fields=vec_fields(lanes), pause=random_pause(0.3, rng.getrandbits(32)))
-    sinks = [StreamSink(dut, f"o__{k}", clock, fields=vec_fields(lanes), pause=random_pause(0.3, rng.getrandbits(32)))
-             for k in range(count)]
+    tb = SwitchTB(dut)
+    source = tb.source("i")
+    sinks = [tb.sink(f"o__{k}") for k in range(tb.count)]
     dut.sel.value = 0
-    await reset_dut(dut, clock)
-    for phase in range(2 * count):
-        sel = rng.randrange(count)
-        dut.sel.value = sel
-        beats = [random_beat(rng, lanes) for _ in range(40)]
-        for beat in beats:
-            source.send_nowait(beat)
-        for i, beat in enumerate(beats):
-            got = await with_timeout(sinks[sel].recv(), clock, 2000, f"beat {i} to output {sel}")
-            assert got == beat, f"phase {phase}: beat {i} to output {sel} differs"
-        await ClockCycles(clock, 5)
+    await tb.reset()
+    for phase in range(2 * tb.count):
+        sel = tb.select()
+        await tb.route(source, sinks[sel], f"phase {phase}, output {sel}")
         assert all(s.empty() for s in sinks), "a beat reached an output that was not selected"
 
 
 @cocotb.test()
 async def test_ftz(dut):
-    lanes = tb_config()["lanes"]
-    rng = random.Random(cocotb.RANDOM_SEED)
-    clock = start_clock(dut)
-    source = StreamSource(dut, "i", clock, fields=vec_fields(lanes), pause=random_pause(0.3, rng.getrandbits(32)))
-    sink = StreamSink(dut, "o", clock, fields=vec_fields(lanes), pause=random_pause(0.3, rng.getrandbits(32)))
-    await reset_dut(dut, clock)
+    tb = SwitchTB(dut)
+    lanes, rng, clock = tb.lanes, tb.rng, tb.clock
+    source, sink = tb.source("i"), tb.sink("o")
+    await tb.reset()
     special = [0, 0x8000_0000, 1, 0x8000_0001, 0x007F_FFFF, 0x807F_FFFF, 0x0080_0000, 0x7F80_0000, 0xFF80_0000,
                0x7F80_0001, 0xFFC0_0000, 0x7FFF_FFFF, 0x3F80_0000]
     words = special + [rng.getrandbits(32) for _ in range(400)] + [rng.getrandbits(23) | (rng.getrandbits(1) << 31)

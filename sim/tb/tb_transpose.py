@@ -41,12 +41,11 @@ import random
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles
 
 from .. import golden
-from . import tb_config
-from .streams import (CycleTimeout, StreamSink, StreamSource, random_pause, reset_dut, start_clock,
-                      start_watchdog, with_timeout)
+from .streams import HandshakeMonitor, StreamSink, StreamSource, expect_beats, random_pause
+from .testbench import Testbench
 
 U32 = np.dtype("<u4")
 #: Binary32 patterns every stimulus mixes in: zeros, subnormals, the smallest normals, the
@@ -81,56 +80,33 @@ def unpack_lanes(raw: int, count: int) -> np.ndarray:
     return np.frombuffer(int(raw).to_bytes(4 * count, "little"), dtype=U32).copy()
 
 
-class Moves:
-    """Cycle of every beat that moves on some stream ports of ``dut`` (sampled after each rising
-    edge: ``valid & ready`` of the cycle that just ended), on one cycle count for all of them."""
+class UnitTB(Testbench):
+    """What the Transpose and ResidualAdd testbenches share: the configuration (checked to be of
+    ``unit``), the numpy stimulus generator ``rng`` (``seed`` and cocotb's seed), the generator
+    of the stall patterns ``rnd`` (cocotb's seed) and the cycle of every beat on the stream
+    ``ports`` (``monitor``, a :class:`~.streams.HandshakeMonitor`)."""
 
-    def __init__(self, dut, clock, names):
-        self.ports = {name: (getattr(dut, f"{name}__valid"), getattr(dut, f"{name}__ready"))
-                      for name in names}
-        self.cycles = {name: [] for name in names}
-        self.cycle = 0
-        self.clock = clock
-        self.task = cocotb.start_soon(self._run())
+    def __init__(self, dut, unit: str, ports):
+        super().__init__(dut)
+        assert self.cfg.get("unit") == unit, self.cfg.get("unit")
+        self.rng = np.random.default_rng([int(self.cfg.get("seed", 1)), cocotb.RANDOM_SEED])
+        self.rnd = random.Random(cocotb.RANDOM_SEED)
+        self.monitor = HandshakeMonitor(dut, self.clock, ports)
 
-    async def _run(self):
-        edge = RisingEdge(self.clock)
-        while True:
-            await edge
-            self.cycle += 1
-            for name, (valid, ready) in self.ports.items():
-                if valid.value == 1 and ready.value == 1:
-                    self.cycles[name].append(self.cycle)
+    async def start(self, cycles: int, what: str) -> None:
+        """Bound the test ``what`` to ``cycles`` cycles, then reset the design."""
+        self.watchdog(cycles, what)
+        await self.reset(RESET_CYCLES)
 
-    def clear(self):
-        for moves in self.cycles.values():
-            moves.clear()
-
-    def stop(self):
-        self.task.cancel()
+    def stall(self, ports, probabilities) -> None:
+        """Stall each of ``ports`` (sources and sinks) at random with its probability (0: never)."""
+        for port, p in zip(ports, probabilities, strict=True):
+            port.set_pause_generator(random_pause(p, self.rnd.getrandbits(32)) if p else None)
 
 
 def _gaps(cycles) -> list[int]:
     """Positions where consecutive beats did not move in consecutive cycles."""
     return [k for k in range(1, len(cycles)) if cycles[k] != cycles[k - 1] + 1]
-
-
-async def _scoreboard(sink, expected, clock, cycles, what, describe):
-    received = 0
-
-    async def run():
-        nonlocal received
-        for index, want in enumerate(expected):
-            got = await sink.recv()
-            if got != want:
-                raise AssertionError(f"{what}: beat {index} ({describe(index)}) is {got!r}, expected {want!r}")
-            received += 1
-
-    try:
-        await with_timeout(run(), clock, cycles, what)
-    except CycleTimeout:
-        raise CycleTimeout(f"{what}: only {received} of {len(expected)} beats arrived within {cycles} "
-                           f"cycles; next expected {expected[received]!r} ({describe(received)})") from None
 
 
 async def _no_more(sinks, clock, cycles=40):
@@ -144,24 +120,15 @@ async def _no_more(sinks, clock, cycles=40):
 
 # -- Transpose ------------------------------------------------------------------------------------
 
-class TransposeTB:
+class TransposeTB(UnitTB):
     def __init__(self, dut):
-        self.cfg = tb_config()
-        assert self.cfg.get("unit") == "transpose", self.cfg.get("unit")
+        super().__init__(dut, "transpose", ["cmd", "i", "o", "blocks"])
         self.T, self.L, self.R = (int(self.cfg[k]) for k in ("tokens", "lanes", "block"))
         self.fields = self.cfg["fields"]
-        self.clock = start_clock(dut)
-        self.dut = dut
         self.cmd = StreamSource(dut, "cmd", self.clock, fields=self.fields["cmd"])
         self.i = StreamSource(dut, "i", self.clock, fields=self.fields["i"])
         self.o = StreamSink(dut, "o", self.clock, fields=self.fields["o"])
         self.blocks = StreamSink(dut, "blocks", self.clock, fields=self.fields["blocks"])
-        self.moves = Moves(dut, self.clock, ["cmd", "i", "o", "blocks"])
-        self.rng = np.random.default_rng([int(self.cfg.get("seed", 1)), cocotb.RANDOM_SEED])
-
-    def stalls(self, p_cmd, p_i, p_o, p_blocks, rnd: random.Random):
-        for port, p in ((self.cmd, p_cmd), (self.i, p_i), (self.o, p_o), (self.blocks, p_blocks)):
-            port.set_pause_generator(random_pause(p, rnd.getrandbits(32)) if p else None)
 
     def queue(self, ranges):
         """Queue ``ranges`` (list of (n, rows x T uint32 array)); return the expected o beats,
@@ -194,16 +161,16 @@ class TransposeTB:
 
     async def run(self, ranges, what, bound):
         o_beats, block_beats, notes, first_o = self.queue(ranges)
-        self.moves.clear()
+        self.monitor.clear()
         o_start, blocks_start = self.o.received, self.blocks.received
-        o_board = cocotb.start_soon(_scoreboard(self.o, o_beats, self.clock, bound, f"{what}: o",
-                                                lambda k: notes[k] if k < len(notes) else "-"))
-        blocks_board = cocotb.start_soon(_scoreboard(
-            self.blocks, block_beats, self.clock, bound, f"{what}: blocks", lambda k: f"block {k}"))
+        o_board = cocotb.start_soon(expect_beats(self.o, o_beats, self.clock, bound, f"{what}: o",
+                                                 describe=lambda k: notes[k]))
+        blocks_board = cocotb.start_soon(expect_beats(self.blocks, block_beats, self.clock, bound, f"{what}: blocks",
+                                                      describe=lambda k: f"block {k}"))
         await o_board
         await blocks_board
         # Each block's blocks beat moves before or with its first o beat.
-        o_cycles, b_cycles = self.moves.cycles["o"], self.moves.cycles["blocks"]
+        o_cycles, b_cycles = self.monitor.moves["o"], self.monitor.moves["blocks"]
         assert len(o_cycles) == len(o_beats) and len(b_cycles) == len(block_beats), \
             (what, len(o_cycles), len(o_beats), len(b_cycles), len(block_beats))
         for b, first in enumerate(first_o):
@@ -218,16 +185,14 @@ class TransposeTB:
 @cocotb.test(timeout_time=200, timeout_unit="ms")
 async def test_transpose_ranges(dut):
     tb = TransposeTB(dut)
-    start_watchdog(tb.clock, 2_000_000, "test_transpose_ranges")
-    await reset_dut(dut, tb.clock, RESET_CYCLES)
-    rnd = random.Random(cocotb.RANDOM_SEED)
+    await tb.start(2_000_000, "test_transpose_ranges")
     lengths = [int(x) for x in tb.cfg["lengths"]]
     for stall in tb.cfg["stalls"]:
-        tb.stalls(*stall, rnd)
+        tb.stall((tb.cmd, tb.i, tb.o, tb.blocks), stall)
         all_lengths = lengths * int(tb.cfg.get("repeat", 1))
-        rnd.shuffle(all_lengths)
+        tb.rnd.shuffle(all_lengths)
         ns = [1 + k % tb.T for k in range(len(all_lengths))]
-        rnd.shuffle(ns)
+        tb.rnd.shuffle(ns)
         ranges = tb.make_ranges(all_lengths, ns)
         beats = sum(n * -(-len(rows) // tb.L) * 1 for n, rows in ranges) + sum(len(r) for _, r in ranges)
         rate = min(1 - p for p in stall) if max(stall) < 1 else 0.01
@@ -238,20 +203,18 @@ async def test_transpose_ranges(dut):
 @cocotb.test(timeout_time=100, timeout_unit="ms")
 async def test_transpose_throughput(dut):
     tb = TransposeTB(dut)
-    start_watchdog(tb.clock, 200_000, "test_transpose_throughput")
-    await reset_dut(dut, tb.clock, RESET_CYCLES)
+    await tb.start(200_000, "test_transpose_throughput")
     T, L, R = tb.T, tb.L, tb.R
-    rng = random.Random(cocotb.RANDOM_SEED)
 
     # Drain-bound: n >= L on every range (when T allows), whole blocks.
     if T >= L:
         lengths = [R, 3 * R, 2 * R, R, 4 * R]
-        ns = [rng.randint(L, T) for _ in lengths]
+        ns = [tb.rnd.randint(L, T) for _ in lengths]
         ranges = tb.make_ranges(lengths, ns)
         # Rows go in the cycle the driver can offer them, so the first block's last row moves
         # R - 1 cycles after the first row.
         await tb.run(ranges, "drain-bound", 20 * sum(lengths) * T)
-        o_cycles, i_cycles = tb.moves.cycles["o"], tb.moves.cycles["i"]
+        o_cycles, i_cycles = tb.monitor.moves["o"], tb.monitor.moves["i"]
         gaps = _gaps(o_cycles)
         assert not gaps, f"drain-bound: o beats not back to back at beats {gaps[:10]} (cycles {o_cycles[:40]})"
         latency = o_cycles[0] - i_cycles[R - 1]
@@ -267,7 +230,7 @@ async def test_transpose_throughput(dut):
     lengths = [R, R + p, 2 * R + max(p, 3), max(p, L - 1), 3 * R, p]
     ranges = tb.make_ranges(lengths, [1] * len(lengths))
     await tb.run(ranges, "fill-bound", 20 * sum(lengths) + 200)
-    i_cycles = tb.moves.cycles["i"]
+    i_cycles = tb.monitor.moves["i"]
     gaps = _gaps(i_cycles)
     assert len(i_cycles) == sum(lengths)
     assert not gaps, f"fill-bound: i beats not back to back at rows {gaps[:10]} (cycles {i_cycles[:40]})"
@@ -313,18 +276,14 @@ def residual_operands(rng: np.random.Generator, count: int) -> tuple[np.ndarray,
     return h, y
 
 
-class ResidualTB:
+class ResidualTB(UnitTB):
     def __init__(self, dut):
-        self.cfg = tb_config()
-        assert self.cfg.get("unit") == "residual", self.cfg.get("unit")
+        super().__init__(dut, "residual", ["y", "h", "o"])
         self.L = int(self.cfg["lanes"])
         fields = self.cfg["fields"]
-        self.clock = start_clock(dut)
         self.y = StreamSource(dut, "y", self.clock, fields=fields["y"])
         self.h = StreamSource(dut, "h", self.clock, fields=fields["h"])
         self.o = StreamSink(dut, "o", self.clock, fields=fields["o"])
-        self.moves = Moves(dut, self.clock, ["y", "h", "o"])
-        self.rng = np.random.default_rng([int(self.cfg.get("seed", 1)), cocotb.RANDOM_SEED])
 
     def queue(self, beats: int):
         L = self.L
@@ -343,43 +302,29 @@ class ResidualTB:
         L = self.L
 
         def describe(k):
-            if k >= len(expected):
-                return "-"
             return "; ".join(f"lane {j}: h {h[k, j]:#010x} + y {y[k, j]:#010x} = {want[k, j]:#010x}"
                              for j in range(L))
 
-        received = 0
+        def mismatch(k, got, beat):
+            lanes = unpack_lanes(got["data"], L)
+            bad = [j for j in range(L) if lanes[j] != want[k, j]]
+            if not bad:
+                return f"{what}: beat {k}: last {got['last']}, expected {beat['last']}"
+            return (f"{what}: beat {k} lane {bad[0]}: got {lanes[bad[0]]:#010x}, expected "
+                    f"{want[k, bad[0]]:#010x} (h {h[k, bad[0]]:#010x} + y {y[k, bad[0]]:#010x}, "
+                    f"{float(h[k, bad[0]:bad[0] + 1].view(np.float32)[0])!r} + "
+                    f"{float(y[k, bad[0]:bad[0] + 1].view(np.float32)[0])!r})")
 
-        async def run():
-            nonlocal received
-            for k, beat in enumerate(expected):
-                got = await self.o.recv()
-                lanes = unpack_lanes(got["data"], L)
-                bad = [j for j in range(L) if lanes[j] != want[k, j]]
-                assert not bad, (f"{what}: beat {k} lane {bad[0]}: got {lanes[bad[0]]:#010x}, expected "
-                                 f"{want[k, bad[0]]:#010x} (h {h[k, bad[0]]:#010x} + y {y[k, bad[0]]:#010x}, "
-                                 f"{float(h[k, bad[0]:bad[0] + 1].view(np.float32)[0])!r} + "
-                                 f"{float(y[k, bad[0]:bad[0] + 1].view(np.float32)[0])!r})")
-                assert got == beat, f"{what}: beat {k}: last {got['last']}, expected {beat['last']}"
-                received += 1
-
-        try:
-            await with_timeout(run(), self.clock, bound, what)
-        except CycleTimeout:
-            raise CycleTimeout(f"{what}: only {received} of {len(expected)} beats within {bound} cycles; "
-                               f"next {describe(received)}") from None
+        await expect_beats(self.o, expected, self.clock, bound, what, mismatch=mismatch, describe=describe)
 
 
 @cocotb.test(timeout_time=100, timeout_unit="ms")
 async def test_residual_values(dut):
     tb = ResidualTB(dut)
-    start_watchdog(tb.clock, 1_000_000, "test_residual_values")
-    await reset_dut(dut, tb.clock, RESET_CYCLES)
-    rnd = random.Random(cocotb.RANDOM_SEED)
+    await tb.start(1_000_000, "test_residual_values")
     beats = int(tb.cfg.get("beats", 400))
     for stall in tb.cfg["stalls"]:
-        for port, p in zip((tb.y, tb.h, tb.o), stall):
-            port.set_pause_generator(random_pause(p, rnd.getrandbits(32)) if p else None)
+        tb.stall((tb.y, tb.h, tb.o), stall)
         h, y, want, expected = tb.queue(beats)
         rate = min(1 - p for p in stall)
         await tb.check(h, y, want, expected, f"stalls {stall}", int(4 * beats / max(rate, 0.01) ** 3) + 200)
@@ -389,13 +334,12 @@ async def test_residual_values(dut):
 @cocotb.test(timeout_time=50, timeout_unit="ms")
 async def test_residual_throughput(dut):
     tb = ResidualTB(dut)
-    start_watchdog(tb.clock, 100_000, "test_residual_throughput")
-    await reset_dut(dut, tb.clock, RESET_CYCLES)
+    await tb.start(100_000, "test_residual_throughput")
     beats = 200
     h, y, want, expected = tb.queue(beats)
-    tb.moves.clear()
+    tb.monitor.clear()
     await tb.check(h, y, want, expected, "no stalls", 4 * beats + 100)
-    o_cycles, y_cycles, h_cycles = (tb.moves.cycles[n] for n in ("o", "y", "h"))
+    o_cycles, y_cycles, h_cycles = (tb.monitor.moves[n] for n in ("o", "y", "h"))
     assert y_cycles == h_cycles, "y and h must move together"
     assert not _gaps(o_cycles), f"o beats not back to back at {_gaps(o_cycles)[:10]}"
     latency = o_cycles[0] - y_cycles[0]

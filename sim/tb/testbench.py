@@ -10,12 +10,13 @@ time except what ``cocotb.test(skip=...)`` needs (:func:`config_value`).
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 from cocotb.triggers import RisingEdge
 
 from . import record_result, tb_config
-from .streams import PERIOD_NS, cycle_now, reset_dut, start_clock, start_watchdog
+from .streams import PERIOD_NS, cycle_now, reset_dut, start_clock, start_watchdog, with_timeout
 
 __all__ = ["Testbench", "config_value"]
 
@@ -31,8 +32,9 @@ class Testbench:
     the configuration the pytest side passed (``cfg``, :func:`tellme.sim.tb.tb_config`, or
     ``config`` when given).
 
-    :meth:`reset` holds the reset, :meth:`watchdog` bounds the whole test, :meth:`record` writes
-    a measurement to the configuration's ``results`` file, :meth:`hold_low` drives idle inputs.
+    :meth:`reset` holds the reset, :meth:`watchdog` bounds the whole test, :meth:`wait_until`
+    waits for a condition with a bound, :meth:`record` writes a measurement to the
+    configuration's ``results`` file, :meth:`hold_low` drives idle inputs.
     """
 
     def __init__(self, dut, *, config: dict | None = None, period_ns: int = PERIOD_NS):
@@ -53,6 +55,17 @@ class Testbench:
     def watchdog(self, cycles: int, what: str = "test"):
         """Fail the test once ``cycles`` cycles pass (:func:`~.streams.start_watchdog`)."""
         return start_watchdog(self.clock, cycles, what)
+
+    async def wait_until(self, condition: Callable[[], bool], cycles: int, what: str) -> None:
+        """Return right after the first rising edge after the call at which ``condition()`` holds
+        (first sampled at the next edge, so a ``done`` pulse the caller already saw does not
+        count); :class:`~.streams.CycleTimeout` naming ``what`` after ``cycles`` cycles."""
+        async def edges():
+            while True:
+                await RisingEdge(self.clock)
+                if condition():
+                    return
+        await with_timeout(edges(), self.clock, cycles, what)
 
     def record(self, key: str, value: Any) -> None:
         """Merge ``{key: value}`` into the results file of the configuration (if any)."""
