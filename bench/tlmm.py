@@ -382,7 +382,7 @@ def print_table(results: dict) -> None:
             f"{entry['luts_per_mac']:7.2f}  {entry['method']}")
     default = results["resources"]["kv260_default"]
     util = default["utilisation_percent"]
-    log(f"KV260 default (G=5 P=64 T=8, max_rows 4096): "
+    log("KV260 default (G=5 P=64 T=8, max_rows 4096): "
         + ", ".join(f"{key} {value:.1f} %" for key, value in util.items()))
 
 

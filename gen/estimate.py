@@ -62,7 +62,7 @@ from ..sim.toolchain import build_root as _build_root
 from ..sim.toolchain import file_lock, log_tail  # one lock and log-tail helper for all tool runs
 from .verilog import verilog_of
 
-__all__ = ["KV260", "LUTRAM_LUTS", "SRL_CELLS", "YosysError", "DEFAULT_CACHE_DIR",
+__all__ = ["KV260", "LUTRAM_LUTS", "SRL_CELLS", "YosysError",
            "default_cache_dir", "yosys_command", "yosys_version", "synth_script", "parse_stat",
            "synth_resources", "fits", "utilisation"]
 

@@ -227,7 +227,7 @@ class TellmeTop(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         hw = self.hw
-        regs, seq = self.regfile, self.sequencer
+        regs = self.regfile
         m.submodules.regfile = regs
         wiring.connect(m, wiring.flipped(self.s_axil), regs.bus)
 
@@ -480,7 +480,7 @@ def summary(info: dict, out: str | os.PathLike) -> str:
     ports = [k for k in info["ports"] if k.startswith("m_axi_hp")]
     lines = [
         f"tellme generate: {model['name']} on {hw['board']} hardware (CONFIG_HASH {info['config_hash']})",
-        f"  units: " + ", ".join(f"{k} ({v})" for k, v in info["units"].items()),
+        "  units: " + ", ".join(f"{k} ({v})" for k, v in info["units"].items()),
         f"  ports: s_axil (AXI4-Lite, 32-bit), {len(ports)} x AXI4 manager ({hw['axi_data_width']}-bit, 40-bit "
         f"addresses), irq",
         f"  datapath: TLMM G={hw['tlmm_group']} x {hw['tlmm_lanes']} lanes x {hw['tlmm_tokens']} tokens, "
@@ -490,6 +490,6 @@ def summary(info: dict, out: str | os.PathLike) -> str:
         f"{info['program']['word_bits']} bits",
         f"  DDR regions: image {info['regions']['image_bytes']:,} B, KV {info['regions']['kv_bytes']:,} B, "
         f"scratch {info['regions']['scratch_bytes']:,} B, I/O {info['regions']['io_bytes']:,} B",
-        f"  wrote: " + ", ".join(str(Path(out) / f) for f in info["files"]),
+        "  wrote: " + ", ".join(str(Path(out) / f) for f in info["files"]),
     ]
     return "\n".join(lines)

@@ -107,7 +107,7 @@ class MatmulPath(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        T, L, R = self.tokens, self.lanes, self.block
+        T, L = self.tokens, self.lanes
         g = self.geometry
         act, ws, tlmm, dq, tr = self.act, self.streamer, self.tlmm, self.dequant, self.transpose
         rd, radd, wr = self.res_reader, self.res_add, self.writer

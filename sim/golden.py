@@ -29,7 +29,7 @@ import numpy as np
 
 from ..config import HardwareConfig, ModelConfig
 from ..contract import fp32 as f
-from ..contract.formats import (code_bits, lm_head_int8, rope_table, table_entries, tlmm_digits, tlmm_encode,
+from ..contract.formats import (code_bits, lm_head_int8, rope_table, tlmm_digits, tlmm_encode,
                                 tlmm_groups, weight_multiplier)
 from ..weights import ModelWeights
 

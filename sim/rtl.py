@@ -56,7 +56,7 @@ from xml.etree import ElementTree
 
 from amaranth.lib import wiring
 
-from ..gen.verilog import VERILOG_LIBRARY, verilog_library_sources, verilog_of
+from ..gen.verilog import verilog_library_sources, verilog_of
 from .tb import CONFIG_ENV
 from .toolchain import build_root as _build_root
 from .toolchain import file_lock, log_tail, verilator_env
@@ -70,7 +70,6 @@ def default_build_root() -> Path:
     :func:`tellme.sim.toolchain.build_root` (``TELLME_BUILD_DIR``, else ``build/`` of a source
     checkout, else the user cache folder), read at each call."""
     return _build_root() / "rtl"
-
 
 
 # Amaranth's Verilog has no `timescale; cocotb's clocks are given in ns.

@@ -21,7 +21,7 @@ import numpy as np
 from ..config import HardwareConfig
 from ..contract.layouts import KV_RECORD_BYTES
 from ..gen.image import write_image
-from ..gen.program import Attention, Embed, Gate, LmHead, MatMul, NormQuant, build_program
+from ..gen.program import Attention, Embed, Gate, LmHead, MatMul, build_program
 from .machine import StepMachine
 from .top_harness import run_calls
 
@@ -71,7 +71,7 @@ def _unit(step) -> str:
 def _outputs(program, step, snap: dict, n: int, pos: int) -> list[tuple[str, np.ndarray]]:
     """The values ``step`` produced, from one snapshot of the regions: (what, array of tokens x
     elements, uint32 or uint8)."""
-    model, hw = program.model, program.hardware
+    model = program.model
 
     def rows(name: str, cols: slice | None = None) -> np.ndarray:
         a = program.scratch[name]

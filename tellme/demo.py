@@ -68,7 +68,7 @@ def run_demo(out_dir="out/demo") -> dict:
         print(f"       float reference (Hugging Face BitNet semantics):           {float_ids}")
         print(f"       RTL = golden, tokens and every step's logits bit for bit: {rtl_ids == golden_ids and same_logits}")
         cycles = [(call["kind"], call["cycles"]) for call in run.calls]
-        print(f"       cycles per call: " + ", ".join(f"{k} {n:,}" for k, n in cycles) +
+        print("       cycles per call: " + ", ".join(f"{k} {n:,}" for k, n in cycles) +
               f" (at {hw.clock_mhz:g} MHz; build {run.build_seconds:.0f} s, simulation {run.sim_seconds:.0f} s)")
         report = compare(from_image, hw, PROMPT)
         print("  6. agreement per layer of golden vs float (cosine of hidden states over the prompt):")

@@ -1,5 +1,7 @@
 """Helpers shared by several test files (``from helpers import ...``: pytest puts tests/ on the path)."""
 
+import dataclasses
+
 from amaranth.hdl import Module
 from amaranth.lib import wiring
 
@@ -8,6 +10,13 @@ from tellme.gen.image import write_image
 from tellme.gen.program import build_program
 from tellme.hw.compose import forward, prefixed_members
 from tellme.weights import random_weights
+
+
+#: SiLU + MHA with shapes that divide nothing evenly: hidden 160 and FFN 416 are no multiple of
+#: the sim-small TLMM's group of 5 x 4 lanes, vocabulary 288 no multiple of the LM head's beat,
+#: head_dim 32 with 5 heads; padding them is the generator's job.
+ODD_SILU = dataclasses.replace(model_preset("tiny-silu"), name="odd-silu", hidden_size=160, intermediate_size=416,
+                               vocab_size=288, head_dim=32, num_heads=5, num_kv_heads=5)
 
 
 def kwargs_id(value):

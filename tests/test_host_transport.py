@@ -14,7 +14,7 @@ from tellme.gen.image import write_image
 from tellme.hw.axi import axi_lite_signature
 from tellme.hw.ddr_model import DdrModel
 from tellme.hw.regfile import RegisterFile
-from tellme.runtime import Accelerator, AcceleratorError
+from tellme.runtime import Accelerator
 from tellme.sim.board_model import ModelTransport, register_constants
 from tellme.sim.rtl import run_cocotb
 from tellme.weights import random_weights

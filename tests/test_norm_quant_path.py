@@ -1,14 +1,11 @@
 """The NORM_QUANT step's datapath (hw/norm_quant_path.py) on the DDR model with a real image:
 scratch rows and the image's gain rows through NormQuant, bit-exact with the golden model."""
 
-import dataclasses
-
 import pytest
 from amaranth.hdl import Module
 from amaranth.lib import wiring
-from helpers import tiny_image
+from helpers import ODD_SILU, tiny_image
 
-from tellme.config import model_preset
 from tellme.contract.layouts import page_up
 from tellme.hw.ddr_model import DdrModel
 from tellme.hw.act_buffer import write_command_layout
@@ -38,13 +35,8 @@ class NormQuantOnDdr(wiring.Component):
         return m
 
 
-#: Rows whose widths divide nothing evenly (hidden 160, FFN 416: 40 and 104 beats of 4 lanes).
-ODD = dataclasses.replace(model_preset("tiny-silu"), name="odd-silu", hidden_size=160, intermediate_size=416,
-                          vocab_size=288, head_dim=32, num_heads=5, num_kv_heads=5)
-
-
 @pytest.mark.rtl
-@pytest.mark.parametrize("model", [None, ODD], ids=["tiny", "odd"])
+@pytest.mark.parametrize("model", [None, ODD_SILU], ids=["tiny", "odd"])  # rows of 160 and 416
 def test_norm_quant_path(tmp_path, model):
     model, hw, image, program = tiny_image(tmp_path, seed=12, model=model)
     image_bytes, scratch_bytes = program.image_bytes, program.scratch_bytes

@@ -11,8 +11,6 @@ Configuration (``run_cocotb(parameters=...)``): ``model``, ``hardware`` (config 
 
 from __future__ import annotations
 
-import random
-
 import cocotb
 import numpy as np
 
@@ -74,7 +72,7 @@ async def test_projections(dut):
     await tb.reset()
     watchdog = tb.watchdog(5_000_000, "matmul path")
     load_ddr_image(tb.memory, tb.image.tobytes(), tb.ddr_offset(cfg["image_base"]), skip_zero=True)
-    ports, T = hw.hp_ports, hw.tlmm_tokens
+    ports = hw.hp_ports
     for index, case in enumerate(cfg["cases"]):
         rng = np.random.default_rng(case["seed"])
         layer, proj, n = case["layer"], case["proj"], case["tokens"]

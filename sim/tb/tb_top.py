@@ -11,10 +11,10 @@ then decode the token the hardware chose, k tokens in all), ``{"op": "expect_err
 path: ``calls``, one ``{kind, tokens, token, cycles, stall_cycles, logits (uint32 bits)}`` per
 call; ``errors``; ``register_writes``, every (offset, value) the driver wrote; ``op_cycles``,
 at each end-of-call pulse the harness's per-op cycle counters, ``op_counter_bits`` wide each),
-``axi_pauses``
-(random pauses on the AXI4-Lite port), ``hp_pauses`` (probability that a channel of an HP port
-is held in a cycle, each channel of each port drawn apart; 0: none), ``trace`` (an .npz path:
-the KV, scratch and I/O regions after every step, :func:`record_steps`).
+``axi_pauses`` (random pauses on the AXI4-Lite port), ``hp_pauses`` (probability that a
+channel of an HP port is held in a cycle, each channel of each port drawn apart; 0: none),
+``trace`` (an .npz path: the KV, scratch and I/O regions after every step,
+:func:`record_steps`).
 """
 
 from __future__ import annotations

@@ -133,7 +133,7 @@ class TransposeTB(UnitTB):
     def queue(self, ranges):
         """Queue ``ranges`` (list of (n, rows x T uint32 array)); return the expected o beats,
         blocks beats, a description per o beat and the index of each block's first o beat."""
-        T, L, R = self.T, self.L, self.R
+        L, R = self.L, self.R
         o_beats, block_beats, notes, first_o = [], [], [], []
         for index, (n, rows) in enumerate(ranges):
             self.cmd.send_nowait({"tokens": n})

@@ -49,7 +49,6 @@ from ...contract.layouts import ImageFormat
 from ...gen import image
 from ...gen.tiling import tile_projection
 from ...weights import TernaryTensor
-from .. import golden
 from . import tb_config
 from .streams import (CycleTimeout, StreamSink, StreamSource, random_pause, reset_dut,
                       start_clock, start_watchdog, with_timeout)
