@@ -12,7 +12,7 @@ from .act_mover import ROW_STRIDE_WIDTH, ScratchReader, ScratchWriter
 from .attention import POSITION
 from .attn_load import AttentionLoad
 from .attn_prefill import PrefillAttention
-from .axi import axi_read_signature, axi_write_signature
+from .compose import axi_ports, issue_once
 from .norm_quant import NormQuant
 from .pipeline import f32_vec
 from .rope import Rope
@@ -141,13 +141,11 @@ class AttentionPath(wiring.Component):
                                           pv_lanes=pv_lanes, out_lanes=lanes)
         self.demux = StreamDemux(shape=f32_vec(lanes), count=2)
         self.mux = StreamMux(shape=f32_vec(lanes), count=2)
-        read = axi_read_signature(addr_width=addr_width, data_width=data_width)
-        write = axi_write_signature(addr_width=addr_width, data_width=data_width)
         super().__init__({
             "cmd": In(stream.Signature(attention_command_layout(addr_width, chunk))),
             "done": Out(1),
-            "qkv_axi": Out(read), "cos_axi": Out(read), "sin_axi": Out(read), "kv_read_axi": Out(read),
-            "kv_write_axi": Out(write), "wr_axi": Out(write),
+            **axi_ports(reads=("qkv_axi", "cos_axi", "sin_axi", "kv_read_axi"), writes=("kv_write_axi", "wr_axi"),
+                        addr_width=addr_width, data_width=data_width),
             "error": Out(1),
         })
 
@@ -255,10 +253,8 @@ class AttentionPath(wiring.Component):
         pa_sent = Signal()
         pc = pa.cmd.payload
         m.d.comb += [pc.k_base.eq(cmd.k_base), pc.v_base.eq(cmd.v_base), pc.s_base.eq(cmd.s_base),
-                     pc.pos0.eq(cmd.pos0), pc.count.eq(cmd.tokens), pc.write_kv.eq(cmd.write_kv),
-                     pa.cmd.valid.eq(busy & ~pa_sent)]
-        with m.If(pa.cmd.valid & pa.cmd.ready):
-            m.d.sync += pa_sent.eq(1)
+                     pc.pos0.eq(cmd.pos0), pc.count.eq(cmd.tokens), pc.write_kv.eq(cmd.write_kv)]
+        issue_once(m, pa.cmd, offer=busy, sent=pa_sent)
 
         # ---- outputs: one token row (H heads) buffered, then written with one writer command
         row_beats = H * vec_beats

@@ -24,24 +24,33 @@ MAX_MANAGERS = 32
 MAX_OUTSTANDING = 256
 
 
-def _check_parameters(owner, managers, data_width, addr_width, id_width, max_outstanding, signature):
-    """Validate the keyword parameters of an arbiter (``owner``); returns the port signature."""
-    try:
-        check_positive_int("managers", managers)
-        check_positive_int("data_width", data_width)
-        check_positive_int("addr_width", addr_width)
-        check_positive_int("id_width", id_width)
-        check_positive_int("max_outstanding", max_outstanding)
-        if managers > MAX_MANAGERS:
-            raise ValueError(f"managers must be at most {MAX_MANAGERS}, got {managers}")
-        if max_outstanding > MAX_OUTSTANDING:
-            raise ValueError(f"max_outstanding must be at most {MAX_OUTSTANDING}, got {max_outstanding}")
-        # The signature checks the AXI widths (data 32..512, a power of two; address 12..64; ID 1..16).
-        return signature(addr_width=addr_width, data_width=data_width, id_width=id_width)
-    except ValueError:
-        # The object exists already; keep Amaranth from also warning that it was never elaborated.
-        owner._MustUse__silence = True
-        raise
+class _AxiArbiter(wiring.Component):
+    """The keyword parameters and ports shared by both arbiters (``_signature``: the AXI
+    half they arbitrate); each subclass elaborates its channels."""
+
+    _signature = None
+
+    def __init__(self, *, managers: int, data_width: int = 128, addr_width: int = 40, id_width: int = 4,
+                 max_outstanding: int = 8):
+        try:
+            check_positive_int("managers", managers)
+            check_positive_int("data_width", data_width)
+            check_positive_int("addr_width", addr_width)
+            check_positive_int("id_width", id_width)
+            check_positive_int("max_outstanding", max_outstanding)
+            if managers > MAX_MANAGERS:
+                raise ValueError(f"managers must be at most {MAX_MANAGERS}, got {managers}")
+            if max_outstanding > MAX_OUTSTANDING:
+                raise ValueError(f"max_outstanding must be at most {MAX_OUTSTANDING}, got {max_outstanding}")
+            # The signature checks the AXI widths (data 32..512, a power of two; address 12..64; ID 1..16).
+            signature = type(self)._signature(addr_width=addr_width, data_width=data_width, id_width=id_width)
+        except ValueError:
+            # The object exists already; keep Amaranth from also warning that it was never elaborated.
+            self._MustUse__silence = True
+            raise
+        self.managers, self.max_outstanding = managers, max_outstanding
+        self.data_width, self.addr_width, self.id_width = data_width, addr_width, id_width
+        super().__init__({"mgr": In(signature).array(managers), "axi": Out(signature)})
 
 
 def _index_width(managers: int) -> int:
@@ -120,7 +129,7 @@ def _route_response(m: Module, managers, port, fifo_unit, *, valid: str, ready: 
                  fifo_unit.r_en.eq(handshake if pop is None else handshake & pop)]
 
 
-class AxiReadArbiter(wiring.Component):
+class AxiReadArbiter(_AxiArbiter):
     """Shares one AXI4 read port among ``managers`` AXI4 read managers.
 
     AR: burst-granular round robin. Each AR handshake on a manager port is one grant; the
@@ -170,13 +179,7 @@ class AxiReadArbiter(wiring.Component):
         Depth of the grant FIFO: bursts granted and not yet finished, 1..:data:`MAX_OUTSTANDING`.
     """
 
-    def __init__(self, *, managers: int, data_width: int = 128, addr_width: int = 40, id_width: int = 4,
-                 max_outstanding: int = 8):
-        signature = _check_parameters(self, managers, data_width, addr_width, id_width, max_outstanding,
-                                      axi_read_signature)
-        self.managers, self.max_outstanding = managers, max_outstanding
-        self.data_width, self.addr_width, self.id_width = data_width, addr_width, id_width
-        super().__init__({"mgr": In(signature).array(managers), "axi": Out(signature)})
+    _signature = staticmethod(axi_read_signature)
 
     def elaborate(self, platform):
         m = Module()
@@ -188,7 +191,7 @@ class AxiReadArbiter(wiring.Component):
         return m
 
 
-class AxiWriteArbiter(wiring.Component):
+class AxiWriteArbiter(_AxiArbiter):
     """Shares one AXI4 write port among ``managers`` AXI4 write managers.
 
     AW: burst-granular round robin, as :class:`AxiReadArbiter`'s AR (registered, every field
@@ -240,13 +243,7 @@ class AxiWriteArbiter(wiring.Component):
         1..:data:`MAX_OUTSTANDING`.
     """
 
-    def __init__(self, *, managers: int, data_width: int = 128, addr_width: int = 40, id_width: int = 4,
-                 max_outstanding: int = 8):
-        signature = _check_parameters(self, managers, data_width, addr_width, id_width, max_outstanding,
-                                      axi_write_signature)
-        self.managers, self.max_outstanding = managers, max_outstanding
-        self.data_width, self.addr_width, self.id_width = data_width, addr_width, id_width
-        super().__init__({"mgr": In(signature).array(managers), "axi": Out(signature)})
+    _signature = staticmethod(axi_write_signature)
 
     def elaborate(self, platform):
         m = Module()

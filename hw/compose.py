@@ -1,10 +1,31 @@
 """Composition helpers: expose a submodule's ports as prefixed ports of the component that
-holds it (test harnesses and simulation systems put several units behind one Verilog top)."""
+holds it (test harnesses and simulation systems put several units behind one Verilog top), and
+the pieces every step path repeats (its AXI manager ports, a command issued once per call)."""
 
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
-__all__ = ["prefixed_members", "forward", "silence_refused"]
+from .axi import axi_read_signature, axi_write_signature
+
+__all__ = ["prefixed_members", "forward", "silence_refused", "axi_ports", "issue_once"]
+
+
+def axi_ports(*, reads=(), writes=(), addr_width: int, data_width: int) -> dict:
+    """Signature members of a component's AXI managers, in this order: an
+    ``Out(axi_read_signature(...))`` per name in ``reads``, then an
+    ``Out(axi_write_signature(...))`` per name in ``writes``."""
+    widths = dict(addr_width=addr_width, data_width=data_width)
+    return {**{name: Out(axi_read_signature(**widths)) for name in reads},
+            **{name: Out(axi_write_signature(**widths)) for name in writes}}
+
+
+def issue_once(m, port, *, offer, sent) -> None:
+    """Issue the command on stream ``port`` once per call: valid while ``offer`` and not yet
+    ``sent``; ``sent`` (a 1-bit register the caller clears when a call starts) is set by the
+    handshake, so the command is not offered again."""
+    m.d.comb += port.valid.eq(offer & ~sent)
+    with m.If(port.valid & port.ready):
+        m.d.sync += sent.eq(1)
 
 
 def silence_refused(owner) -> None:

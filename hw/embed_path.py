@@ -9,8 +9,8 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import check_positive_int
 from .act_mover import ROW_BYTES_WIDTH, ROW_STRIDE_WIDTH, ScratchReader, ScratchWriter
-from .axi import axi_read_signature, axi_write_signature, check_data_width
-from .compose import silence_refused
+from .axi import check_data_width
+from .compose import axi_ports, issue_once, silence_refused
 from .stream_switch import Ftz
 
 __all__ = ["EmbedPath", "embed_command_layout"]
@@ -88,9 +88,8 @@ terms, one adder).
         super().__init__({
             "cmd": In(stream.Signature(embed_command_layout(addr_width, max_tokens))),
             "done": Out(1),
-            "ids_axi": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
-            "rows_axi": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
-            "wr_axi": Out(axi_write_signature(addr_width=addr_width, data_width=data_width)),
+            **axi_ports(reads=("ids_axi", "rows_axi"), writes=("wr_axi",), addr_width=addr_width,
+                        data_width=data_width),
             "error": Out(1),
         })
 
@@ -131,18 +130,12 @@ terms, one adder).
         else:
             shift = unit.bit_length() - 1
             m.d.comb += ids_bytes.eq(((cmd.tokens * 4 + (unit - 1)) >> shift) << shift)
-        m.d.comb += [
-            ids_rd.cmd.payload.base.eq(cmd.ids), ids_rd.cmd.payload.rows.eq(1),
-            ids_rd.cmd.payload.row_bytes.eq(ids_bytes), ids_rd.cmd.payload.row_stride.eq(0),
-            ids_rd.cmd.valid.eq(busy & ~ids_sent),
-            wr.cmd.payload.base.eq(cmd.dst), wr.cmd.payload.rows.eq(cmd.tokens),
-            wr.cmd.payload.row_bytes.eq(self.row_bytes), wr.cmd.payload.row_stride.eq(cmd.row_stride),
-            wr.cmd.valid.eq(busy & ~wr_sent),
-        ]
-        with m.If(ids_rd.cmd.valid & ids_rd.cmd.ready):
-            m.d.sync += ids_sent.eq(1)
-        with m.If(wr.cmd.valid & wr.cmd.ready):
-            m.d.sync += wr_sent.eq(1)
+        m.d.comb += [ids_rd.cmd.payload.base.eq(cmd.ids), ids_rd.cmd.payload.rows.eq(1),
+                     ids_rd.cmd.payload.row_bytes.eq(ids_bytes), ids_rd.cmd.payload.row_stride.eq(0)]
+        issue_once(m, ids_rd.cmd, offer=busy, sent=ids_sent)
+        m.d.comb += [wr.cmd.payload.base.eq(cmd.dst), wr.cmd.payload.rows.eq(cmd.tokens),
+                     wr.cmd.payload.row_bytes.eq(self.row_bytes), wr.cmd.payload.row_stride.eq(cmd.row_stride)]
+        issue_once(m, wr.cmd, offer=busy, sent=wr_sent)
         with m.If(wr.done):
             m.d.sync += written.eq(1)
 

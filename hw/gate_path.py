@@ -9,8 +9,8 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import check_positive_int
 from .act_mover import ROW_BYTES_WIDTH, ROW_STRIDE_WIDTH, ScratchReader, ScratchWriter
-from .axi import axi_read_signature, axi_write_signature, check_data_width
-from .compose import silence_refused
+from .axi import check_data_width
+from .compose import axi_ports, issue_once, silence_refused
 from .gating import ACTIVATIONS, Gating
 from .pipeline import f32_vec
 
@@ -94,9 +94,8 @@ class GatePath(wiring.Component):
         super().__init__({
             "cmd": In(stream.Signature(gate_command_layout(addr_width, max_tokens))),
             "done": Out(1),
-            "gate_axi": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
-            "up_axi": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
-            "wr_axi": Out(axi_write_signature(addr_width=addr_width, data_width=data_width)),
+            **axi_ports(reads=("gate_axi", "up_axi"), writes=("wr_axi",), addr_width=addr_width,
+                        data_width=data_width),
             "error": Out(1),
         })
 
@@ -135,10 +134,8 @@ class GatePath(wiring.Component):
         m.d.comb += [
             wr.cmd.payload.base.eq(cmd.gate), wr.cmd.payload.rows.eq(cmd.tokens),
             wr.cmd.payload.row_bytes.eq(cmd.row_bytes), wr.cmd.payload.row_stride.eq(cmd.row_stride),
-            wr.cmd.valid.eq(busy & ~wr_sent),
         ]
-        with m.If(wr.cmd.valid & wr.cmd.ready):
-            m.d.sync += wr_sent.eq(1)
+        issue_once(m, wr.cmd, offer=busy, sent=wr_sent)
         with m.If(wr.done):
             m.d.sync += written.eq(1)
 

@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import check_positive_int
 from .act_mover import ScratchWriter
-from .axi import axi_read_signature, axi_write_signature
+from .compose import axi_ports, issue_once
 from .lm_head import LmHead, lm_head_command_layout
 from .pipeline import q8_vec
 
@@ -82,8 +82,7 @@ class LmHeadPath(wiring.Component):
             "scale": In(stream.Signature(unsigned(32))),
             "done": Out(1),
             "token": Out(32),
-            "head_axi": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
-            "wr_axi": Out(axi_write_signature(addr_width=addr_width, data_width=data_width)),
+            **axi_ports(reads=("head_axi",), writes=("wr_axi",), addr_width=addr_width, data_width=data_width),
             "error": Out(1),
         })
 
@@ -115,18 +114,13 @@ class LmHeadPath(wiring.Component):
             m.d.sync += [cmd.eq(p), busy.eq(1), head_sent.eq(0), wr_sent.eq(0), written.eq(0), known.eq(0),
                          beats.eq(((lm_beats + (k - 1)) >> shift) << shift)]
         hc = head.cmd.payload
-        m.d.comb += [
-            hc.rows_base.eq(cmd.rows_base), hc.scales_base.eq(cmd.scales_base), hc.rows.eq(cmd.rows),
-            hc.cols.eq(cmd.cols), head.cmd.valid.eq(busy & ~head_sent),
-            wr.cmd.payload.base.eq(cmd.logits), wr.cmd.payload.rows.eq(1),
-            wr.cmd.payload.row_bytes.eq(beats * (4 * L)), wr.cmd.payload.row_stride.eq(0),
-            # the writer command follows the one-cycle computation of `beats`
-            wr.cmd.valid.eq(busy & ~wr_sent),
-        ]
-        with m.If(head.cmd.valid & head.cmd.ready):
-            m.d.sync += head_sent.eq(1)
-        with m.If(wr.cmd.valid & wr.cmd.ready):
-            m.d.sync += wr_sent.eq(1)
+        m.d.comb += [hc.rows_base.eq(cmd.rows_base), hc.scales_base.eq(cmd.scales_base), hc.rows.eq(cmd.rows),
+                     hc.cols.eq(cmd.cols)]
+        issue_once(m, head.cmd, offer=busy, sent=head_sent)
+        m.d.comb += [wr.cmd.payload.base.eq(cmd.logits), wr.cmd.payload.rows.eq(1),
+                     wr.cmd.payload.row_bytes.eq(beats * (4 * L)), wr.cmd.payload.row_stride.eq(0)]
+        # the writer command follows the one-cycle computation of `beats`
+        issue_once(m, wr.cmd, offer=busy, sent=wr_sent)
         with m.If(wr.done):
             m.d.sync += written.eq(1)
 
