@@ -1,7 +1,7 @@
 """Top-level benchmark: the generated accelerator under Verilator, end to end through the host
-driver, for the tiny models on sim-small hardware (docs/architecture.md 9).
+driver, for the tiny models and a mid-size one on sim-small hardware (docs/architecture.md 9).
 
-Run with ``python -m bench.top``. For each tiny model (random weights) it generates the top level
+Run with ``python -m bench.top``. For each model (random weights) it generates the top level
 (``gen/top.py``) with ``prefill_chunk`` 64, runs greedy generation with a 16-token and a 64-token
 prompt (``tellme.sim.top_harness.rtl_generate``: the driver of ``tellme/runtime.py`` through the
 register map, the DDR model behind the HP ports), checks every token and every step's logits
@@ -13,17 +13,20 @@ against the golden model bit for bit, and records:
 - the split of each call's cycles per unit, from the harness's per-op counters (the cycles the
   sequencer spent on steps of each op, dispatch included): TLMM busy (MATMUL steps less the
   weight wait), TLMM waiting on weights (``STALL``), attention, element-wise (EMBED, NORM_QUANT,
-  GATE), LM head, and the sequencer's own cycles between steps (``CYCLES`` less the steps).
+  GATE), LM head, and the sequencer's own cycles between steps (``CYCLES`` less the steps);
+- beside TLMM busy, the hand model of docs section 1: ceil(n / T) passes x the sum over the
+  MATMUL steps of blocks x rows (one lane-block entry per cycle), the cycles the TLMM would take
+  if it never waited and nothing around it cost a cycle.
 
 Assumptions written into the JSON: the DDR model's latency and bandwidth (its defaults), the
 clock, one step at a time (the sequencer overlaps nothing across steps yet). Not measured here:
 the kv260 hardware settings (a tiny model on them converts in about 6 minutes and builds for
-far longer; issue #15) and the hand model of docs section 1 beside the split (the cycle model of
-issue #15).
+far longer; issue #15); a cycle model of the other units (issue #15).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -31,6 +34,7 @@ import time
 import numpy as np
 
 from tellme.config import hardware_preset, model_preset
+from tellme.gen.program import build_program
 from tellme.sim.backends import generate, make_backend
 from tellme.sim.top_harness import rtl_generate
 from tellme.weights import random_weights
@@ -40,6 +44,11 @@ from . import CLOCK_MHZ, argument_parser, log, log_table, results_file
 NAME = "top"
 PROMPTS = (16, 64)
 NEW_TOKENS = 4
+#: The mid-size model of tests/test_top.py::test_mid_size_model_equals_golden: 4 layers, hidden
+#: 256, head_dim 64, GQA 2:1, FFN 688, vocabulary 1000.
+MID_RELU2 = dataclasses.replace(model_preset("tiny"), name="mid-relu2", hidden_size=256, intermediate_size=688,
+                                num_layers=4, num_heads=4, num_kv_heads=2, head_dim=64, vocab_size=1000)
+MODELS = (model_preset("tiny"), model_preset("tiny-silu"), MID_RELU2)
 
 
 def unit_split(call: dict, op_cycles: dict) -> dict:
@@ -51,10 +60,11 @@ def unit_split(call: dict, op_cycles: dict) -> dict:
             "lm_head": op_cycles["LM_HEAD"], "sequencer_between_steps": call["cycles"] - steps}
 
 
-def measure(preset: str, hw) -> dict:
-    weights = random_weights(model_preset(preset), seed=3)
+def measure(config, hw) -> dict:
+    weights = random_weights(config, seed=3)
+    program = build_program(config, hw)
     rng = np.random.default_rng(11)
-    out = {"model": preset, "hardware": hw.to_dict(), "runs": []}
+    out = {"model": config.name, "config": config.to_dict(), "hardware": hw.to_dict(), "runs": []}
     for length in PROMPTS:
         prompt = [int(i) for i in rng.integers(0, weights.config.vocab_size, size=length)]
         want_ids, want_logits = generate(make_backend("golden", weights, hw), prompt, NEW_TOKENS)
@@ -64,14 +74,15 @@ def measure(preset: str, hw) -> dict:
                                                        np.asarray(b, np.float32).view(np.uint32))
                                         for a, b in zip(logits, want_logits))
         if not exact:
-            raise AssertionError(f"{preset}, {length}-token prompt: the RTL differs from the golden model")
+            raise AssertionError(f"{config.name}, {length}-token prompt: the RTL differs from the golden model")
         cycles = sum(c["cycles"] for c in run.calls)
         out["runs"].append({
             "prompt_tokens": length, "bit_exact": exact, "wall_seconds": round(time.monotonic() - start, 1),
             "build_seconds": round(run.build_seconds, 1), "sim_seconds": round(run.sim_seconds, 1),
             "simulated_cycles_per_second": round(cycles / run.sim_seconds, 1) if run.sim_seconds else None,
             "calls": [{"kind": c["kind"], "tokens": c["tokens"], "cycles": c["cycles"],
-                       "stall_cycles": c["stall_cycles"], "split": unit_split(c, ops)}
+                       "stall_cycles": c["stall_cycles"], "split": unit_split(c, ops),
+                       "hand_tlmm_cycles": program.tlmm_cycles(c["tokens"])}
                       for c, ops in zip(run.calls, run.op_cycles, strict=True)],
         })
     decode = [c["cycles"] for r in out["runs"] for c in r["calls"] if c["kind"] == "decode"]
@@ -89,11 +100,12 @@ def main(argv=None) -> int:
         "schedule": "one program step at a time; weight loading starts with its MATMUL step",
         "split": "per-op cycles count every cycle the sequencer is busy on a step of that op "
                  "(its dispatch and w_mult fetch included); tlmm_busy = MATMUL - STALL",
-        "not_measured": "kv260 hardware settings, mid-size model (issue #15)"},
+        "hand_tlmm_cycles": "docs section 1: ceil(n/T) x sum over MATMUL steps of blocks x rows",
+        "not_measured": "kv260 hardware settings (issue #15)"},
         "models": []}
-    for preset in ("tiny", "tiny-silu"):
-        log(f"top: {preset} on sim-small (chunk 64) ...")
-        results["models"].append(measure(preset, hw))
+    for config in MODELS:
+        log(f"top: {config.name} on sim-small (chunk 64) ...")
+        results["models"].append(measure(config, hw))
     path.write_text(json.dumps(results, indent=2) + "\n")
     rows = []
     for m in results["models"]:
@@ -109,9 +121,12 @@ def main(argv=None) -> int:
         for r in m["runs"]:
             for call in (r["calls"][0], r["calls"][-1]):
                 shares = [f"{100 * call['split'][u] / call['cycles']:>9.1f}%" for u in units]
-                split_rows.append(f"{m['model']:<10} {r['prompt_tokens']:>6} {call['kind']:<8} {' '.join(shares)}")
-    log_table("cycles per unit (share of the call's CYCLES)",
-              f"{'model':<10} {'prompt':>6} {'call':<8} " + " ".join(f"{u[:10]:>10}" for u in units), split_rows)
+                hand = 100 * call["hand_tlmm_cycles"] / call["cycles"]
+                split_rows.append(f"{m['model']:<10} {r['prompt_tokens']:>6} {call['kind']:<8} {' '.join(shares)} "
+                                  f"{hand:>9.1f}%")
+    log_table("cycles per unit (share of the call's CYCLES; hand: docs section 1's TLMM figure)",
+              f"{'model':<10} {'prompt':>6} {'call':<8} " + " ".join(f"{u[:10]:>10}" for u in units)
+              + f" {'hand tlmm':>10}", split_rows)
     return 0
 
 

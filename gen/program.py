@@ -155,6 +155,13 @@ class Program:
     def scratch_bytes(self) -> int:
         return max(a.offset + page_up(a.size) for a in self.scratch.values())
 
+    def tlmm_cycles(self, tokens: int) -> int:
+        """Docs section 1's hand figure for the TLMM of a call of ``tokens`` tokens: ceil(n / T)
+        passes of one lane-block entry (blocks x rows of each MATMUL step) per cycle, the cycles
+        it would take if it never waited and nothing around it cost a cycle."""
+        passes = -(-tokens // self.hardware.tlmm_tokens)
+        return passes * sum(s.blocks * s.rows for s in self.steps if isinstance(s, MatMul))
+
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for step in self.steps:

@@ -39,10 +39,14 @@ class WeightStreamer(wiring.Component):
     per-port beats are joined into lane words (TlmmWeightDecode) and stored in the free bank,
     from which the TLMM reads each tile ``passes`` times (``codes``). Loading of the next tile
     overlaps the lanes' use of the current one; each weight byte crosses AXI once per command.
-    The tile descriptor waits in a one-entry register for the buffer, so the walker issues a
-    tile's reads as soon as the buffer has taken the previous tile's descriptor (its fill has
-    started), not when that fill completes: the DDR latency is hidden at tile boundaries, and
-    beats that arrive before the buffer takes their tile wait on the R channels (in order).
+    The tile descriptor waits in a one-entry register for the buffer, and the walker issues a
+    tile's reads only once the buffer has taken it (a bank is free and its fill has started):
+    every weight beat then has room the moment it arrives and never waits on an R channel. (A
+    tile's reads issued before its bank was free held the next tiles' beats on the HP ports
+    that other readers share, the MATMUL path's residual reader among them: a projection of
+    three or more tiles with a residual deadlocked.) The next tile's reads start while the
+    current one fills, so the fill stays busy as long as the lanes use a tile no faster than it
+    loads.
 
     Ports: ``proj`` (In stream, projection_layout), ``codes`` (Out stream, lane words),
     ``axi[i]`` (Out, AXI4 read manager per port), ``waiting`` (Out 1: no tile ready for the
@@ -119,8 +123,8 @@ class WeightStreamer(wiring.Component):
         rows_left = cmd.rows - row0
         tile_rows = Signal(ROWS)
         m.d.comb += tile_rows.eq(Mux(rows_left < cmd.tile_rows, rows_left, cmd.tile_rows))
-        # One-entry descriptor register in front of the buffer: it frees (and this tile's reads
-        # may start) as soon as the buffer takes the previous descriptor.
+        # One-entry descriptor register in front of the buffer: this tile's reads start once the
+        # buffer has taken it (its bank is the one filling), never earlier (see the docstring).
         desc_valid = Signal()
         desc = Signal(tile_layout(self.depth))
         m.d.comb += [buffer.tile.valid.eq(desc_valid), buffer.tile.payload.eq(desc)]
@@ -135,7 +139,7 @@ class WeightStreamer(wiring.Component):
         m.d.comb += offset.eq((block * cmd.rows + row0) * g.subword_bytes)
         sent_now = Signal(ports)
         for p, master in enumerate(masters):
-            m.d.comb += [master.cmd.valid.eq(active & tile_sent & ~port_done[p]),
+            m.d.comb += [master.cmd.valid.eq(active & tile_sent & ~desc_valid & ~port_done[p]),
                          master.cmd.payload.addr.eq(cmd.base[p] + offset),
                          master.cmd.payload.beats.eq(tile_rows * beats_per_subword),
                          sent_now[p].eq(master.cmd.valid & master.cmd.ready)]

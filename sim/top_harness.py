@@ -29,7 +29,7 @@ from ..hw.sequencer import OPS
 from .axi_stall import STALL_CHANNELS, connect_stalled
 from .rtl import run_cocotb
 
-__all__ = ["TopOnDdr", "RtlRun", "run_calls", "rtl_generate", "ddr_bytes", "MEMORY_BASE"]
+__all__ = ["TopOnDdr", "RtlRun", "run_calls", "rtl_generate", "ddr_bytes", "call_timeout", "MEMORY_BASE"]
 
 #: Width of each of the testbench's per-op cycle counters (``TopOnDdr.op_cycles``).
 OP_COUNTER_BITS = 32
@@ -145,6 +145,15 @@ class RtlRun:
         return [np.asarray(c["logits"], dtype=np.uint32).view(np.float32) for c in self.calls]
 
 
+def call_timeout(program) -> float:
+    """Simulated seconds the driver waits for one call before it reports a hang: 5 ms plus ten
+    times the hand TLMM figure of a full chunk (:meth:`Program.tlmm_cycles`; a call takes about
+    twice that with its weight waits and the other units), so that a bigger model is not taken
+    for a hung one."""
+    hw = program.hardware
+    return 5e-3 + 10 * program.tlmm_cycles(hw.prefill_chunk) / (hw.clock_mhz * 1e6)
+
+
 def run_calls(model: ModelConfig, hw: HardwareConfig, image: str | Path, script: list[dict], *,
               ddr_options: dict | None = None, timeout: float | None = 3600.0,
               axi_pauses: bool = False, hp_pauses: float = 0.0, progress: bool = False,
@@ -177,6 +186,7 @@ def run_calls(model: ModelConfig, hw: HardwareConfig, image: str | Path, script:
                                  "hp_pauses": hp_pauses,
                                  "progress": progress, "trace": str(Path(trace).resolve()) if trace else None,
                                  "fault_step": len(top.words) if fault_step is None else fault_step,
+                                 "call_timeout": call_timeout(top.program),
                                  "probe_names": harness.probe_names, "op_counter_bits": OP_COUNTER_BITS})
         recorded = json.loads(results.read_text())
     return RtlRun(recorded["calls"], recorded["errors"], [tuple(w) for w in recorded["register_writes"]],

@@ -119,6 +119,32 @@ def test_run_on_the_program_backend_matches_golden(tmp_path):
     assert outs["program"]["step_logits"] == outs["golden"]["step_logits"]
 
 
+@pytest.mark.slow
+@pytest.mark.rtl
+def test_run_on_the_rtl_backend_matches_golden(tmp_path, capsys):
+    """``tellme run --backend rtl``: the golden backend's JSON (same ids, same logits bit for
+    bit) plus the cycles of every call from CYCLES_LO/HI, the weight stalls, the clock and the
+    simulated decode rate; progress goes to stderr. (Slow: a Verilator build of the top, the
+    demo's design when it ran first.)"""
+    outs = {}
+    for backend in ("golden", "rtl"):
+        out = tmp_path / f"{backend}.json"
+        assert main(["run", "--preset", "tiny", "--hardware", "sim-small", "--prompt-ids", "1,17,42,7",
+                     "--max-new-tokens", "4", "--backend", backend, "--json", str(out)]) == 0
+        outs[backend] = json.loads(out.read_text())
+    rtl, golden = outs["rtl"], outs["golden"]
+    assert rtl["generated_ids"] == golden["generated_ids"]
+    assert rtl["step_logits"] == golden["step_logits"]
+    assert rtl["hardware"] == golden["hardware"]
+    cycles, stalls = rtl["cycles"], rtl["stall_cycles"]
+    assert [len(cycles["prefill"]), len(cycles["decode"])] == [1, 3]
+    assert all(c > 0 for c in cycles["prefill"] + cycles["decode"])
+    assert all(0 <= s <= c for kind in cycles for s, c in zip(stalls[kind], cycles[kind], strict=True))
+    assert rtl["clock_mhz"] == golden["hardware"]["clock_mhz"]
+    assert rtl["simulated_decode_tokens_per_s"] == pytest.approx(3 * rtl["clock_mhz"] * 1e6 / sum(cycles["decode"]))
+    assert "rtl: building the top level of tiny" in capsys.readouterr().err
+
+
 # -- user errors and bugs ------------------------------------------------------------------------
 
 def _user_error_classes():

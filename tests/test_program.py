@@ -68,6 +68,10 @@ def test_program_of_the_kv260_large_model():
     down = next(s for s in program.steps if isinstance(s, MatMul) and s.proj == "down_proj")
     assert (down.tiles, down.tile_rows, down.blocks) == (3, 512, 13)
     assert isinstance(program.steps[-1], LmHead) and program.steps[-1].fmt == "int8"
+    # docs section 1's hand figures: 91,648 lane-block entries per layer (G=5, P=64), one pass
+    # per T=8 tokens: 16 passes for a 128-token chunk, one for a decode step
+    assert program.tlmm_cycles(128) == 16 * 91_648 * 24
+    assert program.tlmm_cycles(1) == program.tlmm_cycles(8) == 91_648 * 24
 
 
 def test_a_model_the_hardware_cannot_run_is_refused():

@@ -130,6 +130,16 @@ def test_weight_streamer_throughput():
                parameters=streamer_parameters(params, geometry))
 
 
+@pytest.mark.rtl
+def test_weight_streamer_reads_only_into_a_free_bank():
+    """With the lanes holding their words, the streamer reads the two tiles the banks hold and
+    no further (the same build as test_weight_streamer[g5p16x4])."""
+    params = STREAMER_SETS["g5p16x4"]
+    dut, geometry = streamer(params)
+    run_cocotb(dut, name="weight_streamer_g5p16x4", test_module=TB_STREAMER,
+               testcase="test_reads_wait_for_a_free_bank", parameters=streamer_parameters(params, geometry))
+
+
 # -- RAM inference (Yosys synth_xilinx -family xcup) ----------------------------------------------
 
 # Amaranth writes a memory's (all-zero) initial contents as one Verilog assignment per word, and

@@ -34,7 +34,7 @@ from .streams import random_pause
 from .testbench import Testbench
 
 #: Simulated seconds a call may take before the driver gives up (a hang ends as an error),
-#: unless the configuration gives ``call_timeout``.
+#: unless the configuration gives ``call_timeout`` (run_calls does, scaled to the model).
 CALL_TIMEOUT = 5e-3
 
 

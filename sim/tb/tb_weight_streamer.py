@@ -366,3 +366,34 @@ async def test_throughput(dut):
                 assert words / cycles >= floor * (0.999 if passes > 1 else 1), (
                     f"{what}: {words / cycles:.4f} words/cycle, expected >= {floor:.3f}")
     cocotb.log.info("THROUGHPUT %s", results)
+
+
+@cocotb.test()
+async def test_reads_wait_for_a_free_bank(dut):
+    """The lanes hold ``codes`` (never ready) on a projection of three tiles or more: the
+    streamer fills both banks (tiles 0 and 1) and issues no read for tile 2, so no weight beat
+    waits on an R channel, where it would hold the beats of every other reader sharing that
+    HP port. Once the lanes take words, the rest follows, golden, each beat read once."""
+    cfg = tb_config()
+    rng = np.random.default_rng([cocotb.RANDOM_SEED, 9])
+    bench = Bench(dut, cfg, rng)
+    bench.load(cfg["projections"])
+    index = max(range(len(bench.projections)), key=lambda i: len(bench.projections[i].tiling.tiles))
+    proj = bench.projections[index]
+    assert len(proj.tiling.tiles) >= 3, "the test needs a projection of three tiles or more"
+    words = proj.tiling.blocks * proj.rows
+    bound = _budget(cfg, words, [0.0])
+    start_watchdog(bench.clock, 2 * bound + 4000, "test_reads_wait_for_a_free_bank")
+    await reset_dut(dut, bench.clock, RESET_CYCLES)
+    bench.codes.set_pause_generator(iter(lambda: True, None))      # lanes never ready
+    bench.queue(index, 1)
+    await ClockCycles(bench.clock, bound)
+    first_two = sum(t.rows for t in proj.tiling.tiles[:2]) * proj.tiling.blocks * cfg["subword_beats"]
+    for p, mon in enumerate(bench.monitors):
+        assert len(mon.beat_addrs) == first_two, (
+            f"port {p}: {len(mon.beat_addrs)} beats requested with both banks full, expected "
+            f"{first_two} (tiles 0 and 1 only)")
+        assert mon.r_beats == first_two, f"port {p}: {first_two - mon.r_beats} requested beats wait on R"
+    bench.codes.set_pause_generator(None)
+    await bench.run("after the lanes' hold", bound)
+    bench.check_traffic("after the lanes' hold")
