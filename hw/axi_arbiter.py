@@ -15,6 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import check_positive_int
 from .axi import axi_read_signature, axi_write_signature
+from .compose import silence_refused
 
 __all__ = ["AxiReadArbiter", "AxiWriteArbiter", "MAX_MANAGERS", "MAX_OUTSTANDING"]
 
@@ -45,8 +46,7 @@ class _AxiArbiter(wiring.Component):
             # The signature checks the AXI widths (data 32..512, a power of two; address 12..64; ID 1..16).
             signature = type(self)._signature(addr_width=addr_width, data_width=data_width, id_width=id_width)
         except ValueError:
-            # The object exists already; keep Amaranth from also warning that it was never elaborated.
-            self._MustUse__silence = True
+            silence_refused(self)
             raise
         self.managers, self.max_outstanding = managers, max_outstanding
         self.data_width, self.addr_width, self.id_width = data_width, addr_width, id_width

@@ -34,6 +34,7 @@ Configuration (``run_cocotb(parameters=...)``):
 
 from __future__ import annotations
 
+import itertools
 import logging
 import types
 from collections import Counter
@@ -385,7 +386,7 @@ async def test_reads_wait_for_a_free_bank(dut):
     bound = _budget(cfg, words, [0.0])
     start_watchdog(bench.clock, 2 * bound + 4000, "test_reads_wait_for_a_free_bank")
     await reset_dut(dut, bench.clock, RESET_CYCLES)
-    bench.codes.set_pause_generator(iter(lambda: True, None))      # lanes never ready
+    bench.codes.set_pause_generator(itertools.repeat(True))        # lanes never ready
     bench.queue(index, 1)
     await ClockCycles(bench.clock, bound)
     first_two = sum(t.rows for t in proj.tiling.tiles[:2]) * proj.tiling.blocks * cfg["subword_beats"]
@@ -394,6 +395,6 @@ async def test_reads_wait_for_a_free_bank(dut):
             f"port {p}: {len(mon.beat_addrs)} beats requested with both banks full, expected "
             f"{first_two} (tiles 0 and 1 only)")
         assert mon.r_beats == first_two, f"port {p}: {first_two - mon.r_beats} requested beats wait on R"
-    bench.codes.set_pause_generator(None)
+    bench.codes.clear_pause_generator()
     await bench.run("after the lanes' hold", bound)
     bench.check_traffic("after the lanes' hold")
