@@ -24,7 +24,8 @@ and simulation speed are what a user of the kv260 top level waits for; bitnet-b1
 is far beyond a simulation of minutes (issue #15 validates a cycle model on one of its layers).
 
 Assumptions written into the JSON: the DDR model's latency and bandwidth (its defaults), the
-clock, one step at a time (the sequencer overlaps nothing across steps yet). Not measured here:
+clock, one step at a time with weight loading running ahead (the sequencer's walker). Not
+measured here:
 a cycle model of the other units (issue #15).
 """
 
@@ -102,7 +103,8 @@ def main(argv=None) -> int:
     hw = hardware_preset("sim-small").replace(prefill_chunk=64)
     results = {"clock_mhz": CLOCK_MHZ, "assumptions": {
         "ddr": "tellme.hw.ddr_model.DdrModel defaults (fixed latency, shared token-bucket bandwidth)",
-        "schedule": "one program step at a time; weight loading starts with its MATMUL step",
+        "schedule": "one program step at a time; weight loading runs ahead of the steps (the sequencer's "
+                    "weight walker), as far as the two weight-buffer banks allow",
         "split": "per-op cycles count every cycle the sequencer is busy on a step of that op "
                  "(its dispatch and w_mult fetch included); tlmm_busy = MATMUL - STALL",
         "hand_tlmm_cycles": "docs section 1: ceil(n/T) x sum over MATMUL steps of blocks x rows",

@@ -128,13 +128,12 @@ def encode_program(program: Program, commands: dict[str, data.StructLayout]) -> 
             words.append(word("GATE", {"gate": gate.offset, "up": scratch["up"].offset,
                                        "row_bytes": gate.row_bytes, "row_stride": gate.row_bytes}))
         elif isinstance(step, LmHead):
-            if step.fmt != "int8":
-                raise ConfigError(f"lm_head_format: the generated LM head reads int8 rows; {step.fmt!r} "
-                                  f"is not built yet")
             src = scratch[step.src]
             words.append(word("NORM_QUANT", _norm_quant_values(src, model.hidden_size, step.norm, step.eps),
                               last_row=1, to_head=1))
-            words.append(word("LM_HEAD", {"rows_base": step.head[0].offset, "scales_base": step.head[1].offset,
+            # the fp16 head has no scales: its command's scales_base is unused
+            scales = step.head[1].offset if step.fmt == "int8" else 0
+            words.append(word("LM_HEAD", {"rows_base": step.head[0].offset, "scales_base": scales,
                                           "rows": model.vocab_size, "cols": model.hidden_size,
                                           "logits": io.logits_offset}))
         else:
@@ -157,7 +156,8 @@ class TellmeTop(wiring.Component):
     write), ``irq`` (level: DONE or ERROR while ``CONTROL.IRQ_ENABLE``).
 
     A call: ``START`` -> the sequencer walks the program (:func:`encode_program`) on the step
-    datapaths, one step at a time; ``STATUS.DONE`` (or ``ERROR`` with ``ERR_CODE``) at the
+    datapaths, one step at a time, its weight walker sending every MATMUL's weight command
+    ahead (loading runs ahead of the steps); ``STATUS.DONE`` (or ``ERROR`` with ``ERR_CODE``) at the
     end; ``CYCLES`` counts the call's cycles, ``STALL`` the cycles the TLMM waited for weights.
     An AXI error response on any port ends the call with ``AXI_READ``/``AXI_WRITE``; it and
     ``SOFT_RESET`` return every engine to idle: the datapath is held in reset (not the register
@@ -182,7 +182,14 @@ class TellmeTop(wiring.Component):
         geometry = BufferGeometry.of(hw)
         self.embed = EmbedPath(lanes=L, row_bytes=4 * model.hidden_size, vocab=model.vocab_size, max_tokens=C,
                                data_width=dw, addr_width=aw)
-        self.norm_quant = NormQuantPath(lanes=L, max_dim=shape.max_dim, max_tokens=C, data_width=dw, addr_width=aw)
+        fp16_head = hw.lm_head_format == "fp16"
+        if fp16_head and dw % (16 * L):
+            raise ConfigError(f"lm_head_format: the fp16 head takes ew_lanes ({L}) binary16 weights at a time "
+                              f"from whole AXI beats, so 16 x ew_lanes ({16 * L} bits) must divide "
+                              f"axi_data_width ({dw})")
+        # the fp16 head reads the normalised float vector beside the quantiser's output
+        self.norm_quant = NormQuantPath(lanes=L, max_dim=shape.max_dim, max_tokens=C, data_width=dw, addr_width=aw,
+                                        float_out=fp16_head)
         self.matmul = MatmulPath(geometry=geometry, tokens=hw.tlmm_tokens, lanes=L, block=shape.block, max_tokens=C,
                                  max_inputs=shape.max_dim, max_rows=shape.max_rows, addr_width=aw, ram_style=ram_style)
         self.attention = AttentionPath(head_dim=model.head_dim, heads=hw.attn_heads_parallel, lanes=L,
@@ -190,6 +197,7 @@ class TellmeTop(wiring.Component):
         self.gate = GatePath(lanes=L, act=model.hidden_act, act_lanes=hw.gating_lanes, max_tokens=C,
                              data_width=dw, addr_width=aw)
         self.lm_head = LmHeadPath(lanes=L, max_rows=model.vocab_size, max_cols=model.hidden_size,
+                                  weight_format=hw.lm_head_format,
                                   data_width=dw, addr_width=aw)
         paths = {"EMBED": self.embed, "NORM_QUANT": self.norm_quant, "MATMUL": self.matmul,
                  "ATTENTION": self.attention, "GATE": self.gate, "LM_HEAD": self.lm_head}
@@ -354,9 +362,12 @@ class _Datapath(wiring.Component):
             if op != "NORM_QUANT":
                 m.d.comb += getattr(seq, f"{op.lower()}_done").eq(path.done)
         m.d.comb += seq.lm_token.eq(top.lm_head.token)
+        # the MATMUL steps' weights, sent ahead by the sequencer's walker
+        wiring.connect(m, seq.weights_cmd, top.matmul.weights_cmd)
 
         # -- NORM_QUANT results: to the act buffer, or to the LM head (``to_head``) -----------------
         nq, mm, lm = top.norm_quant, top.matmul, top.lm_head
+        fp16_head = lm.head.fp16
         to_head = seq.to_head
         m.d.comb += [
             mm.act_wr_cmd.payload.eq(nq.act_cmd.payload),
@@ -364,12 +375,18 @@ class _Datapath(wiring.Component):
             nq.act_cmd.ready.eq(to_head | mm.act_wr_cmd.ready),
             seq.act_cmd_taken.eq(mm.act_wr_cmd.valid & mm.act_wr_cmd.ready),
             seq.act_written.eq(mm.act_written),
-            mm.act_q.payload.eq(nq.q.payload), lm.x.payload.eq(nq.q.payload),
+            # the int8 head takes x_q and d_x; the fp16 head the float vector beside x_q, and no d_x
+            mm.act_q.payload.eq(nq.q.payload),
+            *([lm.x.payload.data.eq(nq.y), lm.x.payload.last.eq(nq.q.payload.last)] if fp16_head
+              else [lm.x.payload.eq(nq.q.payload)]),
             mm.act_q.valid.eq(nq.q.valid & ~to_head), lm.x.valid.eq(nq.q.valid & to_head),
             nq.q.ready.eq(Mux(to_head, lm.x.ready, mm.act_q.ready)),
-            mm.act_scale.payload.eq(nq.scale.payload), lm.scale.payload.eq(nq.scale.payload),
-            mm.act_scale.valid.eq(nq.scale.valid & ~to_head), lm.scale.valid.eq(nq.scale.valid & to_head),
-            nq.scale.ready.eq(Mux(to_head, lm.scale.ready, mm.act_scale.ready)),
+            mm.act_scale.payload.eq(nq.scale.payload),
+            *([] if fp16_head else [lm.scale.payload.eq(nq.scale.payload)]),
+            mm.act_scale.valid.eq(nq.scale.valid & ~to_head),
+            *([] if fp16_head else [lm.scale.valid.eq(nq.scale.valid & to_head)]),
+            nq.scale.ready.eq(to_head | mm.act_scale.ready if fp16_head
+                              else Mux(to_head, lm.scale.ready, mm.act_scale.ready)),
         ]
 
         # -- AXI: managers -> arbiters -> HP ports ---------------------------------------------------

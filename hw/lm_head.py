@@ -1,21 +1,23 @@
-"""The int8 LM head with argmax (docs/architecture.md 3.9 and 9, "LM head")."""
+"""The LM head with argmax, int8 or binary16 rows (docs/architecture.md 3.9 and 9, "LM head")."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import check_positive_int
 from .axi import axi_read_signature
 from .axi_read import AxiReadMaster
-from .fp32 import FMul, FromInt, Stages
-from .pipeline import f32_vec, q8_vec
+from .fp32 import FAdd, FMul, FromInt, Stages, leading_zeros
+from .pipeline import f32_tree, f32_vec, q8_vec
 
-__all__ = ["LmHead", "lm_head_command_layout", "MAX_COLS"]
+__all__ = ["LmHead", "lm_head_command_layout", "MAX_COLS", "WEIGHT_FORMATS"]
 
 #: Widest row: |x_q . row| <= 128 * 128 * cols must fit the int32 accumulator.
 MAX_COLS = (2 ** 31 - 1) // (128 * 128)
+#: The head formats of docs 3.9: int8 rows with a float32 scale per row, or binary16 rows.
+WEIGHT_FORMATS = ("int8", "fp16")
 #: Depth of the FIFO of issued read commands (scales or rows) whose data are still owed.
 _KIND_DEPTH = 4
 
@@ -23,6 +25,27 @@ _KIND_DEPTH = 4
 def _bits(limit: int) -> int:
     """Bits of an unsigned field holding 0 .. ``limit``."""
     return max(1, limit.bit_length())
+
+
+def widen_f16(m: Module, h, name: str):
+    """binary16 bits ``h`` -> the same value as binary32 bits (exact: every binary16 value, its
+    subnormals included, is a normal binary32 or zero; infinities stay infinite and a NaN keeps
+    its payload, as ``numpy.float16.astype(numpy.float32)`` has it). Combinational."""
+    sign, exp, frac = h[15], h[10:15], h[:10]
+    out = Signal(32, name=name)
+    lz = leading_zeros(m, frac, f"{name}_lz")
+    with m.If(exp == 31):
+        m.d.comb += out.eq(Cat(Const(0, 13), frac, Const(0xFF, 8), sign))
+    with m.Elif(exp != 0):
+        m.d.comb += out.eq(Cat(Const(0, 13), frac, exp + 112, sign))
+    with m.Elif(frac != 0):
+        # frac x 2^-24 with its top set bit at 9 - lz: exponent 2^(9 - lz - 24), bias 127
+        normalised = Signal(10, name=f"{name}_norm")
+        m.d.comb += [normalised.eq(frac << (lz + 1)),
+                     out.eq(Cat(Const(0, 13), normalised, (112 - lz)[:8], sign))]
+    with m.Else():
+        m.d.comb += out.eq(Cat(Const(0, 31), sign))
+    return out
 
 
 def lm_head_command_layout(*, addr_width: int, max_rows: int, max_cols: int) -> data.StructLayout:
@@ -34,7 +57,8 @@ def lm_head_command_layout(*, addr_width: int, max_rows: int, max_cols: int) -> 
 
 
 class LmHead(wiring.Component):
-    """The LM head of the int8 format: logits of one token and their argmax.
+    """The LM head: logits of one token and their argmax, from int8 rows (``weight_format``
+    "int8", the default) or binary16 rows ("fp16"; see "The fp16 format" below).
 
     Per call (one ``cmd`` beat ``{rows_base, scales_base, rows, cols}``, see
     :func:`lm_head_command_layout`), with R = ``rows`` (vocab) and C = ``cols`` (hidden):
@@ -75,6 +99,24 @@ class LmHead(wiring.Component):
     back SLVERR/DECERR; its data are still used, so the call completes), ``clear_error`` (In 1),
     ``busy`` (Out 1: a call is in progress, a logits beat waits or the read master owes data).
 
+    The fp16 format (``golden.lm_head_fp16`` bit for bit): ``x`` carries the normalised float32
+    vector (``f32_vec(lanes)`` beats; values beyond C in the final beat are ignored) and there is
+    no ``scale`` port; the R x C binary16 head at ``rows_base`` is read as one contiguous byte
+    stream (row r at ``rows_base + 2 r C``, no scale reads: ``scales_base`` is ignored), cut
+    into rows by the same realigner, and each AXI word of a row is taken in ``beat / (2 lanes)``
+    groups of ``lanes`` weights, one group per cycle (the ``vector_sum`` beats of
+    ``tellme.contract.fp32``): widened exactly to binary32, multiplied by x (``lanes`` FMul),
+    summed by a pairwise tree, accumulated into partial (group index mod 4) with one FAdd whose
+    pipeline holds the four partials (a group's partial comes back from the adder, or from its
+    register, by the time the group four later enters), then the four partials summed by a
+    pairwise tree. Weights and x beyond C count as +0 (a group entirely beyond C, in the final
+    word of a row, adds +0 to a partial that can never be -0, which changes nothing). Latency
+    from a row's final group to its logit: 1 + 4 + 4 log2(lanes) + 4 + 1 + 8 + 1 cycles;
+    throughput ``lanes`` weights per cycle, so R ceil(2C / beat) beat / (2 lanes) cycles a call
+    (plus a cycle per row whose words straddle beats). Cost: ``lanes`` FMul and widening
+    units, ``lanes`` + 3 FAdd, the x buffer of ceil(``max_cols`` / lanes) float32 words of a
+    ``lanes`` beat. Requires ``lanes * 16`` to divide ``data_width``.
+
     Requirements (:meth:`command` checks them; the hardware does not): ``rows_base`` and
     ``scales_base`` aligned to the AXI beat (the image sections start on 4 KiB pages), 1 <= R <=
     ``max_rows``, 1 <= C <= ``max_cols``; the x vector has ceil(C / lanes) beats.
@@ -97,34 +139,42 @@ class LmHead(wiring.Component):
     ``data_width / 8`` inputs), the x buffer (ceil(``max_cols`` / beat) words of a beat), a scale
     FIFO (2 ``scale_beats`` beats), the read master, and ``lanes`` x 32 output bits.
 
-    Parameters (keyword only): ``lanes`` (L, int8 per ``x`` beat and float32 per ``logits``
-    beat; L bytes and the AXI beat must divide one another), ``data_width`` (AXI data bits,
+    Parameters (keyword only): ``weight_format`` ("int8" or "fp16"), ``lanes`` (L, values per
+    ``x`` beat and float32 per ``logits`` beat; int8: L bytes and the AXI beat must divide one
+    another; fp16: 2L bytes must divide the AXI beat), ``data_width`` (AXI data bits,
     32..512), ``addr_width`` (13..64), ``max_cols`` (widest hidden size, at most
     :data:`MAX_COLS`), ``max_rows`` (largest vocab, below 2^32), ``scale_beats`` (AXI beats of
     scales per read chunk), ``max_burst``, ``max_outstanding`` (the read master's).
     """
 
-    def __init__(self, *, lanes: int = 8, data_width: int = 128, addr_width: int = 40,
-                 max_cols: int = 4096, max_rows: int = 1 << 17, scale_beats: int = 16,
+    def __init__(self, *, weight_format: str = "int8", lanes: int = 8, data_width: int = 128,
+                 addr_width: int = 40, max_cols: int = 4096, max_rows: int = 1 << 17, scale_beats: int = 16,
                  max_burst: int = 256, max_outstanding: int = 4):
         try:
+            if weight_format not in WEIGHT_FORMATS:
+                raise ValueError(f"weight_format must be one of {', '.join(WEIGHT_FORMATS)}, got {weight_format!r}")
             for name, value in (("lanes", lanes), ("data_width", data_width), ("addr_width", addr_width),
                                 ("max_cols", max_cols), ("max_rows", max_rows), ("scale_beats", scale_beats)):
                 check_positive_int(name, value)
             if data_width not in (32, 64, 128, 256, 512):
                 raise ValueError(f"data_width must be 32..512 bits (power of two), got {data_width!r}")
-            if (lanes * 8) % data_width and data_width % (lanes * 8):
+            if weight_format == "fp16":
+                if data_width % (lanes * 16) or lanes & (lanes - 1):
+                    raise ValueError(f"fp16 rows: {lanes} lanes of binary16 ({lanes * 16} bits) must divide "
+                                     f"data_width ({data_width} bits), lanes a power of two")
+            elif (lanes * 8) % data_width and data_width % (lanes * 8):
                 raise ValueError(f"lanes int8 ({lanes * 8} bits) and data_width ({data_width} bits) must divide "
                                  f"one another (lanes a power of two)")
             if not 13 <= addr_width <= 64:
                 raise ValueError(f"addr_width must be 13..64 bits, got {addr_width!r}")
-            if max_cols > MAX_COLS:
+            if weight_format == "int8" and max_cols > MAX_COLS:
                 raise ValueError(f"max_cols must be at most {MAX_COLS} (the int32 accumulator of "
                                  f"128 x 128 x cols), got {max_cols}")
             if max_rows >= 1 << 32:
                 raise ValueError(f"max_rows must be below 2^32 (the token is 32 bits), got {max_rows}")
             beat = data_width // 8
-            if scale_beats * beat // 4 * max_cols // beat + 2 >= 1 << 24:
+            esize = 1 if weight_format == "int8" else 2
+            if scale_beats * beat // 4 * esize * max_cols // beat + 2 >= 1 << 24:
                 raise ValueError(f"scale_beats {scale_beats} makes a row chunk of more than 2^24 beats "
                                  f"at max_cols {max_cols}")
             self.master = AxiReadMaster(data_width=data_width, addr_width=addr_width, max_burst=max_burst,
@@ -134,17 +184,20 @@ class LmHead(wiring.Component):
             # The object exists already; keep Amaranth from also warning that it was never elaborated.
             self._MustUse__silence = True
             raise
+        self.weight_format, self.fp16 = weight_format, weight_format == "fp16"
+        #: Bytes of one head weight.
+        self.weight_bytes = esize
         self.lanes, self.data_width, self.addr_width = lanes, data_width, addr_width
         self.max_cols, self.max_rows, self.scale_beats = max_cols, max_rows, scale_beats
         self.max_burst, self.max_outstanding = max_burst, max_outstanding
         self.beat_bytes = beat
-        #: Rows per scale chunk.
+        #: Rows per scale chunk (fp16: per read command).
         self.chunk_rows = scale_beats * beat // 4
         self.command_layout = lm_head_command_layout(addr_width=addr_width, max_rows=max_rows, max_cols=max_cols)
         super().__init__({
             "cmd": In(stream.Signature(self.command_layout)),
-            "x": In(stream.Signature(q8_vec(lanes))),
-            "scale": In(stream.Signature(unsigned(32))),
+            "x": In(stream.Signature(f32_vec(lanes) if self.fp16 else q8_vec(lanes))),
+            **({} if self.fp16 else {"scale": In(stream.Signature(unsigned(32)))}),
             "logits": Out(stream.Signature(f32_vec(lanes))),
             "token": Out(stream.Signature(unsigned(32))),
             "axi": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
@@ -159,6 +212,9 @@ class LmHead(wiring.Component):
 
     @property
     def latency(self) -> int:
+        if self.fp16:
+            levels = (self.lanes - 1).bit_length()
+            return 1 + FMul.latency + levels * FAdd.latency + FAdd.latency + 1 + 2 * FAdd.latency + 1
         return 3 + self.tree_stages + FromInt.latency + 1 + FMul.latency + 1
 
     def command(self, *, rows_base: int, scales_base: int, rows: int, cols: int) -> dict:
@@ -173,7 +229,10 @@ class LmHead(wiring.Component):
         if not 1 <= cols <= self.max_cols:
             raise ValueError(f"cols must be 1..{self.max_cols} (max_cols), got {cols}")
         beat = self.beat_bytes
-        for name, base, size in (("rows_base", rows_base, rows * cols), ("scales_base", scales_base, 4 * rows)):
+        sections = [("rows_base", rows_base, self.weight_bytes * rows * cols)]
+        if not self.fp16:                              # fp16 has no scales; scales_base is ignored
+            sections.append(("scales_base", scales_base, 4 * rows))
+        for name, base, size in sections:
             if base % beat:
                 raise ValueError(f"{name} {base:#x} must be a multiple of the {beat}-byte AXI beat")
             if base + -(-size // beat) * beat > 1 << self.addr_width:
@@ -187,12 +246,16 @@ class LmHead(wiring.Component):
         n = self.scale_beats
         per_scale_beat = B // 4
         max_cols, max_rows = self.max_cols, self.max_rows
-        words = -(-max_cols // B)                      # x words a row uses at most
-        if L <= B:
+        fp16, esize = self.fp16, self.weight_bytes
+        words = -(-max_cols * esize // B)              # realigned words a row uses at most
+        if fp16:
+            groups = B // (2 * L)                      # lanes-wide weight groups per word
+            x_depth = words * groups
+        elif L <= B:
             x_depth = words
         else:
             x_depth = -(-max_cols // L) * (L // B)
-        total_width = _bits(max_rows * max_cols)
+        total_width = _bits(max_rows * max_cols * esize)
 
         master = self.master
         m.submodules.master = master
@@ -211,70 +274,91 @@ class LmHead(wiring.Component):
         rows_base = Signal(self.addr_width, name="rows_base")
         scales_base = Signal(self.addr_width, name="scales_base")
         total = Signal(total_width, name="total_bytes")
-        m.d.sync += total.eq(rows * cols)              # valid from the second cycle of LOAD
+        row_bytes = cols if esize == 1 else Cat(Const(0, 1), cols)
+        m.d.sync += total.eq(rows * row_bytes)         # valid from the second cycle of LOAD
 
-        # -- x buffer: words of B int8, zero beyond cols
-        xmem = memory.Memory(shape=data.ArrayLayout(signed(8), B), depth=x_depth, init=[])
-        m.submodules.xmem = xmem
-        x_wp = xmem.write_port(granularity=L) if L < B else xmem.write_port()
-        x_rp = xmem.read_port(domain="sync")
-        x_done = Signal()
-        d_x = Signal(32, name="d_x")
-        d_x_done = Signal()
-        x_widx = Signal(range(x_depth + 1))
-        x_left = Signal(signed(_bits(max_cols) + 2))   # cols - elements taken so far
-        loading = Signal()
-        start_run = Signal()
-
-        x_beat = self.x.payload
-        masked = [Mux(Const(j, x_left.shape()) < x_left, x_beat.q[j], 0) for j in range(L)]
-
-        m.d.comb += self.scale.ready.eq(loading & ~d_x_done)
-        with m.If(self.scale.valid & self.scale.ready):
-            m.d.sync += [d_x.eq(self.scale.payload), d_x_done.eq(1)]
-
-        if L <= B:
-            q = B // L
+        if fp16:
+            # -- x buffer: one float32 x beat of L lanes per word, +0 beyond cols
+            xmem = memory.Memory(shape=data.ArrayLayout(unsigned(32), L), depth=x_depth, init=[])
+            m.submodules.xmem = xmem
+            x_wp, x_rp = xmem.write_port(), xmem.read_port(domain="sync")
+            x_done = Signal()
+            x_widx = Signal(range(x_depth + 1))
+            x_left = Signal(signed(_bits(max_cols) + 2))   # cols - elements taken so far
+            loading = Signal()
+            start_run = Signal()
             x_take = Signal()
             m.d.comb += [self.x.ready.eq(loading & ~x_done), x_take.eq(self.x.valid & self.x.ready),
-                         x_wp.addr.eq(x_widx)]
-            if q == 1:
-                m.d.comb += x_wp.en.eq(x_take)
-                for j in range(L):
-                    m.d.comb += x_wp.data[j].eq(masked[j])
-                with m.If(x_take):
-                    m.d.sync += x_widx.eq(x_widx + 1)
-            else:
-                part = Signal(range(q))
-                for g in range(q):
-                    m.d.comb += x_wp.en[g].eq(x_take & ((part == g) | (x_beat.last & (part < g))))
-                    for j in range(L):
-                        m.d.comb += x_wp.data[g * L + j].eq(Mux(part == g, masked[j], 0))
-                with m.If(x_take):
-                    m.d.sync += part.eq(Mux(x_beat.last | (part == q - 1), 0, part + 1))
-                    with m.If(part == q - 1):
-                        m.d.sync += x_widx.eq(x_widx + 1)
+                         x_wp.addr.eq(x_widx), x_wp.en.eq(x_take)]
+            for j in range(L):
+                m.d.comb += x_wp.data[j].eq(Mux(Const(j, x_left.shape()) < x_left, self.x.payload.data[j], 0))
             with m.If(x_take):
-                m.d.sync += x_left.eq(x_left - L)
-                with m.If(x_beat.last):
+                m.d.sync += [x_widx.eq(x_widx + 1), x_left.eq(x_left - L)]
+                with m.If(self.x.payload.last):
                     m.d.sync += x_done.eq(1)
         else:
-            q = L // B
-            part = Signal(range(q))
-            moving = Signal()
-            m.d.comb += [moving.eq(loading & ~x_done & self.x.valid),
-                         self.x.ready.eq(loading & ~x_done & (part == q - 1)),
-                         x_wp.en.eq(moving), x_wp.addr.eq(x_widx)]
-            beat_bytes = Cat(*[v[:8] for v in masked])
-            piece = beat_bytes.word_select(part, 8 * B)
-            for j in range(B):
-                m.d.comb += x_wp.data[j].eq(piece[8 * j:8 * j + 8])
-            with m.If(moving):
-                m.d.sync += [x_widx.eq(x_widx + 1), part.eq(Mux(part == q - 1, 0, part + 1))]
-                with m.If(part == q - 1):
+            # -- x buffer: words of B int8, zero beyond cols
+            xmem = memory.Memory(shape=data.ArrayLayout(signed(8), B), depth=x_depth, init=[])
+            m.submodules.xmem = xmem
+            x_wp = xmem.write_port(granularity=L) if L < B else xmem.write_port()
+            x_rp = xmem.read_port(domain="sync")
+            x_done = Signal()
+            d_x = Signal(32, name="d_x")
+            d_x_done = Signal()
+            x_widx = Signal(range(x_depth + 1))
+            x_left = Signal(signed(_bits(max_cols) + 2))   # cols - elements taken so far
+            loading = Signal()
+            start_run = Signal()
+
+            x_beat = self.x.payload
+            masked = [Mux(Const(j, x_left.shape()) < x_left, x_beat.q[j], 0) for j in range(L)]
+
+            m.d.comb += self.scale.ready.eq(loading & ~d_x_done)
+            with m.If(self.scale.valid & self.scale.ready):
+                m.d.sync += [d_x.eq(self.scale.payload), d_x_done.eq(1)]
+
+            if L <= B:
+                q = B // L
+                x_take = Signal()
+                m.d.comb += [self.x.ready.eq(loading & ~x_done), x_take.eq(self.x.valid & self.x.ready),
+                             x_wp.addr.eq(x_widx)]
+                if q == 1:
+                    m.d.comb += x_wp.en.eq(x_take)
+                    for j in range(L):
+                        m.d.comb += x_wp.data[j].eq(masked[j])
+                    with m.If(x_take):
+                        m.d.sync += x_widx.eq(x_widx + 1)
+                else:
+                    part = Signal(range(q))
+                    for g in range(q):
+                        m.d.comb += x_wp.en[g].eq(x_take & ((part == g) | (x_beat.last & (part < g))))
+                        for j in range(L):
+                            m.d.comb += x_wp.data[g * L + j].eq(Mux(part == g, masked[j], 0))
+                    with m.If(x_take):
+                        m.d.sync += part.eq(Mux(x_beat.last | (part == q - 1), 0, part + 1))
+                        with m.If(part == q - 1):
+                            m.d.sync += x_widx.eq(x_widx + 1)
+                with m.If(x_take):
                     m.d.sync += x_left.eq(x_left - L)
                     with m.If(x_beat.last):
                         m.d.sync += x_done.eq(1)
+            else:
+                q = L // B
+                part = Signal(range(q))
+                moving = Signal()
+                m.d.comb += [moving.eq(loading & ~x_done & self.x.valid),
+                             self.x.ready.eq(loading & ~x_done & (part == q - 1)),
+                             x_wp.en.eq(moving), x_wp.addr.eq(x_widx)]
+                beat_bytes = Cat(*[v[:8] for v in masked])
+                piece = beat_bytes.word_select(part, 8 * B)
+                for j in range(B):
+                    m.d.comb += x_wp.data[j].eq(piece[8 * j:8 * j + 8])
+                with m.If(moving):
+                    m.d.sync += [x_widx.eq(x_widx + 1), part.eq(Mux(part == q - 1, 0, part + 1))]
+                    with m.If(part == q - 1):
+                        m.d.sync += x_left.eq(x_left - L)
+                        with m.If(x_beat.last):
+                            m.d.sync += x_done.eq(1)
 
         # -- the call
         with m.FSM(name="call") as fsm:
@@ -282,14 +366,14 @@ class LmHead(wiring.Component):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
                     m.d.sync += [rows.eq(p.rows), cols.eq(p.cols), rows_base.eq(p.rows_base),
-                                 scales_base.eq(p.scales_base), x_done.eq(0), d_x_done.eq(0),
-                                 x_widx.eq(0), x_left.eq(p.cols)]
-                    if L < B:
+                                 scales_base.eq(p.scales_base), x_done.eq(0),
+                                 *([] if fp16 else [d_x_done.eq(0)]), x_widx.eq(0), x_left.eq(p.cols)]
+                    if L < B and not fp16:
                         m.d.sync += part.eq(0)
                     m.next = "LOAD"
             with m.State("LOAD"):
                 m.d.comb += loading.eq(1)
-                with m.If(x_done & d_x_done):
+                with m.If(x_done if fp16 else x_done & d_x_done):
                     m.d.comb += start_run.eq(1)
                     m.next = "RUN"
             with m.State("RUN"):
@@ -306,8 +390,8 @@ class LmHead(wiring.Component):
         rows_addr = Signal(self.addr_width)
         end_bytes = Signal(total_width)
         issued = Signal(total_width)                            # row beats issued so far
-        chunk_bytes = Signal(max(total_width, _bits(max_cols * self.chunk_rows)) + 1)
-        m.d.comb += chunk_bytes.eq(end_bytes + cols * self.chunk_rows)
+        chunk_bytes = Signal(max(total_width, _bits(esize * max_cols * self.chunk_rows)) + 1)
+        m.d.comb += chunk_bytes.eq(end_bytes + row_bytes * self.chunk_rows)
         end_beats = Signal(total_width)
         m.d.comb += end_beats.eq((end_bytes + (B - 1)) >> shift)
         row_beats = Signal(total_width)
@@ -324,9 +408,14 @@ class LmHead(wiring.Component):
                 with m.If(start_run):
                     m.next = "SCALES"
             with m.State("SCALES"):
-                m.d.comb += [mc.valid.eq(kinds.w_rdy), mc.payload.addr.eq(scale_addr),
-                             mc.payload.beats.eq(scale_now), kinds.w_data.eq(1)]
-                with m.If(issue):
+                if fp16:
+                    # no scales: the state only moves the end of the next row read a chunk on
+                    chunk_done = 1
+                else:
+                    m.d.comb += [mc.valid.eq(kinds.w_rdy), mc.payload.addr.eq(scale_addr),
+                                 mc.payload.beats.eq(scale_now), kinds.w_data.eq(1)]
+                    chunk_done = issue
+                with m.If(chunk_done):
                     m.d.sync += [scale_addr.eq(scale_addr + n * B), scale_left.eq(scale_left - scale_now),
                                  end_bytes.eq(Mux(chunk_bytes >= total, total, chunk_bytes))]
                     m.next = "ROWS"
@@ -342,24 +431,29 @@ class LmHead(wiring.Component):
                         m.next = "SCALES"
 
         # -- read data: scales to their FIFO, row beats to the realigner
-        scales = fifo.SyncFIFO(width=dw, depth=2 * n)
-        m.submodules.scales = scales
+        if not fp16:
+            scales = fifo.SyncFIFO(width=dw, depth=2 * n)
+            m.submodules.scales = scales
         rd = master.rdata
-        kind = kinds.r_data[0]
         row_valid, row_ready = Signal(), Signal()
-        m.d.comb += [
-            row_valid.eq(rd.valid & kinds.r_rdy & ~kind),
-            scales.w_data.eq(rd.payload.data),
-            scales.w_en.eq(rd.valid & kinds.r_rdy & kind),
-            rd.ready.eq(kinds.r_rdy & Mux(kind, scales.w_rdy, row_ready)),
-            kinds.r_en.eq(rd.valid & rd.ready & rd.payload.last),
-        ]
+        if fp16:
+            m.d.comb += [row_valid.eq(rd.valid & kinds.r_rdy), rd.ready.eq(kinds.r_rdy & row_ready),
+                         kinds.r_en.eq(rd.valid & rd.ready & rd.payload.last)]
+        else:
+            kind = kinds.r_data[0]
+            m.d.comb += [
+                row_valid.eq(rd.valid & kinds.r_rdy & ~kind),
+                scales.w_data.eq(rd.payload.data),
+                scales.w_en.eq(rd.valid & kinds.r_rdy & kind),
+                rd.ready.eq(kinds.r_rdy & Mux(kind, scales.w_rdy, row_ready)),
+                kinds.r_en.eq(rd.valid & rd.ready & rd.payload.last),
+            ]
 
         # -- realigner: row words (word k of a row = its bytes kB .. kB+B-1, from two beats)
         hold = Signal(dw, name="hold")                 # the beat holding the word's first byte
         hold_valid = Signal()
         off = Signal(range(B), name="off")             # byte of the row's start in its first beat
-        rem = Signal.like(cols, name="rem")            # bytes of the row from this word on
+        rem = Signal(len(row_bytes), name="rem")       # bytes of the row from this word on
         k = Signal(range(max(words, 2)), name="word")
         rows_left = Signal.like(rows, name="rows_left")
         sub = Signal(range(max(per_scale_beat, 2)), name="scale_sub")
@@ -373,9 +467,16 @@ class LmHead(wiring.Component):
             final_row.eq(rows_left == 1),
             need_cur.eq(off + length > B),
             end_off.eq(off + rem),
-            fire.eq((rows_left != 0) & hold_valid & (~need_cur | row_valid) & advance
-                    & (~last_word | scales.r_rdy)),
         ]
+        if fp16:
+            # a word moves on after its last group of L weights (``group``) has gone in
+            step = Signal()
+            group = Signal(range(max(groups, 2)), name="group")
+            m.d.comb += [step.eq((rows_left != 0) & hold_valid & (~need_cur | row_valid) & advance),
+                         fire.eq(step & (group == groups - 1))]
+        else:
+            m.d.comb += fire.eq((rows_left != 0) & hold_valid & (~need_cur | row_valid) & advance
+                                & (~last_word | scales.r_rdy))
         advance_hold = Signal()
         m.d.comb += advance_hold.eq(~last_word | (~final_row & (end_off >= B)))
         m.d.comb += row_ready.eq((rows_left != 0)
@@ -386,7 +487,7 @@ class LmHead(wiring.Component):
             m.d.sync += [hold.eq(cur), hold_valid.eq(1)]
         with m.If(fire):
             with m.If(last_word):
-                m.d.sync += [rows_left.eq(rows_left - 1), rem.eq(cols), k.eq(0), off.eq(end_off[:shift])]
+                m.d.sync += [rows_left.eq(rows_left - 1), rem.eq(row_bytes), k.eq(0), off.eq(end_off[:shift])]
                 with m.If(advance_hold & ~taken):
                     m.d.sync += hold_valid.eq(0)
                 with m.If(final_row):
@@ -396,23 +497,75 @@ class LmHead(wiring.Component):
                 with m.If(~taken):
                     m.d.sync += hold_valid.eq(0)
         with m.If(start_run):
-            m.d.sync += [rows_left.eq(rows), rem.eq(cols), k.eq(0), off.eq(0), hold_valid.eq(0), sub.eq(0)]
+            m.d.sync += [rows_left.eq(rows), rem.eq(row_bytes), k.eq(0), off.eq(0), hold_valid.eq(0), sub.eq(0)]
 
-        # the row's scale: lane ``sub`` of the FIFO's head beat, popped after its last lane
-        scale_word = scales.r_data
-        if per_scale_beat == 1:
-            row_scale = scale_word[:32]
-            pop = fire & last_word
-        else:
-            row_scale = scale_word.word_select(sub, 32)
-            pop = fire & last_word & ((sub == per_scale_beat - 1) | final_row)
-            with m.If(fire & last_word):
-                m.d.sync += sub.eq(Mux(pop, 0, sub + 1))
-        m.d.comb += scales.r_en.eq(pop)
+        if not fp16:
+            # the row's scale: lane ``sub`` of the FIFO's head beat, popped after its last lane
+            scale_word = scales.r_data
+            if per_scale_beat == 1:
+                row_scale = scale_word[:32]
+                pop = fire & last_word
+            else:
+                row_scale = scale_word.word_select(sub, 32)
+                pop = fire & last_word & ((sub == per_scale_beat - 1) | final_row)
+                with m.If(fire & last_word):
+                    m.d.sync += sub.eq(Mux(pop, 0, sub + 1))
+            m.d.comb += scales.r_en.eq(pop)
 
         aligned = Signal(dw)
         m.d.comb += aligned.eq(Cat(hold, cur).bit_select(Cat(Const(0, 3), off), dw))
 
+        if fp16:
+            logit, row_v, final = self._fp16_logits(m, st, advance, aligned=aligned, x=x_rp, group=group,
+                                                     step=step, fire=fire, k=k, rem=rem, last_word=last_word,
+                                                     final_row=final_row, start_run=start_run, cols=cols)
+        else:
+            logit, row_v, final = self._int8_logits(m, st, advance, aligned=aligned, x=x_rp, fire=fire, k=k,
+                                                     last_word=last_word, final_row=final_row,
+                                                     row_scale=row_scale, d_x=d_x)
+
+
+        # -- output: pack logits into beats; argmax
+        out = self.logits.payload
+        count = Signal(range(max(L, 2)), name="lane")
+        with m.If(self.logits.valid & self.logits.ready):
+            m.d.sync += self.logits.valid.eq(0)
+        with m.If(advance & row_v):
+            with m.If(count == 0):
+                m.d.sync += [out.data[j].eq(logit if j == 0 else 0) for j in range(L)]
+            for j in range(1, L):
+                with m.If(count == j):
+                    m.d.sync += out.data[j].eq(logit)
+            with m.If((count == L - 1) | final):
+                m.d.sync += [self.logits.valid.eq(1), out.last.eq(final), count.eq(0)]
+            with m.Else():
+                m.d.sync += count.eq(count + 1)
+
+        def key(x):
+            """Integer key of binary32 order (-0 as +0; NaN above +inf when positive)."""
+            mag = x[:31]
+            return Mux(x[31] & (mag != 0), Cat(~mag, Const(0, 1)), Cat(mag, Const(1, 1)))
+
+        index = Signal(32, name="row_index")
+        best_key = Signal(32, name="best_key")
+        best = Signal(32, name="best_index")
+        new_key = Signal(32)
+        better = Signal()
+        m.d.comb += [new_key.eq(key(logit)), better.eq((index == 0) | (new_key > best_key))]
+        with m.If(self.token.valid & self.token.ready):
+            m.d.sync += self.token.valid.eq(0)
+        with m.If(advance & row_v):
+            with m.If(better):
+                m.d.sync += [best_key.eq(new_key), best.eq(index)]
+            m.d.sync += index.eq(Mux(final, 0, index + 1))
+            with m.If(final):
+                m.d.sync += [self.token.valid.eq(1), self.token.payload.eq(Mux(better, index, best))]
+        return m
+
+    def _int8_logits(self, m, st, advance, *, aligned, x, fire, k, last_word, final_row, row_scale, d_x):
+        """The int8 datapath from the realigned row words to the logits: (logit, its valid, final row)."""
+        B = self.beat_bytes
+        x_rp = x
         # -- stage 1: the word, its x word (memory read), flags
         m.d.comb += [x_rp.addr.eq(k), x_rp.en.eq(advance)]
         v1 = st.reg(fire, valid=True, name="s1_valid")
@@ -462,40 +615,74 @@ class LmHead(wiring.Component):
         for _ in range(FromInt.latency + 1 + FMul.latency):
             row_v, final = st.reg(row_v, valid=True), st.reg(final)
         logit = mul.o
+        return logit, row_v, final
 
-        # -- output: pack logits into beats; argmax
-        out = self.logits.payload
-        count = Signal(range(max(L, 2)), name="lane")
-        with m.If(self.logits.valid & self.logits.ready):
-            m.d.sync += self.logits.valid.eq(0)
-        with m.If(advance & row_v):
-            with m.If(count == 0):
-                m.d.sync += [out.data[j].eq(logit if j == 0 else 0) for j in range(L)]
-            for j in range(1, L):
-                with m.If(count == j):
-                    m.d.sync += out.data[j].eq(logit)
-            with m.If((count == L - 1) | final):
-                m.d.sync += [self.logits.valid.eq(1), out.last.eq(final), count.eq(0)]
-            with m.Else():
-                m.d.sync += count.eq(count + 1)
+    def _fp16_logits(self, m, st, advance, *, aligned, x, group, step, fire, k, rem, last_word, final_row,
+                     start_run, cols):
+        """The fp16 datapath from the realigned row words to the logits: (logit, its valid, final
+        row). A word's ``groups`` groups of L weights enter one per ``step``."""
+        L, B = self.lanes, self.beat_bytes
+        groups = B // (2 * L)
+        zero32 = Const(0, 32)
 
-        def key(x):
-            """Integer key of binary32 order (-0 as +0; NaN above +inf when positive)."""
-            mag = x[:31]
-            return Mux(x[31] & (mag != 0), Cat(~mag, Const(0, 1)), Cat(mag, Const(1, 1)))
+        # -- the group in the row (its index mod 4 picks the partial), and the x word it uses
+        index = Signal(range(max(-(-self.max_cols // L) + groups, 5)), name="group_index")
+        with m.If(step):
+            m.d.sync += group.eq(Mux(group == groups - 1, 0, group + 1))
+            m.d.sync += index.eq(Mux(fire & last_word, 0, index + 1))
+        with m.If(start_run):
+            m.d.sync += [group.eq(0), index.eq(0)]
+        # groups of a row (the same for every row), so partials no row reaches read +0
+        used = Signal(4, name="used_partials")
+        row_groups = Signal(range(self.max_cols * 2 // B * groups + groups + 1))
+        m.d.comb += row_groups.eq(((Cat(Const(0, 1), cols) + (B - 1)) >> (B.bit_length() - 1)) * groups)
+        with m.If(start_run):
+            m.d.sync += used.eq(Cat(*[row_groups > i for i in range(4)]))
+        m.d.comb += [x.addr.eq(k * groups + group), x.en.eq(advance)]
+        weights = aligned.word_select(group, 16 * L) if groups > 1 else aligned
+        # element j of the group lies in the row when 2 (group L + j) < rem (bytes from this word on)
+        inside = [group * L + j < (rem >> 1) for j in range(L)]
 
-        index = Signal(32, name="row_index")
-        best_key = Signal(32, name="best_key")
-        best = Signal(32, name="best_index")
-        new_key = Signal(32)
-        better = Signal()
-        m.d.comb += [new_key.eq(key(logit)), better.eq((index == 0) | (new_key > best_key))]
-        with m.If(self.token.valid & self.token.ready):
-            m.d.sync += self.token.valid.eq(0)
-        with m.If(advance & row_v):
-            with m.If(better):
-                m.d.sync += [best_key.eq(new_key), best.eq(index)]
-            m.d.sync += index.eq(Mux(final, 0, index + 1))
-            with m.If(final):
-                m.d.sync += [self.token.valid.eq(1), self.token.payload.eq(Mux(better, index, best))]
-        return m
+        # -- stage 1: the group's weights (+0 outside the row), the x word read alongside
+        v = st.reg(step, valid=True, name="g1_valid")
+        w16 = [st.reg(Mux(inside[j], weights[16 * j:16 * j + 16], 0), name=f"g1_w{j}") for j in range(L)]
+        live = st.reg(Cat(*inside), name="g1_inside")
+        phase, first4 = st.reg(index[:2], name="g1_phase"), st.reg(index < 4, name="g1_first4")
+        last, final = st.reg(fire & last_word, name="g1_last"), st.reg(fire & last_word & final_row, name="g1_final")
+
+        # -- products fp32(w) * x, then the pairwise tree of the group
+        products = []
+        for j in range(L):
+            mul = FMul()
+            m.submodules[f"wx{j}"] = mul
+            m.d.comb += [mul.en.eq(advance), mul.a.eq(widen_f16(m, w16[j], f"w32_{j}")),
+                         mul.b.eq(Mux(live[j], x.data[j], zero32))]
+            products.append(mul.o)
+        group_sum, tree_latency = f32_tree(m, products, FAdd, advance, "group_tree")
+        for _ in range(FMul.latency + tree_latency):
+            v, phase, first4, last, final = st.reg(v, valid=True), *st.regs(phase, first4, last, final)
+
+        # -- four partials in the accumulator's pipeline: a group adds to what the group four
+        # before left (+0 for the row's first four); that sum is leaving the adder now or sits in
+        # its partial register
+        partials = [Signal(32, name=f"partial{i}") for i in range(4)]
+        acc = FAdd()
+        m.submodules.accumulator = acc
+        out_v, out_phase, out_last, out_final = v, phase, last, final
+        for _ in range(FAdd.latency):
+            out_v, out_phase, out_last, out_final = (st.reg(out_v, valid=True), *st.regs(out_phase, out_last,
+                                                                                          out_final))
+        stored = Array(partials)[phase]
+        m.d.comb += [acc.en.eq(advance), acc.a.eq(group_sum),
+                     acc.b.eq(Mux(first4, zero32, Mux(out_v & (out_phase == phase), acc.o, stored)))]
+        with m.If(advance & out_v):
+            m.d.sync += Array(partials)[out_phase].eq(acc.o)
+
+        # -- after the row's last group: its four partials, then their pairwise tree
+        finals = [st.reg(Mux(used[i], Mux(out_phase == i, acc.o, partials[i]), zero32), name=f"row_partial{i}")
+                  for i in range(4)]
+        row_v, final = st.reg(out_v & out_last, valid=True, name="row_valid"), st.reg(out_final)
+        logit, final_latency = f32_tree(m, finals, FAdd, advance, "partial_tree")
+        for _ in range(final_latency):
+            row_v, final = st.reg(row_v, valid=True), st.reg(final)
+        return logit, row_v, final

@@ -1,5 +1,6 @@
-"""The LM_HEAD step's datapath (int8 head): the final token's x_q and d_x (from the shared
-NORM_QUANT path, final_norm) -> LmHead -> logits to the I/O region, argmax held for RESULT_TOKEN."""
+"""The LM_HEAD step's datapath: the final token's x_q and d_x (int8 head) or its normalised
+float32 x (fp16 head), from the shared NORM_QUANT path (final_norm) -> LmHead -> logits to the
+I/O region, argmax held for RESULT_TOKEN."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from ..config import check_positive_int
 from .act_mover import ScratchWriter
 from .compose import axi_ports, issue_once
 from .lm_head import LmHead, lm_head_command_layout
-from .pipeline import q8_vec
+from .pipeline import f32_vec, q8_vec
 
 __all__ = ["LmHeadPath", "lm_head_path_command_layout"]
 
@@ -24,10 +25,12 @@ def lm_head_path_command_layout(*, addr_width: int, max_rows: int, max_cols: int
 
 
 class LmHeadPath(wiring.Component):
-    """logits = ``golden.lm_head(x_q, d_x, head_q, head_scale)`` of one token written to DDR, and
+    """logits = ``golden.lm_head(x_q, d_x, head_q, head_scale)`` (int8 head) or
+    ``golden.lm_head_fp16(x, head_f16, lanes)`` (fp16 head) of one token written to DDR, and
     their argmax (the first index of the maximum): the LM_HEAD step of the sequencer program
-    for the int8 head format (the final RMSNorm and quantiser are the NORM_QUANT path's, whose
-    ``q`` and ``scale`` streams the top level routes to ``x`` and ``scale`` here).
+    (the final RMSNorm and quantiser are the NORM_QUANT path's, whose ``q`` and ``scale``
+    streams the top level routes to ``x`` and ``scale`` here; for the fp16 head its float
+    ``y`` beside ``q`` goes to ``x`` and there is no ``scale``).
 
     A ``cmd`` beat starts one :class:`~tellme.hw.lm_head.LmHead` call ``{rows_base, scales_base,
     rows, cols}`` and one ScratchWriter command writing its logits to ``logits``: ``rows``
@@ -38,8 +41,9 @@ class LmHeadPath(wiring.Component):
     the token is known); ``token`` then holds the argmax until the next ``cmd`` is taken (which
     happens after ``done``).
 
-    Ports: ``cmd`` (In stream, :func:`lm_head_path_command_layout`), ``x`` (In stream,
-    ``q8_vec(lanes)``, ceil(cols / lanes) beats, ``last`` on the final one), ``scale`` (In stream,
+    Ports: ``cmd`` (In stream, :func:`lm_head_path_command_layout`; ``scales_base`` unused by the
+    fp16 head), ``x`` (In stream, ``q8_vec(lanes)``, or ``f32_vec(lanes)`` for fp16,
+    ceil(cols / lanes) beats, ``last`` on the final one), ``scale`` (int8 only: In stream,
     ``unsigned(32)``, d_x as binary32 bits), ``done`` (Out 1, one-cycle pulse), ``token`` (Out
     32), ``head_axi`` (AXI4 read manager: LmHead's), ``wr_axi`` (AXI4 write manager), ``error``
     (Out 1, sticky: an AXI error response on either).
@@ -54,15 +58,16 @@ class LmHeadPath(wiring.Component):
     Cost: LmHead, a ScratchWriter, a 32-bit token register, the padding counter.
 
     Parameters (keyword-only): ``lanes`` L, ``max_rows`` (largest vocab), ``max_cols`` (widest
-    hidden), ``scale_beats`` (LmHead's), ``data_width``, ``addr_width``.
+    hidden), ``weight_format`` ("int8" or "fp16"), ``scale_beats`` (LmHead's), ``data_width``,
+    ``addr_width``.
     """
 
-    def __init__(self, *, lanes: int, max_rows: int, max_cols: int, scale_beats: int = 16,
-                 data_width: int = 128, addr_width: int = 40):
+    def __init__(self, *, lanes: int, max_rows: int, max_cols: int, weight_format: str = "int8",
+                 scale_beats: int = 16, data_width: int = 128, addr_width: int = 40):
         try:
             for name, value in (("lanes", lanes), ("max_rows", max_rows), ("max_cols", max_cols)):
                 check_positive_int(name, value)
-            self.head = LmHead(lanes=lanes, data_width=data_width, addr_width=addr_width, max_cols=max_cols,
+            self.head = LmHead(weight_format=weight_format, lanes=lanes, data_width=data_width, addr_width=addr_width, max_cols=max_cols,
                                max_rows=max_rows, scale_beats=scale_beats)
             self.writer = ScratchWriter(lanes=lanes, data_width=data_width, addr_width=addr_width)
         except ValueError:
@@ -78,8 +83,8 @@ class LmHeadPath(wiring.Component):
         super().__init__({
             "cmd": In(stream.Signature(lm_head_path_command_layout(addr_width=addr_width, max_rows=max_rows,
                                                                    max_cols=max_cols))),
-            "x": In(stream.Signature(q8_vec(lanes))),
-            "scale": In(stream.Signature(unsigned(32))),
+            "x": In(stream.Signature(f32_vec(lanes) if self.head.fp16 else q8_vec(lanes))),
+            **({} if self.head.fp16 else {"scale": In(stream.Signature(unsigned(32)))}),
             "done": Out(1),
             "token": Out(32),
             **axi_ports(reads=("head_axi",), writes=("wr_axi",), addr_width=addr_width, data_width=data_width),
@@ -99,7 +104,8 @@ class LmHeadPath(wiring.Component):
         wiring.connect(m, head.axi, wiring.flipped(self.head_axi))
         wiring.connect(m, wr.axi, wiring.flipped(self.wr_axi))
         wiring.connect(m, wiring.flipped(self.x), head.x)
-        wiring.connect(m, wiring.flipped(self.scale), head.scale)
+        if not head.fp16:
+            wiring.connect(m, wiring.flipped(self.scale), head.scale)
         m.d.comb += self.error.eq(head.error | wr.error)
 
         cmd = Signal.like(self.cmd.payload)

@@ -17,7 +17,7 @@ from .tlmm import TlmmEngine
 from .transpose import ResidualAdd, Transpose
 from .weight_streamer import WeightStreamer
 
-__all__ = ["MatmulPath", "matmul_command_layout", "PROJECTION_ROWS"]
+__all__ = ["MatmulPath", "matmul_command_layout", "weights_command_layout", "WEIGHT_FIELDS", "PROJECTION_ROWS"]
 
 #: Width of a projection's row count (N <= 65535; tiles are at most ``max_rows``).
 PROJECTION_ROWS = unsigned(16)
@@ -39,21 +39,39 @@ def matmul_command_layout(ports: int, addr_width: int, max_rows: int, max_blocks
     })
 
 
+#: The fields of a MATMUL command that say which weights it streams: the weight command.
+WEIGHT_FIELDS = ("base", "blocks", "rows", "tile_rows", "tokens")
+
+
+def weights_command_layout(matmul: data.StructLayout) -> data.StructLayout:
+    """The weight command of a projection: the :data:`WEIGHT_FIELDS` of its MATMUL command
+    layout ``matmul`` (per-port bases, shape, tiling, and the tokens, which set the passes per
+    tile)."""
+    return data.StructLayout({name: matmul[name].shape for name in WEIGHT_FIELDS})
+
+
 class MatmulPath(wiring.Component):
     """y = dequantize(tlmm(W, x_q), d_x, w_mult) [+ h] for the act buffer's n tokens, written to
     scratch rows: the MATMUL step of the sequencer program (``golden.tlmm``, ``dequantize``,
     ``residual_add``), bit for bit.
 
     The act buffer is filled beforehand through ``act_wr_cmd``/``act_q``/``act_scale`` (the
-    NORM_QUANT step; ``act_written`` counts the tokens stored). A ``cmd`` beat then runs one
-    projection: the weight streamer walks its tiles from DDR (``weights[port]``), the act buffer
+    NORM_QUANT step; ``act_written`` counts the tokens stored). The weights come separately:
+    each ``weights_cmd`` beat (:func:`weights_command_layout`) hands one projection to the
+    weight streamer, which walks its tiles from DDR (``weights[port]``) into the two banks of the
+    weight buffer as soon as a bank is free, so the sequencer sends the weight commands of a
+    call's projections ahead of their ``cmd`` beats and loading runs ahead across steps and
+    layers (the banks hold tiles in the order the weight commands came, which must be the order
+    of the ``cmd`` beats). A ``cmd`` beat runs one projection (its ``base`` is not used here:
+    the weight command carries it): the act buffer
     replays x_q per tile and pass of T tokens, the TLMM produces each (tile, pass) range's rows,
     Dequant scales them, Transpose turns each block of ``block`` rows into token rows, and the
     ScratchWriter writes them as column blocks of the destination array (reading the same
     column blocks of the residual array first when ``residual`` is set). ``done`` pulses once
     every write of the command is acknowledged; the next command is taken after that.
 
-    Ports: ``cmd`` (In stream, :func:`matmul_command_layout`), ``done`` (Out), ``act_wr_cmd``,
+    Ports: ``cmd`` (In stream, :func:`matmul_command_layout`), ``weights_cmd`` (In stream,
+    :func:`weights_command_layout`), ``done`` (Out), ``act_wr_cmd``,
     ``act_q``, ``act_scale``, ``act_written`` (the act buffer's write side), ``weights[p]``
     (AXI4 read managers, one per HP port), ``res_axi`` (AXI4 read manager of the residual
     reader), ``wr_axi`` (AXI4 write manager of the scratch writer), ``error`` (sticky: an AXI
@@ -91,9 +109,10 @@ class MatmulPath(wiring.Component):
         self.res_reader = ScratchReader(lanes=lanes, data_width=data_width, addr_width=addr_width)
         self.res_add = ResidualAdd(lanes=lanes)
         self.writer = ScratchWriter(lanes=lanes, data_width=data_width, addr_width=addr_width)
+        command = matmul_command_layout(geometry.ports, addr_width, max_rows, self.max_blocks, max_tokens)
         super().__init__({
-            "cmd": In(stream.Signature(matmul_command_layout(geometry.ports, addr_width, max_rows, self.max_blocks,
-                                                             max_tokens))),
+            "cmd": In(stream.Signature(command)),
+            "weights_cmd": In(stream.Signature(weights_command_layout(command))),
             "done": Out(1),
             "act_wr_cmd": In(self.act.wr_cmd.signature.flip()),
             "act_q": In(self.act.q.signature.flip()),
@@ -144,30 +163,32 @@ class MatmulPath(wiring.Component):
         with m.Else():
             wiring.connect(m, tr.o, wr.i)
 
+        # -- weight commands: straight to the streamer, passes = ceil(tokens / T) -------------------
+        w = self.weights_cmd.payload
+        m.d.comb += [
+            ws.proj.payload.base.eq(w.base), ws.proj.payload.blocks.eq(w.blocks), ws.proj.payload.rows.eq(w.rows),
+            ws.proj.payload.tile_rows.eq(w.tile_rows), ws.proj.payload.passes.eq((w.tokens + T - 1) // T),
+            ws.proj.valid.eq(self.weights_cmd.valid), self.weights_cmd.ready.eq(ws.proj.ready),
+        ]
+
         # -- command issue -------------------------------------------------------------------------
-        # One cmd starts three independent issues: the streamer's projection, the act buffer's
-        # replay, and (per act buffer scales beat = per tile and pass) the TLMM and transpose
-        # commands. Each is sent once; `*_sent` records it.
-        ws_sent, rd_sent = Signal(), Signal()
+        # One cmd starts two independent issues: the act buffer's replay, and (per act buffer
+        # scales beat = per tile and pass) the TLMM and transpose commands. Each is sent once;
+        # `*_sent` records it.
+        rd_sent = Signal()
         passes = Signal(range(self.max_tokens + 1))
         m.d.comb += self.cmd.ready.eq(~busy)
         # The TLMM wants a lane word the weight buffer does not have yet (STALL_LO/HI).
         m.d.comb += self.weights_wait.eq(busy & tlmm.codes.ready & ~tlmm.codes.valid)
         with m.If(self.cmd.valid & self.cmd.ready):
-            m.d.sync += [cmd.eq(self.cmd.payload), busy.eq(1), ws_sent.eq(0), rd_sent.eq(0),
+            m.d.sync += [cmd.eq(self.cmd.payload), busy.eq(1), rd_sent.eq(0),
                          passes.eq((self.cmd.payload.tokens + T - 1) // T)]
 
         m.d.comb += [
-            ws.proj.payload.base.eq(cmd.base), ws.proj.payload.blocks.eq(cmd.blocks),
-            ws.proj.payload.rows.eq(cmd.rows), ws.proj.payload.tile_rows.eq(cmd.tile_rows),
-            ws.proj.payload.passes.eq(passes),
-            ws.proj.valid.eq(busy & ~ws_sent),
             act.rd_cmd.payload.blocks.eq(cmd.blocks), act.rd_cmd.payload.tokens.eq(cmd.tokens),
             act.rd_cmd.payload.tiles.eq(cmd.tiles),
             act.rd_cmd.valid.eq(busy & ~rd_sent),
         ]
-        with m.If(ws.proj.valid & ws.proj.ready):
-            m.d.sync += ws_sent.eq(1)
         with m.If(act.rd_cmd.valid & act.rd_cmd.ready):
             m.d.sync += rd_sent.eq(1)
 

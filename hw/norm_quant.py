@@ -52,20 +52,26 @@ class NormQuant(wiring.Component):
 
     Ports: ``cmd`` (In stream, norm_command_layout), ``x`` (In stream, ``f32_vec(lanes)``),
     ``gain`` (In stream, lanes words), ``q`` (Out stream, ``q8_vec(lanes)``), ``scale`` (Out
-    stream, the float32 d).
+    stream, the float32 d); with ``float_out`` also ``y`` (Out, lanes binary32 words): the
+    values v behind the ``q`` beat on offer (the normalised vector, or x when quantising
+    only), valid with ``q``; a consumer of the float vector takes ``q`` and reads ``y`` beside
+    it (the fp16 LM head of docs 3.9), at the cost of 6 x 32 x lanes more registers.
 
     Cost: at 8 lanes and max_dim 4096 18.2 K LUT-eq, 12.4 K FF, 88 DSP, 12 BRAM36 (the two x
     buffers and the y buffer; ``bench/results/elementwise.json``).
 
-    Parameters (keyword-only): ``lanes`` (power of two), ``max_dim`` (largest vector).
+    Parameters (keyword-only): ``lanes`` (power of two), ``max_dim`` (largest vector),
+    ``float_out`` (add the ``y`` port).
     """
 
-    def __init__(self, *, lanes: int, max_dim: int):
+    def __init__(self, *, lanes: int, max_dim: int, float_out: bool = False):
         if not isinstance(lanes, int) or lanes < 1 or lanes & (lanes - 1):
             raise ValueError(f"lanes must be a power of two, got {lanes!r}")
         if not isinstance(max_dim, int) or max_dim < lanes:
             raise ValueError(f"max_dim must be an integer >= lanes ({lanes}), got {max_dim!r}")
-        self.lanes, self.max_dim = lanes, max_dim
+        if not isinstance(float_out, bool):
+            raise ValueError(f"float_out must be True or False, got {float_out!r}")
+        self.lanes, self.max_dim, self.float_out = lanes, max_dim, float_out
         self.max_beats = -(-max_dim // lanes)
         super().__init__({
             "cmd": In(stream.Signature(norm_command_layout())),
@@ -73,6 +79,7 @@ class NormQuant(wiring.Component):
             "gain": In(stream.Signature(data.ArrayLayout(unsigned(32), lanes))),
             "q": Out(stream.Signature(q8_vec(lanes))),
             "scale": Out(stream.Signature(unsigned(32))),
+            **({"y": Out(data.ArrayLayout(unsigned(32), lanes))} if float_out else {}),
         })
 
     def elaborate(self, platform):
@@ -252,6 +259,13 @@ class NormQuant(wiring.Component):
         m.d.comb += [self.q.valid.eq(p3_valid[-1]), self.q.payload.last.eq(p3_lasts[-1])]
         for l in range(lanes):
             m.d.comb += self.q.payload.q[l].eq(qs[l])
+        if self.float_out:
+            # v beside its q: the read port's data are stage 1 of the p3_valid line
+            y = Stages(m, advance)
+            v_out = v_data
+            for _ in range(FMul.latency + ToInt8.latency):
+                v_out = y.reg(v_out, name="y_delay")
+            m.d.comb += self.y.eq(v_out)
 
         # read ports: pass 2 reads x (free running), pass 3 reads x or y (stalled with the output)
         state_p3 = Signal()

@@ -49,15 +49,19 @@ class NormQuantPath(wiring.Component):
     Throughput: NormQuant's (about 3 n + 120 cycles per n-beat vector, ``hw/norm_quant.py``).
     Cost: NormQuant and two scratch readers.
 
+    With ``float_out``, NormQuant's ``y`` (the float32 values behind each ``q`` beat, valid with
+    it) comes out on ``y``, for the fp16 LM head.
+
     Parameters (keyword-only): ``lanes`` L, ``max_dim`` (widest row), ``max_tokens``,
-    ``data_width``, ``addr_width``.
+    ``data_width``, ``addr_width``, ``float_out``.
     """
 
-    def __init__(self, *, lanes: int, max_dim: int, max_tokens: int, data_width: int = 128, addr_width: int = 40):
+    def __init__(self, *, lanes: int, max_dim: int, max_tokens: int, data_width: int = 128, addr_width: int = 40,
+                 float_out: bool = False):
         for name, value in (("lanes", lanes), ("max_dim", max_dim), ("max_tokens", max_tokens)):
             check_positive_int(name, value)
         self.lanes, self.max_dim, self.max_tokens, self.addr_width = lanes, max_dim, max_tokens, addr_width
-        self.norm_quant = NormQuant(lanes=lanes, max_dim=max_dim)
+        self.norm_quant = NormQuant(lanes=lanes, max_dim=max_dim, float_out=float_out)
         self.rows = ScratchReader(lanes=lanes, data_width=data_width, addr_width=addr_width)
         self.gains = ScratchReader(lanes=lanes, data_width=data_width, addr_width=addr_width)
         super().__init__({
@@ -68,6 +72,7 @@ class NormQuantPath(wiring.Component):
             "rows_axi": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
             "gain_axi": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
             "error": Out(1),
+            **({"y": Out(data.ArrayLayout(unsigned(32), lanes))} if float_out else {}),
         })
 
     def elaborate(self, platform):
@@ -81,6 +86,8 @@ class NormQuantPath(wiring.Component):
                      gains.o.ready.eq(nq.gain.ready)]
         wiring.connect(m, nq.q, wiring.flipped(self.q))
         wiring.connect(m, nq.scale, wiring.flipped(self.scale))
+        if self.norm_quant.float_out:
+            m.d.comb += self.y.eq(nq.y)
         m.d.comb += self.error.eq(rows.error | gains.error)
 
         cmd = Signal.like(self.cmd.payload)

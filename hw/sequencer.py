@@ -11,6 +11,7 @@ from ..config import check_positive_int
 from ..contract.layouts import PAGE
 from .act_mover import ScratchReader
 from .axi import axi_read_signature
+from .matmul_path import weights_command_layout
 
 __all__ = ["Sequencer", "OPS", "REGIONS", "RELOCATIONS", "RUNTIME_FIELDS", "step_layout", "FAIL_CODES"]
 
@@ -67,19 +68,26 @@ class Sequencer(wiring.Component):
     ``tokens`` tokens (``act_written``); a NORM_QUANT ``to_head`` completes with the
     LM_HEAD step after it (``to_head`` stays high until then, for the stream switch). The
     LM_HEAD step's ``lm_token`` is latched into ``result_token``. After the last step ``done``
-    pulses. A call is aborted (on an AXI error response or a soft reset) by resetting the
+    pulses.
+
+    Weights run ahead: from ``start`` a second walker reads the ROM through its own port and
+    offers, for each MATMUL step in program order, its weight command on ``weights_cmd``
+    (:func:`~tellme.hw.matmul_path.weights_command_layout`: the step's bases relocated, shape,
+    tiling, ``tokens``) as soon as the previous one is taken, so the weight streamer loads a
+    projection's tiles while the steps before it run (across layers, as far as the two banks
+    of the weight buffer allow). Four cycles per ROM word; it finishes long before the call. A call is aborted (on an AXI error response or a soft reset) by resetting the
     sequencer with the datapaths (the top level's ``ResetInserter``).
 
     Ports: ``start``, ``decode``, ``seq_pos``, ``token_count``, ``bases`` (In, array in
     :data:`REGIONS` order), ``busy``, ``done``, ``fail`` (Out), ``fail_code``
     (Out, valid with ``fail``), ``result_token`` (Out 32), ``step`` (Out: the index of the
     running step), per op ``<op>_cmd`` (Out stream) and ``<op>_done`` (In; none for
-    NORM_QUANT), ``act_cmd_taken``, ``act_written`` (In), ``to_head`` (Out), ``lm_token``
-    (In 32), ``scalar_axi`` (AXI4 read manager).
+    NORM_QUANT), ``weights_cmd`` (Out stream), ``act_cmd_taken``, ``act_written`` (In),
+    ``to_head`` (Out), ``lm_token`` (In 32), ``scalar_axi`` (AXI4 read manager).
 
     Latency: three cycles per step between one step's completion and the next command (ROM
     read, word register, command), plus the w_mult read of a MATMUL (one DDR round trip).
-    Throughput: one step at a time; the datapaths overlap nothing across steps.
+    Throughput: one step at a time; only weight loading overlaps across steps.
     Cost: the ROM (steps x word bits, block RAM), the relocation adders (one per address field,
     ``addr_width`` bits), a ScratchReader for w_mult and the call's registers.
 
@@ -116,6 +124,7 @@ class Sequencer(wiring.Component):
             members[f"{op.lower()}_cmd"] = Out(stream.Signature(commands[op]))
             if op != "NORM_QUANT":
                 members[f"{op.lower()}_done"] = In(1)
+        members["weights_cmd"] = Out(stream.Signature(weights_command_layout(commands["MATMUL"])))
         super().__init__(members)
 
     @property
@@ -197,12 +206,14 @@ class Sequencer(wiring.Component):
         with m.If(self.act_cmd_taken):
             m.d.sync += act_taken.eq(1)
 
+        call_start = Signal()
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     with m.If(codes.any()):
                         m.d.comb += [self.fail.eq(1), self.fail_code.eq(codes)]
                     with m.Else():
+                        m.d.comb += call_start.eq(1)
                         m.d.sync += [n.eq(count), pos.eq(seq), pc.eq(0)]
                         m.d.sync += [bases[i].eq(self.bases[i]) for i in range(len(REGIONS))]
                         m.next = "READ"
@@ -262,4 +273,46 @@ class Sequencer(wiring.Component):
                     with m.Else():
                         m.d.sync += pc.eq(pc + 1)
                         m.next = "READ"
+
+        # -- the weight walker: every MATMUL's weight command, in order, from the call's start -----
+        walk_read = rom.read_port()
+        wpc = Signal(range(len(self.words)))
+        walk_word = Signal(self.layout)
+        m.d.comb += walk_read.addr.eq(wpc)
+        wc, mm = self.weights_cmd.payload, walk_word.cmd.matmul
+        for name in wc.shape().members:
+            m.d.comb += wc[name].eq(mm[name])
+        for k in range(len(self.matmul_cmd.payload.base)):
+            m.d.comb += wc.base[k].eq(mm.base[k] + base["image"])
+        m.d.comb += wc.tokens.eq(n)
+        with m.FSM(name="walker"):
+            with m.State("IDLE"):
+                with m.If(call_start):
+                    m.d.sync += wpc.eq(0)
+                    m.next = "READ"
+            with m.State("READ"):                 # n and the bases are latched by now
+                m.next = "LOAD"
+                with m.If(call_start):
+                    m.d.sync += wpc.eq(0)
+                    m.next = "READ"
+            with m.State("LOAD"):
+                m.d.sync += walk_word.eq(walk_read.data)
+                m.next = "OFFER"
+                with m.If(call_start):
+                    m.d.sync += wpc.eq(0)
+                    m.next = "READ"
+            with m.State("OFFER"):
+                m.d.comb += self.weights_cmd.valid.eq(walk_word.op == ops["MATMUL"])
+                with m.If((walk_word.op != ops["MATMUL"]) | self.weights_cmd.ready):
+                    with m.If(wpc == len(self.words) - 1):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += wpc.eq(wpc + 1)
+                        m.next = "READ"
+                # The walk ends within a few cycles of the call's last MATMUL, long before the
+                # call; should a call still start first, the walk restarts with it (here and in
+                # READ and LOAD).
+                with m.If(call_start):
+                    m.d.sync += wpc.eq(0)
+                    m.next = "READ"
         return m

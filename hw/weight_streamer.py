@@ -1,7 +1,7 @@
 """Weight streamer: projection commands in, TLMM lane words out, over all AXI read ports."""
 
 from amaranth.hdl import Module, Mux, Signal, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..contract.layouts import BufferGeometry
@@ -34,19 +34,26 @@ class WeightStreamer(wiring.Component):
     """Streams projections' weights from DDR into the TLMM, tile by tile.
 
     For each ``proj`` command the streamer walks the tiles of ``gen.tiling`` (rows r0..r0+N_t
-    across all B blocks): it hands the weight buffer a tile descriptor and, on every port, one
-    read per block of N_t sub-words at ``base[port] + (b*N + r0) * subword_bytes``; the
-    per-port beats are joined into lane words (TlmmWeightDecode) and stored in the free bank,
+    across all B blocks): it hands the weight buffer a tile descriptor and, on every port, the
+    reads of each block's N_t sub-words at ``base[port] + (b*N + r0) * subword_bytes``, in
+    chunks of at most ``read_chunk`` beats; each port's beats enter a FIFO of
+    ``port_fifo_depth`` beats, the ports' FIFOs are joined into lane words (TlmmWeightDecode)
+    and stored in the free bank,
     from which the TLMM reads each tile ``passes`` times (``codes``). Loading of the next tile
     overlaps the lanes' use of the current one; each weight byte crosses AXI once per command.
     The tile descriptor waits in a one-entry register for the buffer, and the walker issues a
     tile's reads only once the buffer has taken it (a bank is free and its fill has started):
-    every weight beat then has room the moment it arrives and never waits on an R channel. (A
-    tile's reads issued before its bank was free held the next tiles' beats on the HP ports
-    that other readers share, the MATMUL path's residual reader among them: a projection of
-    three or more tiles with a residual deadlocked.) The next tile's reads start while the
-    current one fills, so the fill stays busy as long as the lanes use a tile no faster than it
-    loads.
+    every weight beat then has room the moment it arrives. And a port issues a chunk only when
+    its FIFO has room for all the beats it has asked for (a credit count), so its R channel is
+    always ready: no weight beat ever waits on an R channel, where it would hold the beats of
+    every other reader sharing that HP port. (A tile's reads issued before its bank was free
+    held the next tiles' beats on the HP ports, the MATMUL path's residual reader among their
+    sharers: a projection of three or more tiles with a residual deadlocked. And without the
+    FIFOs, the decode, which takes a lane word's beats from all ports together, held a port's
+    beats while another port's were late, behind some other reader's beats there: with weight
+    loading running ahead of the MATMUL steps, a norm's row and gain readers on two ports
+    deadlocked against it.) The next tile's reads start while the current one fills, so the
+    fill stays busy as long as the lanes use a tile no faster than it loads.
 
     Ports: ``proj`` (In stream, projection_layout), ``codes`` (Out stream, lane words),
     ``axi[i]`` (Out, AXI4 read manager per port), ``waiting`` (Out 1: no tile ready for the
@@ -60,13 +67,27 @@ class WeightStreamer(wiring.Component):
     the ports' AXI rate (``bench/results/weight_buffer.json``: the lanes wait 0 % in prefill and
     about 1 % per layer in decode at the KV260 settings).
 
-    Cost: one :class:`~tellme.hw.axi_read.AxiReadMaster` per port, a
-    :class:`~tellme.hw.tlmm_decode.TlmmWeightDecode`, a :class:`~tellme.hw.weight_buffer.WeightBuffer`
-    (its URAM banks dominate), the tile walker's counters and the descriptor register.
+    Cost: one :class:`~tellme.hw.axi_read.AxiReadMaster` and one FIFO of ``port_fifo_depth``
+    beats (block RAM) per port, a :class:`~tellme.hw.tlmm_decode.TlmmWeightDecode`, a
+    :class:`~tellme.hw.weight_buffer.WeightBuffer` (its URAM banks dominate), the tile walker's
+    counters, the credit counters and the descriptor register.
+
+    Parameters (keyword-only): ``geometry``, ``addr_width``, ``max_outstanding`` (per read
+    master), ``ram_style``, ``depth`` (bank entries, default the geometry's), ``port_fifo_depth``
+    (beats; at least ``read_chunk``), ``read_chunk`` (beats per read, at most 256; the FIFO
+    should hold a few chunks so that the reads in flight cover the DDR latency).
     """
 
     def __init__(self, *, geometry: BufferGeometry, addr_width: int = 40, max_outstanding: int = 4,
-                 ram_style: str = "ultra", depth: int | None = None):
+                 ram_style: str = "ultra", depth: int | None = None, port_fifo_depth: int = 128,
+                 read_chunk: int = 32):
+        for name, value in (("port_fifo_depth", port_fifo_depth), ("read_chunk", read_chunk)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if read_chunk > min(256, port_fifo_depth):
+            raise ValueError(f"read_chunk ({read_chunk}) must be at most 256 beats (one AXI burst) and at most "
+                             f"port_fifo_depth ({port_fifo_depth})")
+        self.port_fifo_depth, self.read_chunk = port_fifo_depth, read_chunk
         self.geometry = geometry
         self.addr_width = addr_width
         self.depth = depth or geometry.entries_per_bank
@@ -102,9 +123,13 @@ class WeightStreamer(wiring.Component):
                                    max_outstanding=self.max_outstanding)
             m.submodules[f"port{p}"] = master
             wiring.connect(m, master.axi, wiring.flipped(self.axi[p]))
-            m.d.comb += [decode.beats[p].valid.eq(master.rdata.valid), decode.beats[p].payload.eq(master.rdata.payload.data),
-                         master.rdata.ready.eq(decode.beats[p].ready)]
-            masters.append(master)
+            beats = fifo.SyncFIFOBuffered(width=g.beat_bytes * 8, depth=self.port_fifo_depth)
+            m.submodules[f"port{p}_beats"] = beats
+            m.d.comb += [beats.w_data.eq(master.rdata.payload.data), beats.w_en.eq(master.rdata.valid),
+                         master.rdata.ready.eq(beats.w_rdy),
+                         decode.beats[p].valid.eq(beats.r_rdy), decode.beats[p].payload.eq(beats.r_data),
+                         beats.r_en.eq(decode.beats[p].ready)]
+            masters.append((master, beats))
             errors = errors | master.error
         m.d.comb += self.error.eq(errors)
 
@@ -134,19 +159,30 @@ class WeightStreamer(wiring.Component):
             m.d.sync += [desc_valid.eq(1), desc.entries.eq(tile_rows * cmd.blocks), desc.passes.eq(cmd.passes),
                          tile_sent.eq(1)]
 
-        # One read per port per block: rows r0.. of block b of the port's sub-stream.
+        # Per port and block: rows r0.. of block b of the port's sub-stream, read in chunks of at
+        # most read_chunk beats, each issued once the port's FIFO has room for it (credits).
         offset = Signal(self.addr_width)
         m.d.comb += offset.eq((block * cmd.rows + row0) * g.subword_bytes)
+        block_beats = Signal(range((1 << ROWS.width) * beats_per_subword + 1))
+        m.d.comb += block_beats.eq(tile_rows * beats_per_subword)
+        chunk0 = Signal.like(block_beats)           # beats of this block's reads issued
+        left = Signal.like(block_beats)
+        chunk = Signal(range(self.read_chunk + 1))
+        m.d.comb += [left.eq(block_beats - chunk0), chunk.eq(Mux(left < self.read_chunk, left, self.read_chunk))]
         sent_now = Signal(ports)
-        for p, master in enumerate(masters):
-            m.d.comb += [master.cmd.valid.eq(active & tile_sent & ~desc_valid & ~port_done[p]),
-                         master.cmd.payload.addr.eq(cmd.base[p] + offset),
-                         master.cmd.payload.beats.eq(tile_rows * beats_per_subword),
+        for p, (master, beats) in enumerate(masters):
+            space = Signal(range(self.port_fifo_depth + 1), init=self.port_fifo_depth, name=f"port{p}_space")
+            m.d.sync += space.eq(space - Mux(sent_now[p], chunk, 0) + (beats.r_en & beats.r_rdy))
+            m.d.comb += [master.cmd.valid.eq(active & tile_sent & ~desc_valid & ~port_done[p] & (space >= chunk)),
+                         master.cmd.payload.addr.eq(cmd.base[p] + offset + chunk0 * g.beat_bytes),
+                         master.cmd.payload.beats.eq(chunk),
                          sent_now[p].eq(master.cmd.valid & master.cmd.ready)]
         all_sent = (port_done | sent_now).all()
         with m.If(active & tile_sent):
-            with m.If(all_sent):
-                m.d.sync += port_done.eq(0)
+            with m.If(all_sent & (chunk0 + chunk < block_beats)):
+                m.d.sync += [port_done.eq(0), chunk0.eq(chunk0 + chunk)]
+            with m.Elif(all_sent):
+                m.d.sync += [port_done.eq(0), chunk0.eq(0)]
                 with m.If(block == cmd.blocks - 1):
                     m.d.sync += [block.eq(0), row0.eq(row0 + tile_rows), tile_sent.eq(0)]
                     with m.If(row0 + tile_rows >= cmd.rows):

@@ -27,7 +27,7 @@ class MatmulOnDdr(wiring.Component):
         self.ddr = DdrModel(size_bytes=memory_bytes, base=MEMORY_BASE, ports=g.ports + 1,
                             data_width=g.beat_bytes * 8, latency=12, bytes_per_cycle=64)
         members = {name: member for name, member in path.signature.members.items()
-                   if name in ("cmd", "done", "act_wr_cmd", "act_q", "act_scale", "act_written", "error")}
+                   if name in ("cmd", "weights_cmd", "done", "act_wr_cmd", "act_q", "act_scale", "act_written", "error")}
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -37,7 +37,7 @@ class MatmulOnDdr(wiring.Component):
             wiring.connect(m, self.path.weights[p], getattr(self.ddr, f"rd{p}"))
         wiring.connect(m, self.path.res_axi, getattr(self.ddr, f"rd{self.path.geometry.ports}"))
         wiring.connect(m, self.path.wr_axi, self.ddr.wr)
-        for name in ("cmd", "act_wr_cmd", "act_q", "act_scale"):
+        for name in ("cmd", "weights_cmd", "act_wr_cmd", "act_q", "act_scale"):
             wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(self.path, name))
         m.d.comb += [self.done.eq(self.path.done), self.act_written.eq(self.path.act_written),
                      self.error.eq(self.path.error)]
@@ -67,5 +67,6 @@ def test_matmul_path_tiny(tmp_path):
                parameters={"model": model.to_dict(), "hardware": hw.to_dict(), "image": str(image),
                            "memory_base": MEMORY_BASE, "image_base": image_base, "scratch_base": scratch_base,
                            "command_fields": struct_fields(path.cmd.payload.shape()),
+                           "weights_fields": struct_fields(path.weights_cmd.payload.shape()),
                            "act_command_fields": struct_fields(write_command_layout(max_inputs, hw.prefill_chunk)),
                            "cases": cases})

@@ -1,12 +1,17 @@
 """The sequencer (hw/sequencer.py) alone, cycle by cycle in Amaranth's simulator, on the tiny
 model's program: a NORM_QUANT step into the act buffer completes only once the act buffer,
 having taken the step's write command in an earlier cycle, holds the step's tokens; never on
-the count the buffer still shows for the previous step in the cycle it takes the command."""
+the count the buffer still shows for the previous step in the cycle it takes the command. The
+weight walker sends every MATMUL's weight command ahead, in order."""
 
+import random
+
+from amaranth.lib import data
 from amaranth.sim import Simulator
 
 from tellme.config import hardware_preset, model_preset
 from tellme.gen.top import TellmeTop
+from tellme.hw.sequencer import OPS, REGIONS
 
 HW = hardware_preset("sim-small").replace(prefill_chunk=12, max_context=64)
 TOKENS = 3
@@ -70,3 +75,46 @@ def test_norm_quant_completes_on_the_new_count_only():
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
+
+
+def test_weight_walker_sends_every_matmul_ahead_in_order():
+    """From START the walker offers the weight command of every MATMUL step of the program, in
+    order (bases relocated by the image base, shape, tiling, the call's tokens), under random
+    ready stalls, while the first step (EMBED) has not even completed: loading runs ahead of
+    the steps; nothing more is offered after the last."""
+    top = TellmeTop(model_preset("tiny"), HW)
+    seq = top.sequencer
+    image_base = 0x4000_0000
+    matmul = OPS.index("MATMUL")
+    want = []
+    for word in top.words:
+        step = data.Const(seq.layout, word)
+        if step.op == matmul:
+            mm = step.cmd.matmul
+            want.append({"base": [mm.base[k] + image_base for k in range(HW.hp_ports)], "blocks": mm.blocks,
+                         "rows": mm.rows, "tile_rows": mm.tile_rows, "tokens": TOKENS})
+    assert len(want) == 7 * model_preset("tiny").num_layers
+    got = []
+
+    async def bench(ctx):
+        rng = random.Random(5)
+        ctx.set(seq.token_count, TOKENS)
+        ctx.set(seq.bases[REGIONS.index("image")], image_base)
+        ctx.set(seq.start, 1)
+        await ctx.tick()
+        ctx.set(seq.start, 0)
+        for _ in range(8 * len(top.words) + 200):
+            ready = rng.random() < 0.6
+            ctx.set(seq.weights_cmd.ready, ready)
+            if ready and ctx.get(seq.weights_cmd.valid):
+                p = ctx.get(seq.weights_cmd.payload)
+                got.append({"base": [p.base[k] for k in range(HW.hp_ports)], "blocks": p.blocks,
+                            "rows": p.rows, "tile_rows": p.tile_rows, "tokens": p.tokens})
+            await ctx.tick()
+        assert ctx.get(seq.step) == 0, "the EMBED step completed without its done"
+
+    sim = Simulator(seq)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == want

@@ -62,6 +62,9 @@ def test_top_refuses_a_model_the_hardware_cannot_run():
         TellmeTop(model, HW)
     with pytest.raises(ConfigError, match="attn_heads_parallel"):
         TellmeTop(model_preset("tiny"), HW.replace(attn_heads_parallel=3))
+    # the fp16 head takes ew_lanes binary16 weights from whole beats: 8 lanes need 128-bit beats
+    with pytest.raises(ConfigError, match=r"lm_head_format.*128 bits.*axi_data_width \(64\)"):
+        TellmeTop(model_preset("tiny"), HW.replace(lm_head_format="fp16", ew_lanes=8, axi_data_width=64))
 
 
 def _golden(weights, hw, prompt, new_tokens):
@@ -237,6 +240,22 @@ def test_mid_size_model_equals_golden():
     prompt, new_tokens = _prompt(weights), 6
     want_ids, want_logits = _golden(weights, HW, prompt, new_tokens)
     got_ids, got_logits, run = rtl_generate(weights, HW, prompt, new_tokens)
+    _assert_same_generation(got_ids, got_logits, want_ids, want_logits)
+    assert [c["kind"] for c in run.calls] == ["prefill", "prefill"] + ["decode"] * (new_tokens - 1)
+
+
+@pytest.mark.slow
+@pytest.mark.rtl
+def test_fp16_lm_head_equals_golden(checkpoints):
+    """The fp16 LM head (docs 3.9) end to end on the odd shapes (hidden 160 = 40 beats of 4
+    lanes, two groups of 4 binary16 per 128-bit beat, rows straddling beats; vocab 288): the
+    final norm's float vector goes to the head beside x_q; a 20-token prompt in two chunks and 8
+    generated tokens equal the golden backend bit for bit."""
+    from tellme.sim.top_harness import rtl_generate
+    weights, hw = checkpoints["odd-silu"], HW.replace(lm_head_format="fp16")
+    prompt, new_tokens = _prompt(weights), 8
+    want_ids, want_logits = _golden(weights, hw, prompt, new_tokens)
+    got_ids, got_logits, run = rtl_generate(weights, hw, prompt, new_tokens)
     _assert_same_generation(got_ids, got_logits, want_ids, want_logits)
     assert [c["kind"] for c in run.calls] == ["prefill", "prefill"] + ["decode"] * (new_tokens - 1)
 

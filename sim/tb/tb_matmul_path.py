@@ -1,12 +1,15 @@
 """cocotb tests of :class:`tellme.hw.matmul_path.MatmulPath` on a DDR model holding a real DDR
-image: the testbench fills the act buffer with x_q/d_x of n tokens, issues a projection's
-command (tiles, passes, residual or not) and compares the destination rows the path writes to
+image: the weight commands of every case go out first (the weight streamer loads a case's
+tiles while the cases before it run, as the sequencer's walker has it), then per case the
+testbench fills the act buffer with x_q/d_x of n tokens, issues the projection's command
+(tiles, passes, residual or not) and compares the destination rows the path writes to
 DDR with ``golden.dequantize(golden.tlmm(codes, x_q), d_x, w_mult)`` (``+ residual_add``),
 bit for bit, for every case of the configuration.
 
 Configuration (``run_cocotb(parameters=...)``): ``model``, ``hardware`` (config dicts),
-``image`` (path), ``memory_base``, ``image_base``, ``scratch_base``, ``cases``: list of
-``{layer, proj, tokens, tile_rows, residual, seed}``.
+``image`` (path), ``memory_base``, ``image_base``, ``scratch_base``, ``command_fields``,
+``weights_fields``, ``act_command_fields``, ``cases``: list of ``{layer, proj, tokens,
+tile_rows, residual, seed}``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ class MatmulTB(Testbench):
         self.memory = dut.ddr.mem
         L = self.hw.ew_lanes
         self.cmd = StreamSource(dut, "cmd", self.clock, fields=cfg["command_fields"])
+        self.weights = StreamSource(dut, "weights_cmd", self.clock, fields=cfg["weights_fields"],
+                                    pause=random_pause(0.3, 3))
         self.wr_cmd = StreamSource(dut, "act_wr_cmd", self.clock, fields=cfg["act_command_fields"])
         self.q = StreamSource(dut, "act_q", self.clock, fields=[("q", 8 * L, False), ("last", 1, False)],
                               pause=random_pause(0.3, 1))
@@ -73,6 +78,17 @@ async def test_projections(dut):
     watchdog = tb.watchdog(5_000_000, "matmul path")
     load_ddr_image(tb.memory, tb.image.tobytes(), tb.ddr_offset(cfg["image_base"]), skip_zero=True)
     ports = hw.hp_ports
+
+    def weight_fields(case) -> dict:
+        rows, k = model.projections()[case["proj"]]
+        section = tb.sections[f"layers.{case['layer']}.{case['proj']}"]
+        base = [cfg["image_base"] + section.offset + p * projection_port_stride((rows, k), tb.fmt) for p in range(ports)]
+        return {"base": sum(b << (40 * p) for p, b in enumerate(base)),
+                "blocks": -(-(-(-k // hw.tlmm_group)) // hw.tlmm_lanes), "rows": rows,
+                "tile_rows": case["tile_rows"], "tokens": case["tokens"]}
+
+    for case in cfg["cases"]:
+        tb.weights.send_nowait(weight_fields(case))
     for index, case in enumerate(cfg["cases"]):
         rng = np.random.default_rng(case["seed"])
         layer, proj, n = case["layer"], case["proj"], case["tokens"]
@@ -89,10 +105,9 @@ async def test_projections(dut):
         await tb.fill_act(x_q, d_x)
         want = golden.dequantize(golden.tlmm(codes, x_q, hw.tlmm_group), d_x, w_mult)
         dst = tb.scratch[case["dst"]]
-        base = [cfg["image_base"] + section.offset + p * projection_port_stride((rows, k), tb.fmt) for p in range(ports)]
-        fields = {"base": sum(b << (40 * p) for p, b in enumerate(base)), "blocks": -(-(-(-k // hw.tlmm_group)) // hw.tlmm_lanes),
-                  "rows": rows, "tile_rows": case["tile_rows"], "tiles": -(-rows // case["tile_rows"]),
-                  "w_mult": int(np.float32(w_mult).view(np.uint32)), "tokens": n,
+        # (the command's base is the weight command's; the path does not use it)
+        fields = {**weight_fields(case), "tiles": -(-rows // case["tile_rows"]),
+                  "w_mult": int(np.float32(w_mult).view(np.uint32)),
                   "dst": cfg["scratch_base"] + dst.offset, "row_stride": dst.row_bytes,
                   "residual": int(bool(case["residual"])), "res": 0}
         if case["residual"]:

@@ -119,7 +119,9 @@ class Projection:
 
 
 class AxiPortMonitor:
-    """Records every AR and R handshake of one port; checks the burst rules as they happen."""
+    """Records every AR and R handshake of one port; checks the burst rules as they happen and
+    counts the cycles an R beat waits (``r_waits``: RVALID without RREADY), which a weight beat
+    must never do (it would hold every other reader of a shared HP port)."""
 
     def __init__(self, dut, clock, prefix: str, beat_bytes: int):
         self.dut, self.clock, self.beat_bytes = dut, clock, beat_bytes
@@ -130,6 +132,7 @@ class AxiPortMonitor:
         self.bursts = 0
         self.r_beats = 0
         self.r_bursts = 0
+        self.r_waits = 0
         self.errors: list[str] = []
         self.task = cocotb.start_soon(self._run())
 
@@ -156,6 +159,8 @@ class AxiPortMonitor:
             if s["rvalid"].value and s["rready"].value:
                 self.r_beats += 1
                 self.r_bursts += int(s["rlast"].value)
+            elif s["rvalid"].value:
+                self.r_waits += 1
 
 
 class Bench:
@@ -275,6 +280,7 @@ class Bench:
                     f"{what}: port {p}, command {cmd}: not the sub-stream, once")
             assert mon.r_beats == len(got), f"{what}: port {p}: {mon.r_beats} R beats for {len(got)} requested"
             assert mon.r_bursts == mon.bursts, f"{what}: port {p}: {mon.r_bursts} RLAST for {mon.bursts} bursts"
+            assert mon.r_waits == 0, f"{what}: port {p}: R beats waited {mon.r_waits} cycles for RREADY"
             per_port.append((len(got) * bb, mon.bursts))
         return per_port
 
