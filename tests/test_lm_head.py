@@ -1,6 +1,7 @@
-"""The int8 LM head (hw/lm_head.py): parameter and command checks, and cocotb tests under
-Verilator (sim/tb/tb_lm_head.py, whose docstring lists what each covers), every logit bit for bit
-against golden.lm_head and the token against numpy.argmax.
+"""The LM head (hw/lm_head.py), int8 and fp16 rows: parameter and command checks, and cocotb
+tests under Verilator (sim/tb/tb_lm_head.py, whose docstring lists what each covers), every
+logit bit for bit against golden.lm_head (golden.lm_head_fp16) and the token against
+numpy.argmax.
 
 The default build is small (8 lanes on a 128-bit bus, scale chunks of 2 beats so a call spans
 several chunks) with shapes that divide nothing evenly: cols 160 and 72 against 16-byte beats
@@ -37,6 +38,9 @@ TESTS = {"random_calls", "extreme_calls", "throughput"}
     (dict(max_cols=MAX_COLS + 1), ValueError, "int32 accumulator"),
     (dict(max_rows=1 << 32), ValueError, "max_rows"),
     (dict(max_burst=300), ValueError, "max_burst"),
+    (dict(weight_format="bf16"), ValueError, "weight_format"),
+    (dict(weight_format="fp16", lanes=16, data_width=128), ValueError, "fp16 rows"),
+    (dict(weight_format="fp16", lanes=3, data_width=128), ValueError, "fp16 rows"),
 ], ids=kwargs_id)
 def test_parameters_are_checked(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -76,8 +80,10 @@ def test_commands_are_checked(command, match):
 
 
 def _parameters(head: LmHead, **extra) -> dict:
-    return {"lanes": head.lanes, "data_width": head.data_width, "scale_beats": head.scale_beats,
-            "fields": {"cmd": struct_fields(head.command_layout), "x": struct_fields(q8_vec(head.lanes)),
+    x_layout = f32_vec(head.lanes) if head.fp16 else q8_vec(head.lanes)
+    return {"weight_format": head.weight_format, "lanes": head.lanes, "data_width": head.data_width,
+            "scale_beats": head.scale_beats,
+            "fields": {"cmd": struct_fields(head.command_layout), "x": struct_fields(x_layout),
                        "logits": struct_fields(f32_vec(head.lanes))},
             # pause probabilities [axi, cmd, x, scale, logits, token]
             "stalls": [[0.0] * 6, [0.3, 0.3, 0.3, 0.3, 0.3, 0.3], [0.1, 0.5, 0.6, 0.5, 0.7, 0.6]],
@@ -105,6 +111,21 @@ def test_lm_head_rtl(tmp_path):
     print(json.dumps(rate, indent=1))
 
 
+@pytest.mark.rtl
+def test_lm_head_fp16_rtl(tmp_path):
+    """The binary16 head: 4 lanes on a 128-bit bus (two groups per word), rows straddling beats
+    (cols 160, 72, 200), several rows per beat (cols 5), one-element rows; golden.lm_head_fp16
+    bit for bit under every stall setting."""
+    head = LmHead(weight_format="fp16", lanes=4, data_width=128, addr_width=32, max_cols=256, max_rows=512,
+                  scale_beats=2)
+    assert head.latency == 1 + 4 + 2 * 4 + 4 + 1 + 8 + 1
+    results = tmp_path / "results.json"
+    _run(head, "lm_head_fp16_l4_w128",
+         _parameters(head, seed=5, shapes=[[37, 160], [50, 5], [9, 16], [1, 1], [23, 200], [64, 72]],
+                     throughput_shapes=[[64, 160]], results=str(results)))
+    print(json.dumps(json.loads(results.read_text())["throughput"], indent=1))
+
+
 SLOW = [
     # KV260-like: hidden 1536 on a 128-bit bus, 8 lanes, default scale chunks (64 rows)
     (dict(lanes=8, data_width=128, max_cols=1536, max_rows=1024, scale_beats=16),
@@ -115,13 +136,19 @@ SLOW = [
     # 32-bit bus: one scale per beat, 4 MACs per cycle
     (dict(lanes=4, data_width=32, max_cols=128, max_rows=256, scale_beats=4),
      dict(shapes=[[70, 37], [33, 128], [5, 3]], throughput_shapes=[[64, 32]])),
+
+
+    # fp16 at the kv260 settings: 8 lanes of binary16 = one 128-bit word per cycle
+    (dict(weight_format="fp16", lanes=8, data_width=128, max_cols=1536, max_rows=1024),
+     dict(shapes=[[100, 1536], [37, 1000]], throughput_shapes=[[64, 1536]])),
 ]
 
 
 @pytest.mark.rtl
 @pytest.mark.slow
-@pytest.mark.parametrize("config,extra", SLOW, ids=["kv260", "l32-w64", "l4-w32"])
+@pytest.mark.parametrize("config,extra", SLOW, ids=["kv260", "l32-w64", "l4-w32", "fp16-kv260"])
 def test_lm_head_sweep_rtl(config, extra):
     head = LmHead(addr_width=32, **config)
-    _run(head, f"lm_head_l{head.lanes}_w{head.data_width}_c{head.max_cols}", _parameters(head, seed=7, **extra),
+    _run(head, f"lm_head_{head.weight_format}_l{head.lanes}_w{head.data_width}_c{head.max_cols}",
+         _parameters(head, seed=7, **extra),
          timeout=3600.0)

@@ -24,9 +24,17 @@ Tests (each under a watchdog):
     flush boundary), and huge scales (logits overflowing to infinity).
 ``throughput``
     No pauses: cycles from the command to the token for calls of ``throughput_shapes``,
-    recorded (``results``) and checked against ``rows * (ceil(cols / beat) + 1) + slack``.
+    recorded (``results``) and checked against ``rows * (ceil(cols / beat) + 1) + slack``
+    (fp16: ``rows * (ceil(2 cols / beat) + 1) * beat / (2 lanes) + slack``).
 
-Configuration: ``lanes``, ``data_width``, ``scale_beats``, ``fields`` (``cmd``, ``x``,
+With ``weight_format`` "fp16" the same tests run the binary16 head against
+``golden.lm_head_fp16``: float32 x beats (pads random), no d_x, a contiguous binary16 head and
+no scale section. Random calls: normal(0, 0.05) weights with a zero row, normal x. Extreme
+calls: binary16 subnormal weights (2^-24 and others), +-65504 rows against x near 3e38
+(logits +-inf), products flushing to zero beside +0/-0 x, zero rows and opposite rows, ties
+(the first index wins) and a head whose every product flushes (token 0).
+
+Configuration: ``weight_format`` (default "int8"), ``lanes``, ``data_width``, ``scale_beats``, ``fields`` (``cmd``, ``x``,
 ``logits``: :func:`~tellme.sim.tb.streams.struct_fields` of the unit's layouts), ``shapes``
 (list of ``[rows, cols]``), ``stalls``, ``throughput_shapes``, ``seed``, ``results``.
 """
@@ -54,24 +62,39 @@ U32 = np.dtype("<u4")
 
 @dataclass
 class Call:
-    """One LM-head call: its inputs, where its sections lie and what must come out."""
+    """One LM-head call: its inputs, where its sections lie and what must come out. An int8
+    call has ``x_q``, ``d_x``, ``head_q``, ``scale``; an fp16 call ``x`` (float32) and
+    ``head_f16`` (and the ``lanes`` of the golden sum order)."""
     name: str
-    x_q: np.ndarray            # int8 (cols,)
-    d_x: np.float32
-    head_q: np.ndarray         # int8 (rows, cols)
-    scale: np.ndarray          # float32 (rows,)
+    x_q: np.ndarray | None = None        # int8 (cols,)
+    d_x: np.float32 | None = None
+    head_q: np.ndarray | None = None     # int8 (rows, cols)
+    scale: np.ndarray | None = None      # float32 (rows,)
+    x: np.ndarray | None = None          # float32 (cols,), fp16 head
+    head_f16: np.ndarray | None = None   # float16 (rows, cols)
+    lanes: int = 0
     rows_base: int = 0
     scales_base: int = 0
 
     @property
+    def fp16(self) -> bool:
+        return self.head_f16 is not None
+
+    @property
+    def head(self) -> np.ndarray:
+        return self.head_f16 if self.fp16 else self.head_q
+
+    @property
     def rows(self) -> int:
-        return self.head_q.shape[0]
+        return self.head.shape[0]
 
     @property
     def cols(self) -> int:
-        return self.head_q.shape[1]
+        return self.head.shape[1]
 
     def logits(self) -> np.ndarray:
+        if self.fp16:
+            return golden.lm_head_fp16(self.x[None, :], self.head_f16, self.lanes)[0].astype(np.float32)
         return golden.lm_head(self.x_q[None, :], np.array([self.d_x], dtype=np.float32), self.head_q,
                               self.scale)[0].astype(np.float32)
 
@@ -86,19 +109,20 @@ class LmHeadTB(Testbench):
         cfg = self.cfg
         self.lanes = int(cfg["lanes"])
         self.beat = int(cfg["data_width"]) // 8
+        self.fp16 = cfg.get("weight_format", "int8") == "fp16"
         self.fields = cfg["fields"]
         self.seed = int(cfg.get("seed", 1))
         self.np_rng = np.random.default_rng(self.seed)
         self.rng = random.Random(self.seed)
         self.watchdog(watchdog_cycles, what)
-        self.hold_low("cmd__valid", "x__valid", "scale__valid", "logits__ready", "token__ready", "clear_error",
-                      "axi__arready", "axi__rvalid")
+        self.hold_low("cmd__valid", "x__valid", *([] if self.fp16 else ["scale__valid"]), "logits__ready",
+                      "token__ready", "clear_error", "axi__arready", "axi__rvalid")
         self.ram = axi_ram_read(dut, "axi", self.clock, MEM_SIZE)
         self.cursor = 0
         clock, fields = self.clock, self.fields
         self.cmd = StreamSource(dut, "cmd", clock, fields=fields["cmd"])
         self.xs = StreamSource(dut, "x", clock, fields=fields["x"])
-        self.scale = StreamSource(dut, "scale", clock)
+        self.scale = None if self.fp16 else StreamSource(dut, "scale", clock)
         self.out = StreamSink(dut, "logits", clock, fields=fields["logits"])
         self.token = StreamSink(dut, "token", clock)
 
@@ -169,12 +193,67 @@ class LmHeadTB(Testbench):
         calls.append(call)
         return calls
 
+    def f16_call(self, rows: int, cols: int, name: str) -> Call:
+        r = self.np_rng
+        head = (r.standard_normal((rows, cols)) * 0.05).astype(np.float16)
+        head[r.integers(rows)] = 0                     # an all-zero row: logit +0
+        x = r.standard_normal(cols).astype(np.float32)
+        return Call(name, x=x, head_f16=head, lanes=self.lanes)
+
+    def f16_extreme_calls(self, rows: int, cols: int) -> list[Call]:
+        r = self.np_rng
+        rows = min(max(rows, 8), 64)
+        calls = []
+        # binary16 subnormals (2^-24 and others) widen to normal binary32
+        call = self.f16_call(rows, cols, "fp16 subnormal weights")
+        sub = (r.integers(1, 1024, (rows, cols)).astype(np.uint16) | (r.integers(0, 2, (rows, cols)) << 15)
+               .astype(np.uint16)).view(np.float16)
+        call.head_f16[:rows // 2] = sub[:rows // 2]
+        call.head_f16[0] = np.float16(2.0 ** -24)
+        call.x = (r.standard_normal(cols) * 1e3).astype(np.float32)
+        calls.append(call)
+        # 65504 against huge x: overflow to +-inf (no inf x 0: x has no zeros)
+        call = self.f16_call(rows, cols, "fp16 max x huge x (overflow)")
+        # (one sign per row: +inf and -inf in one sum would make a NaN)
+        call.head_f16[:] = np.where(r.random((rows, 1)) < 0.5, 65504, -65504).astype(np.float16)
+        call.head_f16[1] = 65504
+        call.x = np.where(r.random(cols) < 0.5, 3e38, 2e38).astype(np.float32)
+        calls.append(call)
+        # products flushing to zero, +0/-0 x, zero rows and a sum cancelling exactly
+        call = self.f16_call(rows, cols, "fp16 flushes, signed zeros, cancellation")
+        call.x = (r.standard_normal(cols) * 1e-36).astype(np.float32)
+        call.x[::3] = np.float32(-0.0)
+        call.x[1::3] = np.float32(0.0)
+        call.head_f16[2] = 0
+        call.head_f16[3] = -call.head_f16[4]
+        call.x[:] = np.where(np.arange(cols) % 2, call.x, np.float32(1.5))
+        call.head_f16[5] = np.float16(0.25)
+        call.head_f16[5][cols // 2:] = np.float16(-0.25)
+        if cols % 2:
+            call.head_f16[5][-1] = 0
+        calls.append(call)
+        # ties: the maximum row repeated later
+        call = self.f16_call(rows, cols, "fp16 ties")
+        top = int(np.argmax(call.logits()))
+        first = int(r.integers(1, rows // 2))
+        for at in (first, rows - 1):
+            call.head_f16[at] = call.head_f16[top]
+        assert int(np.argmax(call.logits())) == min(first, top)
+        calls.append(call)
+        # every product flushed: all logits +0 or -0, the token is 0
+        call = self.f16_call(rows, cols, "fp16 all flushed")
+        call.head_f16[:] = np.float16(2.0 ** -24)
+        call.head_f16[1] = np.float16(-(2.0 ** -24))
+        call.x[:] = np.float32(1e-20)
+        calls.append(call)
+        return calls
+
     def place(self, call: Call) -> None:
         """Write the call's sections to memory at fresh beat-aligned addresses (every other one
         starting just before a 4 KiB boundary)."""
         beat, rng = self.beat, self.rng
-        head_bytes = call.rows * call.cols
-        for which in ("rows", "scales"):
+        head_bytes = call.head.nbytes
+        for which in (("rows",) if call.fp16 else ("rows", "scales")):
             size = head_bytes if which == "rows" else 4 * call.rows
             if rng.random() < 0.5:
                 base = (self.cursor // PAGE + 1) * PAGE - beat * rng.randrange(1, 8)
@@ -186,7 +265,7 @@ class LmHeadTB(Testbench):
             self.cursor = base + -(-size // beat) * beat
             if which == "rows":
                 call.rows_base = base
-                self.ram.write(base, call.head_q.tobytes())
+                self.ram.write(base, call.head.astype(call.head.dtype.newbyteorder("<")).tobytes())
             else:
                 call.scales_base = base
                 self.ram.write(base, call.scale.astype("<f4").tobytes())
@@ -194,7 +273,8 @@ class LmHeadTB(Testbench):
     def section_beats(self, call: Call) -> list[int]:
         beat = self.beat
         out = []
-        for base, size in ((call.rows_base, call.rows * call.cols), (call.scales_base, 4 * call.rows)):
+        sections = [(call.rows_base, call.head.nbytes)] + ([] if call.fp16 else [(call.scales_base, 4 * call.rows)])
+        for base, size in sections:
             out += [base + beat * i for i in range(-(-size // beat))]
         return out
 
@@ -203,6 +283,11 @@ class LmHeadTB(Testbench):
     def x_beats(self, call: Call) -> list[dict]:
         lanes = self.lanes
         n = -(-call.cols // lanes)
+        if call.fp16:
+            padded = np.frombuffer(self.rng.randbytes(4 * n * lanes), dtype=U32).copy()   # pads: random
+            padded[:call.cols] = call.x.view(U32)
+            return [{"data": sum(int(v) << (32 * j) for j, v in enumerate(padded[i * lanes:(i + 1) * lanes])),
+                     "last": int(i == n - 1)} for i in range(n)]
         padded = np.frombuffer(self.rng.randbytes(n * lanes), dtype=np.int8).copy()   # pads: random
         padded[:call.cols] = call.x_q
         return [{"q": int.from_bytes(padded[i * lanes:(i + 1) * lanes].tobytes(), "little"), "last": int(i == n - 1)}
@@ -230,7 +315,8 @@ class LmHeadTB(Testbench):
             getattr(self.ram, model_channel).set_pause_generator(pause(p_axi))
         cmd, xs, scale, out, token = self.cmd, self.xs, self.scale, self.out, self.token
         for port, prob in ((cmd, p_cmd), (xs, p_x), (scale, p_scale), (out, p_logits), (token, p_token)):
-            port.set_pause_generator(pause(prob))
+            if port is not None:
+                port.set_pause_generator(pause(prob))
         mon = HandshakeMonitor(dut, clock, {"ar": axi_channel(dut, "axi", "ar", ADDRESS_FIELDS)})
         self.cursor = 0                     # the previous batch is done: its memory is free
         for call in calls:
@@ -241,11 +327,13 @@ class LmHeadTB(Testbench):
                              "cols": call.cols})
             for beat in self.x_beats(call):
                 xs.send_nowait(beat)
-            scale.send_nowait(int(np.float32(call.d_x).view(U32)))
+            if not call.fp16:
+                scale.send_nowait(int(np.float32(call.d_x).view(U32)))
         token_cycles = []
         for c, call in enumerate(calls):
             beats, want_token = self.expected_beats(call)
-            bound = 2000 + 40 * call.rows * (-(-call.cols // self.beat) + 1)
+            bound = 2000 + 40 * call.rows * (-(-call.head.itemsize * call.cols // self.beat) + 1) * (
+                2 if call.fp16 else 1)
             label = f"{what}: call {c} ({call.name}, {call.rows} x {call.cols})"
             for i, want in enumerate(beats):
                 got = await with_timeout(out.recv(), clock, bound, f"{label}: logits beat {i} of {len(beats)}")
@@ -256,7 +344,8 @@ class LmHeadTB(Testbench):
                     rows = [i * lanes + j for j in bad]
                     detail = "; ".join(
                         f"row {r}: got {show(words[j])}, expected {show(want[j])}" +
-                        (f" (acc {int(call.x_q.astype(np.int64) @ call.head_q[r].astype(np.int64))}, "
+                        ("" if call.fp16 else
+                         f" (acc {int(call.x_q.astype(np.int64) @ call.head_q[r].astype(np.int64))}, "
                          f"scale {show(int(call.scale[r:r + 1].view(U32)[0]))})" if r < call.rows else " (pad)")
                         for j, r in zip(bad[:4], rows[:4]))
                     raise AssertionError(f"{label}: logits beat {i}: last {got['last']} (expected {last}); {detail}")
@@ -269,7 +358,7 @@ class LmHeadTB(Testbench):
             token_cycles.append(self.cycle() - start)
         await ClockCycles(clock, 20)
         assert out.empty() and token.empty(), f"{what}: {out.count()} logits and {token.count()} tokens too many"
-        assert xs.idle() and scale.idle() and cmd.idle(), f"{what}: inputs left untaken"
+        assert xs.idle() and (scale is None or scale.idle()) and cmd.idle(), f"{what}: inputs left untaken"
         assert not int(dut.error.value), f"{what}: error raised"
         assert not int(dut.busy.value), f"{what}: busy still high"
         mon.stop()
@@ -297,7 +386,7 @@ async def random_calls(dut):
     for s, stalls in enumerate(tb.cfg["stalls"]):
         calls = []
         for i, (rows, cols) in enumerate(tb.cfg["shapes"]):
-            make = tb.quantised_call if (i + s) % 2 else tb.random_call
+            make = tb.f16_call if tb.fp16 else tb.quantised_call if (i + s) % 2 else tb.random_call
             calls.append(make(rows, cols, f"{make.__name__.split('_')[0]} {rows}x{cols}"))
         await tb.run_calls(calls, stalls, f"random_calls stalls {stalls}")
         tb.log.info("stalls %s: %d calls exact (%s)", stalls, len(calls),
@@ -309,7 +398,7 @@ async def extreme_calls(dut):
     tb = LmHeadTB(dut, 2_000_000, "extreme_calls")
     await tb.reset()
     rows, cols = tb.cfg["shapes"][0]
-    calls = tb.extreme_calls(rows, cols)
+    calls = tb.f16_extreme_calls(rows, cols) if tb.fp16 else tb.extreme_calls(rows, cols)
     await tb.run_calls(calls, tb.cfg["stalls"][-1], "extreme_calls")
     tb.log.info("%d extreme calls exact: %s", len(calls), ", ".join(c.name for c in calls))
 
@@ -320,12 +409,16 @@ async def throughput(dut):
     await tb.reset()
     results = []
     for rows, cols in tb.cfg["throughput_shapes"]:
-        call = tb.random_call(rows, cols, f"throughput {rows}x{cols}")
+        make = tb.f16_call if tb.fp16 else tb.random_call
+        call = make(rows, cols, f"throughput {rows}x{cols}")
         cycles = (await tb.run_calls([call], [0.0] * 6, f"throughput {rows}x{cols}"))[0]
-        words = -(-cols // tb.beat)
-        bound = rows * (words + (1 if cols % tb.beat else 0)) + 2 * -(-cols // tb.lanes) + 120
+        row_bytes = call.head.itemsize * cols
+        words = -(-row_bytes // tb.beat)
+        # fp16: a word takes beat / (2 lanes) cycles, one group of lanes weights each
+        per_word = tb.beat // (2 * tb.lanes) if tb.fp16 else 1
+        bound = rows * (words + (1 if row_bytes % tb.beat else 0)) * per_word + 2 * -(-cols // tb.lanes) + 120
         results.append({"rows": rows, "cols": cols, "cycles_cmd_to_token": cycles,
-                        "head_beats": -(-rows * cols // tb.beat), "bound": bound})
+                        "head_beats": -(-call.head.nbytes // tb.beat), "bound": bound})
         tb.log.info("throughput %dx%d: %d cycles for %d head beats (bound %d)", rows, cols, cycles,
                     -(-rows * cols // tb.beat), bound)
         assert cycles <= bound, f"throughput {rows}x{cols}: {cycles} cycles, bound {bound}"
