@@ -113,16 +113,18 @@ def test_lm_head_rtl(tmp_path):
 
 @pytest.mark.rtl
 def test_lm_head_fp16_rtl(tmp_path):
-    """The binary16 head: 4 lanes on a 128-bit bus (two groups per word), rows straddling beats
-    (cols 160, 72, 200), several rows per beat (cols 5), one-element rows; golden.lm_head_fp16
-    bit for bit under every stall setting."""
+    """The binary16 head: 4 lanes on a 128-bit bus (two groups per word), rows of whole beats
+    (cols 160, 72, 200, 16: 2 bytes a weight), rows straddling beats (cols 77: 154 bytes),
+    several rows per beat (cols 5), one-element rows, partial final x beats (cols 5, 77, 1);
+    golden.lm_head_fp16 bit for bit under every stall setting; throughput of whole-beat
+    rows (cols 160) and rows straddling beats (cols 100: 200 bytes)."""
     head = LmHead(weight_format="fp16", lanes=4, data_width=128, addr_width=32, max_cols=256, max_rows=512,
                   scale_beats=2)
     assert head.latency == 1 + 4 + 2 * 4 + 4 + 1 + 8 + 1
     results = tmp_path / "results.json"
     _run(head, "lm_head_fp16_l4_w128",
-         _parameters(head, seed=5, shapes=[[37, 160], [50, 5], [9, 16], [1, 1], [23, 200], [64, 72]],
-                     throughput_shapes=[[64, 160]], results=str(results)))
+         _parameters(head, seed=5, shapes=[[37, 160], [50, 5], [9, 16], [1, 1], [23, 200], [64, 72], [31, 77]],
+                     throughput_shapes=[[64, 160], [64, 100]], results=str(results)))
     print(json.dumps(json.loads(results.read_text())["throughput"], indent=1))
 
 

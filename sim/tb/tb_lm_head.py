@@ -30,9 +30,12 @@ Tests (each under a watchdog):
 With ``weight_format`` "fp16" the same tests run the binary16 head against
 ``golden.lm_head_fp16``: float32 x beats (pads random), no d_x, a contiguous binary16 head and
 no scale section. Random calls: normal(0, 0.05) weights with a zero row, normal x. Extreme
-calls: binary16 subnormal weights (2^-24 and others), +-65504 rows against x near 3e38
-(logits +-inf), products flushing to zero beside +0/-0 x, zero rows and opposite rows, ties
-(the first index wins) and a head whose every product flushes (token 0).
+calls: binary16 subnormal weights (2^-24 and others); +-65504 rows against x near 3e38
+(products overflowing: logits +-inf, -inf before the first +inf) and +-1.0 rows (finite
+products, the sum overflowing); products flushing to zero beside +0/-0 and binary32-subnormal
+x (flushed on input), a zero row, opposite rows, a row cancelling exactly to +0 and a row of
+only -0 products (+0: the partials start from +0, so no logit is -0); ties (the first index
+wins); and a head whose every product flushes (all logits +0, token 0).
 
 Configuration: ``weight_format`` (default "int8"), ``lanes``, ``data_width``, ``scale_beats``, ``fields`` (``cmd``, ``x``,
 ``logits``: :func:`~tellme.sim.tb.streams.struct_fields` of the unit's layouts), ``shapes``
@@ -216,21 +219,40 @@ class LmHeadTB(Testbench):
         call = self.f16_call(rows, cols, "fp16 max x huge x (overflow)")
         # (one sign per row: +inf and -inf in one sum would make a NaN)
         call.head_f16[:] = np.where(r.random((rows, 1)) < 0.5, 65504, -65504).astype(np.float16)
+        call.head_f16[0] = -65504                        # -inf first: the token is row 1, the first +inf
         call.head_f16[1] = 65504
+        call.head_f16[2] = 1.0                           # finite products, the sum overflows: +inf
+        call.head_f16[3] = -1.0                          # -inf
         call.x = np.where(r.random(cols) < 0.5, 3e38, 2e38).astype(np.float32)
+        if cols == 1:
+            call.x[0] = np.float32(3.4e38)               # one product: 3.4e38 (finite)
+        assert int(np.argmax(call.logits())) == 1
         calls.append(call)
-        # products flushing to zero, +0/-0 x, zero rows and a sum cancelling exactly
+        # products flushing to zero, +0/-0 and binary32-subnormal x (flushed on input), a zero
+        # row, opposite rows, a row cancelling exactly and a row of only -0 products (logit +0:
+        # the partials start from +0)
         call = self.f16_call(rows, cols, "fp16 flushes, signed zeros, cancellation")
-        call.x = (r.standard_normal(cols) * 1e-36).astype(np.float32)
-        call.x[::3] = np.float32(-0.0)
-        call.x[1::3] = np.float32(0.0)
+        i = np.arange(cols)
+        tiny = (r.standard_normal(cols) * 1e-36).astype(np.float32)          # x w: some flush
+        subnormal = (r.integers(1, 1 << 23, cols).astype(np.uint32)
+                     | (r.integers(0, 2, cols).astype(np.uint32) << 31)).view(np.float32)
+        call.x = np.where(i % 2 == 0, np.float32(1.5),
+                          np.select([i % 6 == 1, i % 6 == 3], [np.float32(-0.0), np.float32(0.0)],
+                                    np.where(i % 12 == 5, subnormal, tiny))).astype(np.float32)
         call.head_f16[2] = 0
         call.head_f16[3] = -call.head_f16[4]
-        call.x[:] = np.where(np.arange(cols) % 2, call.x, np.float32(1.5))
-        call.head_f16[5] = np.float16(0.25)
-        call.head_f16[5][cols // 2:] = np.float16(-0.25)
-        if cols % 2:
-            call.head_f16[5][-1] = 0
+        ones = i[i % 2 == 0][:(cols + 1) // 4 * 2]        # an even number of the 1.5 lanes
+        call.head_f16[5] = 0                             # +0.375 on half of them, -0.375 on the rest
+        call.head_f16[5][ones[:len(ones) // 2]] = np.float16(0.25)
+        call.head_f16[5][ones[len(ones) // 2:]] = np.float16(-0.25)
+        # row 6: every product -0 (-0 x 1.5, -w x +0, w x -0, -w x tiny (flushed), w x subnormal x)
+        neg_sign = np.where(np.signbit(call.x), 1.0, -1.0)
+        call.head_f16[6] = np.where(i % 2 == 0, -0.0, neg_sign * 2.0 ** -24).astype(np.float16)
+        with np.errstate(all="ignore"):
+            products = call.head_f16[6].astype(np.float32) * call.x
+        assert np.all(np.abs(products) < np.float32(2.0 ** -126)), "row 6 products must all flush"
+        logits = call.logits()
+        assert logits.view(U32)[5] == 0 and logits.view(U32)[6] == 0 and logits[3] == -logits[4]
         calls.append(call)
         # ties: the maximum row repeated later
         call = self.f16_call(rows, cols, "fp16 ties")
@@ -240,11 +262,13 @@ class LmHeadTB(Testbench):
             call.head_f16[at] = call.head_f16[top]
         assert int(np.argmax(call.logits())) == min(first, top)
         calls.append(call)
-        # every product flushed: all logits +0 or -0, the token is 0
+        # every product flushed (|x w| < 2^-126, both signs): all logits +0, the token is 0
         call = self.f16_call(rows, cols, "fp16 all flushed")
-        call.head_f16[:] = np.float16(2.0 ** -24)
-        call.head_f16[1] = np.float16(-(2.0 ** -24))
-        call.x[:] = np.float32(1e-20)
+        call.head_f16[:] = np.where(r.random((rows, cols)) < 0.5, 2.0 ** -24, -(2.0 ** -24)).astype(np.float16)
+        call.head_f16[:, ::5] = np.float16(6e-5)         # the largest binary16 subnormal region
+        call.head_f16[0] = -(2.0 ** -24)
+        call.x = np.where(r.random(cols) < 0.5, 1e-34, -1e-34).astype(np.float32)
+        assert not np.any(call.logits()), "every product must flush"
         calls.append(call)
         return calls
 
@@ -420,6 +444,6 @@ async def throughput(dut):
         results.append({"rows": rows, "cols": cols, "cycles_cmd_to_token": cycles,
                         "head_beats": -(-call.head.nbytes // tb.beat), "bound": bound})
         tb.log.info("throughput %dx%d: %d cycles for %d head beats (bound %d)", rows, cols, cycles,
-                    -(-rows * cols // tb.beat), bound)
+                    -(-call.head.nbytes // tb.beat), bound)
         assert cycles <= bound, f"throughput {rows}x{cols}: {cycles} cycles, bound {bound}"
     tb.record("throughput", results)
