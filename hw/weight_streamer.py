@@ -79,8 +79,8 @@ class WeightStreamer(wiring.Component):
     """
 
     def __init__(self, *, geometry: BufferGeometry, addr_width: int = 40, max_outstanding: int = 4,
-                 ram_style: str = "ultra", depth: int | None = None, port_fifo_depth: int = 128,
-                 read_chunk: int = 32):
+                 ram_style: str = "ultra", depth: int | None = None, port_fifo_depth: int = 256,
+                 read_chunk: int = 64):
         for name, value in (("port_fifo_depth", port_fifo_depth), ("read_chunk", read_chunk)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
