@@ -7,6 +7,7 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import check_positive_int
+from ..contract.fp32 import ACC_INTERLEAVE
 from .axi import axi_read_signature
 from .axi_read import AxiReadMaster
 from .fp32 import FAdd, FMul, FromInt, Stages, leading_zeros
@@ -277,16 +278,17 @@ class LmHead(wiring.Component):
         row_bytes = cols if esize == 1 else Cat(Const(0, 1), cols)
         m.d.sync += total.eq(rows * row_bytes)         # valid from the second cycle of LOAD
 
+        # -- x buffer state of both formats
+        x_done = Signal()
+        x_widx = Signal(range(x_depth + 1))
+        x_left = Signal(signed(_bits(max_cols) + 2))   # cols - elements taken so far
+        loading = Signal()
+        start_run = Signal()
         if fp16:
             # -- x buffer: one float32 x beat of L lanes per word, +0 beyond cols
             xmem = memory.Memory(shape=data.ArrayLayout(unsigned(32), L), depth=x_depth, init=[])
             m.submodules.xmem = xmem
             x_wp, x_rp = xmem.write_port(), xmem.read_port(domain="sync")
-            x_done = Signal()
-            x_widx = Signal(range(x_depth + 1))
-            x_left = Signal(signed(_bits(max_cols) + 2))   # cols - elements taken so far
-            loading = Signal()
-            start_run = Signal()
             x_take = Signal()
             m.d.comb += [self.x.ready.eq(loading & ~x_done), x_take.eq(self.x.valid & self.x.ready),
                          x_wp.addr.eq(x_widx), x_wp.en.eq(x_take)]
@@ -302,13 +304,8 @@ class LmHead(wiring.Component):
             m.submodules.xmem = xmem
             x_wp = xmem.write_port(granularity=L) if L < B else xmem.write_port()
             x_rp = xmem.read_port(domain="sync")
-            x_done = Signal()
             d_x = Signal(32, name="d_x")
             d_x_done = Signal()
-            x_widx = Signal(range(x_depth + 1))
-            x_left = Signal(signed(_bits(max_cols) + 2))   # cols - elements taken so far
-            loading = Signal()
-            start_run = Signal()
 
             x_beat = self.x.payload
             masked = [Mux(Const(j, x_left.shape()) < x_left, x_beat.q[j], 0) for j in range(L)]
@@ -520,10 +517,9 @@ class LmHead(wiring.Component):
                                                      step=step, fire=fire, k=k, rem=rem, last_word=last_word,
                                                      final_row=final_row, start_run=start_run, cols=cols)
         else:
-            logit, row_v, final = self._int8_logits(m, st, advance, aligned=aligned, x=x_rp, fire=fire, k=k,
+            logit, row_v, final = self._int8_logits(m, st, advance, aligned=aligned, x_rp=x_rp, fire=fire, k=k,
                                                      last_word=last_word, final_row=final_row,
                                                      row_scale=row_scale, d_x=d_x)
-
 
         # -- output: pack logits into beats; argmax
         out = self.logits.payload
@@ -562,10 +558,9 @@ class LmHead(wiring.Component):
                 m.d.sync += [self.token.valid.eq(1), self.token.payload.eq(Mux(better, index, best))]
         return m
 
-    def _int8_logits(self, m, st, advance, *, aligned, x, fire, k, last_word, final_row, row_scale, d_x):
+    def _int8_logits(self, m, st, advance, *, aligned, x_rp, fire, k, last_word, final_row, row_scale, d_x):
         """The int8 datapath from the realigned row words to the logits: (logit, its valid, final row)."""
         B = self.beat_bytes
-        x_rp = x
         # -- stage 1: the word, its x word (memory read), flags
         m.d.comb += [x_rp.addr.eq(k), x_rp.en.eq(advance)]
         v1 = st.reg(fire, valid=True, name="s1_valid")
@@ -624,20 +619,20 @@ class LmHead(wiring.Component):
         L, B = self.lanes, self.beat_bytes
         groups = B // (2 * L)
         zero32 = Const(0, 32)
+        P = ACC_INTERLEAVE                              # partials (fp32.vector_sum), a power of two
 
-        # -- the group in the row (its index mod 4 picks the partial), and the x word it uses
-        index = Signal(range(max(-(-self.max_cols // L) + groups, 5)), name="group_index")
+        # -- the group in the row (its index mod P picks the partial), and the x word it uses
+        index = Signal(range(max(-(-self.max_cols // L) + groups, P + 1)), name="group_index")
         with m.If(step):
             m.d.sync += group.eq(Mux(group == groups - 1, 0, group + 1))
             m.d.sync += index.eq(Mux(fire & last_word, 0, index + 1))
         with m.If(start_run):
             m.d.sync += [group.eq(0), index.eq(0)]
-        # groups of a row (the same for every row), so partials no row reaches read +0
-        used = Signal(4, name="used_partials")
+        # groups of a row (the same for every row: cols holds for the call), so partials no row
+        # reaches read +0
         row_groups = Signal(range(self.max_cols * 2 // B * groups + groups + 1))
         m.d.comb += row_groups.eq(((Cat(Const(0, 1), cols) + (B - 1)) >> (B.bit_length() - 1)) * groups)
-        with m.If(start_run):
-            m.d.sync += used.eq(Cat(*[row_groups > i for i in range(4)]))
+        used = [row_groups > i for i in range(P)]
         m.d.comb += [x.addr.eq(k * groups + group), x.en.eq(advance)]
         weights = aligned.word_select(group, 16 * L) if groups > 1 else aligned
         # element j of the group lies in the row when 2 (group L + j) < rem (bytes from this word on)
@@ -647,7 +642,8 @@ class LmHead(wiring.Component):
         v = st.reg(step, valid=True, name="g1_valid")
         w16 = [st.reg(Mux(inside[j], weights[16 * j:16 * j + 16], 0), name=f"g1_w{j}") for j in range(L)]
         live = st.reg(Cat(*inside), name="g1_inside")
-        phase, first4 = st.reg(index[:2], name="g1_phase"), st.reg(index < 4, name="g1_first4")
+        phase = st.reg(index[:P.bit_length() - 1], name="g1_phase")
+        first = st.reg(index < P, name="g1_first")       # the row's first P groups start from +0
         last, final = st.reg(fire & last_word, name="g1_last"), st.reg(fire & last_word & final_row, name="g1_final")
 
         # -- products fp32(w) * x, then the pairwise tree of the group
@@ -660,12 +656,13 @@ class LmHead(wiring.Component):
             products.append(mul.o)
         group_sum, tree_latency = f32_tree(m, products, FAdd, advance, "group_tree")
         for _ in range(FMul.latency + tree_latency):
-            v, phase, first4, last, final = st.reg(v, valid=True), *st.regs(phase, first4, last, final)
+            v, phase, first, last, final = st.reg(v, valid=True), *st.regs(phase, first, last, final)
 
-        # -- four partials in the accumulator's pipeline: a group adds to what the group four
-        # before left (+0 for the row's first four); that sum is leaving the adder now or sits in
-        # its partial register
-        partials = [Signal(32, name=f"partial{i}") for i in range(4)]
+        # -- P partials in the accumulator's pipeline (P = its latency): a group adds to what the
+        # group P before left (+0 for the row's first P); that sum is leaving the adder now or
+        # sits in its partial register
+        assert FAdd.latency == P
+        partials = [Signal(32, name=f"partial{i}") for i in range(P)]
         acc = FAdd()
         m.submodules.accumulator = acc
         out_v, out_phase, out_last, out_final = v, phase, last, final
@@ -674,13 +671,13 @@ class LmHead(wiring.Component):
                                                                                           out_final))
         stored = Array(partials)[phase]
         m.d.comb += [acc.en.eq(advance), acc.a.eq(group_sum),
-                     acc.b.eq(Mux(first4, zero32, Mux(out_v & (out_phase == phase), acc.o, stored)))]
+                     acc.b.eq(Mux(first, zero32, Mux(out_v & (out_phase == phase), acc.o, stored)))]
         with m.If(advance & out_v):
             m.d.sync += Array(partials)[out_phase].eq(acc.o)
 
-        # -- after the row's last group: its four partials, then their pairwise tree
+        # -- after the row's last group: its P partials, then their pairwise tree
         finals = [st.reg(Mux(used[i], Mux(out_phase == i, acc.o, partials[i]), zero32), name=f"row_partial{i}")
-                  for i in range(4)]
+                  for i in range(P)]
         row_v, final = st.reg(out_v & out_last, valid=True, name="row_valid"), st.reg(out_final)
         logit, final_latency = f32_tree(m, finals, FAdd, advance, "partial_tree")
         for _ in range(final_latency):

@@ -72,7 +72,7 @@ class NormQuantPath(wiring.Component):
             "rows_axi": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
             "gain_axi": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
             "error": Out(1),
-            **({"y": Out(data.ArrayLayout(unsigned(32), lanes))} if float_out else {}),
+            **({"y": self.norm_quant.signature.members["y"]} if float_out else {}),
         })
 
     def elaborate(self, platform):

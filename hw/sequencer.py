@@ -152,22 +152,26 @@ class Sequencer(wiring.Component):
 
         # -- the commands: the word's fields, relocated and filled in ------------------------------
         ops = {op: i for i, op in enumerate(OPS)}
-        for op in OPS:
-            port = getattr(self, f"{op.lower()}_cmd")
-            rom_cmd = word.cmd[op.lower()]
-            m.d.comb += port.payload.eq(rom_cmd)
+
+        def fill(payload, step_word, op):
+            """``payload`` (a view of ``op``'s command layout) = ``step_word``'s command, relocated."""
+            rom_cmd = step_word.cmd[op.lower()]
+            m.d.comb += payload.eq(rom_cmd)
             fields = dict(self.commands[op])
             for name, region in RELOCATIONS[op].items():
                 shape = fields[name].shape
                 if isinstance(shape, data.ArrayLayout):
                     for k in range(shape.length):
-                        m.d.comb += port.payload[name][k].eq(rom_cmd[name][k] + base[region])
+                        m.d.comb += payload[name][k].eq(rom_cmd[name][k] + base[region])
                 else:
-                    m.d.comb += port.payload[name].eq(rom_cmd[name] + base[region])
+                    m.d.comb += payload[name].eq(rom_cmd[name] + base[region])
             if "tokens" in fields:
-                m.d.comb += port.payload.tokens.eq(n)
+                m.d.comb += payload.tokens.eq(n)
             if "pos0" in fields:
-                m.d.comb += port.payload.pos0.eq(pos)
+                m.d.comb += payload.pos0.eq(pos)
+
+        for op in OPS:
+            fill(getattr(self, f"{op.lower()}_cmd").payload, word, op)
         nq = self.norm_quant_cmd.payload
         with m.If(word.last_row):
             m.d.comb += [nq.tokens.eq(1),
@@ -279,28 +283,29 @@ class Sequencer(wiring.Component):
         wpc = Signal(range(len(self.words)))
         walk_word = Signal(self.layout)
         m.d.comb += walk_read.addr.eq(wpc)
-        wc, mm = self.weights_cmd.payload, walk_word.cmd.matmul
+        walk_cmd = Signal(self.commands["MATMUL"])      # the walked MATMUL command, relocated
+        fill(walk_cmd, walk_word, "MATMUL")
+        wc = self.weights_cmd.payload
         for name in wc.shape().members:
-            m.d.comb += wc[name].eq(mm[name])
-        for k in range(len(self.matmul_cmd.payload.base)):
-            m.d.comb += wc.base[k].eq(mm.base[k] + base["image"])
-        m.d.comb += wc.tokens.eq(n)
+            m.d.comb += wc[name].eq(walk_cmd[name])
+
+        def restart_on_call():
+            # Every state (not only IDLE): the walk ends within a few cycles of the call's last
+            # MATMUL, long before the call, but should a call still start first, it restarts.
+            with m.If(call_start):
+                m.d.sync += wpc.eq(0)
+                m.next = "READ"
+
         with m.FSM(name="walker"):
             with m.State("IDLE"):
-                with m.If(call_start):
-                    m.d.sync += wpc.eq(0)
-                    m.next = "READ"
+                restart_on_call()
             with m.State("READ"):                 # n and the bases are latched by now
                 m.next = "LOAD"
-                with m.If(call_start):
-                    m.d.sync += wpc.eq(0)
-                    m.next = "READ"
+                restart_on_call()
             with m.State("LOAD"):
                 m.d.sync += walk_word.eq(walk_read.data)
                 m.next = "OFFER"
-                with m.If(call_start):
-                    m.d.sync += wpc.eq(0)
-                    m.next = "READ"
+                restart_on_call()
             with m.State("OFFER"):
                 m.d.comb += self.weights_cmd.valid.eq(walk_word.op == ops["MATMUL"])
                 with m.If((walk_word.op != ops["MATMUL"]) | self.weights_cmd.ready):
@@ -309,10 +314,5 @@ class Sequencer(wiring.Component):
                     with m.Else():
                         m.d.sync += wpc.eq(wpc + 1)
                         m.next = "READ"
-                # The walk ends within a few cycles of the call's last MATMUL, long before the
-                # call; should a call still start first, the walk restarts with it (here and in
-                # READ and LOAD).
-                with m.If(call_start):
-                    m.d.sync += wpc.eq(0)
-                    m.next = "READ"
+                restart_on_call()
         return m

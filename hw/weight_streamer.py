@@ -4,6 +4,7 @@ from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..config import check_positive_int
 from ..contract.layouts import BufferGeometry
 from .axi import axi_read_signature
 from .axi_read import AxiReadMaster
@@ -81,9 +82,8 @@ class WeightStreamer(wiring.Component):
     def __init__(self, *, geometry: BufferGeometry, addr_width: int = 40, max_outstanding: int = 4,
                  ram_style: str = "ultra", depth: int | None = None, port_fifo_depth: int = 256,
                  read_chunk: int = 64):
-        for name, value in (("port_fifo_depth", port_fifo_depth), ("read_chunk", read_chunk)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_int("port_fifo_depth", port_fifo_depth)
+        check_positive_int("read_chunk", read_chunk)
         if read_chunk > min(256, port_fifo_depth):
             raise ValueError(f"read_chunk ({read_chunk}) must be at most 256 beats (one AXI burst) and at most "
                              f"port_fifo_depth ({port_fifo_depth})")

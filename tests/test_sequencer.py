@@ -22,6 +22,13 @@ def _sequencer():
     return top.sequencer, [type(s).__name__ for s in top.program.steps]
 
 
+def _simulate(seq, bench):
+    sim = Simulator(seq)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+
 async def _taken(ctx, port):
     """Until ``port`` (ready held high) offers its command, then the cycle it is taken."""
     while not ctx.get(port.valid):
@@ -71,10 +78,7 @@ def test_norm_quant_completes_on_the_new_count_only():
             await ctx.tick()
         assert ctx.get(seq.step) == 2, "the NORM_QUANT step did not end once its tokens were written"
 
-    sim = Simulator(seq)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    _simulate(seq, bench)
 
 
 def test_weight_walker_sends_every_matmul_ahead_in_order():
@@ -113,8 +117,5 @@ def test_weight_walker_sends_every_matmul_ahead_in_order():
             await ctx.tick()
         assert ctx.get(seq.step) == 0, "the EMBED step completed without its done"
 
-    sim = Simulator(seq)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    _simulate(seq, bench)
     assert got == want

@@ -92,6 +92,16 @@ def _assert_same_generation(got_ids, got_logits, want_ids, want_logits):
             f"step {step}: logits differ at {np.flatnonzero(got_bits != want_bits)[:8]}"
 
 
+def _rtl_equals_golden(weights, hw, prompt, new_tokens):
+    """Greedy generation on the RTL equals the golden backend's, ids and every step's logits bit
+    for bit; returns the RTL run."""
+    from tellme.sim.top_harness import rtl_generate
+    want_ids, want_logits = _golden(weights, hw, prompt, new_tokens)
+    got_ids, got_logits, run = rtl_generate(weights, hw, prompt, new_tokens)
+    _assert_same_generation(got_ids, got_logits, want_ids, want_logits)
+    return run
+
+
 def _prompt(weights, n=20):
     rng = np.random.default_rng(7)
     return [int(i) for i in rng.integers(0, weights.config.vocab_size, size=n)]
@@ -235,12 +245,9 @@ MID_RELU2 = dataclasses.replace(model_preset("tiny"), name="mid-relu2", hidden_s
 def test_mid_size_model_equals_golden():
     """A mid-size model (MID_RELU2) on the end-to-end settings (chunks of 12, tiles of 8): a
     20-token prompt in two chunks and 6 generated tokens equal the golden backend bit for bit."""
-    from tellme.sim.top_harness import rtl_generate
     weights = random_weights(MID_RELU2, seed=5)
     prompt, new_tokens = _prompt(weights), 6
-    want_ids, want_logits = _golden(weights, HW, prompt, new_tokens)
-    got_ids, got_logits, run = rtl_generate(weights, HW, prompt, new_tokens)
-    _assert_same_generation(got_ids, got_logits, want_ids, want_logits)
+    run = _rtl_equals_golden(weights, HW, prompt, new_tokens)
     assert [c["kind"] for c in run.calls] == ["prefill", "prefill"] + ["decode"] * (new_tokens - 1)
 
 
@@ -251,12 +258,9 @@ def test_fp16_lm_head_equals_golden(checkpoints):
     lanes, two groups of 4 binary16 per 128-bit beat, rows straddling beats; vocab 288): the
     final norm's float vector goes to the head beside x_q; a 20-token prompt in two chunks and 8
     generated tokens equal the golden backend bit for bit."""
-    from tellme.sim.top_harness import rtl_generate
     weights, hw = checkpoints["odd-silu"], HW.replace(lm_head_format="fp16")
     prompt, new_tokens = _prompt(weights), 8
-    want_ids, want_logits = _golden(weights, hw, prompt, new_tokens)
-    got_ids, got_logits, run = rtl_generate(weights, hw, prompt, new_tokens)
-    _assert_same_generation(got_ids, got_logits, want_ids, want_logits)
+    run = _rtl_equals_golden(weights, hw, prompt, new_tokens)
     assert [c["kind"] for c in run.calls] == ["prefill", "prefill"] + ["decode"] * (new_tokens - 1)
 
 
@@ -266,10 +270,6 @@ def test_tiny_model_on_kv260_settings_equals_golden():
     """The kv260 hardware settings (64 TLMM lanes, 8 tokens, tiles of 32, chunks of 128, 16
     URAMs per bank; context cut to the tiny model's) under Verilator: one prefill and a decode
     step of the tiny model equal the golden backend bit for bit."""
-    from tellme.sim.top_harness import rtl_generate
     hw = hardware_preset("kv260").replace(max_context=256)
     weights = random_weights(model_preset("tiny"), seed=3)
-    prompt = _prompt(weights, 10)
-    want_ids, want_logits = _golden(weights, hw, prompt, 2)
-    got_ids, got_logits, _ = rtl_generate(weights, hw, prompt, 2)
-    _assert_same_generation(got_ids, got_logits, want_ids, want_logits)
+    _rtl_equals_golden(weights, hw, _prompt(weights, 10), 2)
