@@ -57,6 +57,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from ..boards import board_class
 from ..errors import TellmeError
 from ..sim.toolchain import build_root as _build_root
 from ..sim.toolchain import file_lock, log_tail  # one lock and log-tail helper for all tool runs
@@ -75,8 +76,9 @@ def default_cache_dir() -> Path:
 
 
 
-#: Programmable-logic resources of the Kria KV260's K26 SOM (xck26-sfvc784-2LV-c).
-KV260 = {"lut": 117120, "ff": 234240, "dsp": 1248, "bram36": 144, "uram": 64}
+#: Programmable-logic resources of the Kria KV260's K26 SOM (xck26-sfvc784-2LV-c), from its
+#: board file (``boards/kv260.py``).
+KV260 = dict(board_class("kv260").pl_resources)
 
 #: LUT sites occupied by each distributed-RAM primitive on UltraScale/UltraScale+ (UG574
 #: "Distributed RAM" table; UG974 primitive pages). 64 bits per LUT single-port; dual/quad/octal

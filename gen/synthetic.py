@@ -17,6 +17,10 @@
   written with ``architectures`` ["BitnetForCausalLM"], ``model_type`` "llama" and
   full-precision weights.
 
+:func:`make_synthetic` also writes a small Hugging Face tokenizer (``tokenizer.json`` and
+``tokenizer_config.json``, :func:`byte_level_tokenizer`) sized to the model's vocabulary, so
+text can be fed to a synthetic model (``tellme chat``).
+
 Writes go to a temporary sibling directory renamed into place, so a failure leaves nothing.
 """
 
@@ -38,11 +42,15 @@ from .checkpoint import (CONFIG_FILE, INDEX_FILE, SINGLE_FILE, CheckpointError,
                          bf16_bits_to_float32, float32_to_bf16_bits, pack_ternary)
 
 __all__ = ["write_checkpoint", "make_synthetic", "full_precision_weight", "save_safetensors",
-           "STYLES", "DTYPES", "PACKED_QUANT", "FULL_QUANT"]
+           "byte_level_tokenizer", "tokenizer_files", "STYLES", "DTYPES", "PACKED_QUANT", "FULL_QUANT",
+           "TOKENIZER_FILE", "TOKENIZER_CONFIG_FILE"]
 
 STYLES = ("packed", "full")
 DTYPES = ("float32", "bfloat16")
 _ST_NAME = {"float32": "F32", "bfloat16": "BF16"}
+
+TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 
 PACKED_QUANT = {"quant_method": "bitnet", "linear_class": "bitlinear", "quantization_mode": "offline"}
 FULL_QUANT = {"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "online"}
@@ -308,12 +316,14 @@ def _split(plan, shards: int):
 
 
 def write_checkpoint(weights: ModelWeights, path, *, style: str = "packed", dtype: str = "float32",
-                     shards: int = 1, overwrite: bool = False) -> Path:
+                     shards: int = 1, overwrite: bool = False, extra_files: dict | None = None) -> Path:
     """Write `weights` as a Hugging Face BitNet checkpoint directory at `path`; returns the path.
 
     style "packed" (bitlinear/offline, packed uint8 + weight_scale) or "full"
     (autobitlinear/online, full-precision weights); dtype of the float tensors "float32" or
     "bfloat16"; `shards` > 1 writes model-0000i-of-0000n.safetensors plus the index file.
+    `extra_files`: {file name: str or bytes} written into the directory as well (e.g. the
+    tokenizer, :func:`tokenizer_files`), inside the same all-or-nothing write.
     """
     if style not in STYLES:
         raise CheckpointError(f"style must be one of {STYLES}, got {style!r}")
@@ -336,6 +346,11 @@ def write_checkpoint(weights: ModelWeights, path, *, style: str = "packed", dtyp
     plan = _tensor_plan(weights, style, dtype)
     if not isinstance(shards, int) or not 1 <= shards <= len(plan):
         raise CheckpointError(f"shards must be an integer in 1..{len(plan)}, got {shards!r}")
+    extra_files = dict(extra_files or {})
+    for name in extra_files:
+        if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or os.sep in name \
+                or name in (CONFIG_FILE, INDEX_FILE) or name.endswith(".safetensors"):
+            raise CheckpointError(f"extra_files: {name!r} is not a plain file name beside the weights")
 
     dest = Path(path)
     if dest.exists() and not overwrite:
@@ -358,6 +373,8 @@ def write_checkpoint(weights: ModelWeights, path, *, style: str = "packed", dtyp
             with open(tmp / INDEX_FILE, "w") as f:
                 json.dump(index, f, indent=2)
                 f.write("\n")
+        for name, content in extra_files.items():
+            (tmp / name).write_bytes(content.encode() if isinstance(content, str) else bytes(content))
         old = None
         if dest.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
@@ -372,12 +389,134 @@ def write_checkpoint(weights: ModelWeights, path, *, style: str = "packed", dtyp
 
 
 def make_synthetic(preset_or_config, path, *, style: str = "packed", seed: int = 0, dtype: str = "float32",
-                   shards: int = 1, overwrite: bool = False) -> ModelWeights:
+                   shards: int = 1, overwrite: bool = False, tokenizer: bool = True) -> ModelWeights:
     """Random weights (tellme.weights.random_weights) for a preset name or ModelConfig, written
-    with write_checkpoint; returns the in-memory weights that were written."""
+    with write_checkpoint; returns the in-memory weights that were written. ``tokenizer``: also
+    write ``tokenizer.json`` and ``tokenizer_config.json`` (:func:`tokenizer_files`; none for a
+    vocabulary below 256 ids, which cannot hold the 256 bytes)."""
     config = model_preset(preset_or_config) if isinstance(preset_or_config, str) else preset_or_config
     if not isinstance(config, ModelConfig):
         raise CheckpointError(f"expected a preset name or ModelConfig, got {type(preset_or_config).__name__}")
     weights = random_weights(config, seed=seed)
-    write_checkpoint(weights, path, style=style, dtype=dtype, shards=shards, overwrite=overwrite)
+    extra = tokenizer_files(config) if tokenizer else {}
+    write_checkpoint(weights, path, style=style, dtype=dtype, shards=shards, overwrite=overwrite, extra_files=extra)
     return weights
+
+
+# ----------------------------------------------------------------------------------------------
+# a tokenizer for synthetic checkpoints
+
+#: The text the merges of a tokenizer above 256 ids are learnt from (fixed, so the tokenizer is
+#: the same on every machine).
+TOKENIZER_TEXT = """\
+The quick brown fox jumps over the lazy dog. A ternary language model stores every weight as
+minus one, zero or plus one, and a scale for each matrix. The accelerator reads the weights from
+memory, looks up partial sums in small tables, and adds them up for every token of the prompt.
+When the prompt has been read, the model writes one new token at a time: each token is the one
+with the highest score, and it is fed back in to choose the next one. The host sends the prompt,
+starts the run, waits for the interrupt and reads the answer back from memory.
+
+This is a small piece of English text. It is here so that the tokenizer of a synthetic model
+learns some of the common pairs of letters, such as "th", "he", "in", "er", "an" and "on", and a
+few whole words like "the", "and", "of", "to", "is" and "for". It does not need to be long, and
+it does not need to be good: it only needs to be the same every time the checkpoint is written.
+Numbers like 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 16, 32, 64, 128 and 256 show up too, as do
+questions? Answers! Lists; colons: and (brackets).
+"""
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's map of the 256 bytes onto printable characters (what the ByteLevel pre-tokenizer
+    produces and the ByteLevel decoder maps back)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
+            *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    table, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def _learn_merges(words: list[str], limit: int) -> list[tuple[str, str]]:
+    """Byte-pair merges learnt from `words` (ByteLevel pre-tokens, repeats counted): at most
+    `limit`, each the most frequent adjacent pair (ties: the smallest pair), while a pair occurs
+    at least twice. Plain Python, so the result does not depend on threads or hash seeds."""
+    counts: dict[tuple[str, ...], int] = {}
+    for w in words:
+        key = tuple(w)
+        counts[key] = counts.get(key, 0) + 1
+    merges: list[tuple[str, str]] = []
+    while len(merges) < limit:
+        pairs: dict[tuple[str, str], int] = {}
+        for symbols, n in counts.items():
+            for pair in zip(symbols, symbols[1:]):
+                pairs[pair] = pairs.get(pair, 0) + n
+        if not pairs:
+            break
+        best = min(pairs, key=lambda p: (-pairs[p], p))
+        if pairs[best] < 2:
+            break
+        merges.append(best)
+        merged: dict[tuple[str, ...], int] = {}
+        for symbols, n in counts.items():
+            out, i = [], 0
+            while i < len(symbols):
+                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
+                    out.append(symbols[i] + symbols[i + 1])
+                    i += 2
+                else:
+                    out.append(symbols[i])
+                    i += 1
+            merged[tuple(out)] = merged.get(tuple(out), 0) + n
+        counts = merged
+    return merges
+
+
+def byte_level_tokenizer(vocab_size: int):
+    """A byte-level BPE ``tokenizers.Tokenizer`` with exactly ``vocab_size`` ids (>= 256).
+
+    Ids 0..255 are the 256 bytes (id b is byte b), so any UTF-8 text encodes and decodes back
+    exactly (ByteLevel pre-tokenizer and decoder, as GPT-2 and Llama 3). Above 256: merges learnt
+    from :data:`TOKENIZER_TEXT` (a few hundred), then filler tokens ``<|reserved_N|>`` that the
+    encoder never produces and that decode to their own text. No special tokens. Deterministic.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    if not isinstance(vocab_size, int) or vocab_size < 256:
+        raise CheckpointError(f"a byte-level tokenizer needs a vocabulary of at least 256 ids, got {vocab_size!r}")
+    byte_char = _bytes_to_unicode()
+    vocab = {byte_char[b]: b for b in range(256)}
+    merges: list[tuple[str, str]] = []
+    if vocab_size > 256:
+        pre = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        words = [w for w, _ in pre.pre_tokenize_str(TOKENIZER_TEXT)]
+        for a, b in _learn_merges(words, vocab_size - 256):
+            merges.append((a, b))
+            vocab.setdefault(a + b, len(vocab))
+            if len(vocab) == vocab_size:
+                break
+        n = 0
+        while len(vocab) < vocab_size:
+            vocab.setdefault(f"<|reserved_{n}|>", len(vocab))
+            n += 1
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
+
+
+def tokenizer_files(config: ModelConfig) -> dict[str, str]:
+    """{``tokenizer.json``: ..., ``tokenizer_config.json``: ...} of :func:`byte_level_tokenizer`
+    for ``config``'s vocabulary ({} below 256 ids), as written beside a synthetic checkpoint
+    (``transformers.AutoTokenizer`` loads them as a ``PreTrainedTokenizerFast``)."""
+    if config.vocab_size < 256:
+        return {}
+    tokenizer = byte_level_tokenizer(config.vocab_size)
+    tokenizer_config = {"tokenizer_class": "PreTrainedTokenizerFast",
+                        "model_max_length": config.max_position_embeddings,
+                        "clean_up_tokenization_spaces": False, "add_prefix_space": False}
+    return {TOKENIZER_FILE: tokenizer.to_str(pretty=False) + "\n",
+            TOKENIZER_CONFIG_FILE: json.dumps(tokenizer_config, indent=2) + "\n"}

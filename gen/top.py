@@ -19,6 +19,7 @@ from amaranth.hdl import Module, Mux, ResetInserter, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..boards import weight_ram_style
 from ..config import ConfigError, HardwareConfig, ModelConfig
 from ..contract.layouts import BufferGeometry, ImageFormat, projection_port_stride
 from ..contract.regmap import ERROR_BITS, REGISTER_MAP, design_hash, register_constants
@@ -471,7 +472,7 @@ def write_top(model: ModelConfig, hw: HardwareConfig, out: str | os.PathLike, *,
     renamed, so a failure leaves no half-written file. Returns the description."""
     from .verilog import verilog_library_sources, verilog_of
     if ram_style is None:
-        ram_style = "ultra" if hw.board in ("kv260", "kr260", "zcu104", "sim") else "block"
+        ram_style = weight_ram_style(hw)
     top = TellmeTop(model, hw, ram_style=ram_style)
     text = verilog_of(top, "tellme_top")
     library = verilog_library_sources(text)

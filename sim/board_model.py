@@ -28,7 +28,8 @@ from ..contract.regmap import ERROR_BITS, REGISTER_MAP, RegisterMap, register_co
 from ..gen.program import Program, build_program
 from .machine import StepMachine
 
-__all__ = ["DdrBuffer", "DdrMemory", "BoardModel", "ModelTransport", "fake_pynq_module", "register_constants"]
+__all__ = ["DdrBuffer", "DdrMemory", "BoardModel", "ModelTransport", "fake_pynq_module", "standin_pynq_module",
+           "STANDIN_PYNQ_SHIM", "register_constants"]
 
 
 class DdrBuffer(np.ndarray):
@@ -221,3 +222,42 @@ def fake_pynq_module(model: ModelConfig, hw: HardwareConfig, ip_name: str = "tel
 
     module.Overlay, module.allocate, module.calls, module.transport = Overlay, allocate, calls, transport
     return module
+
+
+def standin_pynq_module(ip_name: str = "tellme_0") -> types.ModuleType:
+    """A stand-in ``pynq`` for a board that is a folder (``tellme deploy`` to ``local:DIR``):
+    ``Overlay(bitfile)`` reads the design's ``design.json`` beside the bitstream (model and
+    hardware, as ``tellme build`` writes it) and puts a :func:`fake_pynq_module` over the
+    behavioural model behind it; ``allocate`` hands out that model's buffers. The calls of the
+    current overlay are in ``calls``."""
+    import json
+    from pathlib import Path
+
+    module = types.ModuleType("pynq")
+    module.current = None
+
+    def Overlay(bitfile: str, download: bool = True):
+        design = json.loads((Path(bitfile).parent / "design.json").read_text())
+        hw = HardwareConfig.from_dict({k: v for k, v in design["hardware"].items()})
+        module.current = fake_pynq_module(ModelConfig.from_dict(design["model"]), hw, design.get("ip_name", ip_name))
+        module.calls = module.current.calls
+        return module.current.Overlay(bitfile, download=download)
+
+    def allocate(shape, dtype=np.uint8, **kwargs):
+        if module.current is None:
+            raise RuntimeError("stand-in pynq: allocate before Overlay")
+        return module.current.allocate(shape, dtype, **kwargs)
+
+    module.Overlay, module.allocate, module.calls = Overlay, allocate, []
+    return module
+
+
+#: The ``pynq.py`` a stand-in board's Python finds first on its path (tests of ``tellme deploy``).
+STANDIN_PYNQ_SHIM = """\
+# Stand-in for PYNQ on a board that is a folder (tellme deploy tests): the behavioural model of
+# the design in the bitstream's folder answers the register map.
+import sys as _sys
+from tellme.sim.board_model import standin_pynq_module as _standin
+
+_sys.modules[__name__] = _standin()
+"""

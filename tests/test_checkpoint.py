@@ -135,11 +135,12 @@ def test_round_trip(tmp_path, preset, style, dtype, shards):
     path = tmp_path / preset
     src = make_synthetic(preset, path, style=style, dtype=dtype, shards=shards, seed=3)
     files = sorted(p.name for p in path.iterdir())
+    tokenizer = ["tokenizer.json", "tokenizer_config.json"]
     if shards == 1:
-        assert files == ["config.json", "model.safetensors"]
+        assert files == ["config.json", "model.safetensors", *tokenizer]
     else:
         assert files == ["config.json"] + [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)] + \
-            ["model.safetensors.index.json"]
+            ["model.safetensors.index.json", *tokenizer]
         index = json.loads((path / "model.safetensors.index.json").read_text())
         assert index["metadata"]["total_size"] == sum(
             (path / f).stat().st_size - 8 - int.from_bytes((path / f).read_bytes()[:8], "little")
