@@ -49,7 +49,8 @@ class ZynqMPPlatform(XilinxPlatform):
     - ``openfpgaloader_board``: the ``openFPGALoader --board`` name where it can load the PL
       over JTAG (``tellme deploy --jtag``), else ``None``;
     - ``hardware``: the :class:`~tellme.config.HardwareConfig` fields this board changes from
-      the defaults (the KV260's), so ``tellme build --board B`` has a sensible instance.
+      the defaults (the KV260's), so ``tellme build --board B`` has a sensible instance;
+    - ``rank``: where ``tellme info`` and the docs list the board (lower first).
     """
 
     name: str = None
@@ -68,6 +69,7 @@ class ZynqMPPlatform(XilinxPlatform):
     kria: bool = False
     openfpgaloader_board: str | None = None
     hardware: dict = {}
+    rank: int = 100
 
     default_clk = None
     default_rst = None

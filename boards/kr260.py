@@ -9,6 +9,7 @@ __all__ = ["KR260Platform"]
 
 class KR260Platform(ZynqMPPlatform):
     name = "kr260"
+    rank = 1
     title = "Kria KR260"
     device, package, speed = "xck26", "sfvc784", "2LV-c"
     board_part = "xilinx.com:kr260_som:part0:1.1"

@@ -9,6 +9,7 @@ __all__ = ["KV260Platform"]
 
 class KV260Platform(ZynqMPPlatform):
     name = "kv260"
+    rank = 0
     title = "Kria KV260"
     device, package, speed = "xck26", "sfvc784", "2LV-c"
     board_part = "xilinx.com:kv260_som:part0:1.4"

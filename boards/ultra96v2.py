@@ -7,6 +7,7 @@ __all__ = ["Ultra96V2Platform"]
 
 class Ultra96V2Platform(ZynqMPPlatform):
     name = "ultra96v2"
+    rank = 4
     title = "Ultra96-V2"
     device, package, speed = "xczu3eg", "sbva484", "1-i"
     board_part = "avnet.com:ultra96v2:part0:1.2"

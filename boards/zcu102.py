@@ -8,6 +8,7 @@ __all__ = ["ZCU102Platform"]
 
 class ZCU102Platform(ZynqMPPlatform):
     name = "zcu102"
+    rank = 3
     title = "ZCU102"
     device, package, speed = "xczu9eg", "ffvb1156", "2-e"
     board_part = "xilinx.com:zcu102:part0:3.4"

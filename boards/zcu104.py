@@ -7,6 +7,7 @@ __all__ = ["ZCU104Platform"]
 
 class ZCU104Platform(ZynqMPPlatform):
     name = "zcu104"
+    rank = 2
     title = "ZCU104"
     device, package, speed = "xczu7ev", "ffvc1156", "2-e"
     board_part = "xilinx.com:zcu104:part0:1.1"

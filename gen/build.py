@@ -54,7 +54,8 @@ from ..errors import TellmeError
 
 __all__ = ["BuildError", "SUPPORTED_VIVADO", "REGISTER_BASE", "REGISTER_RANGE", "IpPort", "ip_ports",
            "ip_wrapper_verilog", "block_design_tcl", "check_board_tcl", "build_script", "kria_firmware",
-           "driver_sources", "LINT_WAIVERS", "BuildPlan", "plan_build", "write_build"]
+           "driver_sources", "LINT_WAIVERS", "lint_waivers_vlt", "BuildPlan", "plan_build", "estimate_resources",
+           "write_build"]
 
 #: Vivado releases the generated TCL was written against (build.sh refuses others unless
 #: TELLME_ANY_VIVADO=1). PYNQ 3.0 images match 2022.1; PYNQ 3.1 images 2024.1.
@@ -489,27 +490,29 @@ DRIVER_ROOTS = ("tellme.board_main", "tellme.runtime", "tellme.sim.board_model")
 
 
 def _module_imports(name: str, origin: str) -> set[str]:
-    """The tellme modules ``name`` (source ``origin``) imports, module level or inside functions."""
-    tree = ast.parse(Path(origin).read_text())
+    """The tellme modules ``name`` (source ``origin``) imports, module level or inside functions
+    (``from .pkg import module`` counts the module)."""
     package = name if origin.endswith("__init__.py") else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[:len(package.split(".")) - (node.level - 1)]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
+    for node in ast.walk(ast.parse(Path(origin).read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "tellme"}
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".")
+            base = parts[:len(parts) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
             if target.split(".")[0] != "tellme":
                 continue
             found.add(target)
-            for alias in node.names:
-                if importlib.util.find_spec(target) and importlib.util.find_spec(target).submodule_search_locations:
-                    if importlib.util.find_spec(f"{target}.{alias.name}") is not None:
-                        found.add(f"{target}.{alias.name}")
-        elif isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.split(".")[0] == "tellme"}
+            found |= {f"{target}.{a.name}" for a in node.names if _is_module(f"{target}.{a.name}")}
     return found
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:          # a parent is a module, not a package: the name is an attribute
+        return False
 
 
 def driver_sources(roots=DRIVER_ROOTS) -> dict[str, Path]:
@@ -563,9 +566,9 @@ class BuildPlan:
     def utilisation(self) -> dict[str, dict]:
         if self.resources is None:
             return {}
-        from .estimate import _used  # noqa: PLC0415 (the budget rule of fits())
-        return {key: {"used": _used(self.resources, key), "capacity": cap,
-                      "percent": round(100.0 * _used(self.resources, key) / cap, 1) if cap else None}
+        from .estimate import budget_used
+        return {key: {"used": budget_used(self.resources, key), "capacity": cap,
+                      "percent": round(100.0 * budget_used(self.resources, key) / cap, 1) if cap else None}
                 for key, cap in self.board.pl_resources.items()}
 
     def to_dict(self) -> dict:

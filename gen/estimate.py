@@ -65,7 +65,7 @@ from .verilog import verilog_of
 
 __all__ = ["KV260", "LUTRAM_LUTS", "SRL_CELLS", "YosysError",
            "default_cache_dir", "yosys_command", "yosys_version", "synth_script", "parse_stat",
-           "synth_resources", "fits", "utilisation"]
+           "synth_resources", "budget_used", "fits", "utilisation"]
 
 
 def default_cache_dir() -> Path:
@@ -367,7 +367,8 @@ def synth_resources(component, *, name: str, family: str = "xcup", timeout: floa
 _BUDGET_FIELDS = {"lut": "lut_equiv"}
 
 
-def _used(resources: Mapping, key: str) -> float:
+def budget_used(resources: Mapping, key: str) -> float:
+    """What ``resources`` uses of a board budget entry ``key`` (``lut`` counted as ``lut_equiv``)."""
     field = _BUDGET_FIELDS.get(key, key)
     if field in resources:
         return float(resources[field])
@@ -376,7 +377,7 @@ def _used(resources: Mapping, key: str) -> float:
 
 def utilisation(resources: Mapping, board: Mapping = KV260) -> dict[str, float]:
     """Percentage of each of ``board``'s resources that ``resources`` uses."""
-    return {key: 100.0 * _used(resources, key) / budget for key, budget in board.items() if budget}
+    return {key: 100.0 * budget_used(resources, key) / budget for key, budget in board.items() if budget}
 
 
 def fits(resources: Mapping, board: Mapping = KV260) -> list[str]:
@@ -387,7 +388,7 @@ def fits(resources: Mapping, board: Mapping = KV260) -> list[str]:
     (``lut`` is checked as ``lut_equiv`` when present: LUTRAM and SRLs use LUT sites too)."""
     problems = []
     for key, budget in board.items():
-        used = _used(resources, key)
+        used = budget_used(resources, key)
         if used > budget:
             field = _BUDGET_FIELDS.get(key, key) if _BUDGET_FIELDS.get(key, key) in resources else key
             problems.append(f"{key}: {used:g} used ({field}) > {budget:g} available "

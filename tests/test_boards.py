@@ -86,3 +86,11 @@ def test_readme_board_table_is_the_board_files():
         assert [int(c.replace(",", "")) for c in cells[3:8]] == [board.pl_resources[k] for k in PL_RESOURCE_KEYS]
         assert f"{board.ddr_peak_bytes_per_s / 1e9:g} GB/s" in cells[8]
         assert cells[9] == ("URAM" if board.has_uram else "block RAM")
+
+
+def test_every_module_of_boards_is_a_board():
+    """Adding a board is writing one file: the package lists every public module."""
+    from pathlib import Path
+    folder = Path(__file__).resolve().parent.parent / "boards"
+    assert sorted(BOARD_MODULES) == sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_"))
+    assert BOARD_MODULES[0] == DEFAULT_BOARD

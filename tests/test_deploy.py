@@ -93,3 +93,23 @@ def test_run_on_board_simulate_on_the_build_folder(build):
     done = subprocess.run([sys.executable, str(build / "deploy" / "run_on_board.py"), "--simulate"],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "give --self-check or --prompt-ids" in done.stderr
+
+
+def test_jtag_load_where_openfpgaloader_supports_the_part(tmp_path, monkeypatch):
+    """ZCU102: the bitstream over JTAG (openFPGALoader, here a stand-in that records its call),
+    then the self-check on the design already loaded (--no-download)."""
+    out = tmp_path / "zcu102"
+    assert main(["build", "--preset", "tiny", "--board", "zcu102", "--hardware", "sim-small", "--out", str(out),
+                 "--no-estimate"]) == 0
+    (out / "deploy" / "tellme.bit").write_bytes(b"stand-in bitstream")
+    (out / "deploy" / "tellme.hwh").write_text("<stand-in hwh/>")
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls.txt"
+    bin_dir.mkdir()
+    (bin_dir / "openFPGALoader").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "openFPGALoader").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    report = deploy(out, board="zcu102", host=LocalHost(tmp_path / "board"), jtag=True)
+    assert calls.read_text().split() == ["-b", "zcu102", str(out / "deploy" / "tellme.bit")]
+    assert report.loaded_by == "JTAG (openFPGALoader)" and report.self_check.startswith("self-check: PASS")
+    with pytest.raises(DeployError, match=r"--xmutil: ZCU102 is not a Kria board"):
+        deploy(out, board="zcu102", host=LocalHost(tmp_path / "board"), xmutil=True)
