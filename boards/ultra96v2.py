@@ -17,5 +17,8 @@ class Ultra96V2Platform(ZynqMPPlatform):
     ddr_peak_bytes_per_s = 8.5e9           # LPDDR4-2133, 32 bits
     ddr_type = "LPDDR4-2133 x32"
     pl_clock_max_mhz = 250.0               # -1 speed grade
-    # A quarter of the KV260's TLMM on a PL of 70 K LUTs; a bank of 4 K lane words (128 bits) in BRAM.
-    hardware = {"clock_mhz": 200.0, "tlmm_lanes": 16, "tlmm_tokens": 4, "urams_per_bank": 2}
+    # The smallest instance of every unit short of the simulation-only sim-small: a quarter of
+    # the KV260's TLMM lanes, 4 element-wise lanes, one SiLU lane; a bank of 4 K lane words
+    # (128 bits) in block RAM.
+    hardware = {"clock_mhz": 200.0, "tlmm_lanes": 16, "tlmm_tokens": 2, "ew_lanes": 4, "gating_lanes": 1,
+                "attn_tile": 16, "prefill_chunk": 64, "urams_per_bank": 2}

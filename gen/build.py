@@ -55,7 +55,7 @@ from ..errors import TellmeError
 __all__ = ["BuildError", "SUPPORTED_VIVADO", "REGISTER_BASE", "REGISTER_RANGE", "IpPort", "ip_ports",
            "ip_wrapper_verilog", "block_design_tcl", "check_board_tcl", "build_script", "kria_firmware",
            "driver_sources", "LINT_WAIVERS", "lint_waivers_vlt", "BuildPlan", "plan_build", "estimate_resources",
-           "write_build"]
+           "build_verilog", "write_build"]
 
 #: Vivado releases the generated TCL was written against (build.sh refuses others unless
 #: TELLME_ANY_VIVADO=1). PYNQ 3.0 images match 2022.1; PYNQ 3.1 images 2024.1.
@@ -618,6 +618,15 @@ def _planned_files(board: ZynqMPPlatform) -> dict[str, str]:
     if board.kria:
         files["firmware/"] = "tellme.bif, tellme.dtsi, shell.json (+ tellme.bit.bin, tellme.dtbo from build.sh)"
     return files
+
+
+def build_verilog(top) -> str:
+    """The Verilog of the top level ``top`` as the build tree holds it: Amaranth's, less the
+    all-zero ``initial`` blocks of its memories (:func:`tellme.gen.verilog.without_zero_memory_init`:
+    Vivado maps a memory with initial contents to UltraRAM only without them, and the FPGA
+    configures every RAM to zero anyway)."""
+    from .verilog import verilog_of, without_zero_memory_init
+    return without_zero_memory_init(verilog_of(top, "tellme_top"))[0]
 
 
 def plan_build(model: ModelConfig, hw: HardwareConfig, board: ZynqMPPlatform, out, *, source: str) -> BuildPlan:

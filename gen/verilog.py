@@ -15,7 +15,7 @@ from pathlib import Path
 from amaranth.back import verilog
 from amaranth.lib import wiring
 
-__all__ = ["VERILOG_LIBRARY", "verilog_of", "verilog_library_sources"]
+__all__ = ["VERILOG_LIBRARY", "verilog_of", "verilog_library_sources", "without_zero_memory_init"]
 
 #: Hand-written Verilog modules that designs instantiate through ``Instance`` (file = module name).
 VERILOG_LIBRARY = Path(str(resources.files("tellme.hw") / "verilog"))
@@ -47,3 +47,19 @@ def verilog_library_sources(verilog_text: str) -> list[Path]:
                 found[module] = path
                 pending.append(path.read_text())
     return [found[module] for module in sorted(found)]
+
+
+#: An ``initial`` block that only sets memory words to zero, as Yosys writes it for an Amaranth
+#: ``Memory(init=[])``: one ``name[i] = W'h0...;`` (or ``W'd0``) line per word.
+_ZERO_INIT = re.compile(r"\n  initial begin\n(?:    \\?[\w$.]+ ?\[\d+\] = \d+'(?:h0+|d0);\n)+  end\n")
+
+
+def without_zero_memory_init(verilog_text: str) -> tuple[str, int]:
+    """``verilog_text`` without the all-zero ``initial`` blocks of its memories, and how many
+    were removed. On the FPGA they change nothing (block RAM, UltraRAM, LUTRAM and flip-flops
+    all configure to zero), but synthesis tools treat them as contents to load: Yosys spends a
+    long time on a memory of 100 K words written out word by word and will not map an
+    initialised memory to UltraRAM, which has no initial contents. The build tree and the
+    resource estimate use this form; simulation keeps Amaranth's."""
+    text, count = _ZERO_INIT.subn("\n", verilog_text)
+    return text, count

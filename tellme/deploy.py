@@ -49,11 +49,13 @@ class SshHost:
 
     def put(self, local: Path, remote: str) -> None:
         self.run(["mkdir", "-p", remote])
-        if shutil.which("rsync"):
-            command = ["rsync", "-a", "--delete", f"{local}/", f"{self.target}:{remote}/"]
-        else:
-            command = ["scp", "-r", "-q", f"{local}/.", f"{self.target}:{remote}/"]
-        done = subprocess.run(command, capture_output=True, text=True)
+        done = None
+        if shutil.which("rsync"):          # (the board needs rsync too; else scp below)
+            done = subprocess.run(["rsync", "-a", "--delete", f"{local}/", f"{self.target}:{remote}/"],
+                                  capture_output=True, text=True)
+        if done is None or done.returncode != 0:
+            done = subprocess.run(["scp", "-r", "-q", f"{local}/.", f"{self.target}:{remote}/"],
+                                  capture_output=True, text=True)
         if done.returncode != 0:
             raise DeployError(f"copying {local} to {self.target}:{remote} failed: {done.stderr.strip()[-500:]}")
 

@@ -113,3 +113,12 @@ def test_jtag_load_where_openfpgaloader_supports_the_part(tmp_path, monkeypatch)
     assert report.loaded_by == "JTAG (openFPGALoader)" and report.self_check.startswith("self-check: PASS")
     with pytest.raises(DeployError, match=r"--xmutil: ZCU102 is not a Kria board"):
         deploy(out, board="zcu102", host=LocalHost(tmp_path / "board"), xmutil=True)
+
+
+def test_ssh_host_commands():
+    host = parse_host("ubuntu@kria", python="sudo -E python3")
+    assert host.command(["python3", "run_on_board.py", "--self-check"], cwd="apps/tellme") == [
+        "ssh", "-o", "BatchMode=yes", "ubuntu@kria", "cd apps/tellme && python3 run_on_board.py --self-check"]
+    assert host.python_argv("run_on_board.py", "--prompt-ids", "1,2") == [
+        "sudo", "-E", "python3", "run_on_board.py", "--prompt-ids", "1,2"]
+    assert host.command(["echo", "a b"]) == ["ssh", "-o", "BatchMode=yes", "ubuntu@kria", "echo 'a b'"]

@@ -11,10 +11,10 @@ DDR traffic per port).
 from __future__ import annotations
 
 import os
-import re
 
 import pytest
 
+from tellme.gen.verilog import without_zero_memory_init
 from tellme.hw.weight_buffer import WeightBuffer, tile_layout
 from tellme.sim.rtl import run_cocotb
 from tellme.sim.tb.streams import struct_fields
@@ -147,11 +147,8 @@ def test_weight_streamer_reads_only_into_a_free_bank():
 # of 512 bits, 54 s for 1,024 words: about an hour for two 8,192-word banks). URAM288 powers up
 # zero and Yosys maps zero-initialised memories to it ("init zero" in xilinx/urams.txt), so
 # dropping the zero initial blocks changes no mapping; it only skips the slow frontend work.
-_ZERO_INIT = re.compile(r"\n  initial begin\n(?:    [\w$\\.]+\[\d+\] = \d+'h0+;\n)+  end\n")
-
-
 def _without_zero_init(verilog_text: str, memories: int) -> str:
-    text, count = _ZERO_INIT.subn("\n", verilog_text)
+    text, count = without_zero_memory_init(verilog_text)
     assert count == memories, f"expected {memories} zero-initialised memories, found {count}"
     return text
 
