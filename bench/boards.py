@@ -13,7 +13,8 @@ Assumptions written into the JSON: Yosys estimates, not Vivado's figures (LUT-eq
 and SRL sites; typically within some tens of per cent of Vivado's post-synthesis LUTs); each
 board at its default hardware file; the whole design flattened. The whole-top synthesis of one
 design takes from ~12 minutes (tiny at sim-small settings) to hours; results merge into the
-existing JSON, so the pairs can be run a few at a time. Writes ``bench/results/boards.json``.
+existing JSON, so the pairs can be run a few at a time. Writes ``bench/results/boards.json``;
+``python -m bench.boards --table`` prints the README's table of it.
 """
 
 from __future__ import annotations
@@ -59,8 +60,30 @@ def estimate_pair(preset: str, board_name: str) -> dict:
     }
 
 
+def markdown_table(results: dict) -> str:
+    """The README's table of ``boards.json``: per board and preset, fits or not, the estimate
+    and, where it does not fit, which resources by how much."""
+    lines = ["| board | preset | hardware | LUT-eq | FF | DSP | BRAM36 | URAM | fits |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in results["pairs"]:
+        hw, res, cap = row["hardware"], row["resources"], row["capacity"]
+        cells = [f"{res['lut_equiv']:,} ({row['utilisation_percent']['lut']:g} %)",
+                 f"{res['ff']:,} ({row['utilisation_percent']['ff']:g} %)",
+                 f"{res['dsp']:,} ({row['utilisation_percent']['dsp']:g} %)",
+                 f"{res['bram36']:g} ({row['utilisation_percent']['bram36']:g} %)",
+                 f"{res['uram']}" + (f" ({row['utilisation_percent']['uram']:g} %)" if cap["uram"] else "")]
+        verdict = "yes" if row["fits"] else "no: " + ", ".join(
+            f"{r.split(':')[0]} {row['utilisation_percent'][r.split(':')[0]]:g} %" for r in row["reasons"])
+        lines.append(f"| {row['board']} | {row['preset']} | G={hw['tlmm_group']} x {hw['tlmm_lanes']} lanes x "
+                     f"{hw['tlmm_tokens']} tokens, {hw['ew_lanes']} ew lanes | " + " | ".join(cells) + f" | {verdict} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--table"]:
+        print(markdown_table(json.loads((RESULTS_DIR / "boards.json").read_text())))
+        return 0
     presets = argv or list(PRESETS)
     unknown = [p for p in presets if p not in MODEL_PRESETS]
     if unknown:

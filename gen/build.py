@@ -35,6 +35,9 @@ zero-extended, and the PS echoes IDs so the upper response ID bits are dropped).
 from __future__ import annotations
 
 import ast
+import functools
+import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -51,6 +54,7 @@ from ..boards import ZynqMPPlatform
 from ..config import HardwareConfig, ModelConfig
 from ..contract.regmap import REGISTER_MAP, design_hash
 from ..errors import TellmeError
+from ..sim.toolchain import build_root
 
 __all__ = ["BuildError", "SUPPORTED_VIVADO", "REGISTER_BASE", "REGISTER_RANGE", "IpPort", "ip_ports",
            "ip_wrapper_verilog", "block_design_tcl", "check_board_tcl", "build_script", "kria_firmware",
@@ -624,9 +628,40 @@ def build_verilog(top) -> str:
     """The Verilog of the top level ``top`` as the build tree holds it: Amaranth's, less the
     all-zero ``initial`` blocks of its memories (:func:`tellme.gen.verilog.without_zero_memory_init`:
     Vivado maps a memory with initial contents to UltraRAM only without them, and the FPGA
-    configures every RAM to zero anyway)."""
+    configures every RAM to zero anyway).
+
+    Cached in ``<build root>/verilog`` under a key of the model, the hardware, the RAM style, the
+    Amaranth version and every source file of the tellme package (a conversion of
+    bitnet-b1.58-large takes minutes)."""
     from .verilog import verilog_of, without_zero_memory_init
-    return without_zero_memory_init(verilog_of(top, "tellme_top"))[0]
+    key = hashlib.sha256(json.dumps({
+        "model": top.model.to_dict(), "hardware": top.hw.to_dict(), "ram_style": top.ram_style,
+        "fault_port": top.fault_port, "amaranth": importlib.metadata.version("amaranth"),
+        "sources": _source_digest()}, sort_keys=True).encode()).hexdigest()[:20]
+    path = build_root() / "verilog" / f"tellme_top-{key}.v"
+    try:
+        return path.read_text()
+    except OSError:
+        pass
+    text = without_zero_memory_init(verilog_of(top, "tellme_top"))[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return text
+
+
+@functools.cache
+def _source_digest() -> str:
+    """A digest of every file of the tellme package (Python and the Verilog library)."""
+    digest = hashlib.sha256()
+    roots = {Path(importlib.util.find_spec(name).origin).parent
+             for name in ("tellme", "tellme.hw", "tellme.gen", "tellme.sim", "tellme.boards", "tellme.contract")}
+    for root in sorted(roots):
+        for path in sorted(root.rglob("*")):
+            if path.suffix in (".py", ".v") and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def plan_build(model: ModelConfig, hw: HardwareConfig, board: ZynqMPPlatform, out, *, source: str) -> BuildPlan:

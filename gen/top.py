@@ -172,7 +172,7 @@ class TellmeTop(wiring.Component):
 
     def __init__(self, model: ModelConfig, hw: HardwareConfig, *, ram_style: str = "ultra",
                  fault_port: bool = False):
-        self.model, self.hw = model, hw
+        self.model, self.hw, self.ram_style = model, hw, ram_style
         self.program = program = build_program(model, hw)
         groups = model.group_size
         if groups % hw.attn_heads_parallel:
