@@ -52,7 +52,7 @@ from amaranth.lib import io, wiring
 
 from ..boards import ZynqMPPlatform
 from ..config import HardwareConfig, ModelConfig
-from ..contract.regmap import REGISTER_MAP, design_hash
+from ..contract.regmap import REGISTER_MAP, design_hardware, design_hash
 from ..errors import TellmeError
 from ..sim.toolchain import build_root
 
@@ -630,12 +630,13 @@ def build_verilog(top) -> str:
     Vivado maps a memory with initial contents to UltraRAM only without them, and the FPGA
     configures every RAM to zero anyway).
 
-    Cached in ``<build root>/verilog`` under a key of the model, the hardware, the RAM style, the
+    Cached in ``<build root>/verilog`` under a key of the model, the hardware (less the board and
+    the clock, which do not change the design: the KV260, KR260 and ZCU104 share it), the RAM style, the
     Amaranth version and every source file of the tellme package (a conversion of
     bitnet-b1.58-large takes minutes)."""
     from .verilog import verilog_of, without_zero_memory_init
     key = hashlib.sha256(json.dumps({
-        "model": top.model.to_dict(), "hardware": top.hw.to_dict(), "ram_style": top.ram_style,
+        "model": top.model.to_dict(), "hardware": design_hardware(top.hw), "ram_style": top.ram_style,
         "fault_port": top.fault_port, "amaranth": importlib.metadata.version("amaranth"),
         "sources": _source_digest()}, sort_keys=True).encode()).hexdigest()[:20]
     path = build_root() / "verilog" / f"tellme_top-{key}.v"

@@ -188,13 +188,17 @@ RTL_VERSION = 1
 _NOT_IN_DESIGN = ("board", "clock_mhz")
 
 
+def design_hardware(hw: HardwareConfig) -> dict:
+    """The fields of ``hw`` that shape the design: all but the board name and the clock."""
+    return {k: v for k, v in hw.to_dict().items() if k not in _NOT_IN_DESIGN}
+
+
 def design_hash(model: ModelConfig, hw: HardwareConfig) -> int:
     """``CONFIG_HASH``: CRC-32 of the canonical JSON of the model configuration and the hardware
     configuration (less the board name and clock, which do not change the design). The
     generator bakes it into the register file; the host computes it from the image header's
     model and the build's hardware file and refuses to run a design that differs."""
-    hardware = {k: v for k, v in hw.to_dict().items() if k not in _NOT_IN_DESIGN}
-    text = json.dumps({"model": model.to_dict(), "hardware": hardware}, sort_keys=True, separators=(",", ":"))
+    text = json.dumps({"model": model.to_dict(), "hardware": design_hardware(hw)}, sort_keys=True, separators=(",", ":"))
     return zlib.crc32(text.encode())
 
 
