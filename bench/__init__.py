@@ -24,6 +24,12 @@ RESULTS_DIR = BENCH_DIR / "results"
 CLOCK_MHZ = 300.0
 
 
+def benchmarks() -> list[str]:
+    """The benchmark scripts' names: every module ``bench/<name>.py`` (``python -m bench`` runs
+    them in this order)."""
+    return sorted(p.stem for p in BENCH_DIR.glob("*.py") if not p.stem.startswith("_"))
+
+
 def log(message: str) -> None:
     print(message, flush=True)
 

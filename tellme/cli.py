@@ -239,13 +239,38 @@ def cmd_generate(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .sim.backends import compare
+    """``tellme compare``: the golden model against the float reference layer by layer, or with
+    ``--budget`` the error budget of its hardware approximations (tellme.sim.budget)."""
     hw = _hardware(args.hardware)
     prompt = _prompt_ids(args.prompt_ids)
+    if args.steps is not None and not args.budget:
+        raise CliError("--steps applies only with --budget")
+    steps = 12 if args.steps is None else args.steps
+    if steps < 1:
+        raise CliError(f"--steps must be >= 1, got {steps}")
     weights = _load_weights(args, hw)
     hw = _fit_hardware(hw, weights)
     if max(prompt) >= weights.config.vocab_size or min(prompt) < 0:
         raise CliError(f"--prompt-ids: ids must be in [0, {weights.config.vocab_size})")
+    if args.budget:
+        from .sim.budget import budget_table, error_budget
+        if len(prompt) + steps - 1 > hw.max_context:
+            raise CliError(f"prompt ({len(prompt)}) + steps ({steps}) exceed max_context {hw.max_context}")
+        progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+        report = error_budget(weights, hw, prompt, steps, progress=progress)
+        print(f"error budget of the golden model against the float reference, {weights.config.name}, "
+              f"{len(prompt)} prompt tokens, {steps} steps teacher-forced on the reference's greedy tokens "
+              f"{report['reference_tokens']}")
+        print("(fix K: knob K exact, the rest hardware; keep K: every knob exact but K; argmax steps from 0)")
+        for line in budget_table(report):
+            print("  " + line)
+        print("knobs (hardware -> exact):")
+        for name, text in report["knobs"].items():
+            print(f"  {name}: {text}")
+        if args.json:
+            write_json_atomic(args.json, report)
+        return 0
+    from .sim.backends import compare
     if len(prompt) > hw.prefill_chunk:
         raise CliError(f"--prompt-ids: compare takes at most prefill_chunk={hw.prefill_chunk} tokens, "
                        f"got {len(prompt)}")
@@ -427,6 +452,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("compare", help="layer-by-layer agreement of the golden model with the float reference")
     model_source(s)
+    s.add_argument("--budget", action="store_true",
+                   help="the error budget: each hardware approximation made exact alone and all but one, "
+                        "greedy steps teacher-forced on the float reference's tokens (the prompt may exceed "
+                        "prefill_chunk)")
+    s.add_argument("--steps", type=int, help="generated steps of --budget (default 12)")
+    s.add_argument("--quiet", action="store_true", help="no per-configuration progress of --budget on stderr")
     s.set_defaults(func=cmd_compare)
 
     from .boards import BOARD_MODULES, DEFAULT_BOARD
