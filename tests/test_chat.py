@@ -252,6 +252,7 @@ def test_cli_board_backend_on_a_stand_in_board(tiny, tmp_path, monkeypatch, caps
     assert json.loads(out.read_text())["generated_ids"] == golden
 
 
+@pytest.mark.slow          # a Verilator build of the tiny top (2 minutes cold); test_top covers the RTL itself
 @pytest.mark.rtl
 def test_cli_rtl_backend_matches_golden(tiny, tmp_path, monkeypatch, capsys):
     """``tellme chat --backend rtl``: the golden ids, with the simulated decode rate at the
