@@ -94,3 +94,18 @@ def test_every_module_of_boards_is_a_board():
     folder = Path(__file__).resolve().parent.parent / "boards"
     assert sorted(BOARD_MODULES) == sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_"))
     assert BOARD_MODULES[0] == DEFAULT_BOARD
+
+
+def test_readme_fit_table_is_boards_json():
+    """The README's fit table is `python -m bench.boards --table` of bench/results/boards.json."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-m", "bench.boards", "--table"], cwd=repo, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    readme = (repo / "README.md").read_text()
+    table = re.search(r"<!-- boards table -->\n(.*?)\n<!-- end boards table -->", readme, re.S).group(1)
+    assert table == done.stdout.strip()
+    assert "bitnet-b1.58-large" in table
