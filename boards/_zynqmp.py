@@ -16,14 +16,20 @@ hook (``tellme.gen.build``).
 
 from __future__ import annotations
 
+from amaranth.build import Attrs, PinsN, Resource
 from amaranth.vendor import XilinxPlatform
 
 from ..config import ConfigError, HardwareConfig
 
-__all__ = ["ZynqMPPlatform", "PL_RESOURCE_KEYS"]
+__all__ = ["ZynqMPPlatform", "PL_RESOURCE_KEYS", "KRIA_FAN"]
 
 #: The PL resources a board budget is written in (the keys of :attr:`ZynqMPPlatform.pl_resources`).
 PL_RESOURCE_KEYS = ("lut", "ff", "dsp", "bram36", "uram")
+
+
+#: The K26 SOM's heatsink fan on the Kria carriers: fan_en_b on HDA20 (bank 45, SOM240_1 C24),
+#: active low. Left undriven the fan stops under a PL design; the build drives it on (full speed).
+KRIA_FAN = Resource("fan", 0, PinsN("A12", dir="o"), Attrs(IOSTANDARD="LVCMOS33", SLEW="SLOW", DRIVE="4"))
 
 
 class ZynqMPPlatform(XilinxPlatform):

@@ -1,8 +1,6 @@
 """AMD Kria KR260 Robotics Starter Kit: the K26 SOM (xck26-sfvc784-2LV-c) on the KR260 carrier."""
 
-from amaranth.build import Attrs, PinsN, Resource
-
-from ._zynqmp import ZynqMPPlatform
+from ._zynqmp import KRIA_FAN, ZynqMPPlatform
 
 __all__ = ["KR260Platform"]
 
@@ -23,7 +21,4 @@ class KR260Platform(ZynqMPPlatform):
     kria = True
     hardware = {}
 
-    resources = [
-        # The same SOM and heatsink fan as the KV260 (fan_en_b, active low).
-        Resource("fan", 0, PinsN("A12", dir="o"), Attrs(IOSTANDARD="LVCMOS33", SLEW="SLOW", DRIVE="4")),
-    ]
+    resources = [KRIA_FAN]

@@ -1,8 +1,6 @@
 """AMD Kria KV260 Vision AI Starter Kit: K26 SOM (xck26-sfvc784-2LV-c) on the KV260 carrier."""
 
-from amaranth.build import Attrs, PinsN, Resource
-
-from ._zynqmp import ZynqMPPlatform
+from ._zynqmp import KRIA_FAN, ZynqMPPlatform
 
 __all__ = ["KV260Platform"]
 
@@ -22,8 +20,4 @@ class KV260Platform(ZynqMPPlatform):
     kria = True
     hardware = {}                          # the defaults of HardwareConfig are the KV260's
 
-    resources = [
-        # The SOM heatsink fan: fan_en_b on HDA20 (bank 45, SOM240_1 C24), active low. Left
-        # undriven the fan stops under a PL design; the build drives it on (full speed).
-        Resource("fan", 0, PinsN("A12", dir="o"), Attrs(IOSTANDARD="LVCMOS33", SLEW="SLOW", DRIVE="4")),
-    ]
+    resources = [KRIA_FAN]
