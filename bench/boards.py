@@ -35,9 +35,7 @@ PRESETS = ("tiny", "bitnet-b1.58-large", "tiny-silu", "bitnet-b1.58-2B-4T")
 
 
 def board_hardware(board, model):
-    hw = board.default_hardware()
-    limit = model.max_position_embeddings
-    return hw.replace(max_context=min(hw.max_context, limit), prefill_chunk=min(hw.prefill_chunk, limit))
+    return board.default_hardware().capped_to(model)
 
 
 def estimate_pair(preset: str, board_name: str) -> dict:

@@ -58,7 +58,7 @@ from ..sim.toolchain import build_root
 
 __all__ = ["BuildError", "SUPPORTED_VIVADO", "REGISTER_BASE", "REGISTER_RANGE", "IpPort", "ip_ports",
            "ip_wrapper_verilog", "block_design_tcl", "check_board_tcl", "build_script", "kria_firmware",
-           "driver_sources", "LINT_WAIVERS", "lint_waivers_vlt", "BuildPlan", "plan_build", "estimate_resources",
+           "driver_sources", "LINT_WAIVERS", "lint_waivers_vlt", "BuildPlan", "plan_build", "check_out_folder", "estimate_resources",
            "build_verilog", "write_build"]
 
 #: Vivado releases the generated TCL was written against (build.sh refuses others unless
@@ -689,6 +689,12 @@ def estimate_resources(plan: BuildPlan, verilog_text: str, *, progress: Callable
                          "(--hardware: fewer tlmm_lanes, tlmm_tokens, ew_lanes or urams_per_bank) or a larger board")
 
 
+def check_out_folder(out: Path, *, overwrite: bool) -> None:
+    """Refuse an output path that exists and is not an empty folder, unless ``overwrite``."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise BuildError(f"{out}: exists and is not an empty folder (give --force to replace it)")
+
+
 def write_build(plan: BuildPlan, top, verilog_text: str, *, image_writer: Callable[[Path], None],
                 self_check: dict, tokenizer: Path | None = None, overwrite: bool = False,
                 progress: Callable[[str], None] | None = None) -> None:
@@ -699,8 +705,7 @@ def write_build(plan: BuildPlan, top, verilog_text: str, *, image_writer: Callab
     from .top import top_ports
     from .verilog import verilog_library_sources
     out = plan.out
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise BuildError(f"{out}: the folder exists and is not empty (give --force to replace it)")
+    check_out_folder(out, overwrite=overwrite)
     say = progress or (lambda message: None)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

@@ -26,6 +26,7 @@ from pathlib import Path
 from .config import HardwareConfig, ModelConfig
 from .errors import TellmeError
 from .runtime import Accelerator, PynqTransport
+from .sim.backends import generate
 
 HERE_FILES = ("design.json", "hardware.json", "self_check.json", "tellme.img")
 
@@ -59,22 +60,6 @@ def open_accelerator(folder: Path, *, simulate: bool = False, download: bool = T
     return Accelerator(transport, folder / design["image"], hw)
 
 
-def generate(acc: Accelerator, prompt: list[int], max_new_tokens: int, on_token=None) -> list[int]:
-    """Greedy generation on the accelerator (the host reads the logits back and takes argmax,
-    as every backend of tellme does)."""
-    acc.reset()
-    logits = acc.prefill(prompt)
-    out = []
-    for step in range(max_new_tokens):
-        token = int(logits.argmax())
-        out.append(token)
-        if on_token is not None:
-            on_token(token)
-        if step + 1 < max_new_tokens:
-            logits = acc.decode(token)
-    return out
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="run_on_board.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--folder", default=str(Path(sys.argv[0]).resolve().parent),
@@ -95,7 +80,7 @@ def main(argv=None) -> int:
               f"({time.monotonic() - start:.1f} s; driver {Path(__file__).resolve().parent})", flush=True)
         if args.self_check:
             check = json.loads((folder / "self_check.json").read_text())
-            got = generate(acc, check["prompt_ids"], len(check["tokens"]))
+            got, _ = generate(acc, check["prompt_ids"], len(check["tokens"]))
             if got != check["tokens"]:
                 print(f"self-check: FAIL: the board generated {got}, the golden model {check['tokens']} "
                       f"(prompt {check['prompt_ids']})", flush=True)
@@ -105,7 +90,7 @@ def main(argv=None) -> int:
         if args.prompt_ids:
             ids = _parse_ids(args.prompt_ids)
             start = time.monotonic()
-            generate(acc, ids, args.max_new_tokens, on_token=lambda t: print(f"token {t}", flush=True))
+            generate(acc, ids, args.max_new_tokens, on_token=lambda step, t: print(f"token {t}", flush=True))
             decode = [r.cycles for r in acc.results if r.kind == "decode"]
             print(f"done tokens={args.max_new_tokens} seconds={time.monotonic() - start:.3f} "
                   f"prefill_cycles={sum(r.cycles for r in acc.results if r.kind == 'prefill')} "

@@ -70,9 +70,7 @@ def _load_weights(args, hw: HardwareConfig):
 
 def _fit_hardware(hw: HardwareConfig, weights) -> HardwareConfig:
     """Cap max_context at the model's limit so small models run on the default instance."""
-    limit = weights.config.max_position_embeddings
-    if hw.max_context > limit:
-        hw = hw.replace(max_context=limit, prefill_chunk=min(hw.prefill_chunk, limit))
+    hw = hw.capped_to(weights.config)
     hw.check_model(weights.config)
     return hw
 
@@ -224,10 +222,7 @@ def _config_inputs(args):
         config = inspect_checkpoint(args.checkpoint).config
     else:
         config = model_preset(args.preset)
-    if hw.max_context > config.max_position_embeddings:
-        hw = hw.replace(max_context=config.max_position_embeddings,
-                        prefill_chunk=min(hw.prefill_chunk, config.max_position_embeddings))
-    return config, hw
+    return config, hw.capped_to(config)
 
 
 def cmd_generate(args) -> int:
@@ -301,7 +296,7 @@ def _say(message: str) -> None:
 def cmd_build(args) -> int:
     """``tellme build``: the Vivado build tree of a model on a board (docs section 9)."""
     from .boards import get_board
-    from .gen.build import BuildError, estimate_resources, plan_build, write_build
+    from .gen.build import check_out_folder, estimate_resources, plan_build, write_build
     board = get_board(args.board)
     if args.hardware:
         hw = _hardware(args.hardware)
@@ -310,12 +305,9 @@ def cmd_build(args) -> int:
             hw = hw.replace(board=board.name)
     else:
         hw = board.default_hardware()
-    chosen = [n for n in ("checkpoint", "preset") if getattr(args, n)]
-    if len(chosen) != 1:
-        raise CliError("give exactly one of --checkpoint, --preset")
     out = Path(args.out)
-    if not args.dry_run and out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
-        raise BuildError(f"{out}: exists and is not an empty folder (give --force to replace it)")
+    if not args.dry_run:
+        check_out_folder(out, overwrite=args.force)       # before the minutes of Verilog and estimate
     tokenizer = None
     if args.checkpoint:
         from .gen.checkpoint import inspect_checkpoint, load_checkpoint
@@ -326,10 +318,8 @@ def cmd_build(args) -> int:
     else:
         config = model_preset(args.preset)
         source = f"preset {args.preset}, random weights (seed {args.seed})"
-    if hw.max_context > config.max_position_embeddings:
-        hw = hw.replace(max_context=config.max_position_embeddings,
-                        prefill_chunk=min(hw.prefill_chunk, config.max_position_embeddings))
-    plan = plan_build(config, hw, board, out, source=source)
+    plan = plan_build(config, hw.capped_to(config), board, out, source=source)
+    hw = plan.hw
     top = text = None
     if not args.no_estimate or not args.dry_run:
         from .gen.build import build_verilog

@@ -191,6 +191,14 @@ class HardwareConfig:
         _require(self.prefill_chunk <= self.max_context, "prefill_chunk",
                  f"{self.prefill_chunk} exceeds max_context ({self.max_context})")
 
+    def capped_to(self, model: ModelConfig) -> "HardwareConfig":
+        """This instance with ``max_context`` (and ``prefill_chunk``) cut to the model's
+        ``max_position_embeddings`` where they exceed it, so small models run on it."""
+        limit = model.max_position_embeddings
+        if self.max_context <= limit:
+            return self
+        return self.replace(max_context=limit, prefill_chunk=min(self.prefill_chunk, limit))
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -72,6 +72,9 @@ class SshHost:
                               f"{(done.stderr or done.stdout).strip()[-800:]}")
         return done
 
+    def popen(self, argv: list[str], cwd: str | None = None) -> subprocess.Popen:
+        return subprocess.Popen(self.command(argv, cwd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
     def python_argv(self, script: str, *args: str) -> list[str]:
         return [*shlex.split(self.python), script, *args]
 
@@ -219,11 +222,7 @@ def board_generate(host, remote_dir: str, *, no_download: bool = False):
     def backend_generate(prompt_ids, max_new_tokens, on_token=None):
         argv = host.python_argv("run_on_board.py", "--prompt-ids", ",".join(str(i) for i in prompt_ids),
                                 "--max-new-tokens", str(max_new_tokens), *(["--no-download"] if no_download else []))
-        if isinstance(host, LocalHost):
-            proc = host.popen(argv, cwd=remote_dir)
-        else:
-            proc = subprocess.Popen(host.command(argv, remote_dir), stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
+        proc = host.popen(argv, cwd=remote_dir)
         tokens = []
         for line in proc.stdout:
             if line.startswith("token "):
