@@ -588,7 +588,7 @@ class BuildPlan:
                  f"  hardware: {hw.clock_mhz:g} MHz, TLMM G={hw.tlmm_group} x {hw.tlmm_lanes} lanes x "
                  f"{hw.tlmm_tokens} tokens, {hw.ew_lanes} element-wise lanes, {hw.hp_ports} HP ports x "
                  f"{hw.axi_data_width} bits, weight buffer in {'URAM' if b.has_uram else 'block RAM'}, "
-                 f"context {hw.max_context}, LM head {hw.lm_head_format}",
+                 f"context {hw.max_context}, LM head {hw.lm_head_format}, attention {hw.attn_format}",
                  f"  block design: {b.ps_type} (board preset of {b.board_part_pattern}), pl_clk0 {hw.clock_mhz:g} MHz "
                  f"from IOPLL, HPM0_FPD -> registers at {REGISTER_BASE:#010x}, S_AXI_HP0..{hw.hp_ports - 1}_FPD "
                  f"at {hw.axi_data_width} bits, irq -> pl_ps_irq0",

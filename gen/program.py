@@ -219,7 +219,8 @@ def build_program(model: ModelConfig, hw: HardwareConfig, *, urams_per_bank: int
     image = image_sections(model, fmt)
     scratch = scratch_layout(model, hw)
     io = IoLayout.of(model, hw)
-    kv, kv_bytes = kv_cache_map(0, model.num_layers, model.num_kv_heads, hw.max_context, model.head_dim)
+    kv, kv_bytes = kv_cache_map(0, model.num_layers, model.num_kv_heads, hw.max_context, model.head_dim,
+                                hw.attn_format)
     geometry = BufferGeometry.of(hw, urams_per_bank)
     shapes = model.projections()
     cores = hw.attn_heads_parallel

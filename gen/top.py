@@ -21,6 +21,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..boards import weight_ram_style
 from ..config import ConfigError, HardwareConfig, ModelConfig
+from ..contract.formats import ATTN_SCORE_LANES
 from ..contract.layouts import BufferGeometry, ImageFormat, projection_port_stride
 from ..contract.regmap import ERROR_BITS, REGISTER_MAP, design_hash, register_constants
 from ..hw.attention_path import AttentionPath
@@ -194,7 +195,8 @@ class TellmeTop(wiring.Component):
         self.matmul = MatmulPath(geometry=geometry, tokens=hw.tlmm_tokens, lanes=L, block=shape.block, max_tokens=C,
                                  max_inputs=shape.max_dim, max_rows=shape.max_rows, addr_width=aw, ram_style=ram_style)
         self.attention = AttentionPath(head_dim=model.head_dim, heads=hw.attn_heads_parallel, lanes=L,
-                                       tile=hw.attn_tile, chunk=C, data_width=dw, addr_width=aw)
+                                       tile=hw.attn_tile, chunk=C, data_width=dw, addr_width=aw,
+                                       dot_lanes=ATTN_SCORE_LANES, attn_format=hw.attn_format)
         self.gate = GatePath(lanes=L, act=model.hidden_act, act_lanes=hw.gating_lanes, max_tokens=C,
                              data_width=dw, addr_width=aw)
         self.lm_head = LmHeadPath(lanes=L, max_rows=model.vocab_size, max_cols=model.hidden_size,

@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import check_positive_int
 from .act_mover import ROW_STRIDE_WIDTH, ScratchReader, ScratchWriter
-from .attention import POSITION
+from .attention import POSITION, check_attn_format
 from .attn_load import AttentionLoad
 from .attn_prefill import PrefillAttention
 from .compose import axi_ports, issue_once
@@ -118,11 +118,13 @@ class AttentionPath(wiring.Component):
     Parameters (keyword-only): ``head_dim`` hd (a multiple of 2 L), ``heads`` H (query heads
     per pass, ``attn_heads_parallel``), ``lanes`` L (element-wise lanes, a power of two, also
     the attention output lanes), ``tile`` (``attn_tile``), ``chunk`` (most tokens per pass),
-    ``data_width``, ``addr_width``, ``dot_lanes``, ``pv_lanes`` (the attention cores').
+    ``data_width``, ``addr_width``, ``dot_lanes``, ``pv_lanes`` (the attention cores'),
+    ``attn_format`` (``"int8"``; ``"fp32"``: no quantiser, RoPE's float32 q and k and the
+    float32 v go straight to the load assembler and into the cache, ``golden.FloatKVCache``).
     """
 
     def __init__(self, *, head_dim: int, heads: int, lanes: int, tile: int, chunk: int, data_width: int = 128,
-                 addr_width: int = 40, dot_lanes: int = 16, pv_lanes: int = 16):
+                 addr_width: int = 40, dot_lanes: int = 16, pv_lanes: int = 16, attn_format: str = "int8"):
         for name, value in (("head_dim", head_dim), ("heads", heads), ("lanes", lanes), ("tile", tile),
                             ("chunk", chunk)):
             check_positive_int(name, value)
@@ -133,12 +135,14 @@ class AttentionPath(wiring.Component):
         movers = dict(lanes=lanes, data_width=data_width, addr_width=addr_width)
         self.qkv, self.cos, self.sin = ScratchReader(**movers), ScratchReader(**movers), ScratchReader(**movers)
         self.writer = ScratchWriter(**movers)
+        self.attn_format = check_attn_format(attn_format)
         self.rope = Rope(lanes=lanes, head_dim=head_dim)
-        self.quant = NormQuant(lanes=lanes, max_dim=head_dim)
-        self.load = AttentionLoad(head_dim=head_dim, heads=heads, lanes=lanes)
+        # the int8 format quantises q, k and v per vector; fp32 takes them as they are
+        self.quant = NormQuant(lanes=lanes, max_dim=head_dim) if attn_format == "int8" else None
+        self.load = AttentionLoad(head_dim=head_dim, heads=heads, lanes=lanes, attn_format=attn_format)
         self.attention = PrefillAttention(head_dim=head_dim, tile=tile, chunk=chunk, heads=heads,
                                           addr_width=addr_width, data_width=data_width, dot_lanes=dot_lanes,
-                                          pv_lanes=pv_lanes, out_lanes=lanes)
+                                          pv_lanes=pv_lanes, out_lanes=lanes, attn_format=attn_format)
         self.demux = StreamDemux(shape=f32_vec(lanes), count=2)
         self.mux = StreamMux(shape=f32_vec(lanes), count=2)
         super().__init__({
@@ -161,7 +165,8 @@ class AttentionPath(wiring.Component):
         for name, unit in (("qkv", qkv), ("cos", cos), ("sin", sin), ("writer", wr), ("rope", rope),
                            ("quant", nq), ("load", load), ("attention", pa), ("demux", self.demux),
                            ("mux", self.mux)):
-            m.submodules[name] = unit
+            if unit is not None:
+                m.submodules[name] = unit
         for unit, port in ((qkv, self.qkv_axi), (cos, self.cos_axi), (sin, self.sin_axi), (wr, self.wr_axi)):
             wiring.connect(m, unit.axi, wiring.flipped(port))
         wiring.connect(m, pa.axi_read, wiring.flipped(self.kv_read_axi))
@@ -238,15 +243,19 @@ class AttentionPath(wiring.Component):
         wiring.connect(m, demux.o[0], rope.x)
         wiring.connect(m, rope.o, mux.i[0])
         wiring.connect(m, demux.o[1], mux.i[1])
-        wiring.connect(m, mux.o, nq.x)
-
-        # ---- the quantiser: one command per vector (quantise only), into the load assembler
+        # ---- int8: the quantiser, one command per vector (quantise only), into the load
+        # assembler; fp32: the float vectors straight into it
+        if nq is not None:
+            wiring.connect(m, mux.o, nq.x)
         vectors = Signal(range(self.chunk * (H + 2) + 1))
-        m.d.comb += [nq.cmd.payload.norm.eq(0), nq.cmd.valid.eq(busy & (vectors != 0))]
-        with m.If(nq.cmd.valid & nq.cmd.ready):
-            m.d.sync += vectors.eq(vectors - 1)
-        wiring.connect(m, nq.q, load.q)
-        wiring.connect(m, nq.scale, load.scale)
+        if nq is not None:
+            m.d.comb += [nq.cmd.payload.norm.eq(0), nq.cmd.valid.eq(busy & (vectors != 0))]
+            with m.If(nq.cmd.valid & nq.cmd.ready):
+                m.d.sync += vectors.eq(vectors - 1)
+            wiring.connect(m, nq.q, load.q)
+            wiring.connect(m, nq.scale, load.scale)
+        else:
+            wiring.connect(m, mux.o, load.q)
         wiring.connect(m, load.o, pa.load)
 
         # ---- the attention pass

@@ -1,17 +1,18 @@
 """Prefill attention: a prompt chunk's causal attention, queries in reverse order, the chunk's
 keys/values on chip, earlier chunks' from the KV cache in DDR (docs/architecture.md 8)."""
 
-from amaranth.hdl import Cat, Module, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import check_positive_int
-from .attention import POSITION, AttentionCore, key_layout, query_layout
+from .attention import POSITION, AttentionCore, check_attn_format, key_layout, kv_element_shape, query_layout
 from .attn_decode import KvWriter
 from .axi import axi_read_signature, axi_write_signature
 from .kv_reader import KvReader
 
-__all__ = ["PrefillAttention", "prefill_command_layout", "prefill_load_layout", "prefill_out_layout"]
+__all__ = ["PrefillAttention", "prefill_command_layout", "prefill_load_layout", "prefill_out_layout",
+           "kv_entry_layout", "kv_fields"]
 
 
 def prefill_command_layout(chunk: int, addr_width: int) -> data.StructLayout:
@@ -24,14 +25,25 @@ def prefill_command_layout(chunk: int, addr_width: int) -> data.StructLayout:
     })
 
 
-def prefill_load_layout(head_dim: int, heads: int) -> data.StructLayout:
-    """One token of the chunk: the int8 query (and d_q) of each of the ``heads`` query heads
-    and the kv head's int8 key and value with their scales (k after RoPE)."""
-    return data.StructLayout({
-        "q": data.ArrayLayout(query_layout(head_dim), heads),
-        "k": data.ArrayLayout(signed(8), head_dim), "k_scale": unsigned(32),
-        "v": data.ArrayLayout(signed(8), head_dim), "v_scale": unsigned(32),
-    })
+def kv_fields(attn_format: str) -> tuple[str, ...]:
+    """The fields of one cached position in ``attn_format``: rows and (int8) their scales."""
+    return ("k", "v", "k_scale", "v_scale") if check_attn_format(attn_format) == "int8" else ("k", "v")
+
+
+def kv_entry_layout(head_dim: int, attn_format: str = "int8") -> data.StructLayout:
+    """One cached position of one kv head: the K and V rows (int8 with their scales, or
+    float32), k after RoPE."""
+    row = data.ArrayLayout(kv_element_shape(attn_format), head_dim)
+    return data.StructLayout({name: row if name in ("k", "v") else unsigned(32) for name in kv_fields(attn_format)})
+
+
+def prefill_load_layout(head_dim: int, heads: int, attn_format: str = "int8") -> data.StructLayout:
+    """One token of the chunk: the query of each of the ``heads`` query heads (int8 with d_q,
+    or float32: ``attn_format``) and the kv head's key and value (:func:`kv_entry_layout`)."""
+    entry = kv_entry_layout(head_dim, attn_format).members
+    order = ("k", "k_scale", "v", "v_scale")
+    return data.StructLayout({"q": data.ArrayLayout(query_layout(head_dim, attn_format), heads),
+                              **{name: entry[name] for name in order if name in entry}})
 
 
 def prefill_out_layout(out_lanes: int, heads: int, chunk: int) -> data.StructLayout:
@@ -61,7 +73,7 @@ class PrefillAttention(wiring.Component):
     Latency and throughput: the cores set the pace (``AttentionCore``: about hd/dot_lanes +
     max(5, hd/pv_lanes) + 1 cycles per key and ~110 cycles per tile); fully masked tiles are
     never visited (simulated: ``bench/results/attention.json``, ``prefill``). Earlier
-    chunks' keys are read from DDR once per query (``pos0 * (2 * hd + KV_RECORD_BYTES)`` bytes per token), so
+    chunks' keys are read from DDR once per query (``pos0 * (2 * hd + KV_RECORD_BYTES)`` bytes per token in int8, ``pos0 * 8 * hd`` in fp32), so
     prompts longer than one chunk pay that traffic; the chunk's own keys never leave the chip
     until the cache append.
 
@@ -70,6 +82,8 @@ class PrefillAttention(wiring.Component):
 
     Parameters (keyword-only): ``head_dim``, ``tile`` (``attn_tile``), ``chunk`` (most tokens
     per pass, ``prefill_chunk``), ``heads`` (parallel query heads sharing a kv head),
+    ``attn_format`` (``"int8"``: int8 K/V rows with scales and int8 queries; ``"fp32"``: float32
+    rows and queries, the buffers 4x wider and no scale records),
     ``addr_width``, ``data_width`` (AXI), ``dot_lanes``, ``pv_lanes``, ``out_lanes`` (cores).
 
     Ports: ``cmd`` (In, prefill_command_layout), ``load`` (In, prefill_load_layout), ``o``
@@ -78,21 +92,25 @@ class PrefillAttention(wiring.Component):
     """
 
     def __init__(self, *, head_dim: int, tile: int, chunk: int, heads: int = 1, addr_width: int = 40,
-                 data_width: int = 128, dot_lanes: int = 16, pv_lanes: int = 16, out_lanes: int = 8):
+                 data_width: int = 128, dot_lanes: int = 16, pv_lanes: int = 16, out_lanes: int = 8,
+                 attn_format: str = "int8"):
         for name, value in (("chunk", chunk), ("heads", heads)):
             check_positive_int(name, value)
+        self.attn_format = check_attn_format(attn_format)
         if chunk >= 1 << POSITION.width:
             raise ValueError(f"chunk ({chunk}) must be below {1 << POSITION.width} "
                              f"({POSITION.width}-bit positions)")
         self.cores = [AttentionCore(head_dim=head_dim, tile=tile, dot_lanes=dot_lanes, pv_lanes=pv_lanes,
-                                    out_lanes=out_lanes) for _ in range(heads)]
-        self.reader = KvReader(head_dim=head_dim, tile=tile, addr_width=addr_width, data_width=data_width)
-        self.writer = KvWriter(head_dim=head_dim, addr_width=addr_width, data_width=data_width)
+                                    out_lanes=out_lanes, attn_format=attn_format) for _ in range(heads)]
+        self.reader = KvReader(head_dim=head_dim, tile=tile, addr_width=addr_width, data_width=data_width,
+                               attn_format=attn_format)
+        self.writer = KvWriter(head_dim=head_dim, addr_width=addr_width, data_width=data_width,
+                               attn_format=attn_format)
         self.head_dim, self.tile, self.chunk, self.heads = head_dim, tile, chunk, heads
         self.addr_width, self.out_lanes = addr_width, out_lanes
         super().__init__({
             "cmd": In(stream.Signature(prefill_command_layout(chunk, addr_width))),
-            "load": In(stream.Signature(prefill_load_layout(head_dim, heads))),
+            "load": In(stream.Signature(prefill_load_layout(head_dim, heads, attn_format))),
             "o": Out(stream.Signature(prefill_out_layout(out_lanes, heads, chunk))),
             "axi_read": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
             "axi_write": Out(axi_write_signature(addr_width=addr_width, data_width=data_width)),
@@ -110,10 +128,9 @@ class PrefillAttention(wiring.Component):
         m.d.comb += self.error.eq(reader.error | writer.error)
 
         # ---- on-chip buffers: the chunk's keys/values (+ scales) and queries, by token
-        row = data.ArrayLayout(signed(8), hd)
-        kv_mem = memory.Memory(shape=data.StructLayout({"k": row, "v": row, "k_scale": 32, "v_scale": 32}),
-                               depth=chunk, init=[])
-        q_mem = memory.Memory(shape=data.ArrayLayout(query_layout(hd), heads), depth=chunk, init=[])
+        fmt, fields = self.attn_format, kv_fields(self.attn_format)
+        kv_mem = memory.Memory(shape=kv_entry_layout(hd, fmt), depth=chunk, init=[])
+        q_mem = memory.Memory(shape=data.ArrayLayout(query_layout(hd, fmt), heads), depth=chunk, init=[])
         m.submodules.kv_mem, m.submodules.q_mem = kv_mem, q_mem
         kv_wp, q_wp = kv_mem.write_port(), q_mem.write_port()
         kv_rp, q_rp = kv_mem.read_port(), q_mem.read_port()
@@ -125,17 +142,21 @@ class PrefillAttention(wiring.Component):
 
         # ---- load: buffer each token, and append its k/v to the cache
         load = self.load.payload
-        m.d.comb += [kv_wp.addr.eq(index), kv_wp.data.k.eq(load.k), kv_wp.data.v.eq(load.v),
-                     kv_wp.data.k_scale.eq(load.k_scale), kv_wp.data.v_scale.eq(load.v_scale),
-                     q_wp.addr.eq(index), q_wp.data.eq(load.q)]
+        # (loops, not generator expressions: a local a closure captures becomes a cell, which
+        # Amaranth's name tracer does not follow, and the memory ports would lose their names)
+        m.d.comb += kv_wp.addr.eq(index)
+        for name in fields:
+            m.d.comb += getattr(kv_wp.data, name).eq(getattr(load, name))
+        m.d.comb += [q_wp.addr.eq(index), q_wp.data.eq(load.q)]
         append = writer.append.payload
         m.d.comb += [append.k_base.eq(cmd.k_base), append.v_base.eq(cmd.v_base), append.s_base.eq(cmd.s_base),
-                     append.pos.eq(pos), append.k.eq(load.k), append.v.eq(load.v),
-                     append.k_scale.eq(load.k_scale), append.v_scale.eq(load.v_scale)]
+                     append.pos.eq(pos)]
+        for name in fields:
+            m.d.comb += getattr(append, name).eq(getattr(load, name))
         appends_pending = Signal(range(chunk + 2))  # appends handed to the writer, not yet acknowledged
 
         # ---- the key beat offered to every core (one register, taken by all before it moves on)
-        kbeat = Signal(key_layout(hd))
+        kbeat = Signal(key_layout(hd, fmt))
         kbeat_valid = Signal()
         taken = Signal(heads)                     # cores that took the current kbeat
         core_take = Cat(core.keys.valid & core.keys.ready for core in self.cores)
@@ -167,9 +188,9 @@ class PrefillAttention(wiring.Component):
         m.d.comb += kv_rp.addr.eq(key_pos - cmd.pos0)
         hist = reader.keys
         with m.If(fetch_pending):
-            m.d.sync += [kbeat.k.eq(kv_rp.data.k), kbeat.v.eq(kv_rp.data.v),
-                         kbeat.k_scale.eq(kv_rp.data.k_scale), kbeat.v_scale.eq(kv_rp.data.v_scale),
-                         kbeat.tile_last.eq(fetch_tile_last), kbeat.last.eq(fetch_last),
+            for name in fields:
+                m.d.sync += getattr(kbeat, name).eq(getattr(kv_rp.data, name))
+            m.d.sync += [kbeat.tile_last.eq(fetch_tile_last), kbeat.last.eq(fetch_last),
                          kbeat_valid.eq(1), taken.eq(0), fetch_pending.eq(0)]
 
         # ---- outputs: drain the cores in head order

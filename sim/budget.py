@@ -33,7 +33,6 @@ ulp, so they do not add and binary16 formats lose nearly as much as int8.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
@@ -42,7 +41,7 @@ from ..config import HardwareConfig, ModelConfig
 from ..contract import fp32 as f
 from ..weights import ModelWeights
 from .backends import cosine
-from .golden import ACT_CLAMP, INV_127, GoldenModel, KVCache, Trace, key_tile_order
+from .golden import ACT_CLAMP, INV_127, SCORE_LANES, FloatKVCache, GoldenModel, KVCache, Trace, key_tile_order
 from .reference import ReferenceModel
 
 F32 = np.float32
@@ -66,7 +65,8 @@ KNOBS: dict[str, str] = {
     "silu": "SiLU as x * recip(1 + exp(-x)) with fp32.exp and fp32.recip (3.5) -> x / (1 + exp(-x)) in "
             "float32 with a correctly rounded exp (Hugging Face)",
     "reduction_order": "the documented float32 orders: fp32.vector_sum's lanes and partials (RMSNorm sum of "
-                       "squares; also float dot products where another knob makes an operand float), the "
+                       "squares; the fp32 attention format's score, 16 lanes, 3.8, and the score wherever "
+                       "another knob makes an operand float), the "
                        "softmax's sequential l and o accumulations -> float64 sums rounded once",
     "ftz": "flush-to-zero of subnormal inputs and outputs of the element-wise operations (the embedding "
            "row included) -> IEEE gradual underflow",
@@ -88,13 +88,26 @@ VARIANTS: dict[str, str] = {
     "q_fp16": "the query rounded to binary16 for the score (no scale)",
     "head_fp16": "the LM head as binary16 rows on the float32 normalised vector (hw lm_head_format "
                  "'fp16', 3.9) instead of int8 rows and the int8 quantiser",
+    "kv_int16": "K and V cached as int16 with the int8 format's absmax scale per (token, head) (d = m / 32767), "
+                "kept as their dequantised float32 values; scores and the weighted sum of V in float32",
+    "q_int16": "the query quantised the same way to int16 per (token, head) for the score",
+    "k_channel_int8": "keys cached as int8 with one scale per (kv head, channel), fixed from the absmax of the "
+                      "prompt's keys (later keys clipped to it; KIVI-style per-channel key scales, calibrated on "
+                      "the prompt itself, a best case); values int8 per (token, head) as the hardware's; scores "
+                      "and the weighted sum in float32",
 }
+
+#: Variants that replace the K/V cache's format, and the query's (each needs the int8 site it replaces).
+KV_VARIANTS = ("kv_fp16", "kv_int16", "k_channel_int8")
+Q_VARIANTS = ("q_fp16", "q_int16")
 
 
 def knobs_for(config: ModelConfig, hw: HardwareConfig) -> tuple[str, ...]:
     """The knobs that have sites in this model on this hardware (``silu`` only for SiLU models;
     the LM-head knob of hw.lm_head_format)."""
     skip = {"lm_head_fp16" if hw.lm_head_format == "int8" else "lm_head_int8"}
+    if hw.attn_format == "fp32":             # float K/V and query: the int8 sites are not there
+        skip |= {"kv_int8", "q_int8"}
     if config.hidden_act != "silu":
         skip.add("silu")
     return tuple(k for k in KNOBS if k not in skip)
@@ -118,6 +131,15 @@ def _as_fp16(x) -> np.ndarray:
     """float32 values rounded to binary16 (nearest even; overflow to inf), back as float32."""
     with np.errstate(all="ignore"):
         return np.asarray(x, dtype=F32).astype(np.float16).astype(F32)
+
+
+def _absmax_round(x, levels: int, m=None) -> np.ndarray:
+    """x rounded to ``levels`` steps of an absmax scale (d = m / levels, m the absmax over the last
+    axis unless given, broadcastable), clipped, back as float32: an integer format's values."""
+    x = np.asarray(x, F64)
+    m = np.maximum(np.max(np.abs(x), axis=-1, keepdims=True), 1e-5) if m is None else np.asarray(m, F64)
+    d = m / levels
+    return _f32(np.clip(np.round(x / d), -levels, levels) * d)
 
 
 class Numerics:
@@ -193,15 +215,17 @@ class Numerics:
         return self.div(x, self.add(F32(1.0), e))
 
     # --- reductions ---------------------------------------------------------------------------
-    def vector_sum(self, x):
-        """Sum over the last axis: fp32.vector_sum's order, or float64 rounded once."""
+    def vector_sum(self, x, lanes: int | None = None):
+        """Sum over the last axis: fp32.vector_sum's order (beats of ``lanes``, default the
+        element-wise lanes), or float64 rounded once."""
+        lanes = self.lanes if lanes is None else lanes
         if not self.hw("reduction_order"):
             return self._round64(np.sum(np.asarray(x, dtype=F64), axis=-1))
         if self.flush:
-            return f.vector_sum(x, self.lanes)
+            return f.vector_sum(x, lanes)
         # fp32.vector_sum's order without the flushing
         x = _f32(x)
-        n, lanes, inter = x.shape[-1], self.lanes, f.ACC_INTERLEAVE
+        n, inter = x.shape[-1], f.ACC_INTERLEAVE
         beats = max(1, -(-n // lanes))
         padded = np.zeros(x.shape[:-1] + (beats * lanes,), dtype=F32)
         padded[..., :n] = x
@@ -216,12 +240,13 @@ class Numerics:
             partial = self.add(partial[..., 0::2], partial[..., 1::2])
         return partial[..., 0]
 
-    def dot(self, a, b):
-        """sum_i a_i * b_i over the last axis: products rounded then vector_sum, or the exact
-        products summed in float64 and rounded once."""
+    def dot(self, a, b, lanes: int | None = None):
+        """sum_i a_i * b_i over the last axis: products rounded then vector_sum (over beats of
+        ``lanes``, default the element-wise lanes), or the exact products summed in float64 and
+        rounded once."""
         if not self.hw("reduction_order"):
             return self._round64(np.sum(np.asarray(a, dtype=F64) * np.asarray(b, dtype=F64), axis=-1))
-        return self.vector_sum(self.mul(a, b))
+        return self.vector_sum(self.mul(a, b), lanes)
 
     def accumulate(self, acc, terms):
         """acc + terms[0] + terms[1] + ... (terms along axis 0): sequentially in float32 (the
@@ -275,24 +300,6 @@ class Numerics:
                                self.add(self.mul(x2, c), self.mul(x1, s))], axis=-1)
 
 
-@dataclass
-class FloatKV:
-    """One layer's cache of float32 keys and values, (kv head, position, head_dim)."""
-    k: np.ndarray
-    v: np.ndarray
-
-    @classmethod
-    def empty(cls, kv_heads: int, capacity: int, head_dim: int) -> "FloatKV":
-        return cls(np.zeros((kv_heads, capacity, head_dim), F32), np.zeros((kv_heads, capacity, head_dim), F32))
-
-    def write(self, pos0: int, k, v):
-        t = k.shape[0]
-        if pos0 + t > self.k.shape[1]:
-            raise ValueError(f"KV cache overflow: positions {pos0}..{pos0 + t - 1} exceed capacity {self.k.shape[1]}")
-        self.k[:, pos0:pos0 + t] = k.transpose(1, 0, 2)
-        self.v[:, pos0:pos0 + t] = v.transpose(1, 0, 2)
-
-
 class BudgetModel(GoldenModel):
     """The golden model with the knobs in ``exact`` replaced by the exact float operation
     (:data:`KNOBS`) and the formats in ``variants`` (:data:`VARIANTS`) replacing the hardware's;
@@ -306,9 +313,15 @@ class BudgetModel(GoldenModel):
         if "head_fp16" in self.variants and hw.lm_head_format != "int8":
             raise ValueError("variant head_fp16 replaces the int8 LM head; this hardware's head is already fp16")
         self.ops = Numerics(self.exact, hw.ew_lanes)
-        # the float paths of K/V and q: float32 (exact knob) or binary16 (variant)
-        self.float_kv = "kv_fp16" in self.variants or not self.ops.hw("kv_int8")
-        self.float_q = "q_fp16" in self.variants or not self.ops.hw("q_int8")
+        # the float paths of K/V and q: float32 (the fp32 format or an exact knob) or binary16 (variant)
+        fp32 = hw.attn_format == "fp32"
+        if fp32 and self.variants & {*KV_VARIANTS, *Q_VARIANTS}:
+            raise ValueError(f"variants {', '.join(KV_VARIANTS + Q_VARIANTS)} replace the int8 formats; "
+                             "this hardware's attention is fp32")
+        if len(self.variants & set(KV_VARIANTS)) > 1 or len(self.variants & set(Q_VARIANTS)) > 1:
+            raise ValueError("at most one K/V variant and one query variant at a time")
+        self.float_kv = fp32 or bool(self.variants & set(KV_VARIANTS)) or not self.ops.hw("kv_int8")
+        self.float_q = fp32 or bool(self.variants & set(Q_VARIANTS)) or not self.ops.hw("q_int8")
         super().__init__(weights, hw)
         # the TLMM is exact: one float64 matrix product per projection gives the same integers
         self.trits_t = [{n: t.trits.T.astype(F64) for n, t in lw.proj.items()} for lw in weights.layers]
@@ -318,8 +331,9 @@ class BudgetModel(GoldenModel):
 
     def reset(self):
         c = self.config
-        make = FloatKV.empty if self.float_kv else KVCache.empty
+        make = FloatKVCache.empty if self.float_kv else KVCache.empty
         self.caches = [make(c.num_kv_heads, self.hw.max_context, c.head_dim) for _ in range(c.num_layers)]
+        self.key_channel_max = [None] * c.num_layers    # k_channel_int8: per (kv head, channel)
         self.position = 0
 
     # --- pieces ---------------------------------------------------------------------------------
@@ -344,7 +358,7 @@ class BudgetModel(GoldenModel):
         else:
             keys = f.from_int(cache.k[kv_head, lo:hi]) if kv_hw else cache.k[kv_head, lo:hi]
             query = q_vec if self.float_q else f.from_int(q_vec)
-            dots = o.dot(keys, query[None, :])
+            dots = o.dot(keys, query[None, :], SCORE_LANES)     # the fp32 format's score order
         if kv_hw:
             dots = o.mul(dots, cache.k_scale[kv_head, lo:hi])
         return o.mul(dots, q_factor)
@@ -396,7 +410,11 @@ class BudgetModel(GoldenModel):
         c, o = self.config, self.ops
         t_count, heads, hd = q.shape
         if self.float_q:
-            q_vec, d_q = _as_fp16(q) if "q_fp16" in self.variants else q, np.ones((t_count, heads), F32)
+            if "q_fp16" in self.variants:
+                q = _as_fp16(q)
+            elif "q_int16" in self.variants:
+                q = _absmax_round(q, 32767)
+            q_vec, d_q = q, np.ones((t_count, heads), F32)
         else:
             q_vec, d_q, _ = o.quantize(q)
         out = np.zeros((t_count, heads, hd), dtype=F32)
@@ -421,6 +439,13 @@ class BudgetModel(GoldenModel):
             self.caches[i].write(int(positions[0]), k_q, k_d, v_q, v_d)
         elif "kv_fp16" in self.variants:
             self.caches[i].write(int(positions[0]), _as_fp16(k), _as_fp16(v))
+        elif "kv_int16" in self.variants:
+            self.caches[i].write(int(positions[0]), _absmax_round(k, 32767), _absmax_round(v, 32767))
+        elif "k_channel_int8" in self.variants:
+            if int(positions[0]) == 0:            # the prompt's first chunk fixes the channel scales
+                self.key_channel_max[i] = np.maximum(np.max(np.abs(np.asarray(k, F64)), axis=0), 1e-5)
+            self.caches[i].write(int(positions[0]), _absmax_round(k, 127, self.key_channel_max[i]),
+                                 _absmax_round(v, 127))
         else:
             self.caches[i].write(int(positions[0]), k, v)
         attn = self.attention(q, positions, self.caches[i])

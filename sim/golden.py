@@ -17,6 +17,7 @@ Units:
     residual_add               residual stream update
     gated_activation           ReLU^2(gate) * up or SiLU(gate) * up
     rope                       rotate-half RoPE from the host-computed table
+    KVCache, FloatKVCache      the K/V cache in the int8 and fp32 formats (append quantises or stores)
     attention                  prefill and decode attention (online softmax over key tiles)
     lm_head                    int8-per-row (or fp16) LM head
 """
@@ -29,7 +30,7 @@ import numpy as np
 
 from ..config import HardwareConfig, ModelConfig
 from ..contract import fp32 as f
-from ..contract.formats import (code_bits, lm_head_int8, rope_table, tlmm_digits, tlmm_encode,
+from ..contract.formats import (ATTN_SCORE_LANES, code_bits, lm_head_int8, rope_table, tlmm_digits, tlmm_encode,
                                 tlmm_groups, weight_multiplier)
 from ..weights import ModelWeights
 
@@ -149,28 +150,76 @@ def rope(x: np.ndarray, positions: np.ndarray, cos: np.ndarray, sin: np.ndarray)
 
 @dataclass
 class KVCache:
-    """One layer's cache: int8 keys/values per (kv head, position, head_dim) and a float32
-    dequantisation scale per (kv head, position)."""
+    """One layer's cache in the int8 format: int8 keys/values per (kv head, position, head_dim)
+    and a float32 dequantisation scale per (kv head, position)."""
 
     k: np.ndarray
     v: np.ndarray
     k_scale: np.ndarray
     v_scale: np.ndarray
+    format = "int8"
 
     @classmethod
     def empty(cls, kv_heads: int, capacity: int, head_dim: int) -> "KVCache":
         return cls(np.zeros((kv_heads, capacity, head_dim), np.int8), np.zeros((kv_heads, capacity, head_dim), np.int8),
                    np.zeros((kv_heads, capacity), np.float32), np.zeros((kv_heads, capacity), np.float32))
 
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[1]
+
+    def _check(self, pos0: int, t: int) -> None:
+        if pos0 + t > self.capacity:
+            raise ValueError(f"KV cache overflow: positions {pos0}..{pos0 + t - 1} exceed capacity {self.capacity}")
+
     def write(self, pos0: int, k_q, k_d, v_q, v_d):
         """Store a chunk: k_q/v_q (T, kv_heads, hd), k_d/v_d (T, kv_heads)."""
         t = k_q.shape[0]
-        if pos0 + t > self.k.shape[1]:
-            raise ValueError(f"KV cache overflow: positions {pos0}..{pos0 + t - 1} exceed capacity {self.k.shape[1]}")
+        self._check(pos0, t)
         self.k[:, pos0:pos0 + t] = k_q.transpose(1, 0, 2)
         self.v[:, pos0:pos0 + t] = v_q.transpose(1, 0, 2)
         self.k_scale[:, pos0:pos0 + t] = k_d.T
         self.v_scale[:, pos0:pos0 + t] = v_d.T
+
+    def append(self, pos0: int, k, v):
+        """The cache append of float32 k (after RoPE) and v (T, kv_heads, hd): each row
+        quantised by :func:`quantize` (per token and kv head)."""
+        k_q, k_d = quantize(k)
+        v_q, v_d = quantize(v)
+        self.write(pos0, k_q, k_d, v_q, v_d)
+
+
+@dataclass
+class FloatKVCache(KVCache):
+    """One layer's cache in the fp32 format: float32 keys/values per (kv head, position,
+    head_dim), stored as computed (no scales)."""
+
+    k_scale: None = None
+    v_scale: None = None
+    format = "fp32"
+
+    @classmethod
+    def empty(cls, kv_heads: int, capacity: int, head_dim: int) -> "FloatKVCache":
+        return cls(np.zeros((kv_heads, capacity, head_dim), np.float32),
+                   np.zeros((kv_heads, capacity, head_dim), np.float32))
+
+    def write(self, pos0: int, k, v):
+        """Store a chunk: k/v (T, kv_heads, hd) float32."""
+        t = k.shape[0]
+        self._check(pos0, t)
+        self.k[:, pos0:pos0 + t] = np.asarray(k, np.float32).transpose(1, 0, 2)
+        self.v[:, pos0:pos0 + t] = np.asarray(v, np.float32).transpose(1, 0, 2)
+
+    def append(self, pos0: int, k, v):
+        self.write(pos0, k, v)
+
+
+#: The K/V cache class of each ``HardwareConfig.attn_format``.
+KV_CACHES = {"int8": KVCache, "fp32": FloatKVCache}
+
+#: Lanes of the fp32 format's score dot product (``fp32.vector_sum``'s beats): the attention
+#: cores' ``dot_lanes``.
+SCORE_LANES = ATTN_SCORE_LANES
 
 
 def key_tile_order(pos: int, tile: int) -> list[tuple[int, int]]:
@@ -185,49 +234,75 @@ def key_tile_order(pos: int, tile: int) -> list[tuple[int, int]]:
     return ranges
 
 
-def attention_query(q_q: np.ndarray, d_q: np.float32, cache: KVCache, kv_head: int, pos: int,
-                    tile: int, head_dim: int) -> np.ndarray:
-    """One query head at position ``pos`` against cached keys 0..pos; returns float32 (head_dim,).
+def attention_scores(cache: KVCache, kv_head: int, lo: int, hi: int, q: np.ndarray, d_q, head_dim: int,
+                     lanes: int = SCORE_LANES) -> np.ndarray:
+    """Scores s_j of keys lo..hi-1 for one query (docs 3.8):
 
-    Scores: s_j = (from_int(q_q . k_q[j]) * d_k[j]) * (d_q * fp32(1/sqrt(head_dim))).
-    Online softmax over the tiles of key_tile_order; per tile: m' = max(m, max_j s_j),
-    a = exp(m - m'), l = l*a then l += p_j for j ascending, o = o*a then o += (p_j*d_v[j]) *
-    from_int(v_q[j]) for j ascending, with p_j = exp(s_j - m'). Output o * recip(l)."""
+    - int8: s_j = (from_int(q_q . k_q[j]) * d_k[j]) * (d_q * fp32(1/sqrt(hd))), the dot product exact;
+    - fp32: s_j = vector_sum(k[j] * q, lanes) * fp32(1/sqrt(hd)), products rounded to float32 and
+      summed in ``fp32.vector_sum`` order over beats of ``lanes`` (the cores' dot lanes); d_q unused."""
     inv_sqrt = np.float32(1.0 / np.sqrt(head_dim))
-    dq = f.mul(np.float32(d_q), inv_sqrt)
+    if cache.format == "fp32":
+        dots = f.vector_sum(f.mul(cache.k[kv_head, lo:hi], f.as_f32(q)[None, :]), lanes)
+        return f.mul(dots, inv_sqrt)
+    dots = cache.k[kv_head, lo:hi].astype(np.int64) @ np.asarray(q).astype(np.int64)
+    return f.mul(f.mul(f.from_int(dots), cache.k_scale[kv_head, lo:hi]), f.mul(np.float32(d_q), inv_sqrt))
+
+
+def attention_values(cache: KVCache, kv_head: int, lo: int, hi: int, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The weights and value rows of keys lo..hi-1: (p_j * d_v[j], from_int(v_q[j])) in the int8
+    format, (p_j, v[j]) in fp32."""
+    if cache.format == "fp32":
+        return p, cache.v[kv_head, lo:hi]
+    return f.mul(p, cache.v_scale[kv_head, lo:hi]), f.from_int(cache.v[kv_head, lo:hi])
+
+
+def attention_query(q: np.ndarray, d_q, cache: KVCache, kv_head: int, pos: int, tile: int, head_dim: int,
+                    lanes: int = SCORE_LANES) -> np.ndarray:
+    """One query head at position ``pos`` against cached keys 0..pos; returns float32 (head_dim,).
+    ``q`` is the int8 query with its scale ``d_q`` (int8 cache) or the float32 query (fp32 cache,
+    ``d_q`` unused): the query's format follows the cache's.
+
+    Scores: :func:`attention_scores`. Online softmax over the tiles of key_tile_order; per
+    tile: m' = max(m, max_j s_j), a = exp(m - m'), l = l*a then l += p_j for j ascending,
+    o = o*a then o += w_j * v_j for j ascending with p_j = exp(s_j - m') and (w_j, v_j) of
+    :func:`attention_values`. Output o * recip(l)."""
     m = np.float32(-np.inf)
     l = np.float32(0.0)
     o = np.zeros(head_dim, dtype=np.float32)
-    kq = cache.k[kv_head].astype(np.int64)
-    vq = cache.v[kv_head]
-    qq = q_q.astype(np.int64)
     for lo, hi in key_tile_order(pos, tile):
-        dots = kq[lo:hi] @ qq
-        s = f.mul(f.mul(f.from_int(dots), cache.k_scale[kv_head, lo:hi]), dq)
+        s = attention_scores(cache, kv_head, lo, hi, q, d_q, head_dim, lanes)
         m_new = f.fmax(m, np.max(s))
         a = f.exp(f.sub(m, m_new))
         p = f.exp(f.sub(s, m_new))
         l = f.mul(l, a)
         o = f.mul(o, a)
-        w = f.mul(p, cache.v_scale[kv_head, lo:hi])
-        vf = f.from_int(vq[lo:hi])
+        w, rows = attention_values(cache, kv_head, lo, hi, p)
         for j in range(hi - lo):
             l = f.add(l, p[j])
-            o = f.add(o, f.mul(w[j], vf[j]))
+            o = f.add(o, f.mul(w[j], rows[j]))
         m = m_new
     return f.mul(o, f.recip(l))
 
 
+def attention_query_input(q: np.ndarray, attn_format: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The query in the score's format: (q_q int8, d_q) by :func:`quantize` per (token, head)
+    for ``"int8"``; (q float32, None) for ``"fp32"``."""
+    if attn_format == "fp32":
+        return f.as_f32(q), None
+    return quantize(q)
+
+
 def attention(q: np.ndarray, positions: np.ndarray, cache: KVCache, config: ModelConfig, tile: int) -> np.ndarray:
     """Prefill (T > 1) or decode (T = 1) attention of q (T, heads, hd) float32 after RoPE, whose
-    keys/values are already in ``cache``. q is quantised per (token, head) with ``quantize``.
+    keys/values are already in ``cache``; q in the cache's format (:func:`attention_query_input`).
     GQA: query head h reads kv head h // (heads/kv_heads). Returns (T, heads*hd) float32."""
-    q_q, d_q = quantize(q)
+    q_in, d_q = attention_query_input(q, cache.format)
     t_count, heads, hd = q.shape
     out = np.zeros((t_count, heads, hd), dtype=np.float32)
     for t in range(t_count):
         for h in range(heads):
-            out[t, h] = attention_query(q_q[t, h], d_q[t, h], cache, h // config.group_size,
+            out[t, h] = attention_query(q_in[t, h], None if d_q is None else d_q[t, h], cache, h // config.group_size,
                                         int(positions[t]), tile, hd)
     return out.reshape(t_count, heads * hd)
 
@@ -302,7 +377,8 @@ class GoldenModel:
 
     def reset(self):
         c = self.config
-        self.caches = [KVCache.empty(c.num_kv_heads, self.hw.max_context, c.head_dim) for _ in range(c.num_layers)]
+        cache = KV_CACHES[self.hw.attn_format]
+        self.caches = [cache.empty(c.num_kv_heads, self.hw.max_context, c.head_dim) for _ in range(c.num_layers)]
         self.position = 0
 
     def _linear(self, layer: PreparedLayer, name: str, x_q, d_x):
@@ -323,9 +399,7 @@ class GoldenModel:
         v = self._linear(lw, "v_proj", x_q, d_x).reshape(t, c.num_kv_heads, c.head_dim)
         q = rope(q, positions, self.cos, self.sin)
         k = rope(k, positions, self.cos, self.sin)
-        k_q, k_d = quantize(k)
-        v_q, v_d = quantize(v)
-        self.caches[i].write(int(positions[0]), k_q, k_d, v_q, v_d)
+        self.caches[i].append(int(positions[0]), k, v)
         attn = attention(q, positions, self.caches[i], c, self.hw.attn_tile)
         a_q, d_a = self._norm_quant(attn, lw.attn_sub_norm)
         h = residual_add(h, self._linear(lw, "o_proj", a_q, d_a))

@@ -71,8 +71,13 @@ class StepMachine:
         return block[:, :a.width]
 
     def kv_view(self, bases: KvBases) -> golden.KVCache:
-        """One kv head's cache arrays in the KV region, as the golden model's KVCache (views)."""
+        """One kv head's cache arrays in the KV region, as the golden model's KVCache or
+        FloatKVCache (views)."""
         capacity, hd = self.program.hardware.max_context, self.program.model.head_dim
+        if self.program.hardware.attn_format == "fp32":
+            k = self.kv[bases.k_base:bases.k_base + 4 * capacity * hd].view(np.float32).reshape(1, capacity, hd)
+            v = self.kv[bases.v_base:bases.v_base + 4 * capacity * hd].view(np.float32).reshape(1, capacity, hd)
+            return golden.FloatKVCache(k, v)
         k = self.kv[bases.k_base:bases.k_base + capacity * hd].view(np.int8).reshape(1, capacity, hd)
         v = self.kv[bases.v_base:bases.v_base + capacity * hd].view(np.int8).reshape(1, capacity, hd)
         records = self.kv[bases.s_base:bases.s_base + capacity * KV_RECORD_BYTES].view(np.float32)
@@ -158,17 +163,15 @@ class StepMachine:
         if step.write_kv:
             cols = slice(step.kv_head * hd, (step.kv_head + 1) * hd)
             k = golden.rope(self.rows("k", n)[:, None, cols], positions, cos, sin)
-            k_q, k_d = golden.quantize(k)
-            v_q, v_d = golden.quantize(self.rows("v", n)[:, None, cols])
-            cache.write(int(positions[0]), k_q, k_d, v_q, v_d)
+            cache.append(int(positions[0]), k, self.rows("v", n)[:, None, cols])
         for head in step.heads:
             cols = slice(head * hd, (head + 1) * hd)
             q = golden.rope(self.rows("q", n)[:, None, cols], positions, cos, sin)
-            q_q, d_q = golden.quantize(q)
+            q_in, d_q = golden.attention_query_input(q, hw.attn_format)
             out = self.rows("attn", n)
             for t in range(n):
-                out[t, cols] = golden.attention_query(q_q[t, 0], d_q[t, 0], cache, 0, int(positions[t]),
-                                                      hw.attn_tile, hd)
+                out[t, cols] = golden.attention_query(q_in[t, 0], None if d_q is None else d_q[t, 0], cache, 0,
+                                                      int(positions[t]), hw.attn_tile, hd)
 
 
 class ProgramBackend:

@@ -90,6 +90,10 @@ def _outputs(program, step, snap: dict, n: int, pos: int) -> list[tuple[str, np.
         if step.write_kv:
             c = step.cache
             kv = snap["kv"]
+            if program.hardware.attn_format == "fp32":         # float32 rows, no scale records
+                row = 4 * hd
+                return out + [(name, kv[base + pos * row:base + (pos + n) * row].view(np.uint32).reshape(n, hd))
+                              for name, base in (("K rows", c.k_base), ("V rows", c.v_base))]
             out += [("K rows", kv[c.k_base + pos * hd:c.k_base + (pos + n) * hd].reshape(n, hd)),
                     ("V rows", kv[c.v_base + pos * hd:c.v_base + (pos + n) * hd].reshape(n, hd)),
                     ("scale records", kv[c.s_base + pos * KV_RECORD_BYTES:c.s_base + (pos + n) * KV_RECORD_BYTES]

@@ -100,7 +100,7 @@ def cmd_info(args) -> int:
     for name, h in HARDWARE_PRESETS.items():
         print(f"  {name:10} board={h.board} clock={h.clock_mhz:g} MHz G={h.tlmm_group} lanes={h.tlmm_lanes} "
               f"tokens={h.tlmm_tokens} ew_lanes={h.ew_lanes} ports={h.hp_ports}x{h.axi_data_width}b "
-              f"max_context={h.max_context} lm_head={h.lm_head_format}")
+              f"max_context={h.max_context} lm_head={h.lm_head_format} attention={h.attn_format}")
     from .boards import BOARD_MODULES, DEFAULT_BOARD, get_board
     print("\nBoards (tellme build --board NAME):")
     print(f"  {'name':10} {'part':22} {'LUT':>8} {'FF':>8} {'DSP':>5} {'BRAM36':>6} {'URAM':>4}  DDR peak  weight buffer")

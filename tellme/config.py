@@ -24,6 +24,8 @@ class ConfigError(TellmeError, ValueError):
 
 ACTIVATIONS = ("relu2", "silu")
 LM_HEAD_FORMATS = ("int8", "fp16")
+#: Formats of the K/V cache and of the query in the attention score (docs/architecture.md 3.8, 6).
+ATTN_FORMATS = ("int8", "fp32")
 
 
 def _require(cond: bool, field_name: str, message: str) -> None:
@@ -141,6 +143,10 @@ class HardwareConfig:
       large model on the KV260), so 2 of the 8 element-wise lanes suffice.
     - ``attn_tile``: keys (and queries, in prefill) per attention tile.
     - ``max_context``: KV-cache capacity in tokens.
+    - ``attn_format``: the K/V cache's and the query's format in attention (docs 3.8, 6):
+      ``"int8"`` (absmax int8 rows with a float32 scale per (token, head); an int8 query) or
+      ``"fp32"`` (float32 rows and query, no scales: 4x the cache bytes, the only format that
+      keeps the logits within cosine 0.999 of Hugging Face's BitNet, ``bench/results/fidelity.json``).
     - ``urams_per_bank``: URAM blocks (4 K x 72 bits) per bank of the double-buffered weight
       buffer; a lane word of P codes spans ceil(P x code bits / 72) of them side by side, so a
       bank holds 4096 x urams_per_bank / that lane words (docs section 4).
@@ -160,6 +166,7 @@ class HardwareConfig:
     axi_data_width: int = 128
     hp_ports: int = 4
     lm_head_format: str = "int8"
+    attn_format: str = "fp32"
     urams_per_bank: int = 16
 
     def __post_init__(self):
@@ -177,6 +184,8 @@ class HardwareConfig:
                  f"must be 64, 128 or 256, got {self.axi_data_width!r}")
         _require(self.lm_head_format in LM_HEAD_FORMATS, "lm_head_format",
                  f"must be one of {', '.join(LM_HEAD_FORMATS)}, got {self.lm_head_format!r}")
+        _require(self.attn_format in ATTN_FORMATS, "attn_format",
+                 f"must be one of {', '.join(ATTN_FORMATS)}, got {self.attn_format!r}")
         _require(self.prefill_chunk % self.tlmm_tokens == 0, "prefill_chunk",
                  f"must be a multiple of tlmm_tokens ({self.tlmm_tokens}), got {self.prefill_chunk}")
 

@@ -60,7 +60,8 @@ def _run(tmp_path, model, hw: HardwareConfig, calls, *, name: str, seed: int):
     program = build_program(model, hw)
     image_bytes, scratch_bytes = page_up(program.image_bytes), page_up(program.scratch_bytes)
     path = AttentionPath(head_dim=model.head_dim, heads=hw.attn_heads_parallel, lanes=hw.ew_lanes,
-                         tile=hw.attn_tile, chunk=hw.prefill_chunk, data_width=hw.axi_data_width)
+                         tile=hw.attn_tile, chunk=hw.prefill_chunk, data_width=hw.axi_data_width,
+                         attn_format=hw.attn_format)
     # A power of two (1 MiB for both tiny models), so that equal paths share one build.
     memory = 1 << (image_bytes + scratch_bytes + page_up(program.kv_bytes) - 1).bit_length()
     run_cocotb(AttentionOnDdr(path, memory), name=name, test_module="tellme.sim.tb.tb_attention_path",
@@ -104,6 +105,20 @@ def test_attention_path_tiny_silu(tmp_path):
              {"pos0": 16, "tokens": 3, "passes": passes, "seed": 12},
              {"pos0": 19, "tokens": 1, "passes": passes, "seed": 13}]
     _run(tmp_path, model, hw, calls, name="attention_path", seed=22)
+
+
+@pytest.mark.rtl
+def test_attention_path_fp32(tmp_path):
+    """The fp32 format (``attn_format``: float32 K/V rows, no scale records, float32 queries, no
+    quantiser): GQA with one query head per pass as in the int8 test, a first chunk of 11
+    tokens with extreme rows, a second of 9 inside a tile, decode steps across the tile boundary
+    at 24; the KV region (4 hd bytes per row) bit-exact with the step machine's."""
+    model, hw = model_preset("tiny"), hardware_preset("sim-small").replace(attn_format="fp32")
+    both = [{"layer": 0, "kv_head": kv, "first": first} for kv in (0, 1) for first in (0, 1)]
+    calls = [{"pos0": 0, "tokens": 11, "passes": both, "seed": 41, "extreme": True},
+             {"pos0": 11, "tokens": 9, "passes": both, "seed": 42},
+             *({"pos0": p, "tokens": 1, "passes": both[:2], "seed": 43 + p} for p in (20, 23, 24))]
+    _run(tmp_path, model, hw, calls, name="attention_path_fp32", seed=24)
 
 
 @pytest.mark.rtl

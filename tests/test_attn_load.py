@@ -8,11 +8,13 @@ from tellme.sim.rtl import run_cocotb
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("head_dim, heads, lanes", [(16, 2, 4), (32, 1, 8)])
-def test_attention_load(head_dim, heads, lanes):
-    run_cocotb(AttentionLoad(head_dim=head_dim, heads=heads, lanes=lanes), name="attn_load",
-               test_module="tellme.sim.tb.tb_attn_load",
-               parameters={"head_dim": head_dim, "heads": heads, "lanes": lanes, "tokens": 12})
+@pytest.mark.parametrize("head_dim, heads, lanes, attn_format", [(16, 2, 4, "int8"), (32, 1, 8, "int8"),
+                                                                 (16, 2, 4, "fp32")])
+def test_attention_load(head_dim, heads, lanes, attn_format):
+    run_cocotb(AttentionLoad(head_dim=head_dim, heads=heads, lanes=lanes, attn_format=attn_format),
+               name=f"attn_load_{attn_format}", test_module="tellme.sim.tb.tb_attn_load",
+               parameters={"head_dim": head_dim, "heads": heads, "lanes": lanes, "tokens": 12,
+                           "attn_format": attn_format})
 
 
 def test_attention_load_parameters():
@@ -20,3 +22,5 @@ def test_attention_load_parameters():
         AttentionLoad(head_dim=12, heads=1, lanes=8)
     with pytest.raises(ValueError, match="heads"):
         AttentionLoad(head_dim=16, heads=0, lanes=4)
+    with pytest.raises(ValueError, match="attn_format"):
+        AttentionLoad(head_dim=16, heads=1, lanes=4, attn_format="fp16")

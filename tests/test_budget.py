@@ -17,7 +17,9 @@ from tellme.sim.golden import GoldenModel, Trace, quantize
 from tellme.sim.reference import ReferenceModel
 from tellme.weights import TernaryTensor, random_weights
 
-HW = hardware_preset("sim-small")
+#: The budget's hardware: the int8 attention format, whose K/V cache and query are the knobs
+#: kv_int8 and q_int8 (the default fp32 format is their fix, test below).
+HW = hardware_preset("sim-small").replace(attn_format="int8")
 PROMPT = [3, 141, 59, 26, 5, 35, 89, 79, 32, 38, 46, 26, 43, 38, 32, 79, 50, 28, 84, 19]   # 20 > chunk 16
 #: All knobs exact against the float reference: the same numbers up to the rounding of float32
 #: sums (the reference's numpy order against float64 rounded once), ~1e-14 on these prompts.
@@ -43,10 +45,12 @@ def differs(a, b):
     return any(not np.array_equal(bits(x), bits(y)) for x, y in zip(a, b, strict=True))
 
 
-@pytest.mark.parametrize("preset, head", [("tiny", "int8"), ("tiny-silu", "int8"), ("tiny", "fp16")])
-def test_no_knob_exact_is_the_golden_model_bit_for_bit(preset, head):
+@pytest.mark.parametrize("preset, head, attn", [("tiny", "int8", "int8"), ("tiny-silu", "int8", "int8"),
+                                                ("tiny", "fp16", "int8"), ("tiny", "int8", "fp32"),
+                                                ("tiny-silu", "int8", "fp32")])
+def test_no_knob_exact_is_the_golden_model_bit_for_bit(preset, head, attn):
     weights = random_weights(model_preset(preset), seed=2)
-    hw = HW.replace(lm_head_format=head)
+    hw = HW.replace(lm_head_format=head, attn_format=attn)
     golden, budget = GoldenModel(weights, hw), BudgetModel(weights, hw)
     tg, tb = Trace(), Trace()
     want = [golden.prefill(PROMPT, tg)] + [golden.decode(t, tg) for t in (9, 250, 0)]
@@ -175,8 +179,9 @@ def test_compare_budget_prints_the_table_and_writes_json(tmp_path, capsys):
     assert main(["compare", "--preset", "tiny", "--hardware", "sim-small", "--prompt-ids", prompt, "--budget",
                  "--steps", "3", "--quiet", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    for row in ("hardware", "fix kv_int8", "keep lm_head_int8", "all exact", "min logits cos", "1st argmax diff"):
+    for row in ("hardware", "fix rsqrt", "keep lm_head_int8", "all exact", "min logits cos", "1st argmax diff"):
         assert row in text
+    assert "kv_int8" not in text and "q_int8" not in text      # sim-small's fp32 attention has no int8 sites
     data = json.loads(out.read_text())
     assert data["steps"] == 3 and data["prompt_ids"] == PROMPT
     assert {c["name"] for c in data["configurations"]} >= {"hardware", "all exact", "fix rsqrt", "keep rsqrt"}
@@ -220,3 +225,16 @@ def test_transformers_made_checkpoint(hf, tmp_path):
         assert min(cosine(a, b) for a, b in zip(logits, theirs)) >= 1 - EXACT_TOLERANCE
     exact = measure(BudgetModel(weights, HW, knobs_for(c, HW)), prompt, tokens, logits, states)
     assert exact["tokens_agree"] and exact["min_logits_cosine"] >= 1 - EXACT_TOLERANCE
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-silu"])
+def test_fp32_attention_format_is_the_budgets_float_kv_and_query(preset):
+    """The hardware's fp32 attention format (``attn_format``) is the configuration the budget
+    measured as "fix kv_int8+q_int8" (float32 K/V cache and query, the score in the fp32
+    format's order), bit for bit: the budget's numbers for it are the format's."""
+    weights = random_weights(model_preset(preset), seed=6)
+    want = run(weights, HW.replace(attn_format="fp32"))
+    got = run(weights, HW, exact={"kv_int8", "q_int8"})
+    for a, b in zip(want, got, strict=True):
+        np.testing.assert_array_equal(bits(a), bits(b))
+    assert differs(want, run(weights, HW))

@@ -46,6 +46,7 @@ def test_model_errors_name_the_field(change, field):
     ({"gating_lanes": 16}, "gating_lanes"),
     ({"axi_data_width": 96}, "axi_data_width"),
     ({"lm_head_format": "int4"}, "lm_head_format"),
+    ({"attn_format": "fp16"}, "attn_format"),
     ({"prefill_chunk": 100}, "prefill_chunk"),
     ({"clock_mhz": -1}, "clock_mhz"),
 ])

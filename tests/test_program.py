@@ -110,7 +110,9 @@ def run_calls(machine_or_golden, calls):
     (model_preset("tiny"), SMALL),
     (model_preset("tiny-silu"), SMALL.replace(lm_head_format="fp16", attn_heads_parallel=2)),
     (ODD, SMALL.replace(prefill_chunk=12, attn_tile=8)),
-], ids=["tiny-relu2-gqa", "tiny-silu-mha-fp16", "odd-shapes"])
+    (model_preset("tiny"), SMALL.replace(attn_format="int8")),
+    (ODD, SMALL.replace(prefill_chunk=12, attn_tile=8, attn_format="int8")),
+], ids=["tiny-relu2-gqa", "tiny-silu-mha-fp16", "odd-shapes", "tiny-int8-attention", "odd-shapes-int8-attention"])
 def test_step_machine_equals_golden_model(config, hw, tmp_path):
     """Two prefill chunks (the second starting inside an attention tile), then decode steps
     across a tile boundary: every call's logits equal the golden model's, bit for bit."""
@@ -142,3 +144,22 @@ def test_regions_are_page_aligned():
     program = build_program(model_preset("tiny"), SMALL)
     assert all(a.offset % 4096 == 0 and a.row_bytes % 16 == 0 for a in program.scratch.values())
     assert program.io.logits_offset == page_up(4 * SMALL.prefill_chunk)
+
+
+@pytest.mark.parametrize("attn_format, row, records", [("int8", 16, True), ("fp32", 64, False)])
+def test_kv_cache_map_lays_out_each_format(attn_format, row, records):
+    """Per (layer, kv head): K rows, V rows (hd int8 or 4 hd float32 bytes per position), then the
+    int8 format's scale records, every array on a 4 KiB page; the fp32 format has no records
+    (s_base 0) and the program's KV region is the map's size."""
+    from tellme.contract.layouts import PAGE, kv_bytes_per_token, kv_cache_map, kv_row_bytes
+    assert kv_row_bytes(16, attn_format) == row
+    bases, total = kv_cache_map(0, 2, 2, 300, 16, attn_format)
+    rows = -(-300 * row // PAGE) * PAGE
+    per_head = 2 * rows + (-(-300 * 16 // PAGE) * PAGE if records else 0)
+    assert total == 4 * per_head
+    b = bases[1, 0]
+    assert (b.k_base, b.v_base) == (2 * per_head, 2 * per_head + rows)
+    assert b.s_base == (2 * per_head + 2 * rows if records else 0)
+    assert kv_bytes_per_token(2, 2, 16, attn_format) == 4 * (2 * row + (16 if records else 0))
+    program = build_program(model_preset("tiny"), SMALL.replace(attn_format=attn_format))
+    assert program.kv_bytes == kv_cache_map(0, 2, 2, SMALL.max_context, 16, attn_format)[1]

@@ -253,6 +253,20 @@ def test_mid_size_model_equals_golden():
 
 @pytest.mark.slow
 @pytest.mark.rtl
+def test_int8_attention_equals_golden(checkpoints):
+    """The int8 attention format (``attn_format``: int8 K/V rows with scale records, int8 queries
+    through the quantiser; the default is fp32) end to end on the ReLU^2 + GQA checkpoint: a
+    20-token prompt in chunks of 12 (the second inside a tile) and 10 generated tokens across
+    the tile at 24 equal the golden backend bit for bit. (Slow: the int8 units run in `make
+    test` at unit and step level, test_attention_path.py.)"""
+    weights, hw = checkpoints["tiny"], HW.replace(attn_format="int8")
+    prompt, new_tokens = _prompt(weights), 10
+    run = _rtl_equals_golden(weights, hw, prompt, new_tokens)
+    assert [c["kind"] for c in run.calls] == ["prefill", "prefill"] + ["decode"] * (new_tokens - 1)
+
+
+@pytest.mark.slow
+@pytest.mark.rtl
 def test_fp16_lm_head_equals_golden(checkpoints):
     """The fp16 LM head (docs 3.9) end to end on the odd shapes (hidden 160 = 40 beats of 4
     lanes, two groups of 4 binary16 per 128-bit beat, rows straddling beats; vocab 288): the

@@ -4,7 +4,9 @@
 cache layout of docs/architecture.md section 6.
 
 Configuration (``tb_config()``): ``kind`` ("core", "decode", "decode_ddr" or "writer"), ``head_dim``, ``tile``,
-``dot_lanes``, ``pv_lanes``, ``out_lanes``, ``seed``, optionally ``results`` (a JSON file the
+``dot_lanes``, ``pv_lanes``, ``out_lanes``, ``seed``, ``attn_format`` (``"int8"``, the default, or
+``"fp32"``: the unit's cache/query format, the golden ``KVCache`` or ``FloatKVCache`` and the
+fp32 score's summation over ``dot_lanes``), optionally ``results`` (a JSON file the
 tests write their measurements to: cycles per query, AXI bytes), ``lengths`` (core: sequence
 lengths), ``contexts`` (decode), ``long_context``, ``bench_contexts``, ``appends`` (writer).
 Tests of another ``kind`` are skipped. Every test builds its testbench object (:class:`CoreTB`,
@@ -20,12 +22,15 @@ Core tests (keys driven by the testbench in ``golden.key_tile_order`` order):
 - ``core_extremes``: q/k/v saturated at +-127 (and at -128), all-equal scores (identical keys,
   zero query, tiny scales), one dominant key in the top tile / an older tile / tile 0 (first
   or last key of its tile), a dominant key so far ahead that every other p_j underflows to 0,
-  large values; with random stalls.
+  large values; with random stalls. In fp32 (``attention_common.float_extreme_cases``):
+  magnitudes near both ends of the range (products overflowing to +-inf scores, a NaN
+  output; products underflowing to subnormals), subnormal inputs, +-0 everywhere, equal
+  scores, dominant keys, large terms cancelling in pairs, exact cancellation, large values.
 
 Decode tests (cache laid out in a cocotbext-axi AxiRamRead by :func:`lay_out_kv`, several
 (layer, kv head) regions, random pauses on AR and R and stalls on query/kv/out):
 
-- ``decode_contexts``: MHA, contexts 1, 2, 32, 33, 128 (and more from ``contexts``);
+- ``decode_contexts``: MHA, contexts 1, 2, 32, 33, 128 (or those of ``contexts``);
 - ``decode_gqa``: 4:1 and 5:1 groups (several queries with the same kv command, back to back);
 - ``decode_long``: one context >= 1024;
 - ``decode_bench``: no pauses, contexts ``bench_contexts``: cycles and DDR bytes for
@@ -35,12 +40,14 @@ Decode tests (cache laid out in a cocotbext-axi AxiRamRead by :func:`lay_out_kv`
   ``ddr_latencies`` at ``ddr_rate`` bytes per cycle.
 
 Every decode query's AR bursts are checked to cover exactly the bytes of positions 0..pos of
-its K, V and scale arrays, once each ((pos+1)*(2*hd+16) bytes), INCR, full width.
+its K, V and scale arrays, once each ((pos+1)*(2*hd+16) bytes; fp32: K and V rows of 4*hd
+bytes, no scale records, (pos+1)*8*hd bytes), INCR, full width.
 
 Writer test ``writer_appends``: random positions of several (layer, kv head) regions appended
 into an AxiRamWrite (pauses on AW, W, B) whose memory starts random; afterwards the whole
 memory must equal the start image with exactly the K row, V row and scale record {k_scale,
-v_scale, 8 zero bytes} of each append written, and ``done`` must pulse once per append.
+v_scale, 8 zero bytes} of each append written (fp32: the float32 K and V rows, raw bit
+patterns, no record), and ``done`` must pulse once per append.
 
 Cycles are counted in clock periods; "cycles per query" runs from the first key beat taken by
 the core to the last output beat taken (both inclusive).
@@ -55,13 +62,15 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
 
-from ...contract.layouts import KV_RECORD_BYTES as RECORD, PAGE, scale_records
+from ...contract.layouts import KV_RECORD_BYTES as RECORD, PAGE, kv_row_bytes, scale_records
+from .. import golden
 from ...hw.attention import key_layout, query_layout
 from ...hw.kv_reader import kv_command_layout
 from ...hw.pipeline import f32_vec
 from .attention_common import (BEAT, AttentionTB, Case, check_burst, check_coverage, check_memory, check_output_bits,
-                               expected_read_ranges, extreme_cases, f32_bits, kv_memory, lay_out_kv, length_cases,
-                               quantized_rows, random_cache, random_kv, random_query, row_int)
+                               expected_read_ranges, extreme_cases, f32_bits, f32_row_int, format_cache, format_query,
+                               kv_memory, kv_position_bytes, lay_out_kv, length_cases, quantized_rows, random_kv,
+                               row_int)
 from .axi import ADDRESS_FIELDS, axi_channel, axi_ram_read, axi_ram_write, random_pauses
 from .streams import (DoneCounter, HandshakeMonitor, StreamSink, StreamSource, random_pause, stream_channel,
                       struct_fields, with_timeout)
@@ -90,13 +99,18 @@ class TB(AttentionTB):
         super().__init__(dut)
         self.kind = self.cfg.get("kind", "core")
         self.golden_tile = int(self.cfg.get("golden_tile", self.tile))
-        self.q_fields = struct_fields(query_layout(self.hd))
-        self.k_fields = struct_fields(key_layout(self.hd))
+        self.q_fields = struct_fields(query_layout(self.hd, self.attn_format))
+        self.k_fields = struct_fields(key_layout(self.hd, self.attn_format))
         self.out_fields = struct_fields(f32_vec(self.out_lanes))
 
     def unit_config(self) -> dict:
         return {"head_dim": self.hd, "tile": self.tile, "dot_lanes": self.dot_lanes, "pv_lanes": self.pv_lanes,
-                "out_lanes": self.out_lanes}
+                "out_lanes": self.out_lanes, "attn_format": self.attn_format}
+
+    def golden(self, case: Case) -> np.ndarray:
+        """The expected output of ``case``: ``golden.attention_query`` at ``golden_tile`` with
+        the unit's ``dot_lanes`` (the fp32 score's beats)."""
+        return case.golden(self.golden_tile, self.dot_lanes)
 
     def query_bound(self, pos: int) -> int:
         """Generous cycle bound for one query (stalls included)."""
@@ -141,7 +155,7 @@ class CoreTB(TB):
         mon = HandshakeMonitor(dut, clock, ["keys", "o", "query"])
         await self.reset()
         t0 = time.monotonic()
-        expected = [c.golden(self.golden_tile) for c in cases]
+        expected = [self.golden(c) for c in cases]
         golden_s = time.monotonic() - t0
         key_counts = []
         for c in cases:
@@ -179,7 +193,7 @@ async def core_lengths(dut):
     no stalls: bit-exact outputs and cycles per query."""
     tb = CoreTB(dut)
     rng = np.random.default_rng(tb.seed * 101 + 1)
-    cases = length_cases(rng, tb.hd, tb.tile, tb.default_lengths(rng))
+    cases = length_cases(rng, tb.hd, tb.tile, tb.default_lengths(rng), attn_format=tb.attn_format)
     rows = await tb.run(cases, stall=0.0, label="core_lengths", rng=random.Random(tb.seed))
     tb.record("core_lengths", {"config": tb.unit_config(), "queries": rows})
 
@@ -190,7 +204,7 @@ async def core_stalls(dut):
     tb = CoreTB(dut)
     rng = np.random.default_rng(tb.seed * 101 + 2)
     lengths = [tb.tile + 1] + sorted(int(n) for n in rng.integers(2, 301, size=2))
-    cases = length_cases(rng, tb.hd, tb.tile, lengths)
+    cases = length_cases(rng, tb.hd, tb.tile, lengths, attn_format=tb.attn_format)
     rows = await tb.run(cases, stall=0.3, label="core_stalls", rng=random.Random(tb.seed + 2))
     tb.record("core_stalls", {"config": tb.unit_config(), "queries": rows})
 
@@ -200,7 +214,7 @@ async def core_extremes(dut):
     """Saturated values, equal scores, dominant keys, underflowing p_j; random stalls."""
     tb = CoreTB(dut)
     rng = np.random.default_rng(tb.seed * 101 + 3)
-    cases = extreme_cases(rng, tb.hd, tb.tile)
+    cases = extreme_cases(rng, tb.hd, tb.tile, tb.attn_format)
     rows = await tb.run(cases, stall=0.25, label="core_extremes", rng=random.Random(tb.seed + 3))
     tb.record("core_extremes", {"config": tb.unit_config(), "queries": rows})
 
@@ -225,7 +239,7 @@ class DecodeTB(TB):
         dut = self.dut
         self.rng = np.random.default_rng(seed)
         prng = random.Random(seed)
-        self.bases, mem_size = kv_memory(KV_BASE, layers, kv_heads, capacity, self.hd)
+        self.bases, mem_size = kv_memory(KV_BASE, layers, kv_heads, capacity, self.hd, self.attn_format)
         image = bytearray(prng.randbytes(mem_size))
 
         def write(addr, data):
@@ -233,7 +247,7 @@ class DecodeTB(TB):
 
         self.caches = {}
         for (layer, head), bases in self.bases.items():
-            cache = random_cache(self.rng, capacity, self.hd)
+            cache = format_cache(self.rng, capacity, self.hd, self.attn_format)
             lay_out_kv(write, cache, 0, bases, capacity)
             self.caches[layer, head] = cache
         if memory == "axiram":
@@ -262,6 +276,10 @@ class DecodeTB(TB):
             pass
         self.mon = HandshakeMonitor(dut, self.clock, channels)
 
+    def query(self) -> tuple:
+        """A random query in the unit's format: (q_q, d_q) or (q float32, None)."""
+        return format_query(self.rng, self.hd, self.attn_format)
+
     def command(self, layer: int, head: int, pos: int) -> dict:
         b = self.bases[layer, head]
         return {"k_base": b.k_base, "v_base": b.v_base, "s_base": b.s_base, "pos": pos}
@@ -271,7 +289,7 @@ class DecodeTB(TB):
         query's AXI reads; returns one row of measurements per query."""
         hd = self.hd
         t0 = time.monotonic()
-        expected = [case.golden(self.golden_tile) for case, _ in jobs]
+        expected = [self.golden(case) for case, _ in jobs]
         golden_s = time.monotonic() - t0
         bound = sum(self.query_bound(case.pos) for case, _ in jobs)
         watchdog = self.watchdog(bound + 20_000, label)
@@ -296,9 +314,10 @@ class DecodeTB(TB):
             lo_c = cmd_cycles[i]
             hi_c = cmd_cycles[i + 1] if i + 1 < len(jobs) else 1 << 62
             bursts = [(v["addr"], check_burst(v, f"{label}: query {i}")) for cyc, v in ar if lo_c <= cyc < hi_c]
-            nbytes = check_coverage(bursts, expected_read_ranges(self.bases[layer, head], case.pos, hd),
+            nbytes = check_coverage(bursts, expected_read_ranges(self.bases[layer, head], case.pos, hd,
+                                                                 self.attn_format),
                                     f"{label}: query {i} ({case.label}, pos {case.pos})")
-            assert nbytes == (case.pos + 1) * (2 * hd + RECORD)
+            assert nbytes == (case.pos + 1) * kv_position_bytes(hd, self.attn_format)
             last_out = mon.moves["o"][(i + 1) * self.out_beats - 1]
             row = {"label": case.label, "layer": layer, "kv_head": head, "pos": case.pos,
                    "keys": case.pos + 1, "tiles": case.pos // self.tile + 1, "bursts": len(bursts),
@@ -323,7 +342,7 @@ class DecodeTB(TB):
         """One query at a time (no overlap between queries) per context, on region (0, 0)."""
         rows = []
         for ctx in contexts:
-            q_q, d_q = random_query(self.rng, self.hd)
+            q_q, d_q = self.query()
             self.mon.clear()
             rows += await self.run([(Case(f"ctx{ctx}", q_q, d_q, self.caches[0, 0], ctx - 1), (0, 0))],
                                    f"{label} ctx {ctx}")
@@ -342,7 +361,7 @@ async def decode_contexts(dut):
     jobs = []
     for i, ctx in enumerate(contexts):
         layer, head = regions[i % len(regions)]
-        q_q, d_q = random_query(tb.rng, tb.hd)
+        q_q, d_q = tb.query()
         jobs.append((Case(f"ctx{ctx}", q_q, d_q, tb.caches[layer, head], ctx - 1), (layer, head)))
     rows = await tb.run(jobs, "decode_contexts")
     tb.record("decode_contexts", {"config": tb.unit_config(), "queries": rows})
@@ -358,7 +377,7 @@ async def decode_gqa(dut):
     jobs = []
     for group, (layer, head), pos in ((4, (0, 1), 70), (5, (0, 0), 45), (4, (0, 0), 99)):
         for h in range(group):
-            q_q, d_q = random_query(tb.rng, tb.hd)
+            q_q, d_q = tb.query()
             jobs.append((Case(f"gqa{group}:1-q{h}", q_q, d_q, tb.caches[layer, head], pos), (layer, head)))
     rows = await tb.run(jobs, "decode_gqa")
     tb.record("decode_gqa", {"config": tb.unit_config(), "queries": rows})
@@ -371,7 +390,7 @@ async def decode_long(dut):
     ctx = int(tb.cfg.get("long_context", 1024))
     tb.connect(layers=1, kv_heads=1, capacity=ctx, seed=tb.seed * 7 + 3, pauses=True, stall=0.1)
     await tb.reset()
-    q_q, d_q = random_query(tb.rng, tb.hd)
+    q_q, d_q = tb.query()
     t0 = time.monotonic()
     rows = await tb.run([(Case(f"ctx{ctx}", q_q, d_q, tb.caches[0, 0], ctx - 1), (0, 0))], "decode_long")
     rows[0]["wall_seconds"] = round(time.monotonic() - t0, 1)
@@ -420,44 +439,67 @@ async def decode_ddr_bench(dut):
 async def writer_appends(dut):
     """Random appends (positions at 0, at the capacity's end, across 4 KiB boundaries) into an
     AxiRamWrite starting random, pauses on AW/W/B and stalls on append: exactly the K row, V
-    row and scale record of each append change, ``done`` pulses once per append."""
+    row and scale record of each append change (fp32: the float32 K and V rows, some with
+    subnormal, +-0, inf and NaN bit patterns), ``done`` pulses once per append."""
+    from ...contract.layouts import kv_arrays
     from ...hw.attn_decode import kv_append_layout
 
     tb = TB(dut)
-    hd, clock = tb.hd, tb.clock
+    hd, clock, fmt = tb.hd, tb.clock, tb.attn_format
+    fp32 = fmt == "fp32"
+    row = kv_row_bytes(hd, fmt)
     prng = random.Random(tb.seed * 13 + 5)
     rng = np.random.default_rng(tb.seed * 13 + 5)
     capacity, layers, kv_heads = 300, 2, 2
-    bases, mem_size = kv_memory(KV_BASE, layers, kv_heads, capacity, hd)
+    bases, mem_size = kv_memory(KV_BASE, layers, kv_heads, capacity, hd, fmt)
     image = bytearray(prng.randbytes(mem_size))
     ram = axi_ram_write(dut, "axi", clock, mem_size, image=image)
     random_pauses([ram], 0.3, prng)
-    fields = struct_fields(kv_append_layout(hd, tb.addr_width))
+    fields = struct_fields(kv_append_layout(hd, tb.addr_width, fmt))
     src = StreamSource(dut, "append", clock, fields=fields, pause=random_pause(0.3, prng.randrange(1 << 30)))
     mon = HandshakeMonitor(dut, clock, {"append": None, "aw": axi_channel(dut, "axi", "aw", ADDRESS_FIELDS),
                                         "b": axi_channel(dut, "axi", "b")})
     # positions: 0, capacity-1, rows across a 4 KiB boundary, random ones
-    crossing = [p for p in range(capacity) if (p * hd) % PAGE > PAGE - hd]
+    crossing = [p for p in range(capacity) if (p * row) % PAGE > PAGE - row]
     positions = [0, capacity - 1] + crossing[:3] + [int(p) for p in rng.integers(0, capacity,
                                                                                size=int(tb.cfg.get("appends", 30)))]
+    specials = np.array([0.0, -0.0, 1e-40, -1e-45, np.inf, -np.inf, np.nan, 3.4e38], np.float32)
     jobs = []
     for pos in positions:
         layer, head = prng.randrange(layers), prng.randrange(kv_heads)
         k, v = random_kv(rng, 1, hd)
-        kq, kd = quantized_rows(k)
-        vq, vd = quantized_rows(v)
-        jobs.append((bases[layer, head], pos, kq[0], kd[0], vq[0], vd[0]))
+        b = bases[layer, head]
+        if fp32:
+            for x in (k, v):                # the writer moves bit patterns: specials in some lanes
+                mask = rng.random(hd) < 0.2
+                x[0, mask] = rng.choice(specials, size=int(mask.sum()))
+            x_bits = np.frombuffer(rng.bytes(4 * hd), np.float32)
+            if rng.random() < 0.2:          # any bit pattern, NaN payloads included
+                k = x_bits[None, :].copy()
+            cache = golden.FloatKVCache.empty(1, 1, hd)
+            cache.write(0, k[:, None, :], v[:, None, :])
+            k_bytes, v_bytes, _ = kv_arrays(cache, 0, 1)
+            payload = {"k": f32_row_int(k[0]), "v": f32_row_int(v[0])}
+            jobs.append((b, pos, payload, k_bytes, v_bytes, b""))
+        else:
+            kq, kd = quantized_rows(k)
+            vq, vd = quantized_rows(v)
+            payload = {"k": row_int(kq[0]), "v": row_int(vq[0]), "k_scale": f32_bits(kd[0]),
+                       "v_scale": f32_bits(vd[0])}
+            jobs.append((b, pos, payload, kq[0].astype(np.int8).tobytes(), vq[0].astype(np.int8).tobytes(),
+                         scale_records([kd[0]], [vd[0]])))
     await tb.reset()
     done = DoneCounter(clock, dut.done, error=dut.error, what="KvWriter")
-    tb.watchdog(400 * len(jobs) + 10_000, "writer_appends")
-    for b, pos, kq, kd, vq, vd in jobs:
-        src.send_nowait({"k_base": b.k_base, "v_base": b.v_base, "s_base": b.s_base, "pos": pos,
-                         "k": row_int(kq), "v": row_int(vq), "k_scale": f32_bits(kd), "v_scale": f32_bits(vd)})
+    per_append = 400 + 8 * row // BEAT
+    tb.watchdog(per_append * len(jobs) + 10_000, "writer_appends")
+    for b, pos, payload, k_bytes, v_bytes, record in jobs:
+        src.send_nowait({"k_base": b.k_base, "v_base": b.v_base, "s_base": b.s_base, "pos": pos, **payload})
         # the golden layout (later appends to the same position overwrite earlier ones)
-        image[b.k_base + pos * hd: b.k_base + (pos + 1) * hd] = kq.astype(np.int8).tobytes()
-        image[b.v_base + pos * hd: b.v_base + (pos + 1) * hd] = vq.astype(np.int8).tobytes()
-        image[b.s_base + pos * RECORD: b.s_base + (pos + 1) * RECORD] = scale_records([kd], [vd])
-    for _ in range(len(jobs) * 400 // 50):
+        image[b.k_base + pos * row: b.k_base + (pos + 1) * row] = k_bytes
+        image[b.v_base + pos * row: b.v_base + (pos + 1) * row] = v_bytes
+        if record:
+            image[b.s_base + pos * RECORD: b.s_base + (pos + 1) * RECORD] = record
+    for _ in range(len(jobs) * per_append // 50):
         await ClockCycles(clock, 50)
         if len(done.cycles) >= len(jobs) and src.idle():
             break
@@ -470,7 +512,9 @@ async def writer_appends(dut):
     # every burst INCR, full width, inside one of the appended K rows / V rows / scale records
     targets = set()
     for b, pos, *_ in jobs:
-        targets.update([(b.k_base + pos * hd, hd), (b.v_base + pos * hd, hd), (b.s_base + pos * RECORD, RECORD)])
+        targets.update([(b.k_base + pos * row, row), (b.v_base + pos * row, row)])
+        if not fp32:
+            targets.add((b.s_base + pos * RECORD, RECORD))
     for v in mon.values["aw"]:
         start, nbytes = v["addr"], check_burst(v, "AW")
         if not any(t <= start and start + nbytes <= t + n for t, n in targets):
@@ -482,6 +526,6 @@ async def writer_appends(dut):
     tb.log.info("writer_appends: %d appends (%d across a 4 KiB boundary) exact; %d AW bursts; cycles per "
                 "append (taken .. done) min %d mean %.1f max %d", len(jobs), len(crossing[:3]), len(mon.moves["aw"]),
                 min(per), sum(per) / len(per), max(per))
-    tb.record("writer_appends", {"config": {"head_dim": hd}, "appends": len(jobs), "aw_bursts": len(mon.moves["aw"]),
-                                 "b_responses": len(mon.moves["b"]),
+    tb.record("writer_appends", {"config": {"head_dim": hd, "attn_format": fmt}, "appends": len(jobs),
+                                 "aw_bursts": len(mon.moves["aw"]), "b_responses": len(mon.moves["b"]),
                                  "cycles_per_append": {"min": min(per), "mean": sum(per) / len(per), "max": max(per)}})

@@ -27,7 +27,7 @@ import cocotb
 import numpy as np
 
 from ...config import HardwareConfig, ModelConfig
-from ...contract.layouts import KV_RECORD_BYTES
+from ...contract.layouts import KV_RECORD_BYTES, kv_row_bytes
 from ...gen.program import Attention, build_program
 from ..machine import StepMachine
 from .axi import axi_channel
@@ -97,8 +97,11 @@ class AttentionPathTB(Testbench):
     def check_bursts(self, label: str, command: dict, mark: dict, n: int) -> None:
         """Every read and write of the pass, each exactly once: per token the q heads' row, the
         key's and the value's; H+1 copies of each table row; the attn rows; with ``write_kv``
-        the K row, V row and scale record of each position, else no cache write."""
+        the K row, V row and (int8 format) scale record of each position, else no cache write."""
         hd, H, rs = self.model.head_dim, self.hw.attn_heads_parallel, command["row_stride"]
+        row = kv_row_bytes(hd, self.hw.attn_format)
+        records = ([(command["s_base"] + (command["pos0"] + t) * KV_RECORD_BYTES, KV_RECORD_BYTES) for t in range(n)]
+                   if self.hw.attn_format == "int8" else [])
         beat = self.hw.axi_data_width // 8
         p0 = command["pos0"]
 
@@ -111,8 +114,8 @@ class AttentionPathTB(Testbench):
             "cos": sorted((command["rope_cos"] + (p0 + t) * 2 * hd, 2 * hd) for t in range(n) for _ in range(H + 1)),
             "sin": sorted((command["rope_sin"] + (p0 + t) * 2 * hd, 2 * hd) for t in range(n) for _ in range(H + 1)),
             "wr": sorted((command["attn"] + t * rs, H * hd * 4) for t in range(n)),
-            "kv_write": sorted([(command[a] + (p0 + t) * hd, hd) for a in ("k_base", "v_base") for t in range(n)]
-                               + [(command["s_base"] + (p0 + t) * KV_RECORD_BYTES, KV_RECORD_BYTES) for t in range(n)])
+            "kv_write": sorted([(command[a] + (p0 + t) * row, row) for a in ("k_base", "v_base") for t in range(n)]
+                               + records)
             if command["write_kv"] else [],
         }
         for name, bursts_wanted in want.items():

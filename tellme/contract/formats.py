@@ -19,7 +19,11 @@ import numpy as np
 
 __all__ = ["code_bits", "table_entries", "tlmm_groups", "tlmm_encode", "tlmm_digits", "tlmm_decode",
            "tlmm_weight_stream", "tlmm_codes_from_stream", "pack_codes", "unpack_codes",
-           "rope_table", "weight_multiplier", "lm_head_int8"]
+           "rope_table", "weight_multiplier", "lm_head_int8", "ATTN_SCORE_LANES"]
+
+#: Lanes of the fp32 attention format's score dot product: the beats of ``fp32.vector_sum``
+#: over the products k_i q_i (docs/architecture.md 3.8), the attention cores' ``dot_lanes``.
+ATTN_SCORE_LANES = 16
 
 
 def code_bits(group: int) -> int:

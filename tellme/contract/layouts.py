@@ -7,8 +7,10 @@
 - The URAM weight buffer: :class:`BufferGeometry` (lane word width, bank depth, per-port
   sub-word size) that both the weight streamer RTL and the generator's tiling read.
 - The KV cache: :func:`kv_cache_map` (where each (layer, kv head)'s K rows, V rows and scale
-  records start), :data:`KV_RECORD_BYTES` and :func:`scale_records` (the record format), and
-  :func:`kv_arrays` (the bytes a cache holds for a range of positions).
+  records start), :func:`kv_element_bytes` / :func:`kv_row_bytes` (the int8 and fp32 formats),
+  :data:`KV_RECORD_BYTES` and :func:`scale_records` (the int8 format's records),
+  :func:`kv_arrays` (the bytes a cache holds for a range of positions) and
+  :func:`kv_bytes_per_token`.
 
 Pure Python and numpy: no hardware description, no simulation.
 """
@@ -27,7 +29,8 @@ __all__ = ["PAGE", "page_up", "align_up", "subword_bytes",
            "IMAGE_MAGIC", "IMAGE_VERSION", "IMAGE_PREAMBLE_BYTES", "ImageFormat", "Section", "image_sections",
            "projection_port_stride", "PROJECTIONS_ORDER",
            "URAM_DEPTH", "URAM_WIDTH", "BufferGeometry",
-           "KV_RECORD_BYTES", "KvBases", "kv_cache_map", "scale_records", "kv_arrays",
+           "KV_RECORD_BYTES", "KvBases", "kv_cache_map", "kv_element_bytes", "kv_row_bytes", "kv_bytes_per_token",
+           "scale_records", "kv_arrays",
            "ScratchArray", "scratch_layout", "IoLayout"]
 
 #: AXI bursts never cross a 4 KiB boundary; every DDR section and KV array starts on one.
@@ -198,29 +201,51 @@ class BufferGeometry:
 KV_RECORD_BYTES = 16
 
 
+def kv_element_bytes(attn_format: str) -> int:
+    """Bytes of one cached K or V element: 1 (``"int8"``) or 4 (``"fp32"``)."""
+    try:
+        return {"int8": 1, "fp32": 4}[attn_format]
+    except KeyError:
+        raise ConfigError(f"attn_format: unknown K/V format {attn_format!r}; known: int8, fp32") from None
+
+
+def kv_row_bytes(head_dim: int, attn_format: str) -> int:
+    """Bytes of one cached K or V row of ``head_dim`` elements."""
+    return head_dim * kv_element_bytes(attn_format)
+
+
 @dataclass(frozen=True)
 class KvBases:
-    """Base byte addresses of one (layer, kv head)'s three arrays."""
+    """Base byte addresses of one (layer, kv head)'s arrays (``s_base``, the scale records, is 0
+    and unused in the fp32 format, which has none)."""
     k_base: int
     v_base: int
     s_base: int
 
 
-def kv_cache_map(kv_base: int, layers: int, kv_heads: int, capacity: int, head_dim: int
-                 ) -> tuple[dict[tuple[int, int], KvBases], int]:
+def kv_cache_map(kv_base: int, layers: int, kv_heads: int, capacity: int, head_dim: int,
+                 attn_format: str = "int8") -> tuple[dict[tuple[int, int], KvBases], int]:
     """Addresses of every (layer, kv head)'s arrays in a KV-cache buffer at ``kv_base`` (4 KiB
-    aligned): per (layer, kv head) in order, K rows [capacity][hd] int8, V rows
-    [capacity][hd] int8, scale records [capacity] x 16 bytes, each array starting on a 4 KiB
-    boundary. Returns (map, total bytes)."""
+    aligned): per (layer, kv head) in order, K rows [capacity][hd], V rows [capacity][hd] (int8
+    or float32 elements, :func:`kv_element_bytes`) and, in the int8 format, scale records
+    [capacity] x 16 bytes, each array starting on a 4 KiB boundary. Returns (map, total bytes)."""
     if kv_base % PAGE:
         raise ValueError(f"kv_base {kv_base:#x} is not 4 KiB aligned")
-    rows, records = page_up(capacity * head_dim), page_up(capacity * KV_RECORD_BYTES)
+    rows = page_up(capacity * kv_row_bytes(head_dim, attn_format))
+    records = page_up(capacity * KV_RECORD_BYTES) if attn_format == "int8" else 0
     bases, addr = {}, kv_base
     for layer in range(layers):
         for head in range(kv_heads):
-            bases[layer, head] = KvBases(addr, addr + rows, addr + 2 * rows)
+            bases[layer, head] = KvBases(addr, addr + rows, addr + 2 * rows if records else 0)
             addr += 2 * rows + records
     return bases, addr - kv_base
+
+
+def kv_bytes_per_token(layers: int, kv_heads: int, head_dim: int, attn_format: str) -> int:
+    """DDR bytes one cached position holds over all layers and kv heads (K row, V row and, in
+    the int8 format, its scale record): what a decode step reads per position of context."""
+    per_head = 2 * kv_row_bytes(head_dim, attn_format) + (KV_RECORD_BYTES if attn_format == "int8" else 0)
+    return layers * kv_heads * per_head
 
 
 def scale_records(k_scale: np.ndarray, v_scale: np.ndarray) -> bytes:
@@ -230,9 +255,13 @@ def scale_records(k_scale: np.ndarray, v_scale: np.ndarray) -> bytes:
 
 
 def kv_arrays(cache, kv_head: int, count: int) -> tuple[bytes, bytes, bytes]:
-    """The bytes of positions 0..count-1 of one kv head of a KV cache (any object with the
-    golden model's ``KVCache`` arrays ``k``, ``v``, ``k_scale``, ``v_scale``) as section 6 lays
-    them out: (K rows, V rows, scale records)."""
+    """The bytes of positions 0..count-1 of one kv head of a KV cache (the golden model's
+    ``KVCache``: int8 ``k``, ``v`` and scales ``k_scale``, ``v_scale``; or ``FloatKVCache``:
+    float32 ``k``, ``v``) as section 6 lays them out: (K rows, V rows, scale records; the
+    last empty in the fp32 format)."""
+    if cache.format == "fp32":
+        return (cache.k[kv_head, :count].astype(np.float32).tobytes(),
+                cache.v[kv_head, :count].astype(np.float32).tobytes(), b"")
     return (cache.k[kv_head, :count].astype(np.int8).tobytes(),
             cache.v[kv_head, :count].astype(np.int8).tobytes(),
             scale_records(cache.k_scale[kv_head, :count], cache.v_scale[kv_head, :count]))
