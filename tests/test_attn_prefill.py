@@ -4,9 +4,10 @@
 tile+1, chunk; chunks on top of a cache, aligned and straddling a tile; GQA passes sharing a
 kv head; extreme values; random stalls and AXI pauses everywhere).
 
-The default set builds a small unit (hd 32, tile 8, chunk 20, two query heads sharing the kv
-head); hd 64 / 96 / 128 (tile 8 and 32, up to four cores) build for minutes and run in
-``make test-all``.
+The configs build a small unit (hd 32, tile 8, chunk 20, two query heads sharing the kv head)
+in both cache formats (``attn_format`` "int8" and "fp32": float32 K/V rows and queries, no
+scale records); hd 64 / 96 / 128 (tile 8 and 32, up to four cores) build for minutes. All run
+in ``make test-all``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ TESTS = ["prefill_lengths", "prefill_history", "prefill_gqa", "prefill_extremes"
 #: long chunks, wide heads) build and simulate for minutes each (`make test-all`).
 CONFIGS = {
     "hd32_t8_c20_h2": (dict(head_dim=32, tile=8, chunk=20, heads=2), True),
+    "fp32_hd32_t8_c20_h2": (dict(head_dim=32, tile=8, chunk=20, heads=2, attn_format="fp32"), True),
     "hd64_t8_c24_h2": (dict(head_dim=64, tile=8, chunk=24, heads=2), True),
     "hd96_t32_c128_h1": (dict(head_dim=96, tile=32, chunk=128, heads=1), True),
     "hd128_t32_c40_h4": (dict(head_dim=128, tile=32, chunk=40, heads=4, pv_lanes=32), True),
@@ -39,6 +41,8 @@ def test_parameters_checked():
         PrefillAttention(head_dim=64, tile=8, chunk=1 << 16)
     with pytest.raises(ValueError, match="head_dim"):
         PrefillAttention(head_dim=60, tile=8, chunk=16)
+    with pytest.raises(ValueError, match="attn_format"):
+        PrefillAttention(head_dim=64, tile=8, chunk=16, attn_format="fp16")
 
 
 @pytest.mark.rtl
@@ -46,6 +50,7 @@ def test_parameters_checked():
                                     for n, (_, slow) in CONFIGS.items()])
 def test_prefill_attention(config):
     params, _ = CONFIGS[config]
+    params = {**params, "attn_format": params.get("attn_format", "int8")}
     results = default_build_root() / f"prefill-cycles-{config}.json"
     results.parent.mkdir(parents=True, exist_ok=True)
     results.unlink(missing_ok=True)

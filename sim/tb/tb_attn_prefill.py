@@ -4,9 +4,11 @@ cocotbext-axi AxiRamRead and the cache appends checked in an AxiRamWrite (layout
 docs/architecture.md section 6; the cases and checks shared with ``tb_attention`` are in
 :mod:`.attention_common`).
 
-Configuration (``tb_config()``): ``head_dim``, ``tile``, ``chunk``, ``heads``, ``out_lanes``,
-``seed``, optionally ``results`` (a JSON file for cycles per pass), ``bench_counts`` (token
-counts of ``prefill_bench``).
+Configuration (``tb_config()``): ``head_dim``, ``tile``, ``chunk``, ``heads``, ``dot_lanes``,
+``pv_lanes``, ``out_lanes``, ``seed``, ``attn_format`` (``"int8"``, the default: golden
+``KVCache`` and int8 queries with d_q; or ``"fp32"``: ``FloatKVCache``, float32 queries, the
+fp32 score summed over ``dot_lanes``, which must match the build), optionally ``results`` (a
+JSON file for cycles per pass), ``bench_counts`` (token counts of ``prefill_bench``).
 
 - ``prefill_lengths``: first chunks (pos0 = 0) of 1, 2, tile, tile+1 and ``chunk`` tokens, no
   stalls (cycles per pass recorded);
@@ -16,14 +18,16 @@ counts of ``prefill_bench``).
 - ``prefill_gqa``: a 5:1 GQA group in ceil(5 / heads) passes over one kv head with different
   query heads (only the first appends the k/v: ``write_kv``), with stalls;
 - ``prefill_extremes``: ``attention_common.extreme_cases`` (saturated int8, equal scores, zero
-  query, dominant keys in the diagonal / older tiles, underflowing p_j, large values) as
+  query, dominant keys in the diagonal / older tiles, underflowing p_j, large values; in fp32
+  ``float_extreme_cases``: overflow to inf and NaN, subnormals, +-0, cancellation, ...) as
   chunks, with stalls;
 - ``prefill_bench``: no stalls or pauses, first chunks of ``bench_counts`` tokens: cycles.
 
 Every pass checks: outputs in order (tokens descending, heads ascending, ``last`` per
-(token, head)), bit-exact; AXI reads = count x pos0 x (2 hd + 16) bytes, all inside the
-history of the pass's kv head; the write memory afterwards equals its start image with exactly
-the chunk's K rows, V rows and scale records written (or untouched without ``write_kv``).
+(token, head)), bit-exact; AXI reads = count x pos0 x (2 hd + 16) bytes (fp32: count x pos0 x
+8 hd), all inside the history of the pass's kv head; the write memory afterwards equals its
+start image with exactly the chunk's K rows, V rows and (int8) scale records written (or
+untouched without ``write_kv``).
 """
 
 from __future__ import annotations
@@ -36,11 +40,12 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
 
-from ...contract.layouts import KV_RECORD_BYTES as RECORD, kv_arrays
+from ...contract.layouts import KV_RECORD_BYTES as RECORD, kv_arrays, kv_row_bytes
 from ...hw.attn_prefill import prefill_command_layout, prefill_load_layout, prefill_out_layout
 from .. import golden
-from .attention_common import (BEAT, AttentionTB, check_memory, check_output_bits, extreme_cases, f32_bits,
-                               kv_memory, lay_out_kv, random_cache, random_queries, row_int)
+from .attention_common import (BEAT, AttentionTB, check_memory, check_output_bits, expected_read_ranges,
+                               extreme_cases, f32_bits, f32_row_int, format_cache, kv_memory, kv_position_bytes,
+                               lay_out_kv, random_float_query, random_queries, row_int)
 from .axi import axi_channel, axi_ram_read, axi_ram_write, random_pauses
 from .streams import HandshakeMonitor, StreamSink, StreamSource, struct_fields, with_timeout
 from .testbench import config_value
@@ -51,41 +56,65 @@ KV_BASE = 0x40000
 @dataclass
 class Pass:
     """One chunk of one kv head: history positions 0..pos0-1 and the chunk pos0..pos0+count-1
-    in ``cache`` (one kv head, golden layout), queries (count, heads, hd) int8 + d_q (count,
-    heads)."""
+    in ``cache`` (one kv head, golden layout), queries (count, heads, hd) in the cache's format:
+    int8 ``q_q`` with ``d_q`` (count, heads) (``golden.KVCache``), or float32 ``q_q`` and
+    ``d_q`` None (``golden.FloatKVCache``)."""
     label: str
     cache: golden.KVCache
     pos0: int
     count: int
     q_q: np.ndarray
-    d_q: np.ndarray
+    d_q: np.ndarray | None
     region: int = 0
     write_kv: bool = True
 
-    def expected(self, tile: int) -> list[tuple[int, int, np.ndarray]]:
-        """(token, head, output) in the unit's output order."""
+    @property
+    def fp32(self) -> bool:
+        return self.cache.format == "fp32"
+
+    def expected(self, tile: int, lanes: int = golden.SCORE_LANES) -> list[tuple[int, int, np.ndarray]]:
+        """(token, head, output) in the unit's output order; ``lanes``: the cores' dot_lanes
+        (the fp32 score's summation order)."""
         _, heads, hd = self.q_q.shape
-        return [(t, h, golden.attention_query(self.q_q[t, h], self.d_q[t, h], self.cache, 0, self.pos0 + t, tile, hd))
+        return [(t, h, golden.attention_query(self.q_q[t, h], None if self.fp32 else self.d_q[t, h], self.cache,
+                                              0, self.pos0 + t, tile, hd, lanes=lanes))
                 for t in range(self.count - 1, -1, -1) for h in range(heads)]
 
     def load_beats(self) -> list[dict]:
         c, beats = self.cache, []
         _, heads, hd = self.q_q.shape
-        width = hd * 8 + 32
+        width = hd * 32 if self.fp32 else hd * 8 + 32          # query_layout(hd, format) per head
         for t in range(self.count):
             p = self.pos0 + t
             q = 0
             for h in range(heads):
-                q |= (row_int(self.q_q[t, h]) | f32_bits(self.d_q[t, h]) << (hd * 8)) << (h * width)
-            beats.append({"q": q, "k": row_int(c.k[0, p]), "k_scale": f32_bits(c.k_scale[0, p]),
-                          "v": row_int(c.v[0, p]), "v_scale": f32_bits(c.v_scale[0, p])})
+                if self.fp32:
+                    q |= f32_row_int(self.q_q[t, h]) << (h * width)
+                else:
+                    q |= (row_int(self.q_q[t, h]) | f32_bits(self.d_q[t, h]) << (hd * 8)) << (h * width)
+            if self.fp32:
+                beats.append({"q": q, "k": f32_row_int(c.k[0, p]), "v": f32_row_int(c.v[0, p])})
+            else:
+                beats.append({"q": q, "k": row_int(c.k[0, p]), "k_scale": f32_bits(c.k_scale[0, p]),
+                              "v": row_int(c.v[0, p]), "v_scale": f32_bits(c.v_scale[0, p])})
         return beats
 
 
+def format_queries(rng: np.random.Generator, count: int, heads: int, head_dim: int, attn_format: str = "int8"
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
+    """``count * heads`` random queries in ``attn_format``: int8 (count, heads, hd) and d_q
+    (count, heads) (``attention_common.random_queries``), or float32 (count, heads, hd) and None
+    (``random_float_query``)."""
+    if attn_format != "fp32":
+        return random_queries(rng, count, heads, head_dim)
+    qs = [random_float_query(rng, head_dim)[0] for _ in range(count * heads)]
+    return np.array(qs, np.float32).reshape(count, heads, head_dim), None
+
+
 def random_pass(rng: np.random.Generator, label: str, pos0: int, count: int, *, head_dim: int, heads: int,
-                **kw) -> Pass:
-    cache = random_cache(rng, pos0 + count, head_dim)
-    q_q, d_q = random_queries(rng, count, heads, head_dim)
+                attn_format: str = "int8", **kw) -> Pass:
+    cache = format_cache(rng, pos0 + count, head_dim, attn_format)
+    q_q, d_q = format_queries(rng, count, heads, head_dim, attn_format)
     return Pass(label, cache, pos0, count, q_q, d_q, **kw)
 
 
@@ -100,13 +129,13 @@ class PrefillTB(AttentionTB):
         self.heads = int(self.cfg.get("heads", 1))
         self.capacity = int(self.cfg.get("capacity", 4 * self.chunk + 2 * self.tile))
         self.cmd_fields = struct_fields(prefill_command_layout(self.chunk, self.addr_width))
-        self.load_fields = struct_fields(prefill_load_layout(self.hd, self.heads))
+        self.load_fields = struct_fields(prefill_load_layout(self.hd, self.heads, self.attn_format))
         self.out_fields = struct_fields(prefill_out_layout(self.out_lanes, self.heads, self.chunk))
 
     def connect(self, *, seed: int, pauses: bool, stall: float) -> None:
         dut, clock = self.dut, self.clock
         prng = random.Random(seed)
-        self.bases, self.mem_size = kv_memory(KV_BASE, 1, 2, self.capacity, self.hd)
+        self.bases, self.mem_size = kv_memory(KV_BASE, 1, 2, self.capacity, self.hd, self.attn_format)
         self.rram = axi_ram_read(dut, "axi_read", clock, self.mem_size)
         self.wimage = bytearray(prng.randbytes(self.mem_size))
         self.wram = axi_ram_write(dut, "axi_write", clock, self.mem_size, image=self.wimage)
@@ -119,7 +148,8 @@ class PrefillTB(AttentionTB):
                                                  "ar": axi_channel(dut, "axi_read", "ar", ("addr", "len"))})
 
     def random_pass(self, rng: np.random.Generator, label: str, pos0: int, count: int, **kw) -> Pass:
-        return random_pass(rng, label, pos0, count, head_dim=self.hd, heads=self.heads, **kw)
+        return random_pass(rng, label, pos0, count, head_dim=self.hd, heads=self.heads,
+                           attn_format=self.attn_format, **kw)
 
     def lengths(self) -> list[int]:
         return sorted({n for n in (1, 2, self.tile, self.tile + 1, self.chunk) if n <= self.chunk})
@@ -132,11 +162,12 @@ class PrefillTB(AttentionTB):
 
     async def run(self, p: Pass) -> dict:
         """Lay out p's history, run the pass, check outputs, reads and writes; return cycles."""
-        hd, out_beats = self.hd, self.out_beats
+        hd, out_beats, fmt = self.hd, self.out_beats, self.attn_format
+        assert p.cache.format == fmt, f"{p.label}: a {p.cache.format} pass on a {fmt} unit"
         b = self.bases[0, p.region]
         if p.pos0:
             lay_out_kv(self.rram.write, p.cache, 0, b, p.pos0)
-        expected = p.expected(self.tile)
+        expected = p.expected(self.tile, self.dot_lanes)
         before = self.mon.mark()
         bound = self.pass_bound(p)
         watchdog = self.watchdog(bound, f"pass {p.label}")
@@ -167,19 +198,20 @@ class PrefillTB(AttentionTB):
         # reads: each query reads the history 0..pos0-1 once, nothing else
         ar = self.mon.values["ar"][before["ar"]:]
         nbytes = sum((v["len"] + 1) * BEAT for v in ar)
-        want_bytes = p.count * p.pos0 * (2 * hd + RECORD)
+        want_bytes = p.count * p.pos0 * kv_position_bytes(hd, fmt)
         assert nbytes == want_bytes, f"{p.label}: read {nbytes} bytes, expected {want_bytes}"
-        ranges = [(b.k_base, b.k_base + p.pos0 * hd), (b.v_base, b.v_base + p.pos0 * hd),
-                  (b.s_base, b.s_base + p.pos0 * RECORD)]
+        ranges = expected_read_ranges(b, p.pos0 - 1, hd, fmt)     # positions 0..pos0-1
         for v in ar:
             lo, hi = v["addr"], v["addr"] + (v["len"] + 1) * BEAT
             assert any(s <= lo and hi <= e for s, e in ranges), f"{p.label}: burst [{lo:#x}, {hi:#x}) outside the history"
-        # writes: exactly the chunk's rows and records (when write_kv)
+        # writes: exactly the chunk's rows and (int8) records (when write_kv)
         if p.write_kv:
             k, v_, s = kv_arrays(p.cache, 0, p.pos0 + p.count)
-            self.wimage[b.k_base + p.pos0 * hd:b.k_base + (p.pos0 + p.count) * hd] = k[p.pos0 * hd:]
-            self.wimage[b.v_base + p.pos0 * hd:b.v_base + (p.pos0 + p.count) * hd] = v_[p.pos0 * hd:]
-            self.wimage[b.s_base + p.pos0 * RECORD:b.s_base + (p.pos0 + p.count) * RECORD] = s[p.pos0 * RECORD:]
+            row, lo, hi = kv_row_bytes(hd, fmt), p.pos0, p.pos0 + p.count
+            self.wimage[b.k_base + lo * row:b.k_base + hi * row] = k[lo * row:]
+            self.wimage[b.v_base + lo * row:b.v_base + hi * row] = v_[lo * row:]
+            if s:
+                self.wimage[b.s_base + lo * RECORD:b.s_base + hi * RECORD] = s[lo * RECORD:]
         check_memory(self.wram.read(0, self.mem_size), self.wimage, f"{p.label}: write memory")
         outs = self.mon.moves["o"][before["o"]:]
         cmd_cycle = self.mon.moves["cmd"][-1]
@@ -234,27 +266,31 @@ async def prefill_gqa(dut):
     first = tb.random_pass(rng, "group-pass0", tb.tile // 2, min(tb.chunk, tb.tile + 1), region=1)
     await tb.run(first)
     for i in range(1, max(2, -(-5 // tb.heads))):
-        q_q, d_q = random_queries(rng, first.count, tb.heads, tb.hd)
+        q_q, d_q = format_queries(rng, first.count, tb.heads, tb.hd, tb.attn_format)
         await tb.run(Pass(f"group-pass{i}", first.cache, first.pos0, first.count, q_q, d_q, region=1,
                           write_kv=False))
 
 
 @cocotb.test()
 async def prefill_extremes(dut):
-    """The attention testbenches' extreme caches (``attention_common.extreme_cases``) as chunks
-    (every token queries with the case's query)."""
+    """The attention testbenches' extreme caches (``attention_common.extreme_cases``; in fp32
+    ``float_extreme_cases``) as chunks (every token queries with the case's query)."""
     tb = PrefillTB(dut)
     rng = np.random.default_rng(tb.seed + 3)
     tb.connect(seed=tb.seed + 3, pauses=True, stall=0.3)
     await tb.reset()
-    for case in extreme_cases(rng, tb.hd, tb.tile):
+    for case in extreme_cases(rng, tb.hd, tb.tile, tb.attn_format):
         n = case.pos + 1
         count = min(n, tb.chunk)
         pos0 = n - count
         q_q = np.repeat(np.repeat(case.q_q[None, None], count, 0), tb.heads, 1)
-        d_q = np.full((count, tb.heads), case.d_q, np.float32)
-        cache = golden.KVCache(case.cache.k[:, :n].copy(), case.cache.v[:, :n].copy(),
-                               case.cache.k_scale[:, :n].copy(), case.cache.v_scale[:, :n].copy())
+        if case.fp32:
+            d_q = None
+            cache = golden.FloatKVCache(case.cache.k[:, :n].copy(), case.cache.v[:, :n].copy())
+        else:
+            d_q = np.full((count, tb.heads), case.d_q, np.float32)
+            cache = golden.KVCache(case.cache.k[:, :n].copy(), case.cache.v[:, :n].copy(),
+                                   case.cache.k_scale[:, :n].copy(), case.cache.v_scale[:, :n].copy())
         await tb.run(Pass(case.label, cache, pos0, count, q_q, d_q))
 
 
