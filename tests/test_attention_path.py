@@ -108,8 +108,10 @@ def test_attention_path_tiny_silu(tmp_path):
 
 
 @pytest.mark.rtl
+@pytest.mark.slow
 def test_attention_path_fp32(tmp_path):
-    """The fp32 format (``attn_format``: float32 K/V rows, no scale records, float32 queries, no
+    """(Slow: the fp32 path, the default, runs in `make test` inside every top-level test.)
+    The fp32 format (``attn_format``: float32 K/V rows, no scale records, float32 queries, no
     quantiser): GQA with one query head per pass as in the int8 test, a first chunk of 11
     tokens with extreme rows, a second of 9 inside a tile, decode steps across the tile boundary
     at 24; the KV region (4 hd bytes per row) bit-exact with the step machine's."""
