@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from tellme.config import hardware_preset, model_preset
+from tellme.contract.layouts import kv_bytes_per_token
 from tellme.sim.backends import cosine
 from tellme.sim.budget import FORMAT_KNOBS, KNOBS, VARIANTS, budget_table, error_budget
 from tellme.weights import random_weights
@@ -233,13 +234,14 @@ def _cos(model: dict, name: str) -> str:
 
 
 def kv_cache_bytes(preset: str = "bitnet-b1.58-large", context: int = 128) -> dict:
-    """K/V bytes one decode step reads at ``context`` (docs section 1's decode model): int8 rows
-    + 16-byte scale records (docs section 6) against binary16 and float32 rows."""
+    """K/V bytes one decode step reads at ``context`` (docs section 1's decode model): the int8
+    format's rows + 16-byte scale records and the fp32 format's rows (docs sections 3.8, 6,
+    ``layouts.kv_bytes_per_token``), and binary16 rows (half the fp32 ones)."""
     c = model_preset(preset)
-    elements = 2 * c.num_layers * c.num_kv_heads * c.head_dim * context
-    records = c.num_layers * c.num_kv_heads * context * 16
-    return {"model": preset, "context": context, "int8_with_scales": elements + records,
-            "binary16": 2 * elements, "float32": 4 * elements}
+    per_token = {fmt: kv_bytes_per_token(c.num_layers, c.num_kv_heads, c.head_dim, fmt) * context
+                 for fmt in ("int8", "fp32")}
+    return {"model": preset, "context": context, "int8_with_scales": per_token["int8"],
+            "binary16": per_token["fp32"] // 2, "float32": per_token["fp32"]}
 
 
 def narrative(models: list[dict], costs: dict, table: dict) -> list[str]:

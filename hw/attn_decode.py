@@ -4,7 +4,7 @@ from amaranth.hdl import Cat, Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..contract.layouts import KV_RECORD_BYTES
+from ..contract.layouts import KV_RECORD_BYTES, kv_row_bytes
 from .attention import POSITION, AttentionCore, kv_element_shape, query_layout
 from .axi import axi_read_signature, axi_write_signature
 from .axi_write import AxiWriteMaster
@@ -65,7 +65,7 @@ class KvWriter(wiring.Component):
         job = Signal(kv_append_layout(hd, self.addr_width, self.attn_format))
         scaled = self.attn_format == "int8"            # the fp32 format has no scale record
         writes = 3 if scaled else 2
-        row_bytes = rb * dw // 8
+        row_bytes = kv_row_bytes(hd, self.attn_format)
         which = Signal(2)
         beat = Signal(range(rb + 1))
         acks = Signal(3)

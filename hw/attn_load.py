@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal, unsigned
+from amaranth.hdl import Cat, Module, Shape, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import check_positive_int
-from .attention import check_attn_format
+from .attention import check_attn_format, kv_element_shape
 from .attn_prefill import prefill_load_layout
 from .pipeline import f32_vec, q8_vec
 
@@ -63,7 +63,7 @@ class AttentionLoad(wiring.Component):
         m = Module()
         hd, lanes, heads = self.head_dim, self.lanes, self.heads
         scaled = self.attn_format == "int8"
-        width = 8 if scaled else 32                  # bits per element
+        width = Shape.cast(kv_element_shape(self.attn_format)).width   # bits per element
         vectors = heads + 2
         beats = hd // lanes
 

@@ -1,12 +1,12 @@
 """KV reader: streams one query's keys and values from the KV cache in DDR, in visiting order."""
 
-from amaranth.hdl import Cat, Module, Mux, Shape, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import check_positive_int
-from ..contract.layouts import KV_RECORD_BYTES
-from .attention import POSITION, key_layout, kv_element_shape
+from ..contract.layouts import KV_RECORD_BYTES, kv_row_bytes
+from .attention import POSITION, check_attn_format, key_layout, kv_element_shape
 from .axi import axi_read_signature
 from .axi_read import AxiReadMaster
 
@@ -20,7 +20,7 @@ def kv_row_beats(head_dim: int, data_width: int, attn_format: str = "int8") -> i
     (``KV_RECORD_BYTES``) per beat, i.e. a 128-bit bus (the records of 64- or 256-bit buses
     would need split or masked beats, not built)."""
     check_positive_int("head_dim", head_dim)
-    row_bits = head_dim * Shape.cast(kv_element_shape(attn_format)).width
+    row_bits = 8 * kv_row_bytes(head_dim, check_attn_format(attn_format))
     if data_width != 8 * KV_RECORD_BYTES:
         raise ValueError(f"data_width must be {8 * KV_RECORD_BYTES} bits: a scale record "
                          f"({KV_RECORD_BYTES} bytes) moves as one AXI beat, got {data_width!r}")
@@ -80,10 +80,11 @@ class KvReader(wiring.Component):
 
         scaled = self.attn_format == "int8"            # the fp32 format has no scale records
         row = data.ArrayLayout(kv_element_shape(self.attn_format), hd)
-        row_bytes = Shape.cast(row).width // 8
+        row_bytes = kv_row_bytes(hd, self.attn_format)
         kmem = memory.Memory(shape=row, depth=tile, init=[])
         vmem = memory.Memory(shape=row, depth=tile, init=[])
-        smem = memory.Memory(shape=64 if scaled else 1, depth=tile, init=[])
+        record_bits = 64 if scaled else 1             # {k_scale, v_scale}; unused in fp32
+        smem = memory.Memory(shape=record_bits, depth=tile, init=[])
         m.submodules.kmem, m.submodules.vmem, m.submodules.smem = kmem, vmem, smem
         kw, vw, sw = kmem.write_port(), vmem.write_port(), smem.write_port()
         kr, vr, sr = (mem.read_port(domain="comb") for mem in (kmem, vmem, smem))
@@ -95,7 +96,7 @@ class KvReader(wiring.Component):
         n = Signal(range(tile + 1))
         m.d.comb += n.eq(hi - lo)
         which = Signal(2)                             # 0: K rows, 1: V rows, 2: scales
-        gather = Signal(Shape.cast(row).width)
+        gather = Signal(8 * row_bytes)
         beat_in_row = Signal(range(rb + 1))
         index = Signal(range(tile + 1))               # row being gathered / emitted
 
@@ -103,7 +104,7 @@ class KvReader(wiring.Component):
         m.d.comb += [kw.addr.eq(index), vw.addr.eq(index), sw.addr.eq(index),
                      kr.addr.eq(index), vr.addr.eq(index), sr.addr.eq(index)]
         row_value = Cat(gather[dw:], data_beat) if rb > 1 else data_beat
-        m.d.comb += [kw.data.eq(row_value), vw.data.eq(row_value), sw.data.eq(data_beat[:Shape.cast(smem.shape).width])]
+        m.d.comb += [kw.data.eq(row_value), vw.data.eq(row_value), sw.data.eq(data_beat[:record_bits])]
 
         with m.FSM(name="kv"):
             with m.State("IDLE"):

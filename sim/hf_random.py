@@ -101,15 +101,10 @@ def against_transformers(model, path, prompt, steps: int) -> dict:
     the two logits vectors, whether transformers' argmax is the model's token, and
     transformers' top-2 margin over the standard deviation of its logits (how near a tie the
     greedy choice is), plus the tokens: ``{"tokens", "cosine", "same_token", "margin"}``."""
-    from .backends import cosine
-    model.reset()
-    logits = [np.asarray(model.prefill(list(prompt)), np.float64)]
-    tokens = [int(np.argmax(logits[-1]))]
-    for _ in range(steps - 1):
-        logits.append(np.asarray(model.decode(tokens[-1]), np.float64))
-        tokens.append(int(np.argmax(logits[-1])))
+    from .backends import cosine, generate
+    from .budget import margin
+    tokens, logits = generate(model, prompt, steps)
     ref = hf_logits(path, list(prompt) + tokens[:-1])[len(prompt) - 1:]
-    top2 = np.sort(ref, axis=-1)[:, -2:]
     return {"tokens": tokens, "cosine": [cosine(a, b) for a, b in zip(logits, ref)],
             "same_token": [int(np.argmax(r)) == t for r, t in zip(ref, tokens)],
-            "margin": [float((t[1] - t[0]) / np.std(r)) for t, r in zip(top2, ref)]}
+            "margin": [margin(r) / float(np.std(r)) for r in ref]}

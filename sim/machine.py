@@ -17,7 +17,7 @@ import numpy as np
 
 from ..contract import fp32 as f
 from ..contract.formats import tlmm_encode
-from ..contract.layouts import KV_RECORD_BYTES, ImageFormat, KvBases, Section
+from ..contract.layouts import KV_RECORD_BYTES, ImageFormat, KvBases, Section, kv_row_bytes
 from ..gen.image import decode_projection
 from ..gen.program import Attention, Embed, Gate, LmHead, MatMul, NormQuant, Program
 from . import golden
@@ -73,13 +73,13 @@ class StepMachine:
     def kv_view(self, bases: KvBases) -> golden.KVCache:
         """One kv head's cache arrays in the KV region, as the golden model's KVCache or
         FloatKVCache (views)."""
-        capacity, hd = self.program.hardware.max_context, self.program.model.head_dim
-        if self.program.hardware.attn_format == "fp32":
-            k = self.kv[bases.k_base:bases.k_base + 4 * capacity * hd].view(np.float32).reshape(1, capacity, hd)
-            v = self.kv[bases.v_base:bases.v_base + 4 * capacity * hd].view(np.float32).reshape(1, capacity, hd)
+        hw, hd = self.program.hardware, self.program.model.head_dim
+        capacity, size = hw.max_context, hw.max_context * kv_row_bytes(hd, hw.attn_format)
+        fp32 = hw.attn_format == "fp32"
+        k, v = (self.kv[base:base + size].view(np.float32 if fp32 else np.int8).reshape(1, capacity, hd)
+                for base in (bases.k_base, bases.v_base))
+        if fp32:
             return golden.FloatKVCache(k, v)
-        k = self.kv[bases.k_base:bases.k_base + capacity * hd].view(np.int8).reshape(1, capacity, hd)
-        v = self.kv[bases.v_base:bases.v_base + capacity * hd].view(np.int8).reshape(1, capacity, hd)
         records = self.kv[bases.s_base:bases.s_base + capacity * KV_RECORD_BYTES].view(np.float32)
         records = records.reshape(capacity, KV_RECORD_BYTES // 4)
         return golden.KVCache(k, v, records[None, :, 0], records[None, :, 1])

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import HardwareConfig
-from ..contract.layouts import KV_RECORD_BYTES
+from ..contract.layouts import KV_RECORD_BYTES, kv_row_bytes
 from ..gen.image import write_image
 from ..gen.program import Attention, Embed, Gate, LmHead, MatMul, build_program
 from .machine import StepMachine
@@ -90,14 +90,13 @@ def _outputs(program, step, snap: dict, n: int, pos: int) -> list[tuple[str, np.
         if step.write_kv:
             c = step.cache
             kv = snap["kv"]
-            if program.hardware.attn_format == "fp32":         # float32 rows, no scale records
-                row = 4 * hd
-                return out + [(name, kv[base + pos * row:base + (pos + n) * row].view(np.uint32).reshape(n, hd))
-                              for name, base in (("K rows", c.k_base), ("V rows", c.v_base))]
-            out += [("K rows", kv[c.k_base + pos * hd:c.k_base + (pos + n) * hd].reshape(n, hd)),
-                    ("V rows", kv[c.v_base + pos * hd:c.v_base + (pos + n) * hd].reshape(n, hd)),
-                    ("scale records", kv[c.s_base + pos * KV_RECORD_BYTES:c.s_base + (pos + n) * KV_RECORD_BYTES]
-                     .reshape(n, KV_RECORD_BYTES))]
+            fp32 = program.hardware.attn_format == "fp32"     # float32 rows (shown as floats), no records
+            row = kv_row_bytes(hd, program.hardware.attn_format)
+            out += [(name, kv[base + pos * row:base + (pos + n) * row].view(np.uint32 if fp32 else np.uint8)
+                     .reshape(n, hd)) for name, base in (("K rows", c.k_base), ("V rows", c.v_base))]
+            if not fp32:
+                out.append(("scale records", kv[c.s_base + pos * KV_RECORD_BYTES:c.s_base + (pos + n) * KV_RECORD_BYTES]
+                            .reshape(n, KV_RECORD_BYTES)))
         return out
     if isinstance(step, LmHead):
         io = program.io

@@ -146,23 +146,6 @@ def cache_from_rows(kq, kd, vq, vd, capacity: int | None = None) -> golden.KVCac
     return cache
 
 
-def random_cache(rng: np.random.Generator, count: int, head_dim: int, kv_heads: int = 1) -> golden.KVCache:
-    cache = golden.KVCache.empty(kv_heads, count, head_dim)
-    for h in range(kv_heads):
-        k, v = random_kv(rng, count, head_dim)
-        kq, kd = quantized_rows(k)
-        vq, vd = quantized_rows(v)
-        cache.k[h], cache.v[h], cache.k_scale[h], cache.v_scale[h] = kq, vq, kd, vd
-    return cache
-
-
-def random_query(rng: np.random.Generator, head_dim: int, sigma: float | None = None):
-    """(q_q, d_q) of a random float query quantised with golden.quantize."""
-    sigma = sigma if sigma is not None else float(np.exp(rng.uniform(np.log(0.3), np.log(4.0))))
-    q_q, d_q = golden.quantize((rng.standard_normal(head_dim) * sigma).astype(np.float32))
-    return q_q, np.float32(d_q)
-
-
 def random_float_cache(rng: np.random.Generator, count: int, head_dim: int, kv_heads: int = 1
                        ) -> golden.FloatKVCache:
     """A golden FloatKVCache (fp32 format) of :func:`random_kv` rows in every kv head."""
@@ -172,11 +155,27 @@ def random_float_cache(rng: np.random.Generator, count: int, head_dim: int, kv_h
     return cache
 
 
+def random_cache(rng: np.random.Generator, count: int, head_dim: int, kv_heads: int = 1) -> golden.KVCache:
+    """A golden KVCache (int8 format): the rows of :func:`random_float_cache` quantised."""
+    rows = random_float_cache(rng, count, head_dim, kv_heads)
+    cache = golden.KVCache.empty(kv_heads, count, head_dim)
+    for h in range(kv_heads):
+        cache.k[h], cache.k_scale[h] = quantized_rows(rows.k[h])
+        cache.v[h], cache.v_scale[h] = quantized_rows(rows.v[h])
+    return cache
+
+
 def random_float_query(rng: np.random.Generator, head_dim: int, sigma: float | None = None) -> tuple[np.ndarray, None]:
-    """(q, None): a random float32 query (the fp32 format's, no scale), as :func:`random_query`
-    draws its float query."""
+    """(q, None): a random float32 query (the fp32 format's, no scale) of standard deviation
+    ``sigma`` (drawn log-uniform in [0.3, 4] if not given)."""
     sigma = sigma if sigma is not None else float(np.exp(rng.uniform(np.log(0.3), np.log(4.0))))
     return (rng.standard_normal(head_dim) * sigma).astype(np.float32), None
+
+
+def random_query(rng: np.random.Generator, head_dim: int, sigma: float | None = None):
+    """(q_q, d_q): :func:`random_float_query` quantised with golden.quantize (the int8 format)."""
+    q_q, d_q = golden.quantize(random_float_query(rng, head_dim, sigma)[0])
+    return q_q, np.float32(d_q)
 
 
 def format_cache(rng: np.random.Generator, count: int, head_dim: int, attn_format: str = "int8",
@@ -426,11 +425,13 @@ def float_extreme_cases(rng: np.random.Generator, head_dim: int, tile: int) -> l
     return cases
 
 
-def random_queries(rng: np.random.Generator, count: int, heads: int, head_dim: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """``count * heads`` random queries (:func:`random_query`) as (count, heads, hd) int8 and
-    (count, heads) d_q."""
-    qs = [random_query(rng, head_dim) for _ in range(count * heads)]
+def random_queries(rng: np.random.Generator, count: int, heads: int, head_dim: int, attn_format: str = "int8"
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
+    """``count * heads`` random queries (:func:`format_query`) as (count, heads, hd) int8 and
+    (count, heads) d_q, or (count, heads, hd) float32 and None in the fp32 format."""
+    qs = [format_query(rng, head_dim, attn_format) for _ in range(count * heads)]
+    if attn_format == "fp32":
+        return np.array([q for q, _ in qs], np.float32).reshape(count, heads, head_dim), None
     q_q = np.array([q for q, _ in qs], np.int8).reshape(count, heads, head_dim)
     d_q = np.array([d for _, d in qs], np.float32).reshape(count, heads)
     return q_q, d_q

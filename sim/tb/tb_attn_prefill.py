@@ -45,7 +45,7 @@ from ...hw.attn_prefill import prefill_command_layout, prefill_load_layout, pref
 from .. import golden
 from .attention_common import (BEAT, AttentionTB, check_memory, check_output_bits, expected_read_ranges,
                                extreme_cases, f32_bits, f32_row_int, format_cache, kv_memory, kv_position_bytes,
-                               lay_out_kv, random_float_query, random_queries, row_int)
+                               lay_out_kv, random_queries, row_int)
 from .axi import axi_channel, axi_ram_read, axi_ram_write, random_pauses
 from .streams import HandshakeMonitor, StreamSink, StreamSource, struct_fields, with_timeout
 from .testbench import config_value
@@ -100,21 +100,10 @@ class Pass:
         return beats
 
 
-def format_queries(rng: np.random.Generator, count: int, heads: int, head_dim: int, attn_format: str = "int8"
-                   ) -> tuple[np.ndarray, np.ndarray | None]:
-    """``count * heads`` random queries in ``attn_format``: int8 (count, heads, hd) and d_q
-    (count, heads) (``attention_common.random_queries``), or float32 (count, heads, hd) and None
-    (``random_float_query``)."""
-    if attn_format != "fp32":
-        return random_queries(rng, count, heads, head_dim)
-    qs = [random_float_query(rng, head_dim)[0] for _ in range(count * heads)]
-    return np.array(qs, np.float32).reshape(count, heads, head_dim), None
-
-
 def random_pass(rng: np.random.Generator, label: str, pos0: int, count: int, *, head_dim: int, heads: int,
                 attn_format: str = "int8", **kw) -> Pass:
     cache = format_cache(rng, pos0 + count, head_dim, attn_format)
-    q_q, d_q = format_queries(rng, count, heads, head_dim, attn_format)
+    q_q, d_q = random_queries(rng, count, heads, head_dim, attn_format)
     return Pass(label, cache, pos0, count, q_q, d_q, **kw)
 
 
@@ -266,7 +255,7 @@ async def prefill_gqa(dut):
     first = tb.random_pass(rng, "group-pass0", tb.tile // 2, min(tb.chunk, tb.tile + 1), region=1)
     await tb.run(first)
     for i in range(1, max(2, -(-5 // tb.heads))):
-        q_q, d_q = format_queries(rng, first.count, tb.heads, tb.hd, tb.attn_format)
+        q_q, d_q = random_queries(rng, first.count, tb.heads, tb.hd, tb.attn_format)
         await tb.run(Pass(f"group-pass{i}", first.cache, first.pos0, first.count, q_q, d_q, region=1,
                           write_kv=False))
 
