@@ -55,6 +55,15 @@ def _check_params(group, lanes, tokens):
     check_positive_int("tokens", tokens)
 
 
+def _balanced_sum(values):
+    """The sum of ``values`` as a balanced tree of adders (depth log2 of their count)."""
+    values = list(values)
+    while len(values) > 1:
+        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
+
+
 class TlmmTables(wiring.Component):
     """Online table precompute into ping-pong lookup tables (one pair of banks per lane).
 
@@ -208,9 +217,11 @@ class TlmmEngine(wiring.Component):
     A command (``cmd``) asks for ``rows`` outputs over ``blocks`` lane blocks. Codes arrive on
     ``codes`` as lane words in (block, row) order (``contract.formats.tlmm_weight_stream``); activation
     groups on ``act`` as :class:`TlmmTables` describes, one table set per block. For every lane
-    word the P lanes look up their entries in the current block's tables, negate by the code's
-    sign, and an adder tree per token sums the P values; the sum is added to the row's
-    accumulator (zero in block 0). During the last block each row leaves on ``o`` with the
+    word the P lanes look up their entries in the current block's tables and an adder tree per
+    token sums the P values signed by the codes (a negative lane's entry as its one's
+    complement, the count of negative lanes added to the tree's sum); the sum is added to the
+    row's accumulator (zero in block 0; ``bits(max_blocks P G 128) + 1`` bits wide, results
+    sign-extended to ACC_BITS). During the last block each row leaves on ``o`` with the
     command's ``d_x``/``w_mult`` passed along and ``last`` on the command's final row. Results
     for tokens beyond those the act stream supplied are meaningless.
 
@@ -321,8 +332,8 @@ class TlmmEngine(wiring.Component):
     def _read_tables(self, m, seq, tables, advance):
         """Table read, two stages: stage 1 registers the lane word taken and addresses the
         tables (releasing a bank once its last row's entries are read); stage 2 registers the
-        entries, negated by the codes' signs. Returns the signed entries per (lane, token) and
-        stage 2's control."""
+        entries, the lanes' signs and the number of negative lanes. Returns the entries per
+        (lane, token) and stage 2's control."""
         p_count, t_count = self.lanes, self.tokens
         mag_bits = code_bits(self.group) - 1
         row_shape = unsigned(seq.row.shape().width)
@@ -348,27 +359,36 @@ class TlmmEngine(wiring.Component):
         with m.If(advance & s1.valid & s1.release):
             m.d.comb += tables.release.eq(Mux(s1.bank, 0b10, 0b01))
 
-        # -- stage 2: signed entries per (lane, token)
-        vw = entry_bits(self.group) + 1   # negating -128 G needs one more bit
-        s2_vals = [[Signal(signed(vw), name=f"s2_v{p}_{t}") for t in range(t_count)] for p in range(p_count)]
+        # -- stage 2: the entries per (lane, token), their lanes' signs, and how many lanes
+        # negate. A negated entry enters the adder tree as its one's complement (~e = -e - 1, an
+        # XOR that maps into the first adder level's LUTs) and the tree's sum is corrected by
+        # adding the number of negated lanes once per token: the same sums as negating every
+        # entry (P x T negations, each a carry chain) at the cost of one popcount per lane word.
+        w = entry_bits(self.group)
+        s2_vals = [[Signal(signed(w), name=f"s2_e{p}_{t}") for t in range(t_count)] for p in range(p_count)]
         s2 = Signal(data.StructLayout({"valid": 1, "row": row_shape, "first": 1,
-                                       "last_block": 1, "last_row": 1}))
+                                       "last_block": 1, "last_row": 1, "neg": p_count,
+                                       "negated": range(p_count + 1)}))
         with m.If(advance):
             m.d.sync += [s2.valid.eq(s1.valid), s2.row.eq(s1.row), s2.first.eq(s1.first),
-                         s2.last_block.eq(s1.last_block), s2.last_row.eq(s1.last_row)]
+                         s2.last_block.eq(s1.last_block), s2.last_row.eq(s1.last_row),
+                         s2.neg.eq(s1.neg), s2.negated.eq(_balanced_sum([s1.neg[p] for p in range(p_count)]))]
             for p in range(p_count):
                 for t in range(t_count):
-                    e = tables.rd_data[p][t]
-                    m.d.sync += s2_vals[p][t].eq(Mux(s1.neg[p], -e, e))
+                    m.d.sync += s2_vals[p][t].eq(tables.rd_data[p][t])
         return s2_vals, s2
 
     def _adder_trees(self, m, s2_vals, s2, advance):
         """One adder tree per token over the P lane values, a register every
         ``tree_levels_per_stage`` levels (and after the last), the control delayed alongside.
         Returns the per-token sums and their control."""
-        vw = entry_bits(self.group) + 1
-        level_vals = [[s2_vals[p][t] for p in range(self.lanes)] for t in range(self.tokens)]
-        ctrl = s2
+        vw = entry_bits(self.group) + 1   # ~e of the most negative entry needs one more bit
+        level_vals = [[s2_vals[p][t] ^ s2.neg[p].replicate(vw).as_signed() for p in range(self.lanes)]
+                      for t in range(self.tokens)]
+        # the control the tree stages carry: s2's but the signs, used up at the leaves
+        ctrl = Signal(data.StructLayout({name: field.shape for name, field in s2.shape()
+                                         if name != "neg"}), name="tree0_ctrl")
+        m.d.comb += [getattr(ctrl, name).eq(getattr(s2, name)) for name, _ in ctrl.shape()]
         depth = 0
         stage_index = 0
         while len(level_vals[0]) > 1:
@@ -403,7 +423,10 @@ class TlmmEngine(wiring.Component):
         lane word, which may be the same row when rows == 1), add (to zero in block 0), write
         back. Returns the registered control and the new sums."""
         t_count = self.tokens
-        acc_layout = data.ArrayLayout(signed(ACC_BITS), t_count)
+        # The accumulators are as wide as the largest sum needs (max_blocks x P x G int8 values
+        # of magnitude <= 128), not ACC_BITS: results leave sign-extended to ACC_BITS.
+        acc_bits = (self.max_blocks * self.lanes * self.group * 128).bit_length() + 1
+        acc_layout = data.ArrayLayout(signed(min(acc_bits, ACC_BITS)), t_count)
         acc_mem = memory.Memory(shape=acc_layout, depth=self.max_rows, init=[])
         m.submodules.acc = acc_mem
         acc_wp = acc_mem.write_port()
@@ -411,11 +434,11 @@ class TlmmEngine(wiring.Component):
         m.d.comb += [acc_rp.addr.eq(ctrl.row), acc_rp.en.eq(advance)]
 
         sa = Signal.like(ctrl, name="sa_ctrl")
-        sa_sums = [Signal(signed(ACC_BITS), name=f"sa_sum{t}") for t in range(t_count)]
+        sa_sums = [Signal(acc_layout.elem_shape, name=f"sa_sum{t}") for t in range(t_count)]
         with m.If(advance):
             m.d.sync += sa.eq(ctrl)
             for t in range(t_count):
-                m.d.sync += sa_sums[t].eq(sums[t])
+                m.d.sync += sa_sums[t].eq(sums[t] + ctrl.negated)   # the one's complements' correction
         new_acc = Signal(acc_layout)
         for t in range(t_count):
             m.d.comb += new_acc[t].eq(Mux(sa.first, 0, acc_rp.data[t]) + sa_sums[t])
@@ -431,7 +454,8 @@ class TlmmEngine(wiring.Component):
         with m.If(advance):
             m.d.sync += self.o.valid.eq(sa.valid & sa.last_block)
             with m.If(sa.valid & sa.last_block):
-                m.d.sync += [self.o.payload.acc.eq(new_acc), self.o.payload.last.eq(sa.last_row),
+                m.d.sync += [*(self.o.payload.acc[t].eq(new_acc[t]) for t in range(self.tokens)),   # sign-extended
+                             self.o.payload.last.eq(sa.last_row),
                              self.o.payload.w_mult.eq(meta_data.w_mult), self.o.payload.d_x.eq(meta_data.d_x)]
                 with m.If(sa.last_row):
                     m.d.comb += meta.r_en.eq(1)
