@@ -31,7 +31,8 @@ import time
 from tellme.boards import get_board
 from tellme.config import model_preset
 from tellme.gen.build import build_verilog
-from tellme.gen.estimate import fits, synth_resources, utilisation, yosys_version
+from tellme.gen.estimate import (fits, synth_resources, unit_longest_paths, units_at_depth, utilisation,
+                                 yosys_version)
 from tellme.gen.levels import RULES
 from tellme.gen.top import TellmeTop
 
@@ -43,8 +44,8 @@ RESOURCES = ("lut", "ff", "dsp", "bram36", "uram")
 FIELDS = {"lut": "lut_equiv", "ff": "ff", "dsp": "dsp", "bram36": "bram36", "uram": "uram"}
 #: Targets of the fit issue (per cent of the board).
 TARGETS = {"lut": 75.0, "ff": 60.0, "dsp": 80.0, "bram36": 90.0, "uram": 100.0}
-#: Instances at this many path segments are the report's units (``datapath.matmul.tlmm``);
-#: shallower leaves (``regfile``) are units too.
+#: Instances at this many path segments are the report's units (``datapath.matmul.tlmm``;
+#: shallower leaves such as ``regfile`` too: ``gen.estimate.units_at_depth``).
 UNIT_DEPTH = 3
 #: The stacked bar's groups: the first matching prefix names an instance's group.
 GROUPS = (
@@ -72,31 +73,6 @@ def commit() -> str:
         return "unknown"
 
 
-def units_of(per_instance: dict) -> dict[str, dict]:
-    """The report's units: every instance ``UNIT_DEPTH`` segments deep, every shallower leaf,
-    and the own cells of every shallower instance with children (``<path> (own)``, ``top (own)``
-    for the top's), so that the units add up to the whole top."""
-    paths = [p for p in per_instance if p]
-
-    def children(path: str) -> list[str]:
-        depth = path.count(".") + 1 if path else 0
-        return [q for q in paths if q.count(".") == depth and (not path or q.startswith(path + "."))]
-
-    units: dict[str, dict] = {}
-    for path in [""] + sorted(paths):
-        depth = path.count(".") + 1 if path else 0
-        if depth > UNIT_DEPTH:
-            continue
-        kids = children(path)
-        if depth == UNIT_DEPTH or not kids:
-            units[path] = per_instance[path]
-            continue
-        own = {key: per_instance[path][key] - sum(per_instance[c][key] for c in kids) for key in FIELDS.values()}
-        if any(own.values()):
-            units[f"{path or 'top'} (own)"] = own
-    return units
-
-
 def group_of(unit: str) -> str:
     path = unit.replace(" (own)", "")
     path = "" if path == "top" else path
@@ -104,21 +80,6 @@ def group_of(unit: str) -> str:
         if path == prefix or path.startswith(prefix + ".") or prefix == "":
             return label
     return GROUPS[-1][1]
-
-
-def unit_paths(longest: dict, units: dict) -> dict[str, dict]:
-    """Each unit's worst path: the costliest among its instance and everything under it."""
-    out = {}
-    for unit in units:
-        path = unit.replace(" (own)", "")
-        path = "" if path == "top" else path
-        own = unit.endswith(" (own)")
-        candidates = [(inst, entry) for inst, entry in longest.items()
-                      if (inst == path) or (not own and inst.startswith(path + "."))]
-        if candidates:
-            inst, entry = max(candidates, key=lambda item: item[1]["cost"])
-            out[unit] = {**entry, "instance": inst}
-    return out
 
 
 def table(res: dict) -> dict:
@@ -166,8 +127,8 @@ def main(argv=None) -> int:
     res = synth_resources(text, name="tellme_top", uram=board.has_uram, units=True, timeout=6 * 3600,
                           progress=log)
     capacity = dict(board.pl_resources)
-    units = units_of(res["units"])
-    paths = unit_paths(res["longest_paths"], units)
+    units = units_at_depth(res["units"], UNIT_DEPTH)
+    paths = unit_longest_paths(res["longest_paths"], units)
     per_unit = {unit: table(r) for unit, r in sorted(units.items(), key=lambda item: -item[1]["lut_equiv"])}
     groups: dict[str, dict] = {}
     for unit, used in per_unit.items():

@@ -66,7 +66,7 @@ from .verilog import verilog_of
 
 __all__ = ["KV260", "LUTRAM_LUTS", "SRL_CELLS", "YosysError",
            "default_cache_dir", "yosys_command", "yosys_version", "synth_script", "parse_stat",
-           "resources_of_cells", "unit_resources",
+           "resources_of_cells", "unit_resources", "units_at_depth", "unit_longest_paths",
            "synth_resources", "budget_used", "fits", "utilisation"]
 
 
@@ -306,6 +306,52 @@ def unit_resources(stat: Mapping, top: str) -> dict[str, dict]:
 
     walk(top, "")
     return totals
+
+
+_UNIT_FIELDS = ("lut_equiv", "lut", "ff", "dsp", "bram36", "uram", "carry8_equiv")
+
+
+def units_at_depth(per_instance: Mapping[str, dict], depth: int) -> dict[str, dict]:
+    """A report's units from :func:`unit_resources`: every instance ``depth`` path segments
+    deep, every shallower leaf, and the own cells of every shallower instance with children (as
+    ``"<path> (own)"``, ``"top (own)"`` for the top's, only where they are not nothing), so that
+    the units add up to the whole top."""
+    paths = [p for p in per_instance if p]
+
+    def children(path: str) -> list[str]:
+        level = path.count(".") + 1 if path else 0
+        return [q for q in paths if q.count(".") == level and (not path or q.startswith(path + "."))]
+
+    units: dict[str, dict] = {}
+    for path in [""] + sorted(paths):
+        level = path.count(".") + 1 if path else 0
+        if level > depth:
+            continue
+        kids = children(path)
+        if level == depth or not kids:
+            units[path] = dict(per_instance[path])
+            continue
+        own = {key: per_instance[path][key] - sum(per_instance[c][key] for c in kids) for key in _UNIT_FIELDS}
+        if any(own.values()):
+            units[f"{path or 'top'} (own)"] = own
+    return units
+
+
+def unit_longest_paths(longest: Mapping[str, dict], units: Mapping[str, dict]) -> dict[str, dict]:
+    """Each unit's worst path (``longest_paths`` of :func:`synth_resources` with ``units``):
+    the costliest among its instance and everything under it (a ``(own)`` unit: its instance
+    only), with the ``instance`` it ends in."""
+    out = {}
+    for unit in units:
+        own = unit.endswith(" (own)")
+        path = unit[:-len(" (own)")] if own else unit
+        path = "" if path == "top" else path
+        candidates = [(inst, entry) for inst, entry in longest.items()
+                      if inst == path or (not own and (not path or inst.startswith(path + ".")))]
+        if candidates:
+            inst, entry = max(candidates, key=lambda item: item[1]["cost"])
+            out[unit] = {**entry, "instance": inst}
+    return out
 
 
 # -- the entry point ----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tellme.gen.estimate import synth_resources
+from tellme.gen.estimate import synth_resources, unit_longest_paths, units_at_depth
 from tellme.gen.levels import CombinationalLoopError, instance_of, longest_paths
 
 LUT_PORTS = {"I0": "input", "I1": "input", "I2": "input", "O": "output"}
@@ -99,3 +99,20 @@ def test_per_unit_synthesis_counts_instances_and_levels(tmp_path):
     assert paths["u_and"]["lut_levels"] in (2, 3) and paths["u_and"]["carry_chains"] == 0
     assert paths["u_add"]["carry_chains"] == 1 and paths["u_add"]["lut_levels"] <= 1
     assert "-flatten" not in res["script"].splitlines()[1]
+
+
+def test_units_at_depth_add_up_to_the_whole_top():
+    def res(lut, ff=0):
+        return {"lut_equiv": lut, "lut": lut, "ff": ff, "dsp": 0, "bram36": 0, "uram": 0, "carry8_equiv": 0}
+    per_instance = {"": res(100, 50), "a": res(60, 30), "a.x": res(25, 10), "a.y": res(30, 20),
+                    "a.y.deep": res(5), "b": res(30, 10)}
+    units = units_at_depth(per_instance, 2)
+    assert set(units) == {"top (own)", "a (own)", "a.x", "a.y", "b"}
+    assert units["top (own)"]["lut_equiv"] == 10 and units["a (own)"]["lut_equiv"] == 5
+    assert sum(u["lut_equiv"] for u in units.values()) == 100
+    assert sum(u["ff"] for u in units.values()) == 50
+    longest = {"": {"cost": 2}, "a.y.deep": {"cost": 9}, "a.y": {"cost": 4}, "a": {"cost": 3}, "b": {"cost": 1}}
+    paths = unit_longest_paths(longest, units)
+    assert paths["a.y"] == {"cost": 9, "instance": "a.y.deep"}     # the worst under it
+    assert paths["a (own)"] == {"cost": 3, "instance": "a"}        # its own instance only
+    assert paths["top (own)"]["cost"] == 2 and "a.x" not in paths
