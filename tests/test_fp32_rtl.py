@@ -195,3 +195,28 @@ def test_bench_mix_reaches_the_corners():
     shift = np.maximum(np.floor(np.log2(np.maximum(magnitude, 1))).astype(np.int64) - 23, 0)
     tie = (shift > 0) & ((magnitude & ((np.int64(1) << shift) - 1)) == (np.int64(1) << shift) // 2)
     assert tie.sum() >= 10_000
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 5, 8, 10, 12])
+def test_leading_zeros_tree_counts_every_value(width):
+    """hw.fp32.leading_zeros (a tree, used by FAdd, FromInt and the LM head's binary16 widening)
+    on every value of small widths: the count of leading zeros, the width for zero."""
+    from amaranth.hdl import Module, Signal
+    from amaranth.sim import Simulator
+    from tellme.hw.fp32 import leading_zeros
+
+    m = Module()
+    value = Signal(width)
+    count = leading_zeros(m, value, "lz")
+    sim = Simulator(m)
+    wrong = []
+
+    async def bench(ctx):
+        for x in range(1 << width):
+            ctx.set(value, x)
+            if ctx.get(count) != width - x.bit_length():
+                wrong.append((x, ctx.get(count)))
+
+    sim.add_testbench(bench)
+    sim.run()
+    assert not wrong, wrong[:5]
