@@ -44,7 +44,8 @@ def estimate_pair(preset: str, board_name: str) -> dict:
     start = time.monotonic()
     text = build_verilog(TellmeTop(model, hw, ram_style=board.weight_ram_style))
     generate_seconds = time.monotonic() - start
-    res = synth_resources(text, name="tellme_top", uram=board.has_uram,
+    # (no 1-hour bound: a whole top takes 20-50 minutes alone, hours beside other jobs)
+    res = synth_resources(text, name="tellme_top", uram=board.has_uram, timeout=6 * 3600,
                           progress=lambda line: print(line, flush=True))
     problems = fits(res, board.pl_resources)
     return {
