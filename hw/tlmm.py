@@ -234,9 +234,10 @@ class TlmmEngine(wiring.Component):
     Throughput: one lane word (P x T lookups) per cycle when tables are ready and ``o`` is not
     stalled. Precompute of block b+1 overlaps the rows of block b (ping-pong banks).
 
-    Cost: at the KV260 default (G 5, P 64, T 8, 4096 rows, 16 blocks) 49.6 K LUT-eq (22.7 K of
-    them the LUTRAM tables), 15.6 K FF, 29 BRAM36 (the accumulators), no DSP (Yosys
-    ``synth_xilinx``, ``bench/results/tlmm.json``).
+    Cost: at the KV260 default (G 5, P 64, T 8, 4096 rows, 16 blocks) 47.2 K LUT-eq (22.7 K of
+    them the LUTRAM tables), 15.0 K FF, 19 BRAM36 (the accumulators), no DSP (Yosys
+    ``synth_xilinx``; 49.6 K, 15.6 K and 29 with a negation per entry and 32-bit accumulators,
+    ``bench/results/tlmm.json``).
 
     Parameters (keyword-only): ``group`` G, ``lanes`` P, ``tokens`` T, ``max_rows``,
     ``max_blocks``, ``tree_levels_per_stage`` (adder-tree levels between pipeline registers).
