@@ -55,6 +55,12 @@ def _check_params(group, lanes, tokens):
     check_positive_int("tokens", tokens)
 
 
+def _check_build_tokens(build_tokens, tokens):
+    check_positive_int("build_tokens", build_tokens)
+    if build_tokens > tokens:
+        raise ValueError(f"build_tokens ({build_tokens}) must not exceed tokens ({tokens})")
+
+
 def _balanced_sum(values):
     """The sum of ``values`` as a balanced tree of adders (depth log2 of their count)."""
     values = list(values)
@@ -69,11 +75,12 @@ class TlmmTables(wiring.Component):
 
     Activation groups arrive on ``act`` in the order: for each block, for each token t, for each
     lane p, the group of lane p (inputs (bP+p)G .. (bP+p)G+G-1 of token t); ``last`` is set on
-    the block's final group. Once the groups of one token have arrived for all P lanes, every
-    lane builds that token's table column in lock step, one entry per cycle in ascending
-    magnitude m: entry(m) = sum_i d_i(m) x_i with d(m) the balanced-ternary digits of m. A bank
-    is filled token after token; after the group marked ``last`` it is handed to the lookup side
-    (``full[bank]``) and the other bank is filled next, once the lookup side has released it.
+    the block's final group. Once the groups of K = ``build_tokens`` tokens (fewer at the end of
+    a block) have arrived for all P lanes, every lane builds those tokens' table columns in lock
+    step, one entry of each per cycle in ascending magnitude m: entry(m) = sum_i d_i(m) x_i with
+    d(m) the balanced-ternary digits of m. A bank is filled K tokens at a time; after the group
+    marked ``last`` it is handed to the lookup side (``full[bank]``) and the other bank is filled
+    next, once the lookup side has released it.
 
     Ports: ``act`` (In stream, act_layout); ``rd_mag[p]`` (In, magnitude read address of lane
     p), ``rd_bank`` (In), ``rd_data[p][t]`` (Out, combinational entry of token t in lane p);
@@ -82,19 +89,21 @@ class TlmmTables(wiring.Component):
     Latency: ``full`` rises E + 2 cycles after a block's last group is taken (bank free, builder
     idle); a lookup is combinational (``rd_data`` follows ``rd_mag``/``rd_bank``).
 
-    Throughput: collecting a token's groups takes P cycles and building it E = (3^G+1)/2
-    cycles; the two overlap, so a block of n tokens costs about n * max(P, E) cycles of
-    precompute, hidden behind the lookups of the previous block when its rows take at least as
-    long.
+    Throughput: collecting K tokens' groups takes K P cycles and building them E = (3^G+1)/2
+    cycles; the two overlap, so a block of n tokens costs about ceil(n/K) max(K P, E) cycles of
+    precompute (K = 2, P = 64, G = 5, n = 8: 512 instead of 976 with K = 1), hidden behind the
+    lookups of the previous block when its rows take at least as long.
 
     Cost: 2 banks x P lanes of E x T entries of ``entry_bits(G)`` bits in single-ported LUTRAM
-    (a bank is built or read, never both), one G-term adder and a shadow register of G int8 per
-    lane; the :class:`PingPong` state. Measured inside :class:`TlmmEngine`.
+    (a bank is built or read, never both; K token columns written per cycle through one port),
+    K G-term adders and a shadow register of K x G int8 per lane; the :class:`PingPong` state.
+    Measured inside :class:`TlmmEngine`.
     """
 
-    def __init__(self, *, group: int, lanes: int, tokens: int):
+    def __init__(self, *, group: int, lanes: int, tokens: int, build_tokens: int = 1):
         _check_params(group, lanes, tokens)
-        self.group, self.lanes, self.tokens = group, lanes, tokens
+        _check_build_tokens(build_tokens, tokens)
+        self.group, self.lanes, self.tokens, self.build_tokens = group, lanes, tokens, build_tokens
         self.entries = table_entries(group)
         self.width = entry_bits(group)
         mag_bits = code_bits(group) - 1
@@ -110,19 +119,26 @@ class TlmmTables(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         g, p_count, t_count, e_count, w = self.group, self.lanes, self.tokens, self.entries, self.width
+        k_count = self.build_tokens
 
-        # -- collection: one token's groups for all lanes, into the shadow registers
-        shadow = [Signal(data.ArrayLayout(signed(8), g), name=f"shadow{p}") for p in range(p_count)]
+        # -- collection: K tokens' groups for all lanes, into the shadow registers; ``slots``
+        # counts the tokens collected (fewer than K when the block's last group ends them)
+        shadow = [[Signal(data.ArrayLayout(signed(8), g), name=f"shadow{p}" if k_count == 1 else f"shadow{p}_{k}")
+                   for k in range(k_count)] for p in range(p_count)]
         shadow_full = Signal()
         shadow_last = Signal()
         lane = Signal(range(p_count))
+        slot = Signal(range(k_count))
+        slots = Signal(range(k_count + 1))
 
-        # -- build: all lanes in lock step, entry m of token column `token` of bank `wbank`
+        # -- build: all lanes in lock step, entry m of token columns token..token+K-1 of bank wbank
         building = Signal()
         build_last = Signal()
         entry = Signal(range(e_count))
         token = Signal(range(t_count))
-        x = [Signal(data.ArrayLayout(signed(8), g), name=f"x{p}") for p in range(p_count)]
+        valid = Signal(range(k_count + 1))       # token columns being built
+        x = [[Signal(data.ArrayLayout(signed(8), g), name=f"x{p}" if k_count == 1 else f"x{p}_{k}")
+              for k in range(k_count)] for p in range(p_count)]
         m.submodules.ping_pong = ping_pong = PingPong()
         wbank = ping_pong.wbank
         m.d.comb += [self.full.eq(ping_pong.full), ping_pong.release.eq(self.release)]
@@ -134,32 +150,44 @@ class TlmmTables(wiring.Component):
         # The shadow takes groups while empty, and also in the cycle its contents move on.
         m.d.comb += self.act.ready.eq(~shadow_full | start)
         accept = self.act.valid & self.act.ready
-        completes = accept & (lane == p_count - 1)
+        lane_done = accept & (lane == p_count - 1)
+        completes = lane_done & ((slot == k_count - 1) | self.act.payload.last) if k_count > 1 else lane_done
         with m.If(accept):
             for p in range(p_count):
-                with m.If(lane == p):
-                    m.d.sync += shadow[p].eq(self.act.payload.x)
-            with m.If(completes):
-                m.d.sync += [lane.eq(0), shadow_last.eq(self.act.payload.last)]
+                for k in range(k_count):
+                    with m.If((lane == p) & (slot == k)):
+                        m.d.sync += shadow[p][k].eq(self.act.payload.x)
+            with m.If(lane_done):
+                m.d.sync += lane.eq(0)
             with m.Else():
                 m.d.sync += lane.eq(lane + 1)
+            with m.If(completes):
+                m.d.sync += shadow_last.eq(self.act.payload.last)
+                if k_count > 1:
+                    m.d.sync += [slot.eq(0), slots.eq(slot + 1)]
+            if k_count > 1:
+                with m.Elif(lane_done):
+                    m.d.sync += slot.eq(slot + 1)
         with m.If(completes):
             m.d.sync += shadow_full.eq(1)
         with m.Elif(start):
             m.d.sync += shadow_full.eq(0)
         with m.If(start):
             m.d.sync += [building.eq(1), entry.eq(0), build_last.eq(shadow_last)]
+            if k_count > 1:
+                m.d.sync += valid.eq(slots)
             for p in range(p_count):
-                m.d.sync += x[p].eq(shadow[p])
+                for k in range(k_count):
+                    m.d.sync += x[p][k].eq(shadow[p][k])
 
         with m.If(building):
             with m.If(entry == e_count - 1):
                 m.d.sync += building.eq(0)
-                with m.If(build_last | (token == t_count - 1)):
+                with m.If(build_last | (token + k_count >= t_count)):
                     m.d.sync += token.eq(0)
                     m.d.comb += ping_pong.filled.eq(1)
                 with m.Else():
-                    m.d.sync += token.eq(token + 1)
+                    m.d.sync += token.eq(token + k_count)
             with m.Else():
                 m.d.sync += entry.eq(entry + 1)
 
@@ -175,16 +203,30 @@ class TlmmTables(wiring.Component):
                     ]
         pos, neg = digit_pos
 
+        # Token column token+k is written while it is one of the ``valid`` columns being built.
+        column_en = Signal(t_count)
+        if k_count == 1:
+            m.d.comb += column_en.eq(1 << token)
+        else:
+            for t in range(t_count):
+                m.d.comb += column_en[t].eq(_any_of(((token + k == t) & (valid > k)) for k in range(k_count)))
+
         for p in range(p_count):
-            terms = []
-            for i in range(g):
-                xi = x[p][i]
-                terms.append(Mux(pos[i], xi, Mux(neg[i], -xi, 0)))
-            total = terms[0]
-            for t in terms[1:]:
-                total = total + t
-            entry_value = Signal(signed(w), name=f"entry_value{p}")
-            m.d.comb += entry_value.eq(total)
+            entry_values = []
+            for k in range(k_count):
+                terms = []
+                for i in range(g):
+                    xi = x[p][k][i]
+                    terms.append(Mux(pos[i], xi, Mux(neg[i], -xi, 0)))
+                total = terms[0]
+                for t in terms[1:]:
+                    total = total + t
+                entry_value = Signal(signed(w), name=f"entry_value{p}" if k_count == 1 else f"entry_value{p}_{k}")
+                m.d.comb += entry_value.eq(total)
+                entry_values.append(entry_value)
+            # Column t takes the value of the slot t falls in: (t - token) mod K, K dividing
+            # the token positions a build starts at (0, K, 2K, ...).
+            column_data = [entry_values[t % k_count] for t in range(t_count)]
 
             for bank in range(2):
                 mem = memory.Memory(shape=unsigned(t_count * w), depth=e_count, init=[])
@@ -199,15 +241,23 @@ class TlmmTables(wiring.Component):
                     addr.eq(Mux(writing, entry, self.rd_mag[p])),
                     wp.addr.eq(addr),
                     rp.addr.eq(addr),
-                    wp.data.eq(Cat(*([entry_value] * t_count))),
+                    wp.data.eq(Cat(*column_data)),
                 ]
                 with m.If(writing):
-                    m.d.comb += wp.en.eq(1 << token)
+                    m.d.comb += wp.en.eq(column_en)
                 if bank == 0:
                     bank0_data = rp.data
                 else:
                     m.d.comb += self.rd_data[p].eq(Mux(self.rd_bank, rp.data, bank0_data))
         return m
+
+
+def _any_of(conditions):
+    conditions = list(conditions)
+    out = conditions[0]
+    for c in conditions[1:]:
+        out = out | c
+    return out
 
 
 class TlmmEngine(wiring.Component):
@@ -232,7 +282,9 @@ class TlmmEngine(wiring.Component):
     (:attr:`latency`).
 
     Throughput: one lane word (P x T lookups) per cycle when tables are ready and ``o`` is not
-    stalled. Precompute of block b+1 overlaps the rows of block b (ping-pong banks).
+    stalled. Precompute of block b+1 overlaps the rows of block b (ping-pong banks): it takes
+    about ceil(T/K) max(K P, E) cycles (:class:`TlmmTables`), so blocks of fewer rows than that
+    wait for their tables (at the kv260 settings 512 cycles against down_proj's 630-row tiles).
 
     Cost: at the KV260 default (G 5, P 64, T 8, 4096 rows, 16 blocks) 47.2 K LUT-eq (22.7 K of
     them the LUTRAM tables), 15.0 K FF, 19 BRAM36 (the accumulators), no DSP (Yosys
@@ -240,18 +292,22 @@ class TlmmEngine(wiring.Component):
     ``bench/results/tlmm.json``).
 
     Parameters (keyword-only): ``group`` G, ``lanes`` P, ``tokens`` T, ``max_rows``,
-    ``max_blocks``, ``tree_levels_per_stage`` (adder-tree levels between pipeline registers).
+    ``max_blocks``, ``tree_levels_per_stage`` (adder-tree levels between pipeline registers),
+    ``build_tokens`` K (token columns the tables build at once; default min(2, T)).
     """
 
     def __init__(self, *, group: int, lanes: int, tokens: int, max_rows: int, max_blocks: int,
-                 tree_levels_per_stage: int = 2):
+                 tree_levels_per_stage: int = 2, build_tokens: int | None = None):
         _check_params(group, lanes, tokens)
+        build_tokens = min(2, tokens) if build_tokens is None else build_tokens
         for name, value in (("max_rows", max_rows), ("max_blocks", max_blocks),
                             ("tree_levels_per_stage", tree_levels_per_stage)):
             check_positive_int(name, value)
         self.group, self.lanes, self.tokens = group, lanes, tokens
         self.max_rows, self.max_blocks = max_rows, max_blocks
         self.tree_levels_per_stage = tree_levels_per_stage
+        _check_build_tokens(build_tokens, tokens)
+        self.build_tokens = build_tokens
         super().__init__({
             "cmd": In(stream.Signature(command_layout(tokens, max_blocks, max_rows))),
             "act": In(stream.Signature(act_layout(group))),
@@ -266,7 +322,8 @@ class TlmmEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.tables = tables = TlmmTables(group=self.group, lanes=self.lanes, tokens=self.tokens)
+        m.submodules.tables = tables = TlmmTables(group=self.group, lanes=self.lanes, tokens=self.tokens,
+                                                  build_tokens=self.build_tokens)
         wiring.connect(m, wiring.flipped(self.act), tables.act)
 
         # Scales travel beside the pipeline in a FIFO: pushed when a command starts, popped with

@@ -25,6 +25,8 @@ ENGINE_SETS = {
     "g3p8t1": dict(group=3, lanes=8, tokens=1, max_rows=64, max_blocks=6),
     "g2p16t4": dict(group=2, lanes=16, tokens=4, max_rows=128, max_blocks=4),
     "g4p3t3": dict(group=4, lanes=3, tokens=3, max_rows=192, max_blocks=8),
+    # one token column per build (the default builds min(2, T) at once)
+    "g3p4t4k1": dict(group=3, lanes=4, tokens=4, max_rows=64, max_blocks=6, build_tokens=1),
 }
 # The KV260 lane count and code (T = 1: decode; precompute of 122 entries hides behind 128-row
 # tiles), with room for the real tiles of docs/architecture.md section 4 (N_t <= 1536, B <= 13).
@@ -169,3 +171,11 @@ def test_tlmm_weight_decode(key):
 @pytest.mark.parametrize("key", list(DECODE_SETS_SLOW))
 def test_tlmm_weight_decode_more(key):
     run_decode(DECODE_SETS_SLOW[key])
+
+
+def test_build_tokens_are_checked():
+    assert TlmmEngine(group=5, lanes=4, tokens=8, max_rows=8, max_blocks=2).build_tokens == 2
+    assert TlmmEngine(group=5, lanes=4, tokens=1, max_rows=8, max_blocks=2).build_tokens == 1
+    for bad in (0, 3):
+        with pytest.raises(ValueError, match="build_tokens"):
+            TlmmEngine(group=5, lanes=4, tokens=2, max_rows=8, max_blocks=2, build_tokens=bad)
