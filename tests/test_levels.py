@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tellme.gen.estimate import synth_resources, unit_longest_paths, units_at_depth
+from tellme.gen.estimate import modules_to_depth, synth_resources, unit_longest_paths, units_at_depth
 from tellme.gen.levels import CombinationalLoopError, instance_of, longest_paths
 
 LUT_PORTS = {"I0": "input", "I1": "input", "I2": "input", "O": "output"}
@@ -116,3 +116,12 @@ def test_units_at_depth_add_up_to_the_whole_top():
     assert paths["a.y"] == {"cost": 9, "instance": "a.y.deep"}     # the worst under it
     assert paths["a (own)"] == {"cost": 3, "instance": "a"}        # its own instance only
     assert paths["top (own)"]["cost"] == 2 and "a.x" not in paths
+
+
+def test_units_to_a_depth_keep_only_those_instances(tmp_path):
+    assert modules_to_depth("module \\t.a (x);\nmodule \\t.a.b (y);\nmodule t (z);\n", "t", 1) == ["t.a"]
+    res = synth_resources(VERILOG, name="levels_top", units=1, cache_dir=tmp_path)
+    assert set(res["units"]) == {"", "u_and", "u_add"}
+    assert res["units"]["u_add"]["ff"] == 16
+    assert "keep_hierarchy 1 \\levels_top.u_and" in res["script"] and "-flatten" in res["script"]
+    assert res["longest_paths"]["u_add"]["carry_chains"] == 1
