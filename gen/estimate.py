@@ -443,7 +443,8 @@ def synth_resources(component, *, name: str, family: str = "xcup", timeout: floa
         (work / "script.ys").write_text(script)
         what = f"{name} ({len(verilog_text) // 1024} KiB of Verilog)"
         if progress:
-            progress(f"  synthesising {what} with `synth_xilinx {script.splitlines()[1][13:]}` ...")
+            synth_line = next(line for line in script.splitlines() if line.startswith("synth_xilinx "))
+            progress(f"  synthesising {what} with `{synth_line}` ...")
         try:
             seconds = _run_yosys(work, timeout, progress, what)
             try:
