@@ -194,12 +194,14 @@ class TlmmTables(wiring.Component):
         # Digits of the current magnitude: a small ROM shared by all lanes.
         digits = tlmm_digits(g)
         digit_pos = [Signal(g, name="digit_pos") , Signal(g, name="digit_neg")]
+        negatives = Signal(range(g + 1), name="digit_negatives")
         with m.Switch(entry):
             for mag in range(e_count):
                 with m.Case(mag):
                     m.d.comb += [
                         digit_pos[0].eq(sum(1 << i for i in range(g) if digits[mag, i] > 0)),
                         digit_pos[1].eq(sum(1 << i for i in range(g) if digits[mag, i] < 0)),
+                        negatives.eq(int((digits[mag] < 0).sum())),
                     ]
         pos, neg = digit_pos
 
@@ -214,13 +216,13 @@ class TlmmTables(wiring.Component):
         for p in range(p_count):
             entry_values = []
             for k in range(k_count):
+                # A negative digit takes ~x = -x - 1 (an XOR, no carry chain) and the entry gets
+                # the entry's count of negative digits (from the digit ROM) added once.
                 terms = []
                 for i in range(g):
                     xi = x[p][k][i]
-                    terms.append(Mux(pos[i], xi, Mux(neg[i], -xi, 0)))
-                total = terms[0]
-                for t in terms[1:]:
-                    total = total + t
+                    terms.append((xi ^ neg[i].replicate(8).as_signed()) & (pos[i] | neg[i]).replicate(8).as_signed())
+                total = _balanced_sum(terms + [negatives])
                 entry_value = Signal(signed(w), name=f"entry_value{p}" if k_count == 1 else f"entry_value{p}_{k}")
                 m.d.comb += entry_value.eq(total)
                 entry_values.append(entry_value)
