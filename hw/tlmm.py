@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -13,7 +14,7 @@ from ..contract.formats import code_bits, table_entries, tlmm_digits
 from .ping_pong import PingPong
 from .tlmm_decode import codes_layout
 
-__all__ = ["TlmmEngine", "TlmmTables", "entry_bits", "command_layout", "act_layout", "result_layout"]
+__all__ = ["TlmmEngine", "TlmmTables", "build_order", "entry_bits", "command_layout", "act_layout", "result_layout"]
 
 ACC_BITS = 32
 
@@ -55,6 +56,49 @@ def _check_params(group, lanes, tokens):
     check_positive_int("tokens", tokens)
 
 
+@functools.cache
+def build_order(group: int) -> tuple[tuple[int, int | None, int | None], ...]:
+    """The order in which :class:`TlmmTables` builds a table: every magnitude 0 .. E-1 once,
+    starting at 0, each differing from the one before in a single balanced-ternary digit by
+    +-1, so that entry(next) = entry(previous) +- x_i. Returns ``(magnitude, digit i, sign)``
+    per step (``None`` for the first). Found by a depth-first search that tries the neighbour
+    with the fewest unvisited neighbours first (Warnsdorff's rule: no backtracking is needed for
+    G <= 5); deterministic."""
+    digits = tlmm_digits(group)
+    index = {tuple(int(v) for v in row): mag for mag, row in enumerate(digits)}
+
+    def neighbours(mag):
+        out = []
+        for i in range(group):
+            for sign in (1, -1):
+                row = [int(v) for v in digits[mag]]
+                row[i] += sign
+                if -1 <= row[i] <= 1 and tuple(row) in index:
+                    out.append((index[tuple(row)], i, sign))
+        return out
+
+    links = {mag: neighbours(mag) for mag in range(len(digits))}
+    path, seen = [(0, None, None)], {0}
+
+    def extend():
+        if len(path) == len(digits):
+            return True
+        options = [step for step in links[path[-1][0]] if step[0] not in seen]
+        options.sort(key=lambda step: (sum(n[0] not in seen for n in links[step[0]]), step))
+        for step in options:
+            path.append(step)
+            seen.add(step[0])
+            if extend():
+                return True
+            path.pop()
+            seen.discard(step[0])
+        return False
+
+    if not extend():
+        raise ValueError(f"no single-digit build order for G = {group}")
+    return tuple(path)
+
+
 def _check_build_tokens(build_tokens, tokens):
     check_positive_int("build_tokens", build_tokens)
     if build_tokens > tokens:
@@ -77,8 +121,9 @@ class TlmmTables(wiring.Component):
     lane p, the group of lane p (inputs (bP+p)G .. (bP+p)G+G-1 of token t); ``last`` is set on
     the block's final group. Once the groups of K = ``build_tokens`` tokens (fewer at the end of
     a block) have arrived for all P lanes, every lane builds those tokens' table columns in lock
-    step, one entry of each per cycle in ascending magnitude m: entry(m) = sum_i d_i(m) x_i with
-    d(m) the balanced-ternary digits of m. A bank is filled K tokens at a time; after the group
+    step, one entry of each per cycle: entry(m) = sum_i d_i(m) x_i with d(m) the balanced-ternary
+    digits of m, the magnitudes visited in :func:`build_order` so that each entry is the one
+    before plus or minus a single x_i (one adder per column, starting from entry(0) = 0). A bank is filled K tokens at a time; after the group
     marked ``last`` it is handed to the lookup side (``full[bank]``) and the other bank is filled
     next, once the lookup side has released it.
 
@@ -96,8 +141,8 @@ class TlmmTables(wiring.Component):
 
     Cost: 2 banks x P lanes of E x T entries of ``entry_bits(G)`` bits in single-ported LUTRAM
     (a bank is built or read, never both; K token columns written per cycle through one port),
-    K G-term adders and a shadow register of K x G int8 per lane; the :class:`PingPong` state.
-    Measured inside :class:`TlmmEngine`.
+    K entry accumulators (an adder with a G:1 mux) and a shadow register of K x G int8 per lane;
+    the :class:`PingPong` state. Measured inside :class:`TlmmEngine`.
     """
 
     def __init__(self, *, group: int, lanes: int, tokens: int, build_tokens: int = 1):
@@ -191,19 +236,20 @@ class TlmmTables(wiring.Component):
             with m.Else():
                 m.d.sync += entry.eq(entry + 1)
 
-        # Digits of the current magnitude: a small ROM shared by all lanes.
-        digits = tlmm_digits(g)
-        digit_pos = [Signal(g, name="digit_pos") , Signal(g, name="digit_neg")]
-        negatives = Signal(range(g + 1), name="digit_negatives")
+        # The build visits the magnitudes in build_order(G): step c writes the entry of magnitude
+        # address[c], and the entry of step c+1 is that of step c plus or minus one activation
+        # x_i (one balanced-ternary digit changes by one), so each lane needs one adder per
+        # token column instead of a G-term sum. A small ROM shared by all lanes gives step c's
+        # address and the digit and sign of step c+1.
+        order = build_order(g)
+        address = Signal(range(e_count), name="build_address")
+        next_digit = Signal(range(g), name="build_next_digit")
+        next_neg = Signal(name="build_next_neg")
         with m.Switch(entry):
-            for mag in range(e_count):
-                with m.Case(mag):
-                    m.d.comb += [
-                        digit_pos[0].eq(sum(1 << i for i in range(g) if digits[mag, i] > 0)),
-                        digit_pos[1].eq(sum(1 << i for i in range(g) if digits[mag, i] < 0)),
-                        negatives.eq(int((digits[mag] < 0).sum())),
-                    ]
-        pos, neg = digit_pos
+            for step in range(e_count):
+                with m.Case(step):
+                    digit, sign = order[step + 1][1:] if step + 1 < e_count else (0, 1)
+                    m.d.comb += [address.eq(order[step][0]), next_digit.eq(digit), next_neg.eq(sign < 0)]
 
         # Token column token+k is written while it is one of the ``valid`` columns being built.
         column_en = Signal(t_count)
@@ -216,15 +262,14 @@ class TlmmTables(wiring.Component):
         for p in range(p_count):
             entry_values = []
             for k in range(k_count):
-                # A negative digit takes ~x = -x - 1 (an XOR, no carry chain) and the entry gets
-                # the entry's count of negative digits (from the digit ROM) added once.
-                terms = []
-                for i in range(g):
-                    xi = x[p][k][i]
-                    terms.append((xi ^ neg[i].replicate(8).as_signed()) & (pos[i] | neg[i]).replicate(8).as_signed())
-                total = _balanced_sum(terms + [negatives])
+                # The running entry: 0 at the first step, then +-x_i per step (a subtraction as
+                # + ~x + 1: the XOR maps into the adder's LUTs).
                 entry_value = Signal(signed(w), name=f"entry_value{p}" if k_count == 1 else f"entry_value{p}_{k}")
-                m.d.comb += entry_value.eq(total)
+                step_x = Array(x[p][k][i] for i in range(g))[next_digit]
+                with m.If(start):
+                    m.d.sync += entry_value.eq(0)
+                with m.Elif(building):
+                    m.d.sync += entry_value.eq(entry_value + (step_x ^ next_neg.replicate(8).as_signed()) + next_neg)
                 entry_values.append(entry_value)
             # Column t takes the value of the slot t falls in: (t - token) mod K, K dividing
             # the token positions a build starts at (0, K, 2K, ...).
@@ -240,7 +285,7 @@ class TlmmTables(wiring.Component):
                 writing = building & (wbank == bank)
                 addr = Signal(range(e_count), name=f"addr{p}_{bank}")
                 m.d.comb += [
-                    addr.eq(Mux(writing, entry, self.rd_mag[p])),
+                    addr.eq(Mux(writing, address, self.rd_mag[p])),
                     wp.addr.eq(addr),
                     rp.addr.eq(addr),
                     wp.data.eq(Cat(*column_data)),

@@ -7,7 +7,7 @@ bitnet-b1.58-large matrices (in their real N_t tiling) and a long random sweep a
 
 from __future__ import annotations
 
-
+import numpy as np
 import pytest
 
 from tellme.hw.tlmm import TlmmEngine, act_layout, command_layout, result_layout
@@ -179,3 +179,23 @@ def test_build_tokens_are_checked():
     for bad in (0, 3):
         with pytest.raises(ValueError, match="build_tokens"):
             TlmmEngine(group=5, lanes=4, tokens=2, max_rows=8, max_blocks=2, build_tokens=bad)
+
+
+@pytest.mark.parametrize("group", [2, 3, 4, 5])
+def test_build_order_steps_one_digit_at_a_time(group):
+    """The tables' build order visits every magnitude once from 0, each step changing one
+    balanced-ternary digit by +-1: entry(next) = entry(previous) + sign x_digit."""
+    from tellme.contract.formats import table_entries, tlmm_digits
+    from tellme.hw.tlmm import build_order
+
+    order = build_order(group)
+    digits = tlmm_digits(group).astype(int)
+    assert order[0] == (0, None, None)
+    assert sorted(mag for mag, _, _ in order) == list(range(table_entries(group)))
+    x = np.random.default_rng(group).integers(-128, 128, size=group)
+    entry = 0
+    for (before, _, _), (mag, digit, sign) in zip(order, order[1:]):
+        change = digits[mag] - digits[before]
+        assert np.count_nonzero(change) == 1 and change[digit] == sign
+        entry += sign * x[digit]
+        assert entry == digits[mag] @ x
