@@ -333,10 +333,10 @@ class TlmmEngine(wiring.Component):
     about ceil(T/K) max(K P, E) cycles (:class:`TlmmTables`), so blocks of fewer rows than that
     wait for their tables (at the kv260 settings 512 cycles against down_proj's 630-row tiles).
 
-    Cost: at the KV260 default (G 5, P 64, T 8, 4096 rows, 16 blocks) 47.2 K LUT-eq (22.7 K of
-    them the LUTRAM tables), 15.0 K FF, 19 BRAM36 (the accumulators), no DSP (Yosys
-    ``synth_xilinx``; 49.6 K, 15.6 K and 29 with a negation per entry and 32-bit accumulators,
-    ``bench/results/tlmm.json``).
+    Cost: at the KV260 default (G 5, P 64, T 8, 4096 rows, 16 blocks, K 2) 41.7 K LUT-eq (22.7 K
+    of them the LUTRAM tables), 21.6 K FF, 19 BRAM36 (the accumulators), no DSP (Yosys
+    ``synth_xilinx``). Before the session of #14's first changes: 49.6 K, 15.6 K FF, 29 BRAM36
+    (a negation per entry, 32-bit accumulators, one column per build, G-term build adders).
 
     Parameters (keyword-only): ``group`` G, ``lanes`` P, ``tokens`` T, ``max_rows``,
     ``max_blocks``, ``tree_levels_per_stage`` (adder-tree levels between pipeline registers),
