@@ -26,6 +26,7 @@ copies the ones those results hold, with their source, and says which are not me
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -33,8 +34,8 @@ import time
 from tellme.boards import get_board
 from tellme.config import model_preset
 from tellme.gen.build import build_verilog
-from tellme.gen.estimate import (fits, synth_resources, unit_longest_paths, units_at_depth, utilisation,
-                                 yosys_version)
+from tellme.gen.estimate import (fits, synth_resources, unit_instance, unit_longest_paths, units_at_depth,
+                                 utilisation, yosys_version)
 from tellme.gen.levels import RULES
 from tellme.gen.top import TellmeTop
 
@@ -76,12 +77,9 @@ def commit() -> str:
 
 
 def group_of(unit: str) -> str:
-    path = unit.replace(" (own)", "")
-    path = "" if path == "top" else path
-    for prefix, label in GROUPS:
-        if path == prefix or path.startswith(prefix + ".") or prefix == "":
-            return label
-    return GROUPS[-1][1]
+    path, _ = unit_instance(unit)
+    return next(label for prefix, label in GROUPS
+                if prefix == "" or path == prefix or path.startswith(prefix + "."))
 
 
 def table(res: dict) -> dict:
@@ -138,6 +136,8 @@ def main(argv=None) -> int:
         for k in RESOURCES:
             group[k] += used[k]
     whole = table(res)
+    util = utilisation(res, capacity)
+    problems = fits(res, capacity)
     measured = {"commit": commit(), "per_unit": per_unit}
     before = measured if args.rebaseline or "before" not in previous else previous["before"]
     results = {
@@ -156,10 +156,10 @@ def main(argv=None) -> int:
         "yosys": yosys_version(),
         "commit": measured["commit"],
         "resources": {k: {"used": whole[k], "capacity": capacity[k],
-                          "percent": round(100.0 * whole[k] / capacity[k], 1), "target_percent": TARGETS[k]}
+                          "percent": round(util[k], 1), "target_percent": TARGETS[k]}
                       for k in RESOURCES},
-        "fits": not fits(res, capacity), "reasons": fits(res, capacity),
-        "meets_targets": all(100.0 * whole[k] / capacity[k] <= TARGETS[k] for k in RESOURCES),
+        "fits": not problems, "reasons": problems,
+        "meets_targets": all(util[k] <= TARGETS[k] for k in RESOURCES),
         "resources_per_unit": per_unit,
         "resources_per_group": groups,
         "longest_path_lut_levels": {unit: paths[unit] for unit in per_unit if unit in paths},
@@ -168,9 +168,8 @@ def main(argv=None) -> int:
         "generate_seconds": round(generate_seconds, 1), "synth_seconds": res["synth_seconds"],
         "estimate_key": res["key"],
     }
-    path.write_text(__import__("json").dumps(results, indent=1) + "\n")
+    path.write_text(json.dumps(results, indent=1) + "\n")
     plot(groups, capacity, path.with_suffix(".png"))
-    util = utilisation(res, capacity)
     log_table(f"{PRESET} on {BOARD}: whole top (Yosys, hierarchy kept)", "resource   used / capacity",
               [f"{k:8s} {whole[k]:>9,} / {capacity[k]:>7,}  {util[k]:5.1f} % (target <= {TARGETS[k]:g} %)"
                for k in RESOURCES])

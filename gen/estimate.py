@@ -66,7 +66,8 @@ from .verilog import verilog_of
 
 __all__ = ["KV260", "LUTRAM_LUTS", "SRL_CELLS", "YosysError",
            "default_cache_dir", "yosys_command", "yosys_version", "synth_script", "parse_stat",
-           "resources_of_cells", "unit_resources", "units_at_depth", "unit_longest_paths", "modules_to_depth",
+           "resources_of_cells", "unit_resources", "units_at_depth", "unit_instance", "unit_longest_paths",
+           "modules_to_depth",
            "synth_resources", "budget_used", "fits", "utilisation"]
 
 
@@ -164,8 +165,7 @@ def synth_script(name: str, *, family: str = "xcup", flatten: bool = True, uram:
     if uram:
         args.append("-uram")
     args += list(extra_synth_args)
-    kept = [f"setattr -mod -set keep_hierarchy 1 {_yosys_name(module)}" for module in modules] \
-        if units and units is not True else []
+    kept = [f"setattr -mod -set keep_hierarchy 1 {_yosys_name(module)}" for module in modules]
     return "\n".join([
         "read_verilog top.v",
         *kept,
@@ -357,15 +357,21 @@ def units_at_depth(per_instance: Mapping[str, dict], depth: int) -> dict[str, di
     return units
 
 
+def unit_instance(unit: str) -> tuple[str, bool]:
+    """The instance path of a unit of :func:`units_at_depth` and whether the unit is only that
+    instance's own cells (``"a.b (own)"`` -> ``("a.b", True)``, ``"top (own)"`` -> ``("", True)``)."""
+    own = unit.endswith(" (own)")
+    path = unit[:-len(" (own)")] if own else unit
+    return ("" if own and path == "top" else path), own
+
+
 def unit_longest_paths(longest: Mapping[str, dict], units: Mapping[str, dict]) -> dict[str, dict]:
     """Each unit's worst path (``longest_paths`` of :func:`synth_resources` with ``units``):
     the costliest among its instance and everything under it (a ``(own)`` unit: its instance
     only), with the ``instance`` it ends in."""
     out = {}
     for unit in units:
-        own = unit.endswith(" (own)")
-        path = unit[:-len(" (own)")] if own else unit
-        path = "" if path == "top" else path
+        path, own = unit_instance(unit)
         candidates = [(inst, entry) for inst, entry in longest.items()
                       if inst == path or (not own and (not path or inst.startswith(path + ".")))]
         if candidates:

@@ -85,32 +85,36 @@ def _param(cell: Mapping, name: str) -> int:
         return 0
 
 
+_NO_LEVELS = (0, 0, 0)
+
+
 def _arcs(cell: Mapping):
-    """(input ports, output ports, cost tuple) of the cell's combinational arcs, plus whether its
-    outputs start a path and whether its inputs end one."""
+    """(input ports, output ports, cost tuple) of the cell's combinational arcs, the levels a
+    path starting at its outputs begins with (``None``: its outputs start no path), and whether
+    its inputs end one."""
     kind = cell["type"]
     dirs = cell.get("port_directions", {})
     ins = [p for p, d in dirs.items() if d == "input"]
     outs = [p for p, d in dirs.items() if d == "output"]
     if kind in _LUTS:
-        return [(ins, outs, (1, 0, 0))], False, False
+        return [(ins, outs, (1, 0, 0))], None, False
     if kind in _WIDE_MUXES:
-        return [(ins, outs, (0, 0, 0))], False, False
+        return [(ins, outs, (0, 0, 0))], None, False
     if kind in _CARRIES:
         chain = [p for p in ins if p in ("CI", "CI_TOP")]
         enter = [p for p in ins if p not in chain]
-        return [(chain, outs, (0, 0, 0)), (enter, outs, (0, 1, 0))], False, False
+        return [(chain, outs, (0, 0, 0)), (enter, outs, (0, 1, 0))], None, False
     if kind.startswith("RAM") and not kind.startswith("RAMB"):
-        return [([p for p in ins if _RAM_ADDRESS.match(p)], outs, (1, 0, 0))], False, True
+        return [([p for p in ins if _RAM_ADDRESS.match(p)], outs, (1, 0, 0))], None, True
     if kind in _SRLS:
-        return [([p for p in ins if _RAM_ADDRESS.match(p)], outs, (1, 0, 0))], True, True
+        return [([p for p in ins if _RAM_ADDRESS.match(p)], outs, (1, 0, 0))], _NO_LEVELS, True
     if kind == "DSP48E2":
         if _param(cell, "PREG"):
-            return [], True, True
+            return [], _NO_LEVELS, True
         if not any(_param(cell, r) for r in ("AREG", "BREG", "MREG", "CREG", "ADREG", "DREG")):
-            return [(ins, outs, (0, 0, 1))], False, False
-        return [], "dsp", True
-    return [], True, True            # registers, block RAM, URAM, anything unknown
+            return [(ins, outs, (0, 0, 1))], None, False
+        return [], (0, 0, 1), True
+    return [], _NO_LEVELS, True      # registers, block RAM, URAM, anything unknown
 
 
 def longest_paths(netlist: Mapping, top: str) -> dict[str, dict]:
@@ -120,7 +124,7 @@ def longest_paths(netlist: Mapping, top: str) -> dict[str, dict]:
     own logic and outputs). Raises :class:`CombinationalLoopError` if the combinational cells
     form a loop."""
     module = netlist["modules"][top]
-    zero = (0, 0, 0)
+    zero = _NO_LEVELS
 
     def cost(levels):
         return levels[0] + levels[1] + DSP_LEVEL_COST * levels[2]
@@ -139,10 +143,9 @@ def longest_paths(netlist: Mapping, top: str) -> dict[str, dict]:
     for name, cell in module["cells"].items():
         if cell["type"] in _IGNORED:
             continue
-        cell_arcs, starts, ends = _arcs(cell)
+        cell_arcs, levels, ends = _arcs(cell)
         conns, dirs = cell["connections"], cell.get("port_directions", {})
-        if starts:
-            levels = (0, 0, 1) if starts == "dsp" else zero
+        if levels is not None:
             for port, d in dirs.items():
                 if d == "output":
                     for b in conns.get(port, []):
@@ -201,9 +204,8 @@ def longest_paths(netlist: Mapping, top: str) -> dict[str, dict]:
                 if drivers[b] == 0:
                     final_bits.append(b)
     if fired < len(arcs):
-        stuck = [i for i, count in enumerate(waiting) if count > 0]
         raise CombinationalLoopError(f"{len(arcs) - fired} combinational arcs never became ready: "
-                                     f"a combinational loop ({len(stuck)} arcs waiting)")
+                                     "a combinational loop")
     names = _bit_names(module)
 
     def describe(cell: str) -> str:

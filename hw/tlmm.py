@@ -123,9 +123,9 @@ class TlmmTables(wiring.Component):
     a block) have arrived for all P lanes, every lane builds those tokens' table columns in lock
     step, one entry of each per cycle: entry(m) = sum_i d_i(m) x_i with d(m) the balanced-ternary
     digits of m, the magnitudes visited in :func:`build_order` so that each entry is the one
-    before plus or minus a single x_i (one adder per column, starting from entry(0) = 0). A bank is filled K tokens at a time; after the group
-    marked ``last`` it is handed to the lookup side (``full[bank]``) and the other bank is filled
-    next, once the lookup side has released it.
+    before plus or minus a single x_i (one adder per column, starting from entry(0) = 0). A bank
+    is filled K tokens at a time; after the group marked ``last`` it is handed to the lookup side
+    (``full[bank]``) and the other bank is filled next, once the lookup side has released it.
 
     Ports: ``act`` (In stream, act_layout); ``rd_mag[p]`` (In, magnitude read address of lane
     p), ``rd_bank`` (In), ``rd_data[p][t]`` (Out, combinational entry of token t in lane p);
@@ -257,7 +257,7 @@ class TlmmTables(wiring.Component):
             m.d.comb += column_en.eq(1 << token)
         else:
             for t in range(t_count):
-                m.d.comb += column_en[t].eq(_any_of(((token + k == t) & (valid > k)) for k in range(k_count)))
+                m.d.comb += column_en[t].eq(Cat(*((token + k == t) & (valid > k) for k in range(k_count))).any())
 
         for p in range(p_count):
             entry_values = []
@@ -297,14 +297,6 @@ class TlmmTables(wiring.Component):
                 else:
                     m.d.comb += self.rd_data[p].eq(Mux(self.rd_bank, rp.data, bank0_data))
         return m
-
-
-def _any_of(conditions):
-    conditions = list(conditions)
-    out = conditions[0]
-    for c in conditions[1:]:
-        out = out | c
-    return out
 
 
 class TlmmEngine(wiring.Component):
