@@ -12,6 +12,7 @@ from .act_mover import ROW_STRIDE_WIDTH, ScratchReader, ScratchWriter
 from .attention import POSITION, check_attn_format
 from .attn_load import AttentionLoad
 from .attn_prefill import PrefillAttention
+from .attn_tiled import TiledAttention
 from .compose import axi_ports, issue_once
 from .norm_quant import NormQuant
 from .pipeline import f32_vec
@@ -83,9 +84,10 @@ class AttentionPath(wiring.Component):
       counted per token on both sides), into :class:`~tellme.hw.norm_quant.NormQuant`
       (quantise only, one command per vector);
     - :class:`~tellme.hw.attn_load.AttentionLoad` assembles each token's H+2 int8 vectors and
-      scales into a load beat of :class:`~tellme.hw.attn_prefill.PrefillAttention`, which
-      appends k/v to the cache (``write_kv``) and computes the causal attention (history
-      positions < pos0 from the cache in DDR);
+      scales into a load beat of the attention unit (:class:`~tellme.hw.attn_tiled.TiledAttention`
+      in fp32, :class:`~tellme.hw.attn_prefill.PrefillAttention` in int8), which appends k/v to
+      the cache (``write_kv``) and computes the causal attention (history positions < pos0
+      from the cache in DDR);
     - its outputs (token descending, head ascending) collect in a FIFO of one token row; once a
       row is complete a :class:`~tellme.hw.act_mover.ScratchWriter` command (rows 1, H hd x 4
       bytes at ``attn + t row_stride``) writes it.
@@ -108,11 +110,10 @@ class AttentionPath(wiring.Component):
 
     Latency: a token's vectors reach the attention unit after the reads, RoPE (8 cycles) and
     the quantiser (about 3 hd/L + 120 cycles per vector); the attention itself starts after
-    the last token's load (``hw/attn_prefill.py``). Throughput: the quantiser's, about
-    (H + 2) (3 hd/L + 120) cycles per token, while the tokens load; then PrefillAttention's
-    (its AttentionCores' pace). Cost: the units it holds (Rope, NormQuant with max_dim hd,
-    AttentionLoad, PrefillAttention with H cores, three scratch readers, a writer) and three
-    FIFOs of f32_vec(L) beats: (H+2) hd/L (q/k/v), twice (H+1) hd/2L (cos, sin), H hd/L
+    the last token's load (``hw/attn_tiled.py``, ``hw/attn_prefill.py``). Throughput: the
+    quantiser's, about (H + 2) (3 hd/L + 120) cycles per token, while the tokens load; then the
+    attention unit's. Cost: the units it holds (Rope, NormQuant with max_dim hd in int8,
+    AttentionLoad, the attention unit, three scratch readers, a writer) and three FIFOs of f32_vec(L) beats: (H+2) hd/L (q/k/v), twice (H+1) hd/2L (cos, sin), H hd/L
     (output row).
 
     Parameters (keyword-only): ``head_dim`` hd (a multiple of 2 L), ``heads`` H (query heads
@@ -140,9 +141,11 @@ class AttentionPath(wiring.Component):
         # the int8 format quantises q, k and v per vector; fp32 takes them as they are
         self.quant = NormQuant(lanes=lanes, max_dim=head_dim) if attn_format == "int8" else None
         self.load = AttentionLoad(head_dim=head_dim, heads=heads, lanes=lanes, attn_format=attn_format)
-        self.attention = PrefillAttention(head_dim=head_dim, tile=tile, chunk=chunk, heads=heads,
-                                          addr_width=addr_width, data_width=data_width, dot_lanes=dot_lanes,
-                                          pv_lanes=pv_lanes, out_lanes=lanes, attn_format=attn_format)
+        # fp32: query tiles (each key tile read once per query tile); int8: a core per head
+        unit = TiledAttention if attn_format == "fp32" else PrefillAttention
+        self.attention = unit(head_dim=head_dim, tile=tile, chunk=chunk, heads=heads, addr_width=addr_width,
+                              data_width=data_width, dot_lanes=dot_lanes, pv_lanes=pv_lanes, out_lanes=lanes,
+                              attn_format=attn_format)
         self.demux = StreamDemux(shape=f32_vec(lanes), count=2)
         self.mux = StreamMux(shape=f32_vec(lanes), count=2)
         super().__init__({

@@ -3,7 +3,7 @@
 from amaranth.hdl import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data
 
-__all__ = ["f32_vec", "q8_vec", "StreamPipe", "f32_tree"]
+__all__ = ["f32_vec", "q8_vec", "StreamPipe", "f32_tree", "delay"]
 
 
 def f32_vec(lanes: int) -> data.StructLayout:
@@ -54,3 +54,14 @@ def f32_tree(m: Module, values, add_unit, en, name: str):
         latency += unit.latency
         level = nxt
     return level[0], latency
+
+
+def delay(m: Module, value, cycles: int, name: str, *, valid: bool = False):
+    """``value`` ``cycles`` cycles later, through a chain of registers named ``name0``, ...
+    Data registers are reset-less (validity travels separately, and long chains map to
+    shift-register LUTs); ``valid=True`` for validity bits, which reset."""
+    for k in range(cycles):
+        r = Signal.like(value, name=f"{name}{k}", reset_less=not valid)
+        m.d.sync += r.eq(value)
+        value = r
+    return value

@@ -17,6 +17,7 @@ import json
 import pytest
 
 from tellme.hw.attn_prefill import PrefillAttention
+from tellme.hw.attn_tiled import TiledAttention
 from tellme.sim.rtl import default_build_root, run_cocotb
 
 TB = "tellme.sim.tb.tb_attn_prefill"
@@ -31,6 +32,15 @@ CONFIGS = {
     "hd64_t8_c24_h2": (dict(head_dim=64, tile=8, chunk=24, heads=2), True),
     "hd96_t32_c128_h1": (dict(head_dim=96, tile=32, chunk=128, heads=1), True),
     "hd128_t32_c40_h4": (dict(head_dim=128, tile=32, chunk=40, heads=4, pv_lanes=32), True),
+}
+
+#: TiledAttention (fp32, query tiles): name -> (constructor arguments, slow).
+TILED_CONFIGS = {
+    "tiled_hd32_t8_c20_h2": (dict(head_dim=32, tile=8, chunk=20, heads=2), False),
+    # the tiny presets' shape: one beat per pair (a free cycle after each), one lane group
+    "tiled_hd16_t8_c16_h2": (dict(head_dim=16, tile=8, chunk=16, heads=2, out_lanes=4), False),
+    "tiled_hd32_t4_c12_h1_pv32": (dict(head_dim=32, tile=4, chunk=12, heads=1, pv_lanes=32, out_lanes=8), True),
+    "tiled_hd96_t32_c128_h1": (dict(head_dim=96, tile=32, chunk=128, heads=1), True),
 }
 
 
@@ -61,3 +71,25 @@ def test_prefill_attention(config):
     if results.exists():
         for row in json.loads(results.read_text()).get("prefill_lengths", []):
             print(f"  {row['label']:10s} {row['count']:4d} tokens: {row['cycles']:7d} cycles after the load")
+
+
+def test_tiled_parameters_checked():
+    with pytest.raises(ValueError, match="fp32"):
+        TiledAttention(head_dim=64, tile=8, chunk=16, attn_format="int8")
+    with pytest.raises(ValueError, match="dot_lanes"):
+        TiledAttention(head_dim=24, tile=8, chunk=16, dot_lanes=16)
+    with pytest.raises(ValueError, match="out_lanes"):
+        TiledAttention(head_dim=64, tile=8, chunk=16, pv_lanes=8, out_lanes=16)
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("config", [pytest.param(n, marks=[pytest.mark.slow] if slow else [])
+                                    for n, (_, slow) in TILED_CONFIGS.items()])
+def test_tiled_attention(config):
+    params, _ = TILED_CONFIGS[config]
+    results = default_build_root() / f"prefill-cycles-{config}.json"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.unlink(missing_ok=True)
+    run_cocotb(TiledAttention(**params), name=f"attn_{config}", test_module=TB, testcase=TESTS, timeout=3600,
+               parameters={**params, "attn_format": "fp32", "history_per": "query_tile",
+                           "seed": 11 + params["head_dim"], "results": str(results)})

@@ -5,10 +5,12 @@ docs/architecture.md section 6; the cases and checks shared with ``tb_attention`
 :mod:`.attention_common`).
 
 Configuration (``tb_config()``): ``head_dim``, ``tile``, ``chunk``, ``heads``, ``dot_lanes``,
-``pv_lanes``, ``out_lanes``, ``seed``, ``attn_format`` (``"int8"``, the default: golden
+``pv_lanes``, ``out_lanes``, ``seed``, ``attn_format``, ``history_per`` (``"query"``, the
+default, or ``"query_tile"``: how often the unit reads a pass's history) (``"int8"``, the default: golden
 ``KVCache`` and int8 queries with d_q; or ``"fp32"``: ``FloatKVCache``, float32 queries, the
 fp32 score summed over ``dot_lanes``, which must match the build), optionally ``results`` (a
-JSON file for cycles per pass), ``bench_counts`` (token counts of ``prefill_bench``).
+JSON file for cycles per pass), ``bench_counts`` (token counts of ``prefill_bench``),
+``bench_contexts`` (contexts of ``decode_bench``).
 
 - ``prefill_lengths``: first chunks (pos0 = 0) of 1, 2, tile, tile+1 and ``chunk`` tokens, no
   stalls (cycles per pass recorded);
@@ -21,11 +23,14 @@ JSON file for cycles per pass), ``bench_counts`` (token counts of ``prefill_benc
   query, dominant keys in the diagonal / older tiles, underflowing p_j, large values; in fp32
   ``float_extreme_cases``: overflow to inf and NaN, subnormals, +-0, cancellation, ...) as
   chunks, with stalls;
-- ``prefill_bench``: no stalls or pauses, first chunks of ``bench_counts`` tokens: cycles.
+- ``prefill_bench``: no stalls or pauses, first chunks of ``bench_counts`` tokens: cycles;
+- ``decode_bench``: no stalls or pauses, one-token passes at the contexts ``bench_contexts``
+  (``capacity`` must hold them): cycles and history bytes.
 
 Every pass checks: outputs in order (tokens descending, heads ascending, ``last`` per
-(token, head)), bit-exact; AXI reads = count x pos0 x (2 hd + 16) bytes (fp32: count x pos0 x
-8 hd), all inside the history of the pass's kv head; the write memory afterwards equals its
+(token, head)), bit-exact; AXI reads = pos0 x (2 hd + 16) bytes (fp32: pos0 x 8 hd) per query
+or query tile (``history_per``), all inside the history of the pass's kv head; the write
+memory afterwards equals its
 start image with exactly the chunk's K rows, V rows and (int8) scale records written (or
 untouched without ``write_kv``).
 """
@@ -140,6 +145,13 @@ class PrefillTB(AttentionTB):
         return random_pass(rng, label, pos0, count, head_dim=self.hd, heads=self.heads,
                            attn_format=self.attn_format, **kw)
 
+    def history_reads(self, p: Pass) -> int:
+        """How often a pass reads its history: once per query (``history_per`` "query",
+        PrefillAttention) or once per query tile ("query_tile", TiledAttention)."""
+        if self.cfg.get("history_per", "query") == "query":
+            return p.count
+        return (p.pos0 + p.count - 1) // self.tile - p.pos0 // self.tile + 1
+
     def lengths(self) -> list[int]:
         return sorted({n for n in (1, 2, self.tile, self.tile + 1, self.chunk) if n <= self.chunk})
 
@@ -184,10 +196,10 @@ class PrefillTB(AttentionTB):
         assert int(self.dut.busy.value) == 0, f"{p.label}: still busy after its outputs"
         assert self.sink.count() == 0, f"{p.label}: {self.sink.count()} output beats beyond the expected ones"
         assert not int(self.dut.error.value), f"{p.label}: error raised without an error response"
-        # reads: each query reads the history 0..pos0-1 once, nothing else
+        # reads: the history 0..pos0-1 once per query (or query tile), nothing else
         ar = self.mon.values["ar"][before["ar"]:]
         nbytes = sum((v["len"] + 1) * BEAT for v in ar)
-        want_bytes = p.count * p.pos0 * kv_position_bytes(hd, fmt)
+        want_bytes = self.history_reads(p) * p.pos0 * kv_position_bytes(hd, fmt)
         assert nbytes == want_bytes, f"{p.label}: read {nbytes} bytes, expected {want_bytes}"
         ranges = expected_read_ranges(b, p.pos0 - 1, hd, fmt)     # positions 0..pos0-1
         for v in ar:
@@ -281,6 +293,18 @@ async def prefill_extremes(dut):
             cache = golden.KVCache(case.cache.k[:, :n].copy(), case.cache.v[:, :n].copy(),
                                    case.cache.k_scale[:, :n].copy(), case.cache.v_scale[:, :n].copy())
         await tb.run(Pass(case.label, cache, pos0, count, q_q, d_q))
+
+
+@cocotb.test(skip=config_value("bench_contexts") is None)
+async def decode_bench(dut):
+    """No stalls or pauses: one-token passes (decode steps) at the contexts ``bench_contexts``
+    (history 0..ctx-2 from the AxiRamRead, the token at ctx-1): cycles and history bytes."""
+    tb = PrefillTB(dut)
+    rng = np.random.default_rng(tb.seed + 5)
+    tb.connect(seed=tb.seed + 5, pauses=False, stall=0.0)
+    await tb.reset()
+    rows = [await tb.run(tb.random_pass(rng, f"decode{n}", n - 1, 1)) for n in tb.cfg.get("bench_contexts", [])]
+    tb.record("decode_bench", rows)
 
 
 @cocotb.test(skip=config_value("bench_counts") is None)

@@ -1,0 +1,349 @@
+"""Prefill attention by query tiles: each key tile is read once for a whole query tile and its
+scores computed back to back, the online softmax of all the tile's queries interleaved
+(docs/architecture.md 8, ``golden.attention_query``)."""
+
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..config import check_positive_int
+from .attention import NEG_INF, POSITION, check_attn_format
+from .attn_decode import KvWriter
+from .attn_prefill import kv_fields, prefill_command_layout, prefill_load_layout, prefill_out_layout
+from .attn_score import DotScore
+from .attn_softmax import BANKS, SoftmaxAccumulator, key_tile_layout, score_entry_layout
+from .axi import axi_read_signature, axi_write_signature
+from .fp32 import FMax, add_unit
+from .kv_reader import KvReader
+from .pipeline import delay
+
+__all__ = ["TiledAttention"]
+
+
+class TiledAttention(wiring.Component):
+    """Causal attention of a chunk of ``count`` <= ``chunk`` tokens at positions pos0.. for
+    ``heads`` query heads sharing one kv head, float32 (``attn_format`` "fp32"), bit-exact with
+    ``golden.attention_query``; the ports and the pass protocol of
+    :class:`~tellme.hw.attn_prefill.PrefillAttention`.
+
+    A pass: a ``cmd`` beat, then ``count`` ``load`` beats in token order: k, v and the queries
+    go to on-chip memories ``dot_lanes`` (k, q) or ``pv_lanes`` (v) float32 wide and deep
+    (block RAM), k and v also to the KV cache (``write_kv``). The chunk's tokens fall in query
+    tiles (the tokens of one aligned tile of ``tile`` positions, ``heads`` queries each), run
+    from the last to the first. For a query tile, the key tiles of ``golden.key_tile_order``
+    (from its diagonal tile down to tile 0) each run once for all its queries:
+
+    - score side: for each key (ascending) and each query that sees it (the causal mask inside
+      the diagonal tile), the :class:`~tellme.hw.attn_score.DotScore` of the pair, hd/dot_lanes
+      cycles, pairs back to back; the scores go to a score buffer bank, each query's running
+      max m' to registers, copied for the accumulate side when the tile's last score lands;
+    - accumulate side (:class:`~tellme.hw.attn_softmax.SoftmaxAccumulator`): rescale, exp and
+      P.V of an earlier key tile while the score side runs this one (three score banks: the
+      score side may run two tiles ahead).
+
+    Keys below pos0 (earlier chunks) come from DDR through a :class:`KvReader`, once per query
+    tile (not per query), into two history tile slots beside the chunk's rows, filled while
+    older tiles compute.
+
+    Latency and throughput: one (query, key) pair per max(hd/dot_lanes, hd/pv_lanes) cycles
+    when both sides are busy; per query tile about 100 + queries x (1 + hd/pv_lanes) cycles of
+    recip and output. Per key tile the score side pays its pipeline only at a query tile's end.
+
+    Parameters (keyword-only): as PrefillAttention; ``attn_format`` must be "fp32",
+    ``out_lanes`` divides ``pv_lanes``. With head_dim = dot_lanes a pair takes two cycles
+    (the running max's update takes two).
+    """
+
+    def __init__(self, *, head_dim: int, tile: int, chunk: int, heads: int = 1, addr_width: int = 40,
+                 data_width: int = 128, dot_lanes: int = 16, pv_lanes: int = 16, out_lanes: int = 8,
+                 attn_format: str = "fp32"):
+        for name, value in (("head_dim", head_dim), ("tile", tile), ("chunk", chunk), ("heads", heads),
+                            ("dot_lanes", dot_lanes), ("pv_lanes", pv_lanes), ("out_lanes", out_lanes)):
+            check_positive_int(name, value)
+        if check_attn_format(attn_format) != "fp32":
+            raise ValueError(f"TiledAttention computes the fp32 format; attn_format {attn_format!r} is "
+                             f"PrefillAttention's")
+        if chunk >= 1 << POSITION.width:
+            raise ValueError(f"chunk ({chunk}) must be below {1 << POSITION.width} ({POSITION.width}-bit positions)")
+        for name, value in (("dot_lanes", dot_lanes), ("pv_lanes", pv_lanes)):
+            if head_dim % value:
+                raise ValueError(f"{name} ({value}) must divide head_dim ({head_dim})")
+        self.head_dim, self.tile, self.chunk, self.heads = head_dim, tile, chunk, heads
+        self.addr_width, self.attn_format = addr_width, attn_format
+        self.dot_lanes, self.pv_lanes, self.out_lanes = dot_lanes, pv_lanes, out_lanes
+        self.steps, self.groups = head_dim // dot_lanes, head_dim // pv_lanes
+        self.queries = tile * heads
+        self.rows = chunk + 2 * tile               # the chunk's rows, then two history slots
+        self.score = DotScore(head_dim=head_dim, lanes=dot_lanes)
+        self.softmax = SoftmaxAccumulator(head_dim=head_dim, tile=tile, heads=heads, chunk=chunk, rows=self.rows,
+                                          lanes=pv_lanes, out_lanes=out_lanes)
+        self.reader = KvReader(head_dim=head_dim, tile=tile, addr_width=addr_width, data_width=data_width,
+                               attn_format=attn_format)
+        self.writer = KvWriter(head_dim=head_dim, addr_width=addr_width, data_width=data_width,
+                               attn_format=attn_format)
+        super().__init__({
+            "cmd": In(stream.Signature(prefill_command_layout(chunk, addr_width))),
+            "load": In(stream.Signature(prefill_load_layout(head_dim, heads, attn_format))),
+            "o": Out(stream.Signature(prefill_out_layout(out_lanes, heads, chunk))),
+            "axi_read": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
+            "axi_write": Out(axi_write_signature(addr_width=addr_width, data_width=data_width)),
+            "error": Out(1), "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        hd, T, C, H = self.head_dim, self.tile, self.chunk, self.heads
+        S, G, Q, R = self.steps, self.groups, self.queries, self.rows
+        dl, pl = self.dot_lanes, self.pv_lanes
+        m.submodules.score, m.submodules.softmax = score, sm = self.score, self.softmax
+        m.submodules.reader, m.submodules.writer = reader, writer = self.reader, self.writer
+        wiring.connect(m, reader.axi, wiring.flipped(self.axi_read))
+        wiring.connect(m, writer.axi, wiring.flipped(self.axi_write))
+        m.d.comb += self.error.eq(reader.error | writer.error)
+        wiring.connect(m, sm.o, wiring.flipped(self.o))
+
+        # ---- memories: queries and keys dot_lanes wide, values pv_lanes wide, by row and beat
+        k_beat = data.ArrayLayout(unsigned(32), dl)
+        v_beat = data.ArrayLayout(unsigned(32), pl)
+        q_mem = memory.Memory(shape=k_beat, depth=C * H * S, init=[])
+        k_mem = memory.Memory(shape=k_beat, depth=R * S, init=[])
+        v_mem = memory.Memory(shape=v_beat, depth=R * G, init=[])
+        s_mem = memory.Memory(shape=score_entry_layout(Q, R), depth=BANKS * T * Q, init=[])
+        m.submodules.q_mem, m.submodules.k_mem, m.submodules.v_mem = q_mem, k_mem, v_mem
+        m.submodules.s_mem = s_mem
+        q_wp, q_rp = q_mem.write_port(), q_mem.read_port()
+        k_wp, k_rp = k_mem.write_port(), k_mem.read_port()
+        v_wp, v_rp = v_mem.write_port(), v_mem.read_port()
+        s_wp, s_rp = s_mem.write_port(), s_mem.read_port()
+        m.d.comb += [s_rp.addr.eq(sm.s_addr), sm.s_data.eq(s_rp.data), v_rp.addr.eq(sm.v_addr),
+                     sm.v_data.eq(v_rp.data)]
+
+        cmd = Signal(prefill_command_layout(C, self.addr_width))
+        fields = kv_fields(self.attn_format)
+
+        # ---- row writer: one k/v row (and, loading, the token's queries) into the memories,
+        # a beat of each per cycle
+        row_k = Signal(data.ArrayLayout(unsigned(32), hd))
+        row_v = Signal(data.ArrayLayout(unsigned(32), hd))
+        row_q = Signal(data.ArrayLayout(unsigned(32), hd * H))
+        wr_busy, wr_q = Signal(), Signal()
+        wr_row = Signal(range(R))
+        wr_beat = Signal(range(max(S * H, G) + 1))
+        wr_tile_end = Signal()                     # the row ends a history tile
+        wr_finish = Signal()                       # the row's last beat is written this cycle
+        wr_beats = Mux(wr_q, max(S * H, G), max(S, G))
+        m.d.comb += [
+            k_wp.addr.eq(wr_row * S + wr_beat), k_wp.data.eq(row_k.as_value().word_select(wr_beat, 32 * dl)),
+            k_wp.en.eq(wr_busy & (wr_beat < S)),
+            v_wp.addr.eq(wr_row * G + wr_beat), v_wp.data.eq(row_v.as_value().word_select(wr_beat, 32 * pl)),
+            v_wp.en.eq(wr_busy & (wr_beat < G)),
+            q_wp.addr.eq(wr_row * (S * H) + wr_beat), q_wp.data.eq(row_q.as_value().word_select(wr_beat, 32 * dl)),
+            q_wp.en.eq(wr_busy & wr_q & (wr_beat < S * H)),
+            wr_finish.eq(wr_busy & (wr_beat == wr_beats - 1)),
+        ]
+        with m.If(wr_busy):
+            m.d.sync += wr_beat.eq(wr_beat + 1)
+            with m.If(wr_finish):
+                m.d.sync += [wr_busy.eq(0), wr_beat.eq(0)]
+
+        # ---- load: the chunk's tokens, appended to the cache
+        load = self.load.payload
+        index = Signal(range(C + 1))
+        append = writer.append.payload
+        m.d.comb += [append.k_base.eq(cmd.k_base), append.v_base.eq(cmd.v_base), append.s_base.eq(cmd.s_base),
+                     append.pos.eq(cmd.pos0 + index)]
+        for name in fields:
+            m.d.comb += getattr(append, name).eq(getattr(load, name))
+        appends_pending = Signal(range(C + 2))
+        m.d.sync += appends_pending.eq(appends_pending + (writer.append.valid & writer.append.ready) - writer.done)
+
+        # ---- history filler: per query tile one KvReader command (positions 0..pos0-1), its
+        # tiles into slot filled % 2 once the accumulate side freed it
+        n_qtiles = Signal(range(C + 1))            # query tiles of the pass
+        fill_left = Signal(range(C + 1))           # query tiles whose history is still to read
+        filled, freed, used = Signal(2), Signal(2), Signal(2)   # history tiles, mod 4
+        fill_pos = Signal(range(T))                # row in the slot being filled
+        fill_ok = Signal()
+        m.d.comb += fill_ok.eq((filled - freed)[:2] < 2)
+        with m.If(sm.slot_freed):
+            m.d.sync += freed.eq(freed + 1)
+        with m.If(wr_finish & wr_tile_end):
+            m.d.sync += [filled.eq(filled + 1), wr_tile_end.eq(0)]
+        fill_active = Signal()
+        keys = reader.keys
+        with m.FSM(name="filler"):
+            with m.State("IDLE"):
+                with m.If(fill_active & (fill_left != 0)):
+                    m.next = "CMD"
+            with m.State("CMD"):
+                m.d.comb += [reader.cmd.valid.eq(1), reader.cmd.payload.k_base.eq(cmd.k_base),
+                             reader.cmd.payload.v_base.eq(cmd.v_base), reader.cmd.payload.s_base.eq(cmd.s_base),
+                             reader.cmd.payload.pos.eq(cmd.pos0 - 1)]
+                with m.If(reader.cmd.ready):
+                    m.d.sync += fill_pos.eq(0)
+                    m.next = "KEYS"
+            with m.State("KEYS"):
+                m.d.comb += keys.ready.eq(~wr_busy & ~wr_tile_end & fill_ok)
+                with m.If(keys.valid & keys.ready):
+                    m.d.sync += [row_k.eq(keys.payload.k), row_v.eq(keys.payload.v), wr_busy.eq(1), wr_q.eq(0),
+                                 wr_beat.eq(0), wr_row.eq(C + filled[0] * T + fill_pos), fill_pos.eq(fill_pos + 1)]
+                    with m.If(keys.payload.tile_last):
+                        m.d.sync += [wr_tile_end.eq(1), fill_pos.eq(0)]
+                    with m.If(keys.payload.last):
+                        m.d.sync += fill_left.eq(fill_left - 1)
+                        m.next = "IDLE"
+
+        # ---- score side
+        t_hi = Signal(range(C + 1))                # the query tile: chunk tokens [t_lo, t_hi)
+        t_lo = Signal(range(C + 1))
+        qn = Signal(range(Q + 1))
+        qpos0 = Signal(POSITION)                   # position of the query tile's first token
+        lo, hi = Signal(POSITION), Signal(POSITION)   # the key tile [lo, hi)
+        first_tile = Signal()
+        p = Signal(POSITION)                       # key position
+        i = Signal(range(Q + 1))
+        step = Signal(range(S))
+        q_addr = Signal(range(C * H * S + 1))
+        row = Signal(range(R))
+        pairs = Signal(range(T * Q + 1))
+        started, taken = Signal(2), Signal(2)      # key tiles the score side started / the softmax took
+        issued_tiles, landed_tiles = Signal(2), Signal(2)
+        hist_tile = Signal()                       # the key tile has positions below pos0
+        hslot = Signal()
+        m_run = [Signal(32, name=f"m_run{q}") for q in range(Q)]
+
+        def key_setup(pos):
+            """Registers for key position ``pos`` of the current tile: its row, the first query
+            that sees it, the query address."""
+            first_q = Signal(range(Q + 1), name="first_q")
+            m.d.comb += first_q.eq(Mux(pos > qpos0, (pos - qpos0) * H, 0))
+            m.d.sync += [p.eq(pos), i.eq(first_q), q_addr.eq(t_lo * (H * S) + first_q * S), step.eq(0),
+                         row.eq(Mux(pos >= cmd.pos0, pos - cmd.pos0, C + hslot * T + (pos - lo)))]
+
+        # issue: the beat read now meets DotScore next cycle with its tags
+        iss_valid = Signal()
+        m.d.comb += [q_rp.addr.eq(q_addr), k_rp.addr.eq(row * S + step)]
+        pair_tag = data.StructLayout({"i": range(Q), "row": range(R), "tile_last": 1})
+        iss_tag = Signal(pair_tag)
+        s_valid, s_step = Signal(), Signal(range(S))
+        s_tag = Signal(pair_tag)
+        m.d.sync += [s_valid.eq(iss_valid), s_step.eq(step), s_tag.eq(iss_tag)]
+        m.d.comb += [score.valid.eq(s_valid), score.step.eq(s_step), score.q.eq(q_rp.data), score.k.eq(k_rp.data)]
+        tag = delay(m, s_tag, score.latency, "score_tag")
+        # landing: score buffer, running max (FMax: one cycle), the copy after the tile's last
+        land_n = Signal(range(T * Q + 1))
+        land_bank = Signal(range(BANKS))
+        m.d.comb += [s_wp.addr.eq(land_bank * (T * Q) + land_n), s_wp.data.s.eq(score.o), s_wp.data.i.eq(tag.i),
+                     s_wp.data.row.eq(tag.row), s_wp.en.eq(score.o_valid)]
+        run_sel = Array(m_run)
+        fmax = add_unit(m, "run_max", FMax(), a=run_sel[tag.i], b=score.o)
+        max_i = Signal(range(Q))
+        max_valid, snap_due = Signal(), Signal()
+        m.d.sync += [max_i.eq(tag.i), max_valid.eq(score.o_valid), snap_due.eq(0)]
+        with m.If(max_valid):
+            m.d.sync += run_sel[max_i].eq(fmax.o)
+        with m.If(score.o_valid):
+            m.d.sync += land_n.eq(land_n + 1)
+            with m.If(tag.tile_last):
+                m.d.sync += [land_n.eq(0), snap_due.eq(1)]
+        snap = Signal()
+        m.d.sync += snap.eq(snap_due)              # two cycles after the last landing: m_run final
+        m.d.comb += [sm.snap.eq(snap), sm.snap_bank.eq(land_bank)]
+        m.d.comb += [sm.snap_m[q].eq(m_run[q]) for q in range(Q)]
+        with m.If(snap):
+            m.d.sync += [land_bank.eq(Mux(land_bank == BANKS - 1, 0, land_bank + 1)), landed_tiles.eq(landed_tiles + 1)]
+
+        # descriptors: pushed when a tile's last pair issues, offered once its scores landed
+        dfifo = fifo.SyncFIFOBuffered(width=key_tile_layout(T, Q, C).size, depth=BANKS + 1)
+        m.submodules.dfifo = dfifo
+        desc = Signal(key_tile_layout(T, Q, C))
+        m.d.comb += [dfifo.w_data.eq(desc), sm.tile.payload.eq(dfifo.r_data),
+                     sm.tile.valid.eq(dfifo.r_rdy & (taken != landed_tiles)), dfifo.r_en.eq(sm.tile.ready)]
+        with m.If(sm.tile.valid & sm.tile.ready):
+            m.d.sync += taken.eq(taken + 1)
+        m.d.comb += [desc.pairs.eq(pairs + 1), desc.qn.eq(qn), desc.first.eq(first_tile), desc.last.eq(lo == 0),
+                     desc.hist.eq(hist_tile), desc.t_lo.eq(t_lo), desc.tokens.eq(t_hi - t_lo)]
+
+        with m.FSM(name="prefill") as fsm:
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    m.d.sync += [cmd.eq(self.cmd.payload), index.eq(0)]
+                    with m.If(self.cmd.payload.count != 0):
+                        m.next = "LOAD"
+            with m.State("LOAD"):
+                m.d.comb += [writer.append.valid.eq(self.load.valid & cmd.write_kv & ~wr_busy),
+                             self.load.ready.eq(~wr_busy & (writer.append.ready | ~cmd.write_kv))]
+                with m.If(self.load.valid & self.load.ready):
+                    m.d.sync += [row_k.eq(load.k), row_v.eq(load.v), row_q.eq(load.q), wr_busy.eq(1), wr_q.eq(1),
+                                 wr_beat.eq(0), wr_row.eq(index), index.eq(index + 1)]
+                    with m.If(index == cmd.count - 1):
+                        m.next = "LOAD_END"
+            with m.State("LOAD_END"):
+                # the last token's rows written; query tiles from the last
+                last = cmd.pos0 + cmd.count - 1
+                tiles = Signal.like(n_qtiles)
+                m.d.comb += tiles.eq(last // T - cmd.pos0 // T + 1)
+                with m.If(~wr_busy):
+                    m.d.sync += [t_hi.eq(cmd.count), n_qtiles.eq(tiles), fill_left.eq(Mux(cmd.pos0 != 0, tiles, 0)),
+                                 fill_active.eq(1)]
+                    m.next = "QTILE"
+            with m.State("QTILE"):
+                # the previous query tile's scores landed: the running maxima restart at -inf
+                top = cmd.pos0 + t_hi - 1
+                tile_lo = top // T * T
+                with m.If(issued_tiles == landed_tiles):
+                    m.d.sync += [t_lo.eq(Mux(tile_lo > cmd.pos0, tile_lo - cmd.pos0, 0)), first_tile.eq(1),
+                                 lo.eq(tile_lo), hi.eq(top + 1)]
+                    m.d.sync += [m_run[q].eq(NEG_INF) for q in range(Q)]
+                    m.next = "QTILE_SET"
+            with m.State("QTILE_SET"):
+                m.d.sync += [qn.eq((t_hi - t_lo) * H), qpos0.eq(cmd.pos0 + t_lo)]
+                m.next = "TILE_WAIT"
+            with m.State("TILE_WAIT"):
+                # a score bank is free once the softmax took the tile BANKS before; a tile
+                # below pos0 waits for its history slot
+                bank_free = (started - taken)[:2] < BANKS
+                slot_ready = ~(lo < cmd.pos0) | ((filled - used)[:2] != 0)
+                with m.If(bank_free & slot_ready):
+                    m.d.sync += [started.eq(started + 1), hist_tile.eq(lo < cmd.pos0), hslot.eq(used[0]), pairs.eq(0)]
+                    with m.If(lo < cmd.pos0):
+                        m.d.sync += used.eq(used + 1)
+                    m.next = "KEY"
+            with m.State("KEY"):
+                key_setup(lo)
+                m.next = "ISSUE"
+            with m.State("ISSUE"):
+                # one beat per cycle; with one beat per pair, a free cycle after each pair (the
+                # running max of a query takes two cycles to update)
+                gap = Signal()
+                if S == 1:
+                    m.d.sync += gap.eq(~gap)
+                with m.If(~gap):
+                    m.d.comb += [iss_valid.eq(1), iss_tag.i.eq(i), iss_tag.row.eq(row)]
+                    m.d.sync += [step.eq(step + 1), q_addr.eq(q_addr + 1)]
+                    with m.If(step == S - 1):
+                        m.d.sync += [step.eq(0), i.eq(i + 1), pairs.eq(pairs + 1)]
+                        with m.If(i == qn - 1):
+                            with m.If(p == hi - 1):
+                                m.d.comb += [iss_tag.tile_last.eq(1), dfifo.w_en.eq(1)]
+                                m.d.sync += [issued_tiles.eq(issued_tiles + 1), first_tile.eq(0)]
+                                with m.If(lo == 0):
+                                    m.d.sync += t_hi.eq(t_lo)
+                                    with m.If(t_lo == 0):
+                                        m.next = "FINISH"
+                                    with m.Else():
+                                        m.next = "QTILE"
+                                with m.Else():
+                                    m.d.sync += [hi.eq(lo), lo.eq(lo - T)]
+                                    m.next = "TILE_WAIT"
+                            with m.Else():
+                                key_setup(p + 1)
+            with m.State("FINISH"):
+                # outputs out, cache appends acknowledged, history read
+                with m.If(sm.idle & (issued_tiles == landed_tiles) & (taken == landed_tiles) & ~dfifo.r_rdy
+                          & (appends_pending == 0) & (fill_left == 0)):
+                    m.d.sync += fill_active.eq(0)
+                    m.next = "IDLE"
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        return m
