@@ -11,7 +11,7 @@ from .attn_decode import KvWriter
 from .axi import axi_read_signature, axi_write_signature
 from .kv_reader import KvReader
 
-__all__ = ["PrefillAttention", "prefill_command_layout", "prefill_load_layout", "prefill_out_layout",
+__all__ = ["PrefillAttention", "prefill_ports", "prefill_command_layout", "prefill_load_layout", "prefill_out_layout",
            "kv_entry_layout", "kv_fields"]
 
 
@@ -51,6 +51,21 @@ def prefill_out_layout(out_lanes: int, heads: int, chunk: int) -> data.StructLay
     token ``token``; ``last`` on the final beat of that (token, head)."""
     return data.StructLayout({"data": data.ArrayLayout(unsigned(32), out_lanes), "last": unsigned(1),
                               "head": range(max(heads, 2)), "token": range(max(chunk, 2))})
+
+
+def prefill_ports(*, head_dim: int, heads: int, chunk: int, out_lanes: int, addr_width: int, data_width: int,
+                  attn_format: str) -> dict:
+    """The signature members of a prefill attention unit (:class:`PrefillAttention`,
+    :class:`~tellme.hw.attn_tiled.TiledAttention`): ``cmd``, ``load``, ``o``, the AXI read
+    (history) and write (cache append) managers, ``error`` and ``busy``."""
+    return {
+        "cmd": In(stream.Signature(prefill_command_layout(chunk, addr_width))),
+        "load": In(stream.Signature(prefill_load_layout(head_dim, heads, attn_format))),
+        "o": Out(stream.Signature(prefill_out_layout(out_lanes, heads, chunk))),
+        "axi_read": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
+        "axi_write": Out(axi_write_signature(addr_width=addr_width, data_width=data_width)),
+        "error": Out(1), "busy": Out(1),
+    }
 
 
 class PrefillAttention(wiring.Component):
@@ -108,14 +123,8 @@ class PrefillAttention(wiring.Component):
                                attn_format=attn_format)
         self.head_dim, self.tile, self.chunk, self.heads = head_dim, tile, chunk, heads
         self.addr_width, self.out_lanes = addr_width, out_lanes
-        super().__init__({
-            "cmd": In(stream.Signature(prefill_command_layout(chunk, addr_width))),
-            "load": In(stream.Signature(prefill_load_layout(head_dim, heads, attn_format))),
-            "o": Out(stream.Signature(prefill_out_layout(out_lanes, heads, chunk))),
-            "axi_read": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
-            "axi_write": Out(axi_write_signature(addr_width=addr_width, data_width=data_width)),
-            "error": Out(1), "busy": Out(1),
-        })
+        super().__init__(prefill_ports(head_dim=head_dim, heads=heads, chunk=chunk, out_lanes=out_lanes,
+                                       addr_width=addr_width, data_width=data_width, attn_format=attn_format))
 
     def elaborate(self, platform):
         m = Module()

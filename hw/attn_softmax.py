@@ -1,7 +1,7 @@
 """Online softmax and P.V accumulation of a query tile, one key tile at a time
 (docs/architecture.md 3.8 and 8, ``golden.attention_query``)."""
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -38,7 +38,8 @@ def key_tile_layout(tile: int, queries: int, chunk: int) -> data.StructLayout:
 
 class SoftmaxAccumulator(wiring.Component):
     """For each key tile described on ``tile`` (after the score side has written its scores to
-    bank b of the score buffer, b = 0, 1, 2, 0, ..., and their maxima m' with ``snap``): per
+    bank b of the score buffer, b = 0, 1, 2, 0, ..., and each query's m' to entry b Q + i of
+    the maxima it reads through ``m_addr``/``m_data``): per
     query i of the query tile a = exp(m_i - m'_i) (m_i = -inf on the query tile's first key
     tile), l_i = l_i * a, o_i = o_i * a (from l = 0, o = 0 on the first), m_i = m'_i; then in
     score order, for each score s of query i and key row r: p = exp(s - m'_i), l_i = l_i + p,
@@ -56,14 +57,14 @@ class SoftmaxAccumulator(wiring.Component):
     about 40 + queries cycles (recip) + queries x head_dim/lanes (output) cycles.
 
     Memories: o (queries x head_dim float32, ``lanes`` wide: block RAM), l, m and 1/l (one
-    float32 per query: distributed RAM), m' (``BANKS`` banks of registers, each written at once).
+    float32 per query: distributed RAM).
 
     Parameters (keyword-only): ``head_dim``, ``tile``, ``heads`` (queries per token),
     ``chunk``, ``rows`` (on-chip key rows), ``lanes`` (P.V lanes), ``out_lanes`` (dividing
     lanes).
 
-    Ports: ``tile`` (In stream, key_tile_layout: taken when its scores are read), ``snap``,
-    ``snap_bank``, ``snap_m`` (In: m' of every query into bank snap_bank), ``s_addr`` (Out) /
+    Ports: ``tile`` (In stream, key_tile_layout: taken when its scores are read), ``m_addr``
+    (Out) / ``m_data`` (In: m' of query i in bank b at b Q + i, combinational), ``s_addr`` (Out) /
     ``s_data`` (In: the score buffer, data the cycle after the address), ``v_addr`` / ``v_data``
     (the value rows, the same), ``o`` (Out stream, ``prefill_out_layout(out_lanes, heads, chunk)``), ``slot_freed``
     (Out: a key tile that used a history slot has read its values), ``idle`` (Out).
@@ -83,7 +84,7 @@ class SoftmaxAccumulator(wiring.Component):
         self.queries = Q = tile * heads
         super().__init__({
             "tile": In(stream.Signature(key_tile_layout(tile, Q, chunk))),
-            "snap": In(1), "snap_bank": In(range(BANKS)), "snap_m": In(data.ArrayLayout(unsigned(32), Q)),
+            "m_addr": Out(range(BANKS * Q)), "m_data": In(32),
             "s_addr": Out(range(BANKS * tile * Q)), "s_data": In(score_entry_layout(Q, rows)),
             "v_addr": Out(range(rows * self.groups)), "v_data": In(data.ArrayLayout(unsigned(32), lanes)),
             "o": Out(stream.Signature(prefill_out_layout(out_lanes, heads, chunk))),
@@ -97,12 +98,7 @@ class SoftmaxAccumulator(wiring.Component):
         item = data.StructLayout({"kind": 2, "i": range(Q), "row": range(self.rows), "first": 1, "last": 1,
                                   "hist": 1, "t_lo": chunk_idx, "tokens": range(T + 1)})
 
-        # ---- m' banks (written by the score side) and m per query
-        m_new = [[Signal(32, name=f"m_new{b}_{q}", reset_less=True) for q in range(Q)] for b in range(BANKS)]
-        with m.If(self.snap):
-            for b in range(BANKS):
-                with m.If(self.snap_bank == b):
-                    m.d.sync += [m_new[b][q].eq(self.snap_m[q]) for q in range(Q)]
+        # ---- m per query (m' comes from the score side's banks: m_addr / m_data)
         m_old = memory.Memory(shape=32, depth=Q, init=[])
         m.submodules.m_old = m_old
         m_old_w, m_old_r = m_old.write_port(), m_old.read_port(domain="comb")
@@ -129,7 +125,8 @@ class SoftmaxAccumulator(wiring.Component):
         m.d.sync += [req_valid.eq(issue), reserved.eq(reserved + issue - pop)]
         op_i = Signal(range(Q))
         m.d.comb += [op_i.eq(Mux(req_pair, self.s_data.i, req.i)), m_old_r.addr.eq(op_i)]
-        new_sel = Array(Array(m_new[b]) for b in range(BANKS))[bank][op_i]
+        m.d.comb += self.m_addr.eq(bank * Q + op_i)
+        new_sel = self.m_data
         sub = add_unit(m, "sub", FAdd(subtract=True),
                        a=Mux(req_pair, self.s_data.s, Mux(req.first, NEG_INF, m_old_r.data)), b=new_sel)
         expo = add_unit(m, "exp", Exp(), a=sub.o)

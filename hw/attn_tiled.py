@@ -2,17 +2,15 @@
 scores computed back to back, the online softmax of all the tile's queries interleaved
 (docs/architecture.md 8, ``golden.attention_query``)."""
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, unsigned
-from amaranth.lib import data, fifo, memory, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.lib import data, fifo, memory, wiring
 
 from ..config import check_positive_int
 from .attention import NEG_INF, POSITION, check_attn_format
 from .attn_decode import KvWriter
-from .attn_prefill import kv_fields, prefill_command_layout, prefill_load_layout, prefill_out_layout
+from .attn_prefill import kv_fields, prefill_command_layout, prefill_ports
 from .attn_score import DotScore
 from .attn_softmax import BANKS, SoftmaxAccumulator, key_tile_layout, score_entry_layout
-from .axi import axi_read_signature, axi_write_signature
 from .fp32 import FMax, add_unit
 from .kv_reader import KvReader
 from .pipeline import delay
@@ -36,7 +34,8 @@ class TiledAttention(wiring.Component):
     - score side: for each key (ascending) and each query that sees it (the causal mask inside
       the diagonal tile), the :class:`~tellme.hw.attn_score.DotScore` of the pair, hd/dot_lanes
       cycles, pairs back to back; the scores go to a score buffer bank, each query's running
-      max m' to registers, copied for the accumulate side when the tile's last score lands;
+      max m' to the same bank of a distributed RAM of maxima (continuing from the previous
+      bank at the query's first score in a tile), which the accumulate side reads;
     - accumulate side (:class:`~tellme.hw.attn_softmax.SoftmaxAccumulator`): rescale, exp and
       P.V of an earlier key tile while the score side runs this one (three score banks: the
       score side may run two tiles ahead).
@@ -81,14 +80,8 @@ class TiledAttention(wiring.Component):
                                attn_format=attn_format)
         self.writer = KvWriter(head_dim=head_dim, addr_width=addr_width, data_width=data_width,
                                attn_format=attn_format)
-        super().__init__({
-            "cmd": In(stream.Signature(prefill_command_layout(chunk, addr_width))),
-            "load": In(stream.Signature(prefill_load_layout(head_dim, heads, attn_format))),
-            "o": Out(stream.Signature(prefill_out_layout(out_lanes, heads, chunk))),
-            "axi_read": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
-            "axi_write": Out(axi_write_signature(addr_width=addr_width, data_width=data_width)),
-            "error": Out(1), "busy": Out(1),
-        })
+        super().__init__(prefill_ports(head_dim=head_dim, heads=heads, chunk=chunk, out_lanes=out_lanes,
+                                       addr_width=addr_width, data_width=data_width, attn_format=attn_format))
 
     def elaborate(self, platform):
         m = Module()
@@ -210,7 +203,6 @@ class TiledAttention(wiring.Component):
         issued_tiles, landed_tiles = Signal(2), Signal(2)
         hist_tile = Signal()                       # the key tile has positions below pos0
         hslot = Signal()
-        m_run = [Signal(32, name=f"m_run{q}") for q in range(Q)]
 
         def key_setup(pos):
             """Registers for key position ``pos`` of the current tile: its row, the first query
@@ -223,35 +215,41 @@ class TiledAttention(wiring.Component):
         # issue: the beat read now meets DotScore next cycle with its tags
         iss_valid = Signal()
         m.d.comb += [q_rp.addr.eq(q_addr), k_rp.addr.eq(row * S + step)]
-        pair_tag = data.StructLayout({"i": range(Q), "row": range(R), "tile_last": 1})
+        pair_tag = data.StructLayout({"i": range(Q), "row": range(R), "tile_last": 1, "qtile_first": 1})
         iss_tag = Signal(pair_tag)
         s_valid, s_step = Signal(), Signal(range(S))
         s_tag = Signal(pair_tag)
         m.d.sync += [s_valid.eq(iss_valid), s_step.eq(step), s_tag.eq(iss_tag)]
         m.d.comb += [score.valid.eq(s_valid), score.step.eq(s_step), score.q.eq(q_rp.data), score.k.eq(k_rp.data)]
         tag = delay(m, s_tag, score.latency, "score_tag")
-        # landing: score buffer, running max (FMax: one cycle), the copy after the tile's last
+        # landing: the score buffer, and each query's running max m' (FMax: one cycle) in the
+        # bank of the tile, from the previous tile's bank at the query's first score in a tile
+        # (from -inf in the query tile's first key tile)
         land_n = Signal(range(T * Q + 1))
         land_bank = Signal(range(BANKS))
         m.d.comb += [s_wp.addr.eq(land_bank * (T * Q) + land_n), s_wp.data.s.eq(score.o), s_wp.data.i.eq(tag.i),
                      s_wp.data.row.eq(tag.row), s_wp.en.eq(score.o_valid)]
-        run_sel = Array(m_run)
-        fmax = add_unit(m, "run_max", FMax(), a=run_sel[tag.i], b=score.o)
-        max_i = Signal(range(Q))
-        max_valid, snap_due = Signal(), Signal()
-        m.d.sync += [max_i.eq(tag.i), max_valid.eq(score.o_valid), snap_due.eq(0)]
-        with m.If(max_valid):
-            m.d.sync += run_sel[max_i].eq(fmax.o)
+        max_mem = memory.Memory(shape=32, depth=BANKS * Q, init=[])
+        m.submodules.max_mem = max_mem
+        max_wp, max_rp, sm_rp = max_mem.write_port(), max_mem.read_port(domain="comb"), max_mem.read_port(domain="comb")
+        m.d.comb += [sm_rp.addr.eq(sm.m_addr), sm.m_data.eq(sm_rp.data)]
+        seen = Signal(Q)                           # queries with a score landed in this tile
+        first_score = ~seen.bit_select(tag.i, 1)
+        prev_bank = Mux(land_bank == 0, BANKS - 1, land_bank - 1)
+        m.d.comb += max_rp.addr.eq(Mux(first_score, prev_bank, land_bank) * Q + tag.i)
+        fmax = add_unit(m, "run_max", FMax(), a=Mux(first_score & tag.qtile_first, NEG_INF, max_rp.data), b=score.o)
+        max_valid = Signal()
+        max_addr = Signal(range(BANKS * Q))
+        max_last = Signal()
+        m.d.sync += [max_valid.eq(score.o_valid), max_addr.eq(land_bank * Q + tag.i), max_last.eq(0)]
+        m.d.comb += [max_wp.en.eq(max_valid), max_wp.addr.eq(max_addr), max_wp.data.eq(fmax.o)]
         with m.If(score.o_valid):
-            m.d.sync += land_n.eq(land_n + 1)
+            m.d.sync += [land_n.eq(land_n + 1), seen.eq(seen | (1 << tag.i))]
             with m.If(tag.tile_last):
-                m.d.sync += [land_n.eq(0), snap_due.eq(1)]
-        snap = Signal()
-        m.d.sync += snap.eq(snap_due)              # two cycles after the last landing: m_run final
-        m.d.comb += [sm.snap.eq(snap), sm.snap_bank.eq(land_bank)]
-        m.d.comb += [sm.snap_m[q].eq(m_run[q]) for q in range(Q)]
-        with m.If(snap):
-            m.d.sync += [land_bank.eq(Mux(land_bank == BANKS - 1, 0, land_bank + 1)), landed_tiles.eq(landed_tiles + 1)]
+                m.d.sync += [land_n.eq(0), seen.eq(0), max_last.eq(1),
+                             land_bank.eq(Mux(land_bank == BANKS - 1, 0, land_bank + 1))]
+        with m.If(max_last):                       # the tile's last m' is written
+            m.d.sync += [landed_tiles.eq(landed_tiles + 1)]
 
         # descriptors: pushed when a tile's last pair issues, offered once its scores landed
         dfifo = fifo.SyncFIFOBuffered(width=key_tile_layout(T, Q, C).size, depth=BANKS + 1)
@@ -289,14 +287,11 @@ class TiledAttention(wiring.Component):
                                  fill_active.eq(1)]
                     m.next = "QTILE"
             with m.State("QTILE"):
-                # the previous query tile's scores landed: the running maxima restart at -inf
                 top = cmd.pos0 + t_hi - 1
                 tile_lo = top // T * T
-                with m.If(issued_tiles == landed_tiles):
-                    m.d.sync += [t_lo.eq(Mux(tile_lo > cmd.pos0, tile_lo - cmd.pos0, 0)), first_tile.eq(1),
-                                 lo.eq(tile_lo), hi.eq(top + 1)]
-                    m.d.sync += [m_run[q].eq(NEG_INF) for q in range(Q)]
-                    m.next = "QTILE_SET"
+                m.d.sync += [t_lo.eq(Mux(tile_lo > cmd.pos0, tile_lo - cmd.pos0, 0)), first_tile.eq(1),
+                             lo.eq(tile_lo), hi.eq(top + 1)]
+                m.next = "QTILE_SET"
             with m.State("QTILE_SET"):
                 m.d.sync += [qn.eq((t_hi - t_lo) * H), qpos0.eq(cmd.pos0 + t_lo)]
                 m.next = "TILE_WAIT"
@@ -320,7 +315,7 @@ class TiledAttention(wiring.Component):
                 if S == 1:
                     m.d.sync += gap.eq(~gap)
                 with m.If(~gap):
-                    m.d.comb += [iss_valid.eq(1), iss_tag.i.eq(i), iss_tag.row.eq(row)]
+                    m.d.comb += [iss_valid.eq(1), iss_tag.i.eq(i), iss_tag.row.eq(row), iss_tag.qtile_first.eq(first_tile)]
                     m.d.sync += [step.eq(step + 1), q_addr.eq(q_addr + 1)]
                     with m.If(step == S - 1):
                         m.d.sync += [step.eq(0), i.eq(i + 1), pairs.eq(pairs + 1)]
