@@ -2,7 +2,7 @@
 scores computed back to back, the online softmax of all the tile's queries interleaved
 (docs/architecture.md 8, ``golden.attention_query``)."""
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, fifo, memory, wiring
 
 from ..config import check_positive_int
@@ -12,7 +12,8 @@ from .attn_prefill import kv_fields, prefill_command_layout, prefill_ports
 from .attn_score import DotScore
 from .attn_softmax import BANKS, SoftmaxAccumulator, key_tile_layout, score_entry_layout
 from .fp32 import FMax, add_unit
-from .kv_reader import KvReader
+from .axi_read import AxiReadMaster
+from ..contract.layouts import kv_row_bytes
 from .pipeline import delay
 
 __all__ = ["TiledAttention"]
@@ -40,8 +41,10 @@ class TiledAttention(wiring.Component):
       P.V of an earlier key tile while the score side runs this one (three score banks: the
       score side may run two tiles ahead).
 
-    Keys below pos0 (earlier chunks) come from DDR through a :class:`KvReader`, once per query
-    tile (not per query), into two history tile slots beside the chunk's rows, filled while
+    Keys below pos0 (earlier chunks) come from DDR once per query tile (not per query): a tile's
+    K rows and V rows in two bursts through an :class:`~tellme.hw.axi_read.AxiReadMaster`, their
+    beats gathered into memory words, into two history tile slots beside the chunk's rows
+    (the next tile requested as soon as its slot is free), filled while
     older tiles compute.
 
     Latency and throughput: one (query, key) pair per max(hd/dot_lanes, hd/pv_lanes) cycles
@@ -76,8 +79,11 @@ class TiledAttention(wiring.Component):
         self.score = DotScore(head_dim=head_dim, lanes=dot_lanes)
         self.softmax = SoftmaxAccumulator(head_dim=head_dim, tile=tile, heads=heads, chunk=chunk, rows=self.rows,
                                           lanes=pv_lanes, out_lanes=out_lanes)
-        self.reader = KvReader(head_dim=head_dim, tile=tile, addr_width=addr_width, data_width=data_width,
-                               attn_format=attn_format)
+        for name, value in (("dot_lanes", dot_lanes), ("pv_lanes", pv_lanes)):
+            if value * 32 % data_width:
+                raise ValueError(f"{name} ({value}) float32 must be whole {data_width}-bit AXI beats")
+        self.history = AxiReadMaster(data_width=data_width, addr_width=addr_width)
+        self.data_width = data_width
         self.writer = KvWriter(head_dim=head_dim, addr_width=addr_width, data_width=data_width,
                                attn_format=attn_format)
         super().__init__(prefill_ports(head_dim=head_dim, heads=heads, chunk=chunk, out_lanes=out_lanes,
@@ -89,10 +95,10 @@ class TiledAttention(wiring.Component):
         S, G, Q, R = self.steps, self.groups, self.queries, self.rows
         dl, pl = self.dot_lanes, self.pv_lanes
         m.submodules.score, m.submodules.softmax = score, sm = self.score, self.softmax
-        m.submodules.reader, m.submodules.writer = reader, writer = self.reader, self.writer
-        wiring.connect(m, reader.axi, wiring.flipped(self.axi_read))
+        m.submodules.history, m.submodules.writer = hist, writer = self.history, self.writer
+        wiring.connect(m, hist.axi, wiring.flipped(self.axi_read))
         wiring.connect(m, writer.axi, wiring.flipped(self.axi_write))
-        m.d.comb += self.error.eq(reader.error | writer.error)
+        m.d.comb += self.error.eq(hist.error | writer.error)
         wiring.connect(m, sm.o, wiring.flipped(self.o))
 
         # ---- memories: queries and keys dot_lanes wide, values pv_lanes wide, by row and beat
@@ -122,7 +128,6 @@ class TiledAttention(wiring.Component):
         wr_busy, wr_q = Signal(), Signal()
         wr_row = Signal(range(R))
         wr_beat = Signal(range(max(S * H, G) + 1))
-        wr_tile_end = Signal()                     # the row ends a history tile
         wr_finish = Signal()                       # the row's last beat is written this cycle
         wr_beats = Mux(wr_q, max(S * H, G), max(S, G))
         m.d.comb += [
@@ -150,41 +155,74 @@ class TiledAttention(wiring.Component):
         appends_pending = Signal(range(C + 2))
         m.d.sync += appends_pending.eq(appends_pending + (writer.append.valid & writer.append.ready) - writer.done)
 
-        # ---- history filler: per query tile one KvReader command (positions 0..pos0-1), its
-        # tiles into slot filled % 2 once the accumulate side freed it
+        # ---- history filler: per query tile the tiles of positions 0..pos0-1 from the one
+        # holding pos0-1 down to tile 0 (golden.key_tile_order's), each as a K burst and a V
+        # burst into slot requested % 2 once the accumulate side freed it (``freed``); the data
+        # side gathers the beats into memory words and counts ``filled`` tiles
+        dw = self.data_width
+        row_bytes, row_beats = kv_row_bytes(hd, "fp32"), kv_row_bytes(hd, "fp32") * 8 // dw
         n_qtiles = Signal(range(C + 1))            # query tiles of the pass
-        fill_left = Signal(range(C + 1))           # query tiles whose history is still to read
-        filled, freed, used = Signal(2), Signal(2), Signal(2)   # history tiles, mod 4
-        fill_pos = Signal(range(T))                # row in the slot being filled
-        fill_ok = Signal()
-        m.d.comb += fill_ok.eq((filled - freed)[:2] < 2)
+        fill_left = Signal(range(C + 1))           # query tiles whose history is still to request
+        requested, filled, freed, used = Signal(2), Signal(2), Signal(2), Signal(2)   # tiles, mod 4
         with m.If(sm.slot_freed):
             m.d.sync += freed.eq(freed + 1)
-        with m.If(wr_finish & wr_tile_end):
-            m.d.sync += [filled.eq(filled + 1), wr_tile_end.eq(0)]
         fill_active = Signal()
-        keys = reader.keys
-        with m.FSM(name="filler"):
+        top_tile = Signal(POSITION)                # the tile holding pos0-1
+        f_lo, f_hi = Signal(POSITION), Signal(POSITION)
+        with m.FSM(name="fill_requests"):
             with m.State("IDLE"):
                 with m.If(fill_active & (fill_left != 0)):
-                    m.next = "CMD"
-            with m.State("CMD"):
-                m.d.comb += [reader.cmd.valid.eq(1), reader.cmd.payload.k_base.eq(cmd.k_base),
-                             reader.cmd.payload.v_base.eq(cmd.v_base), reader.cmd.payload.s_base.eq(cmd.s_base),
-                             reader.cmd.payload.pos.eq(cmd.pos0 - 1)]
-                with m.If(reader.cmd.ready):
-                    m.d.sync += fill_pos.eq(0)
-                    m.next = "KEYS"
-            with m.State("KEYS"):
-                m.d.comb += keys.ready.eq(~wr_busy & ~wr_tile_end & fill_ok)
-                with m.If(keys.valid & keys.ready):
-                    m.d.sync += [row_k.eq(keys.payload.k), row_v.eq(keys.payload.v), wr_busy.eq(1), wr_q.eq(0),
-                                 wr_beat.eq(0), wr_row.eq(C + filled[0] * T + fill_pos), fill_pos.eq(fill_pos + 1)]
-                    with m.If(keys.payload.tile_last):
-                        m.d.sync += [wr_tile_end.eq(1), fill_pos.eq(0)]
-                    with m.If(keys.payload.last):
-                        m.d.sync += fill_left.eq(fill_left - 1)
-                        m.next = "IDLE"
+                    m.d.sync += [f_lo.eq(top_tile), f_hi.eq(cmd.pos0)]
+                    m.next = "SLOT"
+            with m.State("SLOT"):
+                with m.If((requested - freed)[:2] < 2):
+                    m.next = "K"
+            for part, base, nxt in (("K", cmd.k_base, "V"), ("V", cmd.v_base, "NEXT")):
+                with m.State(part):
+                    m.d.comb += [hist.cmd.valid.eq(1), hist.cmd.payload.addr.eq(base + f_lo * row_bytes),
+                                 hist.cmd.payload.beats.eq((f_hi - f_lo) * row_beats)]
+                    with m.If(hist.cmd.ready):
+                        m.next = nxt
+            with m.State("NEXT"):
+                m.d.sync += [requested.eq(requested + 1), f_hi.eq(f_lo), f_lo.eq(f_lo - T)]
+                with m.If(f_lo == 0):
+                    m.d.sync += fill_left.eq(fill_left - 1)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.next = "SLOT"
+        # data side: beat -> word (dl or pl float32) -> k_mem / v_mem row of the slot
+        d_lo, d_hi = Signal(POSITION), Signal(POSITION)
+        d_v = Signal()                             # the V burst of the tile
+        d_row = Signal(range(T))
+        d_word = Signal(range(max(S, G)))
+        k_beats, v_beats = dl * 32 // dw, pl * 32 // dw
+        d_beat = Signal(range(max(k_beats, v_beats)))
+        gather = Signal(32 * max(dl, pl))
+        beat = hist.rdata.payload.data
+        word = Signal.like(gather)
+        m.d.comb += [word.eq(Cat(gather[dw:], beat) if gather.shape().width > dw else beat),
+                     hist.rdata.ready.eq(1)]
+        hist_row = C + filled[0] * T + d_row
+        fill_k, fill_v = Signal(), Signal()
+        W = gather.shape().width
+        with m.If(fill_k):
+            m.d.comb += [k_wp.en.eq(1), k_wp.addr.eq(hist_row * S + d_word), k_wp.data.eq(word[W - 32 * dl:])]
+        with m.If(fill_v):
+            m.d.comb += [v_wp.en.eq(1), v_wp.addr.eq(hist_row * G + d_word), v_wp.data.eq(word[W - 32 * pl:])]
+        with m.If(hist.rdata.valid):
+            m.d.sync += [gather.eq(word), d_beat.eq(d_beat + 1)]
+            word_end = d_beat == Mux(d_v, v_beats - 1, k_beats - 1)
+            with m.If(word_end):
+                m.d.comb += [fill_k.eq(~d_v), fill_v.eq(d_v)]
+                m.d.sync += [d_beat.eq(0), d_word.eq(d_word + 1)]
+                with m.If(d_word == Mux(d_v, G - 1, S - 1)):
+                    m.d.sync += [d_word.eq(0), d_row.eq(d_row + 1)]
+                    with m.If(d_row == d_hi - d_lo - 1):
+                        m.d.sync += [d_row.eq(0), d_v.eq(~d_v)]
+                        with m.If(d_v):            # the tile is in its slot
+                            m.d.sync += [filled.eq(filled + 1), d_hi.eq(d_lo), d_lo.eq(d_lo - T)]
+                            with m.If(d_lo == 0):
+                                m.d.sync += [d_lo.eq(top_tile), d_hi.eq(cmd.pos0)]
 
         # ---- score side
         t_hi = Signal(range(C + 1))                # the query tile: chunk tokens [t_lo, t_hi)
@@ -284,7 +322,9 @@ class TiledAttention(wiring.Component):
                 m.d.comb += tiles.eq(last // T - cmd.pos0 // T + 1)
                 with m.If(~wr_busy):
                     m.d.sync += [t_hi.eq(cmd.count), n_qtiles.eq(tiles), fill_left.eq(Mux(cmd.pos0 != 0, tiles, 0)),
-                                 fill_active.eq(1)]
+                                 fill_active.eq(1), top_tile.eq((cmd.pos0 - 1) // T * T),
+                                 d_lo.eq((cmd.pos0 - 1) // T * T), d_hi.eq(cmd.pos0), d_v.eq(0), d_row.eq(0),
+                                 d_word.eq(0), d_beat.eq(0)]
                     m.next = "QTILE"
             with m.State("QTILE"):
                 top = cmd.pos0 + t_hi - 1

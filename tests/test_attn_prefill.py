@@ -80,6 +80,8 @@ def test_tiled_parameters_checked():
         TiledAttention(head_dim=24, tile=8, chunk=16, dot_lanes=16)
     with pytest.raises(ValueError, match="out_lanes"):
         TiledAttention(head_dim=64, tile=8, chunk=16, pv_lanes=8, out_lanes=16)
+    with pytest.raises(ValueError, match="whole 128-bit AXI beats"):
+        TiledAttention(head_dim=64, tile=8, chunk=16, pv_lanes=2, out_lanes=2)
 
 
 @pytest.mark.rtl
