@@ -7,12 +7,12 @@ from amaranth.lib import data, fifo, memory, wiring
 
 from ..config import check_positive_int
 from .attention import NEG_INF, POSITION, check_attn_format
-from .attn_decode import KvWriter
-from .attn_prefill import kv_fields, prefill_command_layout, prefill_ports
+from .attn_prefill import prefill_command_layout, prefill_ports
 from .attn_score import DotScore
 from .attn_softmax import BANKS, SoftmaxAccumulator, key_tile_layout, score_entry_layout
 from .fp32 import FMax, add_unit
 from .axi_read import AxiReadMaster
+from .axi_write import AxiWriteMaster
 from ..contract.layouts import kv_row_bytes
 from .pipeline import delay
 
@@ -84,8 +84,7 @@ class TiledAttention(wiring.Component):
                 raise ValueError(f"{name} ({value}) float32 must be whole {data_width}-bit AXI beats")
         self.history = AxiReadMaster(data_width=data_width, addr_width=addr_width)
         self.data_width = data_width
-        self.writer = KvWriter(head_dim=head_dim, addr_width=addr_width, data_width=data_width,
-                               attn_format=attn_format)
+        self.cache_writer = AxiWriteMaster(data_width=data_width, addr_width=addr_width)
         super().__init__(prefill_ports(head_dim=head_dim, heads=heads, chunk=chunk, out_lanes=out_lanes,
                                        addr_width=addr_width, data_width=data_width, attn_format=attn_format))
 
@@ -95,7 +94,7 @@ class TiledAttention(wiring.Component):
         S, G, Q, R = self.steps, self.groups, self.queries, self.rows
         dl, pl = self.dot_lanes, self.pv_lanes
         m.submodules.score, m.submodules.softmax = score, sm = self.score, self.softmax
-        m.submodules.history, m.submodules.writer = hist, writer = self.history, self.writer
+        m.submodules.history, m.submodules.cache_writer = hist, writer = self.history, self.cache_writer
         wiring.connect(m, hist.axi, wiring.flipped(self.axi_read))
         wiring.connect(m, writer.axi, wiring.flipped(self.axi_write))
         m.d.comb += self.error.eq(hist.error | writer.error)
@@ -118,7 +117,6 @@ class TiledAttention(wiring.Component):
                      sm.v_data.eq(v_rp.data)]
 
         cmd = Signal(prefill_command_layout(C, self.addr_width))
-        fields = kv_fields(self.attn_format)
 
         # ---- row writer: one k/v row (and, loading, the token's queries) into the memories,
         # a beat of each per cycle
@@ -144,23 +142,46 @@ class TiledAttention(wiring.Component):
             with m.If(wr_finish):
                 m.d.sync += [wr_busy.eq(0), wr_beat.eq(0)]
 
-        # ---- load: the chunk's tokens, appended to the cache
+        # ---- load: the chunk's tokens; with write_kv each token's K row and V row go to the
+        # cache (docs 6: K row at k_base + pos 4 hd, V row at v_base + ...) as two bursts whose
+        # beats come from the row registers
         load = self.load.payload
         index = Signal(range(C + 1))
-        append = writer.append.payload
-        m.d.comb += [append.k_base.eq(cmd.k_base), append.v_base.eq(cmd.v_base), append.s_base.eq(cmd.s_base),
-                     append.pos.eq(cmd.pos0 + index)]
-        for name in fields:
-            m.d.comb += getattr(append, name).eq(getattr(load, name))
-        appends_pending = Signal(range(C + 2))
-        m.d.sync += appends_pending.eq(appends_pending + (writer.append.valid & writer.append.ready) - writer.done)
+        dw = self.data_width
+        row_bytes = kv_row_bytes(hd, "fp32")
+        row_beats = row_bytes * 8 // dw
+        ap_busy = Signal()                         # the loaded token's rows still go out
+        ap_pos = Signal(POSITION)
+        ap_beat = Signal(range(row_beats))
+        ap_v = Signal()                            # the V row's beats
+        writes_pending = Signal(range(2 * C + 3))  # commands whose responses are still to come
+        m.d.sync += writes_pending.eq(writes_pending + (writer.cmd.valid & writer.cmd.ready) - writer.done)
+        with m.FSM(name="append"):
+            with m.State("IDLE"):
+                with m.If(ap_busy):
+                    m.next = "K"
+            for part, base, nxt in (("K", cmd.k_base, "V"), ("V", cmd.v_base, "DATA")):
+                with m.State(part):
+                    m.d.comb += [writer.cmd.valid.eq(1), writer.cmd.payload.addr.eq(base + ap_pos * row_bytes),
+                                 writer.cmd.payload.beats.eq(row_beats)]
+                    with m.If(writer.cmd.ready):
+                        m.next = nxt
+            with m.State("DATA"):
+                m.d.comb += [writer.wdata.valid.eq(1),
+                             writer.wdata.payload.eq(Mux(ap_v, row_v.as_value().word_select(ap_beat, dw),
+                                                         row_k.as_value().word_select(ap_beat, dw)))]
+                with m.If(writer.wdata.ready):
+                    m.d.sync += ap_beat.eq(ap_beat + 1)
+                    with m.If(ap_beat == row_beats - 1):
+                        m.d.sync += [ap_beat.eq(0), ap_v.eq(~ap_v)]
+                        with m.If(ap_v):
+                            m.d.sync += ap_busy.eq(0)
+                            m.next = "IDLE"
 
         # ---- history filler: per query tile the tiles of positions 0..pos0-1 from the one
         # holding pos0-1 down to tile 0 (golden.key_tile_order's), each as a K burst and a V
         # burst into slot requested % 2 once the accumulate side freed it (``freed``); the data
         # side gathers the beats into memory words and counts ``filled`` tiles
-        dw = self.data_width
-        row_bytes, row_beats = kv_row_bytes(hd, "fp32"), kv_row_bytes(hd, "fp32") * 8 // dw
         n_qtiles = Signal(range(C + 1))            # query tiles of the pass
         fill_left = Signal(range(C + 1))           # query tiles whose history is still to request
         requested, filled, freed, used = Signal(2), Signal(2), Signal(2), Signal(2)   # tiles, mod 4
@@ -308,11 +329,11 @@ class TiledAttention(wiring.Component):
                     with m.If(self.cmd.payload.count != 0):
                         m.next = "LOAD"
             with m.State("LOAD"):
-                m.d.comb += [writer.append.valid.eq(self.load.valid & cmd.write_kv & ~wr_busy),
-                             self.load.ready.eq(~wr_busy & (writer.append.ready | ~cmd.write_kv))]
+                m.d.comb += self.load.ready.eq(~wr_busy & ~ap_busy)
                 with m.If(self.load.valid & self.load.ready):
                     m.d.sync += [row_k.eq(load.k), row_v.eq(load.v), row_q.eq(load.q), wr_busy.eq(1), wr_q.eq(1),
-                                 wr_beat.eq(0), wr_row.eq(index), index.eq(index + 1)]
+                                 wr_beat.eq(0), wr_row.eq(index), index.eq(index + 1), ap_busy.eq(cmd.write_kv),
+                                 ap_pos.eq(cmd.pos0 + index)]
                     with m.If(index == cmd.count - 1):
                         m.next = "LOAD_END"
             with m.State("LOAD_END"):
@@ -320,6 +341,7 @@ class TiledAttention(wiring.Component):
                 last = cmd.pos0 + cmd.count - 1
                 tiles = Signal.like(n_qtiles)
                 m.d.comb += tiles.eq(last // T - cmd.pos0 // T + 1)
+                # (the last token's append may still go out: the row registers stay as they are)
                 with m.If(~wr_busy):
                     m.d.sync += [t_hi.eq(cmd.count), n_qtiles.eq(tiles), fill_left.eq(Mux(cmd.pos0 != 0, tiles, 0)),
                                  fill_active.eq(1), top_tile.eq((cmd.pos0 - 1) // T * T),
@@ -377,7 +399,7 @@ class TiledAttention(wiring.Component):
             with m.State("FINISH"):
                 # outputs out, cache appends acknowledged, history read
                 with m.If(sm.idle & (issued_tiles == landed_tiles) & (taken == landed_tiles) & ~dfifo.r_rdy
-                          & (appends_pending == 0) & (fill_left == 0)):
+                          & ~ap_busy & (writes_pending == 0) & (fill_left == 0)):
                     m.d.sync += fill_active.eq(0)
                     m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
