@@ -19,7 +19,7 @@ own), ``longest_path_lut_levels`` per unit, the unit groups of ``kv260_fit.png``
 per resource, in per cent of the board), and ``before``: the per-unit table of the first run
 this file recorded (kept, so that a change of the design shows as before/after; ``--rebaseline``
 starts again). The cycle figures the fit issue asks for alongside (prefill attention cycles per
-score, decode DDR fraction, TLMM lane efficiency, element-wise overhead) come from the
+score, decode DDR fraction, TLMM lane efficiency, element-wise overhead: ``cycles``) come from the
 simulations of ``bench/attention.py``, ``bench/tlmm.py`` and ``bench/top.py``; this benchmark
 copies the ones those results hold, with their source, and says which are not measured yet.
 """
@@ -112,6 +112,39 @@ def plot(groups: dict, capacity: dict, path) -> None:
     plt.close(fig)
 
 
+def cycle_figures(results_dir) -> dict:
+    """The fit issue's cycle figures as the simulation benchmarks measured them (each with its
+    source; ``None`` with the reason where nothing measures it yet)."""
+    def load(name):
+        path = results_dir / f"{name}.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    attention, tlmm = load("attention"), load("tlmm")
+    tiled = attention.get("tiled", {})
+    chunk128 = next((r for r in tiled.get("prefill", []) if r["tokens"] == 128), None)
+    jobs = tlmm.get("simulation", {}).get("jobs", {})
+    return {
+        "prefill_attention_cycles_per_score": {
+            "value": chunk128 and chunk128["cycles_per_score"],
+            "source": "bench/results/attention.json tiled.prefill (TiledAttention, hd 96, tile 32, first chunk "
+                      "of 128 tokens, cycles after the load per causal score)"},
+        "decode_attention_ddr_fraction": {
+            "value": {str(r["context"]): r["ddr_fraction"] for r in tiled.get("decode", [])} or None,
+            "source": "bench/results/attention.json tiled.decode (one-token pass at the context: history "
+                      "bytes / 16 B per cycle / cycles, AxiRamRead without pauses)"},
+        "tlmm_lane_efficiency": {
+            "value": {name: job["efficiency"]["padded_total"] for name, job in jobs.items()} or None,
+            "source": "bench/results/tlmm.json simulation.jobs (lane words issued / cycles of the job, "
+                      "first table build included); the jobs are the large model's projection shapes "
+                      "(1536 x 1536 and 4096 x 1536 matvecs: decode; the T = 64 matmat and the 630-row "
+                      "down_proj tile: prefill), not yet every projection on the DDR model"},
+        "elementwise_overhead": {
+            "value": None,
+            "source": "not measured yet: needs the per-step cycles of a kv260 layer simulation against its "
+                      "TLMM cycles (the cycle model of issue #15)"},
+    }
+
+
 def main(argv=None) -> int:
     parser = argument_parser("kv260_fit", __doc__)
     parser.add_argument("--rebaseline", action="store_true",
@@ -164,6 +197,7 @@ def main(argv=None) -> int:
         "resources_per_group": groups,
         "longest_path_lut_levels": {unit: paths[unit] for unit in per_unit if unit in paths},
         "worst_path": max(paths.values(), key=lambda e: e["cost"]) if paths else None,
+        "cycles": cycle_figures(path.parent),
         "before": before,
         "generate_seconds": round(generate_seconds, 1), "synth_seconds": res["synth_seconds"],
         "estimate_key": res["key"],
