@@ -68,7 +68,7 @@ PREFILL_NAME = "attn_prefill_hd96_t32_c128_h1"
 #: TiledAttention with its default lanes (dot 16, pv 16, out 8).
 TILED = dict(head_dim=96, tile=32, chunk=128, heads=1)
 TILED_NAME = "attn_tiled_hd96_t32_c128_h1"
-TILED_LANES = dict(dot_lanes=16, pv_lanes=16, out_lanes=8)
+TILED_LANES = dict(dot_lanes=16, pv_lanes=16, out_lanes=8, load_lanes=8)
 #: decode steps on the tiled unit: one-token passes at these contexts
 TILED_CONTEXTS = [128, 1024]
 SEED = 21
@@ -223,7 +223,7 @@ def simulate_prefill(counts: list[int]) -> dict:
 
 
 def simulate_tiled(counts: list[int], contexts: list[int]) -> dict:
-    params = {**TILED, "attn_format": "fp32", "history_per": "query_tile", "bench_counts": counts,
+    params = {**TILED, "attn_format": "fp32", "history_per": "query_tile", "load_lanes": 8, "bench_counts": counts,
               "bench_contexts": contexts, "capacity": max(contexts) + 2 * TILED["tile"]}
     data, result = _simulate(TiledAttention(**TILED), TILED_NAME, "tellme.sim.tb.tb_attn_prefill",
                              ["prefill_bench", "decode_bench"], params,

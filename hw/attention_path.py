@@ -83,11 +83,12 @@ class AttentionPath(wiring.Component):
       :class:`~tellme.hw.stream_switch.StreamMux` takes them back in the same order (beats
       counted per token on both sides), into :class:`~tellme.hw.norm_quant.NormQuant`
       (quantise only, one command per vector);
-    - :class:`~tellme.hw.attn_load.AttentionLoad` assembles each token's H+2 int8 vectors and
-      scales into a load beat of the attention unit (:class:`~tellme.hw.attn_tiled.TiledAttention`
-      in fp32, :class:`~tellme.hw.attn_prefill.PrefillAttention` in int8), which appends k/v to
-      the cache (``write_kv``) and computes the causal attention (history positions < pos0
-      from the cache in DDR);
+    - in int8, :class:`~tellme.hw.attn_load.AttentionLoad` assembles each token's H+2 int8
+      vectors and scales into a load beat of :class:`~tellme.hw.attn_prefill.PrefillAttention`;
+      in fp32 the float32 beats go as they are into
+      :class:`~tellme.hw.attn_tiled.TiledAttention`; the unit appends k/v to the cache
+      (``write_kv``) and computes the causal attention (history positions < pos0 from the
+      cache in DDR);
     - its outputs (token descending, head ascending) collect in a FIFO of one token row; once a
       row is complete a :class:`~tellme.hw.act_mover.ScratchWriter` command (rows 1, H hd x 4
       bytes at ``attn + t row_stride``) writes it.
@@ -112,16 +113,17 @@ class AttentionPath(wiring.Component):
     the quantiser (about 3 hd/L + 120 cycles per vector); the attention itself starts after
     the last token's load (``hw/attn_tiled.py``, ``hw/attn_prefill.py``). Throughput: the
     quantiser's, about (H + 2) (3 hd/L + 120) cycles per token, while the tokens load; then the
-    attention unit's. Cost: the units it holds (Rope, NormQuant with max_dim hd in int8,
-    AttentionLoad, the attention unit, three scratch readers, a writer) and three FIFOs of f32_vec(L) beats: (H+2) hd/L (q/k/v), twice (H+1) hd/2L (cos, sin), H hd/L
-    (output row).
+    attention unit's. Cost: the units it holds (Rope, NormQuant with max_dim hd and
+    AttentionLoad in int8, the attention unit, three scratch readers, a writer) and three FIFOs
+    of f32_vec(L) beats: (H+2) hd/L (q/k/v), twice (H+1) hd/2L (cos, sin), H hd/L (output row).
 
     Parameters (keyword-only): ``head_dim`` hd (a multiple of 2 L), ``heads`` H (query heads
     per pass, ``attn_heads_parallel``), ``lanes`` L (element-wise lanes, a power of two, also
     the attention output lanes), ``tile`` (``attn_tile``), ``chunk`` (most tokens per pass),
     ``data_width``, ``addr_width``, ``dot_lanes``, ``pv_lanes`` (the attention cores'),
-    ``attn_format`` (``"int8"``; ``"fp32"``: no quantiser, RoPE's float32 q and k and the
-    float32 v go straight to the load assembler and into the cache, ``golden.FloatKVCache``).
+    ``attn_format`` (``"int8"``; ``"fp32"``: no quantiser and no load assembler, RoPE's float32
+    q and k and the float32 v go as beats into TiledAttention and the cache,
+    ``golden.FloatKVCache``; L must then be whole AXI beats, L >= 4 at 128 bits).
     """
 
     def __init__(self, *, head_dim: int, heads: int, lanes: int, tile: int, chunk: int, data_width: int = 128,
@@ -140,12 +142,16 @@ class AttentionPath(wiring.Component):
         self.rope = Rope(lanes=lanes, head_dim=head_dim)
         # the int8 format quantises q, k and v per vector; fp32 takes them as they are
         self.quant = NormQuant(lanes=lanes, max_dim=head_dim) if attn_format == "int8" else None
-        self.load = AttentionLoad(head_dim=head_dim, heads=heads, lanes=lanes, attn_format=attn_format)
-        # fp32: query tiles (each key tile read once per query tile); int8: a core per head
-        unit = TiledAttention if attn_format == "fp32" else PrefillAttention
-        self.attention = unit(head_dim=head_dim, tile=tile, chunk=chunk, heads=heads, addr_width=addr_width,
-                              data_width=data_width, dot_lanes=dot_lanes, pv_lanes=pv_lanes, out_lanes=lanes,
-                              attn_format=attn_format)
+        # fp32: query tiles (each key tile read once per query tile), loaded with the vectors'
+        # beats as they come; int8: a core per head, loaded with whole tokens (AttentionLoad)
+        units = dict(head_dim=head_dim, tile=tile, chunk=chunk, heads=heads, addr_width=addr_width,
+                     data_width=data_width, dot_lanes=dot_lanes, pv_lanes=pv_lanes, out_lanes=lanes)
+        if attn_format == "fp32":
+            self.load = None
+            self.attention = TiledAttention(**units, load_lanes=lanes)
+        else:
+            self.load = AttentionLoad(head_dim=head_dim, heads=heads, lanes=lanes, attn_format=attn_format)
+            self.attention = PrefillAttention(**units, attn_format=attn_format)
         self.demux = StreamDemux(shape=f32_vec(lanes), count=2)
         self.mux = StreamMux(shape=f32_vec(lanes), count=2)
         super().__init__({
@@ -257,9 +263,9 @@ class AttentionPath(wiring.Component):
                 m.d.sync += vectors.eq(vectors - 1)
             wiring.connect(m, nq.q, load.q)
             wiring.connect(m, nq.scale, load.scale)
+            wiring.connect(m, load.o, pa.load)
         else:
-            wiring.connect(m, mux.o, load.q)
-        wiring.connect(m, load.o, pa.load)
+            wiring.connect(m, mux.o, pa.load)
 
         # ---- the attention pass
         pa_sent = Signal()

@@ -14,7 +14,7 @@ from .fp32 import FMax, add_unit
 from .axi_read import AxiReadMaster
 from .axi_write import AxiWriteMaster
 from ..contract.layouts import kv_row_bytes
-from .pipeline import delay
+from .pipeline import delay, f32_vec
 
 __all__ = ["TiledAttention"]
 
@@ -23,11 +23,15 @@ class TiledAttention(wiring.Component):
     """Causal attention of a chunk of ``count`` <= ``chunk`` tokens at positions pos0.. for
     ``heads`` query heads sharing one kv head, float32 (``attn_format`` "fp32"), bit-exact with
     ``golden.attention_query``; the ports and the pass protocol of
-    :class:`~tellme.hw.attn_prefill.PrefillAttention`.
+    :class:`~tellme.hw.attn_prefill.PrefillAttention` except ``load``, which carries beats of
+    ``load_lanes`` float32 instead of whole tokens.
 
-    A pass: a ``cmd`` beat, then ``count`` ``load`` beats in token order: k, v and the queries
-    go to on-chip memories ``dot_lanes`` (k, q) or ``pv_lanes`` (v) float32 wide and deep
-    (block RAM), k and v also to the KV cache (``write_kv``). The chunk's tokens fall in query
+    A pass: a ``cmd`` beat, then per token (in token order) the ``f32_vec(load_lanes)`` beats of
+    its ``heads`` query vectors, its key and its value (hd/load_lanes beats each: the element-wise
+    stream as it leaves RoPE, no row assembly): they are gathered into on-chip memories
+    ``dot_lanes`` (k, q) or ``pv_lanes`` (v) float32 wide and deep (block RAM), and with
+    ``write_kv`` the key and value beats also go to the KV cache (a K burst and a V burst per
+    token). The chunk's tokens fall in query
     tiles (the tokens of one aligned tile of ``tile`` positions, ``heads`` queries each), run
     from the last to the first. For a query tile, the key tiles of ``golden.key_tile_order``
     (from its diagonal tile down to tile 0) each run once for all its queries:
@@ -56,16 +60,18 @@ class TiledAttention(wiring.Component):
     about 18 K are the 37 FAdds of the score tree and the P.V lanes (the fp32 contract's floor
     at 16 lanes), the block RAM mostly the chunk's q, k and v in float32.
 
-    Parameters (keyword-only): as PrefillAttention; ``attn_format`` must be "fp32",
+    Parameters (keyword-only): as PrefillAttention, and ``load_lanes`` (float32 per load beat,
+    whole AXI beats, dividing dot_lanes and pv_lanes); ``attn_format`` must be "fp32",
     ``out_lanes`` divides ``pv_lanes``. With head_dim = dot_lanes a pair takes two cycles
     (the running max's update takes two).
     """
 
     def __init__(self, *, head_dim: int, tile: int, chunk: int, heads: int = 1, addr_width: int = 40,
                  data_width: int = 128, dot_lanes: int = 16, pv_lanes: int = 16, out_lanes: int = 8,
-                 attn_format: str = "fp32"):
+                 load_lanes: int = 8, attn_format: str = "fp32"):
         for name, value in (("head_dim", head_dim), ("tile", tile), ("chunk", chunk), ("heads", heads),
-                            ("dot_lanes", dot_lanes), ("pv_lanes", pv_lanes), ("out_lanes", out_lanes)):
+                            ("dot_lanes", dot_lanes), ("pv_lanes", pv_lanes), ("out_lanes", out_lanes),
+                            ("load_lanes", load_lanes)):
             check_positive_int(name, value)
         if check_attn_format(attn_format) != "fp32":
             raise ValueError(f"TiledAttention computes the fp32 format; attn_format {attn_format!r} is "
@@ -77,21 +83,25 @@ class TiledAttention(wiring.Component):
                 raise ValueError(f"{name} ({value}) must divide head_dim ({head_dim})")
         self.head_dim, self.tile, self.chunk, self.heads = head_dim, tile, chunk, heads
         self.addr_width, self.attn_format = addr_width, attn_format
-        self.dot_lanes, self.pv_lanes, self.out_lanes = dot_lanes, pv_lanes, out_lanes
+        self.dot_lanes, self.pv_lanes, self.out_lanes, self.load_lanes = dot_lanes, pv_lanes, out_lanes, load_lanes
         self.steps, self.groups = head_dim // dot_lanes, head_dim // pv_lanes
         self.queries = tile * heads
         self.rows = chunk + 2 * tile               # the chunk's rows, then two history slots
         self.score = DotScore(head_dim=head_dim, lanes=dot_lanes)
         self.softmax = SoftmaxAccumulator(head_dim=head_dim, tile=tile, heads=heads, chunk=chunk, rows=self.rows,
                                           lanes=pv_lanes, out_lanes=out_lanes)
-        for name, value in (("dot_lanes", dot_lanes), ("pv_lanes", pv_lanes)):
+        for name, value in (("dot_lanes", dot_lanes), ("pv_lanes", pv_lanes), ("load_lanes", load_lanes)):
             if value * 32 % data_width:
                 raise ValueError(f"{name} ({value}) float32 must be whole {data_width}-bit AXI beats")
+        for name, value in (("dot_lanes", dot_lanes), ("pv_lanes", pv_lanes)):
+            if value % load_lanes:
+                raise ValueError(f"load_lanes ({load_lanes}) must divide {name} ({value})")
         self.history = AxiReadMaster(data_width=data_width, addr_width=addr_width)
         self.data_width = data_width
         self.cache_writer = AxiWriteMaster(data_width=data_width, addr_width=addr_width)
         super().__init__(prefill_ports(head_dim=head_dim, heads=heads, chunk=chunk, out_lanes=out_lanes,
-                                       addr_width=addr_width, data_width=data_width, attn_format=attn_format))
+                                       addr_width=addr_width, data_width=data_width, attn_format=attn_format,
+                                       load=f32_vec(load_lanes)))
 
     def elaborate(self, platform):
         m = Module()
@@ -123,65 +133,67 @@ class TiledAttention(wiring.Component):
 
         cmd = Signal(prefill_command_layout(C, self.addr_width))
 
-        # ---- row writer: one k/v row (and, loading, the token's queries) into the memories,
-        # a beat of each per cycle
-        row_k = Signal(data.ArrayLayout(unsigned(32), hd))
-        row_v = Signal(data.ArrayLayout(unsigned(32), hd))
-        row_q = Signal(data.ArrayLayout(unsigned(32), hd * H))
-        wr_busy, wr_q = Signal(), Signal()
-        wr_row = Signal(range(R))
-        wr_beat = Signal(range(max(S * H, G) + 1))
-        wr_finish = Signal()                       # the row's last beat is written this cycle
-        wr_beats = Mux(wr_q, max(S * H, G), max(S, G))
-        m.d.comb += [
-            k_wp.addr.eq(wr_row * S + wr_beat), k_wp.data.eq(row_k.as_value().word_select(wr_beat, 32 * dl)),
-            k_wp.en.eq(wr_busy & (wr_beat < S)),
-            v_wp.addr.eq(wr_row * G + wr_beat), v_wp.data.eq(row_v.as_value().word_select(wr_beat, 32 * pl)),
-            v_wp.en.eq(wr_busy & (wr_beat < G)),
-            q_wp.addr.eq(wr_row * (S * H) + wr_beat), q_wp.data.eq(row_q.as_value().word_select(wr_beat, 32 * dl)),
-            q_wp.en.eq(wr_busy & wr_q & (wr_beat < S * H)),
-            wr_finish.eq(wr_busy & (wr_beat == wr_beats - 1)),
-        ]
-        with m.If(wr_busy):
-            m.d.sync += wr_beat.eq(wr_beat + 1)
-            with m.If(wr_finish):
-                m.d.sync += [wr_busy.eq(0), wr_beat.eq(0)]
-
-        # ---- load: the chunk's tokens; with write_kv each token's K row and V row go to the
-        # cache (docs 6: K row at k_base + pos 4 hd, V row at v_base + ...) as two bursts whose
-        # beats come from the row registers
-        load = self.load.payload
-        index = Signal(range(C + 1))
+        # ---- load: per token the beats of its H query vectors, its key and its value, each
+        # hd/load_lanes beats, gathered into memory words; with write_kv the key and value beats
+        # also go to the cache (docs 6: the K row at k_base + pos 4 hd, the V row at v_base + ...),
+        # a K burst and a V burst per token, commanded ahead of their data
+        LL = self.load_lanes
         dw = self.data_width
         row_bytes = kv_row_bytes(hd, "fp32")
         row_beats = row_bytes * 8 // dw
-        ap_busy = Signal()                         # the loaded token's rows still go out
-        ap_pos = Signal(POSITION)
-        ap_beat = Signal(range(row_beats))
-        ap_v = Signal()                            # the V row's beats
+        vec_beats = hd // LL
+        split = LL * 32 // dw                      # AXI beats per load beat
+        load = self.load
+        index = Signal(range(C + 1))               # token being loaded
+        vec = Signal(range(H + 2))                 # 0 .. H-1: query heads, H: key, H + 1: value
+        beat_in_vec = Signal(range(vec_beats))
+        sub = Signal(range(split))
+        gather = Signal(32 * max(dl, pl))
+        word = Signal.like(gather)
+        lw = gather.shape().width
+        m.d.comb += word.eq(Cat(gather[32 * LL:], load.payload.data) if lw > 32 * LL else load.payload.data)
+        is_k, is_v = vec == H, vec == H + 1
+        to_cache = cmd.write_kv & (is_k | is_v)
+        loading = Signal()
+        m.d.comb += [load.ready.eq(loading & (~to_cache | (writer.wdata.ready & (sub == split - 1)))),
+                     writer.wdata.valid.eq(loading & load.valid & to_cache),
+                     writer.wdata.payload.eq(load.payload.data.as_value().word_select(sub, dw))]
+        with m.If(writer.wdata.valid & writer.wdata.ready):
+            m.d.sync += sub.eq(Mux(sub == split - 1, 0, sub + 1))
+        take = Signal()
+        m.d.comb += take.eq(load.valid & load.ready)
+        k_per, v_per = dl // LL, pl // LL          # load beats per k/q word and per v word
+        k_word_end = (beat_in_vec % k_per) == k_per - 1
+        v_word_end = (beat_in_vec % v_per) == v_per - 1
+        with m.If(take):
+            m.d.sync += [gather.eq(word), beat_in_vec.eq(beat_in_vec + 1)]
+            with m.If(beat_in_vec == vec_beats - 1):
+                m.d.sync += [beat_in_vec.eq(0), vec.eq(vec + 1)]
+                with m.If(is_v):
+                    m.d.sync += [vec.eq(0), index.eq(index + 1)]
+            with m.If(is_v):
+                m.d.comb += [v_wp.en.eq(v_word_end), v_wp.addr.eq(index * G + beat_in_vec // v_per),
+                             v_wp.data.eq(word[lw - 32 * pl:])]
+            with m.Elif(is_k):
+                m.d.comb += [k_wp.en.eq(k_word_end), k_wp.addr.eq(index * S + beat_in_vec // k_per),
+                             k_wp.data.eq(word[lw - 32 * dl:])]
+            with m.Else():
+                m.d.comb += [q_wp.en.eq(k_word_end), q_wp.addr.eq((index * H + vec) * S + beat_in_vec // k_per),
+                             q_wp.data.eq(word[lw - 32 * dl:])]
+        # the cache commands, K row then V row per token, ahead of the data (the write master
+        # takes W beats for the commands it has)
+        ap_token = Signal(range(C + 1))
+        ap_v = Signal()
+        ap_active = Signal()
         writes_pending = Signal(range(2 * C + 3))  # commands whose responses are still to come
         m.d.sync += writes_pending.eq(writes_pending + (writer.cmd.valid & writer.cmd.ready) - writer.done)
-        with m.FSM(name="append"):
-            with m.State("IDLE"):
-                with m.If(ap_busy):
-                    m.next = "K"
-            for part, base, nxt in (("K", cmd.k_base, "V"), ("V", cmd.v_base, "DATA")):
-                with m.State(part):
-                    m.d.comb += [writer.cmd.valid.eq(1), writer.cmd.payload.addr.eq(base + ap_pos * row_bytes),
-                                 writer.cmd.payload.beats.eq(row_beats)]
-                    with m.If(writer.cmd.ready):
-                        m.next = nxt
-            with m.State("DATA"):
-                m.d.comb += [writer.wdata.valid.eq(1),
-                             writer.wdata.payload.eq(Mux(ap_v, row_v.as_value().word_select(ap_beat, dw),
-                                                         row_k.as_value().word_select(ap_beat, dw)))]
-                with m.If(writer.wdata.ready):
-                    m.d.sync += ap_beat.eq(ap_beat + 1)
-                    with m.If(ap_beat == row_beats - 1):
-                        m.d.sync += [ap_beat.eq(0), ap_v.eq(~ap_v)]
-                        with m.If(ap_v):
-                            m.d.sync += ap_busy.eq(0)
-                            m.next = "IDLE"
+        m.d.comb += [writer.cmd.valid.eq(ap_active & (ap_token != cmd.count)),
+                     writer.cmd.payload.addr.eq(Mux(ap_v, cmd.v_base, cmd.k_base) + (cmd.pos0 + ap_token) * row_bytes),
+                     writer.cmd.payload.beats.eq(row_beats)]
+        with m.If(writer.cmd.valid & writer.cmd.ready):
+            m.d.sync += ap_v.eq(~ap_v)
+            with m.If(ap_v):
+                m.d.sync += ap_token.eq(ap_token + 1)
 
         # ---- history filler: per query tile the tiles of positions 0..pos0-1 from the one
         # holding pos0-1 down to tile 0 (golden.key_tile_order's), each as a K burst and a V
@@ -330,29 +342,25 @@ class TiledAttention(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
-                    m.d.sync += [cmd.eq(self.cmd.payload), index.eq(0)]
+                    m.d.sync += [cmd.eq(self.cmd.payload), index.eq(0), vec.eq(0), beat_in_vec.eq(0), sub.eq(0),
+                                 ap_token.eq(0), ap_v.eq(0), ap_active.eq(self.cmd.payload.write_kv)]
                     with m.If(self.cmd.payload.count != 0):
                         m.next = "LOAD"
             with m.State("LOAD"):
-                m.d.comb += self.load.ready.eq(~wr_busy & ~ap_busy)
-                with m.If(self.load.valid & self.load.ready):
-                    m.d.sync += [row_k.eq(load.k), row_v.eq(load.v), row_q.eq(load.q), wr_busy.eq(1), wr_q.eq(1),
-                                 wr_beat.eq(0), wr_row.eq(index), index.eq(index + 1), ap_busy.eq(cmd.write_kv),
-                                 ap_pos.eq(cmd.pos0 + index)]
-                    with m.If(index == cmd.count - 1):
-                        m.next = "LOAD_END"
+                m.d.comb += loading.eq(1)
+                with m.If(take & is_v & (beat_in_vec == vec_beats - 1) & (index == cmd.count - 1)):
+                    m.next = "LOAD_END"
             with m.State("LOAD_END"):
-                # the last token's rows written; query tiles from the last
+                # every token in the memories (its append's responses may still come); query tiles
+                # from the last
                 last = cmd.pos0 + cmd.count - 1
                 tiles = Signal.like(n_qtiles)
                 m.d.comb += tiles.eq(last // T - cmd.pos0 // T + 1)
-                # (the last token's append may still go out: the row registers stay as they are)
-                with m.If(~wr_busy):
-                    m.d.sync += [t_hi.eq(cmd.count), n_qtiles.eq(tiles), fill_left.eq(Mux(cmd.pos0 != 0, tiles, 0)),
-                                 fill_active.eq(1), top_tile.eq((cmd.pos0 - 1) // T * T),
-                                 d_lo.eq((cmd.pos0 - 1) // T * T), d_hi.eq(cmd.pos0), d_v.eq(0), d_row.eq(0),
-                                 d_word.eq(0), d_beat.eq(0)]
-                    m.next = "QTILE"
+                m.d.sync += [t_hi.eq(cmd.count), n_qtiles.eq(tiles), fill_left.eq(Mux(cmd.pos0 != 0, tiles, 0)),
+                             fill_active.eq(1), top_tile.eq((cmd.pos0 - 1) // T * T),
+                             d_lo.eq((cmd.pos0 - 1) // T * T), d_hi.eq(cmd.pos0), d_v.eq(0), d_row.eq(0),
+                             d_word.eq(0), d_beat.eq(0)]
+                m.next = "QTILE"
             with m.State("QTILE"):
                 top = cmd.pos0 + t_hi - 1
                 tile_lo = top // T * T
@@ -404,8 +412,8 @@ class TiledAttention(wiring.Component):
             with m.State("FINISH"):
                 # outputs out, cache appends acknowledged, history read
                 with m.If(sm.idle & (issued_tiles == landed_tiles) & (taken == landed_tiles) & ~dfifo.r_rdy
-                          & ~ap_busy & (writes_pending == 0) & (fill_left == 0)):
-                    m.d.sync += fill_active.eq(0)
+                          & (writes_pending == 0) & (fill_left == 0)):
+                    m.d.sync += [fill_active.eq(0), ap_active.eq(0)]
                     m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m

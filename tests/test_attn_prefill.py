@@ -82,6 +82,8 @@ def test_tiled_parameters_checked():
         TiledAttention(head_dim=64, tile=8, chunk=16, pv_lanes=8, out_lanes=16)
     with pytest.raises(ValueError, match="whole 128-bit AXI beats"):
         TiledAttention(head_dim=64, tile=8, chunk=16, pv_lanes=2, out_lanes=2)
+    with pytest.raises(ValueError, match="load_lanes"):
+        TiledAttention(head_dim=64, tile=8, chunk=16, pv_lanes=4, out_lanes=4, load_lanes=8)
 
 
 @pytest.mark.rtl
@@ -94,4 +96,5 @@ def test_tiled_attention(config):
     results.unlink(missing_ok=True)
     run_cocotb(TiledAttention(**params), name=f"attn_{config}", test_module=TB, testcase=TESTS, timeout=3600,
                parameters={**params, "attn_format": "fp32", "history_per": "query_tile",
+                           "load_lanes": params.get("load_lanes", 8),
                            "seed": 11 + params["head_dim"], "results": str(results)})

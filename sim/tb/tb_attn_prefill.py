@@ -10,7 +10,8 @@ default, or ``"query_tile"``: how often the unit reads a pass's history) (``"int
 ``KVCache`` and int8 queries with d_q; or ``"fp32"``: ``FloatKVCache``, float32 queries, the
 fp32 score summed over ``dot_lanes``, which must match the build), optionally ``results`` (a
 JSON file for cycles per pass), ``bench_counts`` (token counts of ``prefill_bench``),
-``bench_contexts`` (contexts of ``decode_bench``).
+``bench_contexts`` (contexts of ``decode_bench``), ``load_lanes`` (TiledAttention: the load
+as beats of that many float32 per vector instead of a token per beat).
 
 - ``prefill_lengths``: first chunks (pos0 = 0) of 1, 2, tile, tile+1 and ``chunk`` tokens, no
   stalls (cycles per pass recorded);
@@ -47,6 +48,7 @@ from cocotb.triggers import ClockCycles
 
 from ...contract.layouts import KV_RECORD_BYTES as RECORD, kv_arrays, kv_row_bytes
 from ...hw.attn_prefill import prefill_command_layout, prefill_load_layout, prefill_out_layout
+from ...hw.pipeline import f32_vec
 from .. import golden
 from .attention_common import (BEAT, AttentionTB, check_memory, check_output_bits, expected_read_ranges,
                                extreme_cases, f32_bits, f32_row_int, format_cache, kv_memory, kv_position_bytes,
@@ -84,6 +86,19 @@ class Pass:
         return [(t, h, golden.attention_query(self.q_q[t, h], None if self.fp32 else self.d_q[t, h], self.cache,
                                               0, self.pos0 + t, tile, hd, lanes=lanes))
                 for t in range(self.count - 1, -1, -1) for h in range(heads)]
+
+    def vector_beats(self, lanes: int) -> list[dict]:
+        """The load as beats of ``lanes`` float32 (TiledAttention): per token its query heads,
+        its key and its value, hd/lanes beats each, ``last`` on a vector's final beat."""
+        _, heads, hd = self.q_q.shape
+        beats = []
+        for t in range(self.count):
+            p = self.pos0 + t
+            for row in [*self.q_q[t], self.cache.k[0, p], self.cache.v[0, p]]:
+                for b in range(hd // lanes):
+                    beats.append({"data": f32_row_int(np.asarray(row[b * lanes:(b + 1) * lanes], np.float32)),
+                                  "last": int(b == hd // lanes - 1)})
+        return beats
 
     def load_beats(self) -> list[dict]:
         c, beats = self.cache, []
@@ -123,7 +138,10 @@ class PrefillTB(AttentionTB):
         self.heads = int(self.cfg.get("heads", 1))
         self.capacity = int(self.cfg.get("capacity", 4 * self.chunk + 2 * self.tile))
         self.cmd_fields = struct_fields(prefill_command_layout(self.chunk, self.addr_width))
-        self.load_fields = struct_fields(prefill_load_layout(self.hd, self.heads, self.attn_format))
+        # whole tokens per load beat, or (``load_lanes``, TiledAttention) beats of a vector
+        self.load_lanes = self.cfg.get("load_lanes")
+        self.load_fields = struct_fields(prefill_load_layout(self.hd, self.heads, self.attn_format)
+                                         if self.load_lanes is None else f32_vec(int(self.load_lanes)))
         self.out_fields = struct_fields(prefill_out_layout(self.out_lanes, self.heads, self.chunk))
 
     def connect(self, *, seed: int, pauses: bool, stall: float) -> None:
@@ -174,7 +192,7 @@ class PrefillTB(AttentionTB):
         watchdog = self.watchdog(bound, f"pass {p.label}")
         self.csrc.send_nowait({"k_base": b.k_base, "v_base": b.v_base, "s_base": b.s_base, "pos0": p.pos0,
                                "count": p.count, "write_kv": int(p.write_kv)})
-        for beat in p.load_beats():
+        for beat in p.load_beats() if self.load_lanes is None else p.vector_beats(int(self.load_lanes)):
             self.lsrc.send_nowait(beat)
         for t, h, want in expected:
             got = []
