@@ -56,7 +56,7 @@ class TiledAttention(wiring.Component):
     recip and output. Per key tile the score side pays its pipeline only at a query tile's end.
 
     Cost at hd 96, tile 32, chunk 128, lanes 16/16/8 (Yosys ``synth_xilinx -family xcup``,
-    ``bench/results/attention.json``): 40.7 K LUT-eq, 27.6 K FF, 98 DSP, 69 BRAM36; of the LUTs
+    ``bench/results/attention.json``): 35.2 K LUT-eq, 18.6 K FF, 99 DSP, 69 BRAM36; of the LUTs
     about 18 K are the 37 FAdds of the score tree and the P.V lanes (the fp32 contract's floor
     at 16 lanes), the block RAM mostly the chunk's q, k and v in float32.
 
