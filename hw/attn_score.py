@@ -44,7 +44,8 @@ class DotScore(wiring.Component):
         beat = data.ArrayLayout(unsigned(32), lanes)
         tree = (lanes.bit_length() - 1) * FAdd.latency
         self.latency = FMul.latency + tree + FAdd.latency + 2 * FAdd.latency + FMul.latency
-        super().__init__({"valid": In(1), "step": In(range(self.steps)), "q": In(beat), "k": In(beat),
+        # (step is never zero bits wide, for lint-clean Verilog; it is 0 with one beat per pair)
+        super().__init__({"valid": In(1), "step": In(range(max(self.steps, 2))), "q": In(beat), "k": In(beat),
                           "o": Out(32), "o_valid": Out(1)})
 
     def elaborate(self, platform):

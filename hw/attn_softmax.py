@@ -182,15 +182,17 @@ class SoftmaxAccumulator(wiring.Component):
         head_val = Signal(32)
         head = Signal(item)
         m.d.comb += [head_val.eq(items.r_data[:32]), head.eq(items.r_data[32:])]
-        g = Signal(range(G))
-        slot = data.StructLayout({"valid": 1, "kind": 2, "addr": range(Q * G), "i": range(Q), "first": 1,
-                                  "last": 1, "head": range(max(H, 2)), "token": chunk_idx})
+        g = Signal(range(max(G, 2)))              # (never zero bits wide: lint-clean Verilog)
+        issue = data.StructLayout({"kind": 2, "addr": range(Q * G), "i": range(Q), "first": 1, "last": 1,
+                                   "head": range(max(H, 2)), "token": chunk_idx})
+        slot = data.StructLayout({"valid": 1, **issue.members})
         STAGES = 9
-        iss = Signal(slot)
+        iss = Signal(issue)                          # the issue, and apart its valid bit (which
+        iss_valid = Signal()                         # depends on the hazard check of iss)
         iss_val = Signal(32)
         st = [Signal(slot, name=f"acc_st{k}") for k in range(STAGES)]
         val = [Signal(32, name=f"acc_val{k}", reset_less=True) for k in range(5)]
-        m.d.sync += [st[0].eq(iss), val[0].eq(iss_val)]
+        m.d.sync += [st[0].eq(Cat(iss_valid, iss)), val[0].eq(iss_val)]
         m.d.sync += [st[k].eq(st[k - 1]) for k in range(1, STAGES)]
         m.d.sync += [val[k].eq(val[k - 1]) for k in range(1, len(val))]
 
@@ -217,7 +219,7 @@ class SoftmaxAccumulator(wiring.Component):
             m.d.comb += [o_w.data[k].eq(Mux(done.kind == PAIR, adds[k].o, muls[k].o)) for k in range(L)]
 
         # l: l * a (RESCALE) or l + p (PAIR) at an item's first group, written 4 cycles later
-        l_issue = iss.valid & (iss.kind != END) & (g == 0)
+        l_issue = iss_valid & (iss.kind != END) & (g == 0)
         m.d.comb += l_r.addr.eq(iss.i)
         l_mul = add_unit(m, "l_mul", FMul(), a=Mux(iss.first, 0, l_r.data), b=iss_val)
         l_add = add_unit(m, "l_add", FAdd(), a=l_r.data, b=iss_val)
@@ -253,7 +255,7 @@ class SoftmaxAccumulator(wiring.Component):
         m.d.comb += [outq.w_en.eq(done.valid & (done.kind == END)), outq.w_data.eq(push)]
         # lanes -> out_lanes
         parts = L // self.out_lanes
-        part = Signal(range(parts))
+        part = Signal(range(max(parts, 2)))
         beat = Signal(out_beat)
         final = Signal()
         m.d.comb += [beat.eq(outq.r_data), final.eq(part == parts - 1), self.o.valid.eq(outq.r_rdy),
@@ -279,7 +281,7 @@ class SoftmaxAccumulator(wiring.Component):
                     m.d.sync += [cur.eq(head), wait.eq(0), q_idx.eq(0)]
                     m.next = "DRAIN"
                 with m.Elif(items.r_rdy & can):
-                    m.d.comb += iss.valid.eq(1)
+                    m.d.comb += iss_valid.eq(1)
                     m.d.sync += g.eq(g + 1)
                     with m.If(g == G - 1):
                         m.d.sync += g.eq(0)
@@ -307,7 +309,7 @@ class SoftmaxAccumulator(wiring.Component):
                              iss.addr.eq(q_out * G + g), iss.first.eq(0), iss.last.eq(g == G - 1),
                              iss.head.eq(h_idx), iss.token.eq(cur.t_lo + t_idx)]
                 with m.If(out_reserved < out_depth):
-                    m.d.comb += [iss.valid.eq(1), out_issue.eq(1)]
+                    m.d.comb += [iss_valid.eq(1), out_issue.eq(1)]
                     m.d.sync += g.eq(g + 1)
                     with m.If(g == G - 1):
                         m.d.sync += [g.eq(0), h_idx.eq(h_idx + 1)]

@@ -146,8 +146,8 @@ class TiledAttention(wiring.Component):
         load = self.load
         index = Signal(range(C + 1))               # token being loaded
         vec = Signal(range(H + 2))                 # 0 .. H-1: query heads, H: key, H + 1: value
-        beat_in_vec = Signal(range(vec_beats))
-        sub = Signal(range(split))
+        beat_in_vec = Signal(range(max(vec_beats, 2)))
+        sub = Signal(range(max(split, 2)))         # (never zero bits wide: lint-clean Verilog)
         gather = Signal(32 * max(dl, pl))
         word = Signal.like(gather)
         lw = gather.shape().width
@@ -232,9 +232,9 @@ class TiledAttention(wiring.Component):
         d_lo, d_hi = Signal(POSITION), Signal(POSITION)
         d_v = Signal()                             # the V burst of the tile
         d_row = Signal(range(T))
-        d_word = Signal(range(max(S, G)))
+        d_word = Signal(range(max(S, G, 2)))
         k_beats, v_beats = dl * 32 // dw, pl * 32 // dw
-        d_beat = Signal(range(max(k_beats, v_beats)))
+        d_beat = Signal(range(max(k_beats, v_beats, 2)))
         gather = Signal(32 * max(dl, pl))
         beat = hist.rdata.payload.data
         word = Signal.like(gather)
@@ -271,7 +271,7 @@ class TiledAttention(wiring.Component):
         first_tile = Signal()
         p = Signal(POSITION)                       # key position
         i = Signal(range(Q + 1))
-        step = Signal(range(S))
+        step = Signal(range(max(S, 2)))
         q_addr = Signal(range(C * H * S + 1))
         row = Signal(range(R))
         pairs = Signal(range(T * Q + 1))
@@ -293,7 +293,7 @@ class TiledAttention(wiring.Component):
         m.d.comb += [q_rp.addr.eq(q_addr), k_rp.addr.eq(row * S + step)]
         pair_tag = data.StructLayout({"i": range(Q), "row": range(R), "tile_last": 1, "qtile_first": 1})
         iss_tag = Signal(pair_tag)
-        s_valid, s_step = Signal(), Signal(range(S))
+        s_valid, s_step = Signal(), Signal(range(max(S, 2)))
         s_tag = Signal(pair_tag)
         m.d.sync += [s_valid.eq(iss_valid), s_step.eq(step), s_tag.eq(iss_tag)]
         m.d.comb += [score.valid.eq(s_valid), score.step.eq(s_step), score.q.eq(q_rp.data), score.k.eq(k_rp.data)]

@@ -10,7 +10,7 @@ from tellme.hw.attn_score import DotScore
 from tellme.sim.rtl import run_cocotb
 
 #: (head_dim, lanes): six beats per pair (two of them into partials already holding a beat, as
-#: at hd 96 / 16 lanes), and one beat per pair (no step port).
+#: at hd 96 / 16 lanes), and one beat per pair (step always 0).
 CONFIGS = {"hd24_l4": (24, 4), "hd8_l8": (8, 8)}
 
 

@@ -68,8 +68,7 @@ class ScoreTB(Testbench):
         for q, k in pairs:
             for step in range(self.steps):
                 dut.valid.value = 1
-                if self.steps > 1:
-                    dut.step.value = step
+                dut.step.value = step
                 dut.q.value = beat_int(q, step, self.lanes)
                 dut.k.value = beat_int(k, step, self.lanes)
                 await RisingEdge(self.clock)
