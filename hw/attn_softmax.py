@@ -138,7 +138,7 @@ class SoftmaxAccumulator(wiring.Component):
         valid_out = Signal(exp_latency)
         m.d.sync += valid_out.eq(Cat(req_valid, valid_out[:-1]))
         m.d.comb += [items.w_en.eq(valid_out[-1]), items.w_data.eq(Cat(expo.o, tag_out))]
-        with m.If(req_valid & ~req_pair & (req.kind == RESCALE)):
+        with m.If(req_valid & (req.kind == RESCALE)):
             m.d.comb += [m_old_w.en.eq(1), m_old_w.addr.eq(req.i), m_old_w.data.eq(new_sel)]
         m.d.sync += req_pair.eq(0)
         with m.FSM(name="exp_side") as exp_fsm:
@@ -183,11 +183,11 @@ class SoftmaxAccumulator(wiring.Component):
         head = Signal(item)
         m.d.comb += [head_val.eq(items.r_data[:32]), head.eq(items.r_data[32:])]
         g = Signal(range(max(G, 2)))              # (never zero bits wide: lint-clean Verilog)
-        issue = data.StructLayout({"kind": 2, "addr": range(Q * G), "i": range(Q), "first": 1, "last": 1,
-                                   "head": range(max(H, 2)), "token": chunk_idx})
-        slot = data.StructLayout({"valid": 1, **issue.members})
+        issue_layout = data.StructLayout({"kind": 2, "addr": range(Q * G), "i": range(Q), "first": 1, "last": 1,
+                                          "head": range(max(H, 2)), "token": chunk_idx})
+        slot = data.StructLayout({"valid": 1, **issue_layout.members})
         STAGES = 9
-        iss = Signal(issue)                          # the issue, and apart its valid bit (which
+        iss = Signal(issue_layout)                   # the issue, and apart its valid bit (which
         iss_valid = Signal()                         # depends on the hazard check of iss)
         iss_val = Signal(32)
         st = [Signal(slot, name=f"acc_st{k}") for k in range(STAGES)]
@@ -241,8 +241,7 @@ class SoftmaxAccumulator(wiring.Component):
         rcp_late = delay(m, Cat(iss.i, rcp_issue), Recip.latency, "rcp_tag", valid=True)
         with m.If(rcp_late[-1]):
             m.d.comb += [inv_w.en.eq(1), inv_w.addr.eq(rcp_late[:-1]), inv_w.data.eq(rcp.o)]
-        out_beat = data.StructLayout({"data": data.ArrayLayout(unsigned(32), L), "last": 1,
-                                      "head": range(max(H, 2)), "token": chunk_idx})
+        out_beat = prefill_out_layout(L, H, self.chunk)
         out_depth = 16
         outq = fifo.SyncFIFOBuffered(width=out_beat.size, depth=out_depth)
         m.submodules.outq = outq

@@ -87,15 +87,15 @@ class TiledAttention(wiring.Component):
         self.steps, self.groups = head_dim // dot_lanes, head_dim // pv_lanes
         self.queries = tile * heads
         self.rows = chunk + 2 * tile               # the chunk's rows, then two history slots
-        self.score = DotScore(head_dim=head_dim, lanes=dot_lanes)
-        self.softmax = SoftmaxAccumulator(head_dim=head_dim, tile=tile, heads=heads, chunk=chunk, rows=self.rows,
-                                          lanes=pv_lanes, out_lanes=out_lanes)
         for name, value in (("dot_lanes", dot_lanes), ("pv_lanes", pv_lanes), ("load_lanes", load_lanes)):
             if value * 32 % data_width:
                 raise ValueError(f"{name} ({value}) float32 must be whole {data_width}-bit AXI beats")
         for name, value in (("dot_lanes", dot_lanes), ("pv_lanes", pv_lanes)):
             if value % load_lanes:
                 raise ValueError(f"load_lanes ({load_lanes}) must divide {name} ({value})")
+        self.score = DotScore(head_dim=head_dim, lanes=dot_lanes)
+        self.softmax = SoftmaxAccumulator(head_dim=head_dim, tile=tile, heads=heads, chunk=chunk, rows=self.rows,
+                                          lanes=pv_lanes, out_lanes=out_lanes)
         self.history = AxiReadMaster(data_width=data_width, addr_width=addr_width)
         self.data_width = data_width
         self.cache_writer = AxiWriteMaster(data_width=data_width, addr_width=addr_width)
@@ -133,6 +133,15 @@ class TiledAttention(wiring.Component):
 
         cmd = Signal(prefill_command_layout(C, self.addr_width))
 
+        def gatherer(beat, name):
+            """Beats of ``beat``'s width gathered towards the top of a word register: returns the
+            register and the word with ``beat`` shifted in (its top dl or pl float32 are a
+            memory word once enough beats arrived; the caller registers it on a beat)."""
+            reg = Signal(32 * max(dl, pl), name=f"{name}_gather")
+            value = Signal.like(reg, name=f"{name}_word")
+            m.d.comb += value.eq(Cat(reg[len(beat):], beat) if len(reg) > len(beat) else beat)
+            return reg, value
+
         # ---- load: per token the beats of its H query vectors, its key and its value, each
         # hd/load_lanes beats, gathered into memory words; with write_kv the key and value beats
         # also go to the cache (docs 6: the K row at k_base + pos 4 hd, the V row at v_base + ...),
@@ -148,10 +157,8 @@ class TiledAttention(wiring.Component):
         vec = Signal(range(H + 2))                 # 0 .. H-1: query heads, H: key, H + 1: value
         beat_in_vec = Signal(range(max(vec_beats, 2)))
         sub = Signal(range(max(split, 2)))         # (never zero bits wide: lint-clean Verilog)
-        gather = Signal(32 * max(dl, pl))
-        word = Signal.like(gather)
-        lw = gather.shape().width
-        m.d.comb += word.eq(Cat(gather[32 * LL:], load.payload.data) if lw > 32 * LL else load.payload.data)
+        gather, word = gatherer(load.payload.data.as_value(), "load")
+        lw = len(word)
         is_k, is_v = vec == H, vec == H + 1
         to_cache = cmd.write_kv & (is_k | is_v)
         loading = Signal()
@@ -199,7 +206,6 @@ class TiledAttention(wiring.Component):
         # holding pos0-1 down to tile 0 (golden.key_tile_order's), each as a K burst and a V
         # burst into slot requested % 2 once the accumulate side freed it (``freed``); the data
         # side gathers the beats into memory words and counts ``filled`` tiles
-        n_qtiles = Signal(range(C + 1))            # query tiles of the pass
         fill_left = Signal(range(C + 1))           # query tiles whose history is still to request
         requested, filled, freed, used = Signal(2), Signal(2), Signal(2), Signal(2)   # tiles, mod 4
         with m.If(sm.slot_freed):
@@ -235,20 +241,16 @@ class TiledAttention(wiring.Component):
         d_word = Signal(range(max(S, G, 2)))
         k_beats, v_beats = dl * 32 // dw, pl * 32 // dw
         d_beat = Signal(range(max(k_beats, v_beats, 2)))
-        gather = Signal(32 * max(dl, pl))
-        beat = hist.rdata.payload.data
-        word = Signal.like(gather)
-        m.d.comb += [word.eq(Cat(gather[dw:], beat) if gather.shape().width > dw else beat),
-                     hist.rdata.ready.eq(1)]
+        h_gather, h_word = gatherer(hist.rdata.payload.data, "hist")
+        m.d.comb += hist.rdata.ready.eq(1)
         hist_row = C + filled[0] * T + d_row
         fill_k, fill_v = Signal(), Signal()
-        W = gather.shape().width
         with m.If(fill_k):
-            m.d.comb += [k_wp.en.eq(1), k_wp.addr.eq(hist_row * S + d_word), k_wp.data.eq(word[W - 32 * dl:])]
+            m.d.comb += [k_wp.en.eq(1), k_wp.addr.eq(hist_row * S + d_word), k_wp.data.eq(h_word[lw - 32 * dl:])]
         with m.If(fill_v):
-            m.d.comb += [v_wp.en.eq(1), v_wp.addr.eq(hist_row * G + d_word), v_wp.data.eq(word[W - 32 * pl:])]
+            m.d.comb += [v_wp.en.eq(1), v_wp.addr.eq(hist_row * G + d_word), v_wp.data.eq(h_word[lw - 32 * pl:])]
         with m.If(hist.rdata.valid):
-            m.d.sync += [gather.eq(word), d_beat.eq(d_beat + 1)]
+            m.d.sync += [h_gather.eq(h_word), d_beat.eq(d_beat + 1)]
             word_end = d_beat == Mux(d_v, v_beats - 1, k_beats - 1)
             with m.If(word_end):
                 m.d.comb += [fill_k.eq(~d_v), fill_v.eq(d_v)]
@@ -354,9 +356,9 @@ class TiledAttention(wiring.Component):
                 # every token in the memories (its append's responses may still come); query tiles
                 # from the last
                 last = cmd.pos0 + cmd.count - 1
-                tiles = Signal.like(n_qtiles)
+                tiles = Signal(range(C + 1))           # query tiles of the pass
                 m.d.comb += tiles.eq(last // T - cmd.pos0 // T + 1)
-                m.d.sync += [t_hi.eq(cmd.count), n_qtiles.eq(tiles), fill_left.eq(Mux(cmd.pos0 != 0, tiles, 0)),
+                m.d.sync += [t_hi.eq(cmd.count), fill_left.eq(Mux(cmd.pos0 != 0, tiles, 0)),
                              fill_active.eq(1), top_tile.eq((cmd.pos0 - 1) // T * T),
                              d_lo.eq((cmd.pos0 - 1) // T * T), d_hi.eq(cmd.pos0), d_v.eq(0), d_row.eq(0),
                              d_word.eq(0), d_beat.eq(0)]
