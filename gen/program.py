@@ -257,4 +257,9 @@ def build_program(model: ModelConfig, hw: HardwareConfig, *, urams_per_bank: int
         steps.append(matmul(i, "down_proj", "h0", residual="h1"))
     head = ((image["lm_head.q"], image["lm_head.scale"]) if hw.lm_head_format == "int8" else (image["lm_head.f16"],))
     steps.append(LmHead("h0", image["final_norm"], head, hw.lm_head_format, eps))
+    # The sequencer ends a NORM_QUANT step once the act buffer has its write command and relies
+    # on the next step being the MATMUL that reads the buffer behind the writes (hw/sequencer.py).
+    for step, after in zip(steps, steps[1:]):
+        if isinstance(step, NormQuant) and not isinstance(after, MatMul):
+            raise AssertionError(f"program: a {after.op} step follows a NORM_QUANT; only a MATMUL may")
     return Program(model, hw, image, scratch, io, kv_bytes, tuple(steps))

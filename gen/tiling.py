@@ -70,3 +70,25 @@ def tile_projection(name: str, rows: int, inputs: int, geometry: BufferGeometry,
 
 def tile_model(model: ModelConfig, geometry: BufferGeometry, row_unit: int = 1) -> dict[str, ProjectionTiling]:
     return {name: tile_projection(name, n, k, geometry, row_unit) for name, (n, k) in model.projections().items()}
+
+
+@dataclass(frozen=True)
+class MatmulRates:
+    """Units of the MATMUL path that need only the TLMM's output rate: a result row of T
+    tokens comes at most once per B cycles (B blocks, one lane word each), B least for the
+    projection with the fewest inputs, so T / B elements per cycle at most.
+
+    ``dequant_lanes``: tokens dequantised per cycle, the least divisor of T with a row in at
+    most B cycles; ``add_lanes``: residual adders, the least power of two dividing the
+    element-wise lanes L with at least T / B elements per cycle."""
+    min_blocks: int
+    dequant_lanes: int
+    add_lanes: int
+
+    @classmethod
+    def of(cls, model: ModelConfig, group: int, tlmm_lanes: int, tokens: int, ew_lanes: int) -> "MatmulRates":
+        b = min(-(-tlmm_groups(inputs, group) // tlmm_lanes) for _, inputs in model.projections().values())
+        dequant = min(d for d in range(1, tokens + 1) if tokens % d == 0 and d * b >= tokens)
+        add = min(a for a in (1 << k for k in range(ew_lanes.bit_length())) if ew_lanes % a == 0
+                  and (a * b >= tokens or a == ew_lanes))
+        return cls(b, dequant, add)

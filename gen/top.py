@@ -36,6 +36,7 @@ from ..hw.norm_quant_path import NormQuantPath
 from ..hw.regfile import RegisterFile
 from ..hw.sequencer import OPS, RUNTIME_FIELDS, Sequencer, step_layout
 from .program import Attention, Embed, Gate, LmHead, MatMul, NormQuant, Program, build_program
+from .tiling import MatmulRates
 
 __all__ = ["TellmeTop", "encode_program", "top_ports", "write_top", "summary", "ADDR_WIDTH"]
 
@@ -192,11 +193,14 @@ class TellmeTop(wiring.Component):
         # the fp16 head reads the normalised float vector beside the quantiser's output
         self.norm_quant = NormQuantPath(lanes=L, max_dim=shape.max_dim, max_tokens=C, data_width=dw, addr_width=aw,
                                         float_out=fp16_head)
+        rates = MatmulRates.of(model, hw.tlmm_group, hw.tlmm_lanes, hw.tlmm_tokens, L)
         self.matmul = MatmulPath(geometry=geometry, tokens=hw.tlmm_tokens, lanes=L, block=shape.block, max_tokens=C,
-                                 max_inputs=shape.max_dim, max_rows=shape.max_rows, addr_width=aw, ram_style=ram_style)
+                                 max_inputs=shape.max_dim, max_rows=shape.max_rows, addr_width=aw, ram_style=ram_style,
+                                 dequant_lanes=rates.dequant_lanes, add_lanes=rates.add_lanes)
         self.attention = AttentionPath(head_dim=model.head_dim, heads=hw.attn_heads_parallel, lanes=L,
                                        tile=hw.attn_tile, chunk=C, data_width=dw, addr_width=aw,
-                                       dot_lanes=ATTN_SCORE_LANES, attn_format=hw.attn_format)
+                                       dot_lanes=ATTN_SCORE_LANES, attn_format=hw.attn_format,
+                                       rope_lanes=hw.rope_lanes)
         self.gate = GatePath(lanes=L, act=model.hidden_act, act_lanes=hw.gating_lanes, max_tokens=C,
                              data_width=dw, addr_width=aw)
         self.lm_head = LmHeadPath(lanes=L, max_rows=model.vocab_size, max_cols=model.hidden_size,
@@ -377,7 +381,6 @@ class _Datapath(wiring.Component):
             mm.act_wr_cmd.valid.eq(nq.act_cmd.valid & ~to_head),
             nq.act_cmd.ready.eq(to_head | mm.act_wr_cmd.ready),
             seq.act_cmd_taken.eq(mm.act_wr_cmd.valid & mm.act_wr_cmd.ready),
-            seq.act_written.eq(mm.act_written),
             # the int8 head takes x_q and d_x; the fp16 head the float vector beside x_q, and no d_x
             mm.act_q.payload.eq(nq.q.payload),
             *([lm.x.payload.data.eq(nq.y), lm.x.payload.last.eq(nq.q.payload.last)] if fp16_head

@@ -123,11 +123,13 @@ class AttentionPath(wiring.Component):
     ``data_width``, ``addr_width``, ``dot_lanes``, ``pv_lanes`` (the attention cores'),
     ``attn_format`` (``"int8"``; ``"fp32"``: no quantiser and no load assembler, RoPE's float32
     q and k and the float32 v go as beats into TiledAttention and the cache,
-    ``golden.FloatKVCache``; L must then be whole AXI beats, L >= 4 at 128 bits).
+    ``golden.FloatKVCache``; L must then be whole AXI beats, L >= 4 at 128 bits),
+    ``rope_lanes`` (RoPE's rotating lanes, default L: ``Rope``'s ``rotate_lanes``).
     """
 
     def __init__(self, *, head_dim: int, heads: int, lanes: int, tile: int, chunk: int, data_width: int = 128,
-                 addr_width: int = 40, dot_lanes: int = 16, pv_lanes: int = 16, attn_format: str = "int8"):
+                 addr_width: int = 40, dot_lanes: int = 16, pv_lanes: int = 16, attn_format: str = "int8",
+                 rope_lanes: int | None = None):
         for name, value in (("head_dim", head_dim), ("heads", heads), ("lanes", lanes), ("tile", tile),
                             ("chunk", chunk)):
             check_positive_int(name, value)
@@ -139,7 +141,7 @@ class AttentionPath(wiring.Component):
         self.qkv, self.cos, self.sin = ScratchReader(**movers), ScratchReader(**movers), ScratchReader(**movers)
         self.writer = ScratchWriter(**movers)
         self.attn_format = check_attn_format(attn_format)
-        self.rope = Rope(lanes=lanes, head_dim=head_dim)
+        self.rope = Rope(lanes=lanes, head_dim=head_dim, rotate_lanes=rope_lanes)
         # the int8 format quantises q, k and v per vector; fp32 takes them as they are
         self.quant = NormQuant(lanes=lanes, max_dim=head_dim) if attn_format == "int8" else None
         # fp32: query tiles (each key tile read once per query tile), loaded with the vectors'

@@ -8,6 +8,7 @@ from ..config import check_positive_int
 from .fp32 import FAdd, FMul, FromInt, Stages
 from .pipeline import StreamPipe, f32_vec
 from .tlmm import result_layout
+from .vec_width import RowNarrow, VecNarrow, VecWiden
 
 __all__ = ["Dequant"]
 
@@ -20,13 +21,24 @@ class Dequant(wiring.Component):
     ``f32_vec(T)``; only with residual), ``o`` (Out stream, ``f32_vec(T)``, ``last`` copied from
     the result row). Latency 8 (12 with the residual); one row per cycle.
 
-    Cost: per token a FromInt, two FMul (and an FAdd with the residual); at T = 8 with the
+    ``lanes`` (default ``tokens``, dividing it) sets how many tokens are dequantised per cycle:
+    with fewer, each row is split into tokens/lanes parts (:class:`RowNarrow`, and
+    :class:`VecNarrow` for ``res``) and the results joined again (:class:`VecWiden`); a row then
+    takes tokens/lanes cycles and the latency grows by 1. The TLMM gives a row at most once per
+    B cycles (B blocks of its lane word), so the composition needs only ceil(T / B) lanes
+    (``gen.tiling.dequant_lanes``).
+
+    Cost: per lane a FromInt, two FMul (and an FAdd with the residual); at T = 8 with the
     residual 9.1 K LUT-eq, 5.3 K FF, 32 DSP (``bench/results/elementwise.json``).
     """
 
-    def __init__(self, *, tokens: int, residual: bool):
+    def __init__(self, *, tokens: int, residual: bool, lanes: int | None = None):
         check_positive_int("tokens", tokens)
-        self.tokens, self.residual = tokens, bool(residual)
+        lanes = tokens if lanes is None else lanes
+        check_positive_int("lanes", lanes)
+        if tokens % lanes:
+            raise ValueError(f"lanes must divide tokens ({tokens}), got {lanes!r}")
+        self.tokens, self.residual, self.lanes = tokens, bool(residual), lanes
         members = {"acc": In(stream.Signature(result_layout(tokens))),
                    "o": Out(stream.Signature(f32_vec(tokens)))}
         if self.residual:
@@ -35,9 +47,12 @@ class Dequant(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return FromInt.latency + 1 + FMul.latency + (FAdd.latency if self.residual else 0)
+        core = FromInt.latency + 1 + FMul.latency + (FAdd.latency if self.residual else 0)
+        return core if self.lanes == self.tokens else core + 1
 
     def elaborate(self, platform):
+        if self.lanes < self.tokens:
+            return self._split()
         m = Module()
         inputs = [self.acc] + ([self.res] if self.residual else [])
         pipe = StreamPipe(m, inputs, self.o, self.latency)
@@ -69,4 +84,22 @@ class Dequant(wiring.Component):
         for _ in range(self.latency):
             last = st.reg(last)
         m.d.comb += self.o.payload.last.eq(last)
+        return m
+
+    def _split(self):
+        """lanes < tokens: narrow the rows (and residual beats), dequantise lanes tokens at a
+        time, widen."""
+        m = Module()
+        T, k = self.tokens, self.lanes
+        m.submodules.parts = parts = RowNarrow(layout=result_layout, count=T, out_count=k)
+        m.submodules.core = core = Dequant(tokens=k, residual=self.residual)
+        m.submodules.join = join = VecWiden(lanes=k, out_lanes=T)
+        wiring.connect(m, wiring.flipped(self.acc), parts.i)
+        wiring.connect(m, parts.o, core.acc)
+        if self.residual:
+            m.submodules.res_parts = res_parts = VecNarrow(lanes=T, out_lanes=k)
+            wiring.connect(m, wiring.flipped(self.res), res_parts.i)
+            wiring.connect(m, res_parts.o, core.res)
+        wiring.connect(m, core.o, join.i)
+        wiring.connect(m, join.o, wiring.flipped(self.o))
         return m

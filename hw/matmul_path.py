@@ -86,12 +86,14 @@ class MatmulPath(wiring.Component):
     Parameters (keyword-only): ``geometry`` (the weight buffer), ``tokens`` T, ``lanes`` L
     (element-wise), ``block`` (transpose rows), ``max_tokens``, ``max_inputs``, ``max_rows``
     (largest tile), ``addr_width``, ``depth`` (weight buffer bank depth, default the geometry's),
-    ``ram_style``.
+    ``ram_style``, ``dequant_lanes`` (tokens the Dequant converts per cycle, default T) and
+    ``add_lanes`` (residual adders, default L): the TLMM gives at most T elements per B
+    cycles, so the generator narrows both to that rate (``gen.tiling.MatmulRates``).
     """
 
     def __init__(self, *, geometry: BufferGeometry, tokens: int, lanes: int, block: int, max_tokens: int,
                  max_inputs: int, max_rows: int, addr_width: int = 40, depth: int | None = None,
-                 ram_style: str = "ultra"):
+                 ram_style: str = "ultra", dequant_lanes: int | None = None, add_lanes: int | None = None):
         for name, value in (("tokens", tokens), ("lanes", lanes), ("block", block), ("max_tokens", max_tokens),
                             ("max_inputs", max_inputs), ("max_rows", max_rows)):
             check_positive_int(name, value)
@@ -104,10 +106,10 @@ class MatmulPath(wiring.Component):
         self.streamer = WeightStreamer(geometry=geometry, addr_width=addr_width, depth=depth, ram_style=ram_style)
         self.tlmm = TlmmEngine(group=geometry.group, lanes=geometry.lanes, tokens=tokens, max_rows=max_rows,
                                max_blocks=self.max_blocks)
-        self.dequant = Dequant(tokens=tokens, residual=False)
+        self.dequant = Dequant(tokens=tokens, residual=False, lanes=dequant_lanes)
         self.transpose = Transpose(tokens=tokens, lanes=lanes, block=block)
         self.res_reader = ScratchReader(lanes=lanes, data_width=data_width, addr_width=addr_width)
-        self.res_add = ResidualAdd(lanes=lanes)
+        self.res_add = ResidualAdd(lanes=lanes, add_lanes=add_lanes)
         self.writer = ScratchWriter(lanes=lanes, data_width=data_width, addr_width=addr_width)
         command = matmul_command_layout(geometry.ports, addr_width, max_rows, self.max_blocks, max_tokens)
         super().__init__({

@@ -7,6 +7,7 @@ from amaranth.lib.wiring import In, Out
 from ..config import check_positive_int
 from .fp32 import FAdd, FMul, Stages
 from .pipeline import f32_vec
+from .vec_width import RowNarrow, VecNarrow, VecWiden
 
 __all__ = ["Rope", "cos_sin_layout"]
 
@@ -33,15 +34,25 @@ class Rope(wiring.Component):
     so about n/(n+1) beats per cycle for n beats per head (0.93 at hd 96, 8 lanes; about 0.6
     for 4-beat heads); a third bank would reach 1. ``head_dim`` must be a multiple of 2 x lanes.
 
-    Cost: per lane four FMul and two FAdd, the first-half buffer and two output banks: at 8
+    ``rotate_lanes`` (default ``lanes``, dividing it) sets how many lanes rotate: with fewer,
+    each x beat is split into lanes/rotate_lanes parts (:class:`~tellme.hw.vec_width.VecNarrow`,
+    and each cs beat by :class:`~tellme.hw.vec_width.RowNarrow`), rotated by a rotate_lanes-wide
+    Rope and joined again (:class:`~tellme.hw.vec_width.VecWiden`): throughput rotate_lanes/lanes
+    of the above, 1 + lanes/rotate_lanes cycles more latency.
+
+    Cost: per rotating lane four FMul and two FAdd, the first-half buffer and two output banks: at 8
     lanes and hd 96 13.7 K LUT-eq, 64 DSP (``bench/results/elementwise.json``).
     """
 
-    def __init__(self, *, lanes: int, head_dim: int):
+    def __init__(self, *, lanes: int, head_dim: int, rotate_lanes: int | None = None):
         check_positive_int("lanes", lanes)
         if not isinstance(head_dim, int) or head_dim < 2 or head_dim % (2 * lanes):
             raise ValueError(f"head_dim must be a positive multiple of 2 x lanes ({2 * lanes}), got {head_dim!r}")
-        self.lanes, self.head_dim = lanes, head_dim
+        rotate_lanes = lanes if rotate_lanes is None else rotate_lanes
+        check_positive_int("rotate_lanes", rotate_lanes)
+        if lanes % rotate_lanes:
+            raise ValueError(f"rotate_lanes must divide lanes ({lanes}), got {rotate_lanes!r}")
+        self.lanes, self.head_dim, self.rotate_lanes = lanes, head_dim, rotate_lanes
         self.half_beats = head_dim // (2 * lanes)
         super().__init__({
             "x": In(stream.Signature(f32_vec(lanes))),
@@ -49,9 +60,15 @@ class Rope(wiring.Component):
             "o": Out(stream.Signature(f32_vec(lanes))),
         })
 
-    latency = FMul.latency + FAdd.latency
+    @property
+    def latency(self) -> int:
+        """The rotation pipeline's (FMul then FAdd), plus the lane converters' when narrowed."""
+        parts = self.lanes // self.rotate_lanes
+        return FMul.latency + FAdd.latency + (0 if parts == 1 else parts + 1)
 
     def elaborate(self, platform):
+        if self.rotate_lanes < self.lanes:
+            return self._split()
         m = Module()
         lanes, hb = self.lanes, self.half_beats
         word = data.ArrayLayout(unsigned(32), lanes)
@@ -158,6 +175,22 @@ class Rope(wiring.Component):
         busy_set = Mux(issue, Mux1(in_bank), 0)
         m.d.sync += [bank_full.eq((bank_full | set_full) & ~release),
                      bank_busy.eq((bank_busy | busy_set) & ~set_full)]
+        return m
+
+    def _split(self):
+        """rotate_lanes < lanes: narrow x and cs, rotate rotate_lanes at a time, widen."""
+        m = Module()
+        wide, narrow = self.lanes, self.rotate_lanes
+        m.submodules.x_parts = x_parts = VecNarrow(lanes=wide, out_lanes=narrow)
+        m.submodules.cs_parts = cs_parts = RowNarrow(layout=cos_sin_layout, count=wide, out_count=narrow)
+        m.submodules.core = core = Rope(lanes=narrow, head_dim=self.head_dim)
+        m.submodules.join = join = VecWiden(lanes=narrow, out_lanes=wide)
+        wiring.connect(m, wiring.flipped(self.x), x_parts.i)
+        wiring.connect(m, wiring.flipped(self.cs), cs_parts.i)
+        wiring.connect(m, x_parts.o, core.x)
+        wiring.connect(m, cs_parts.o, core.cs)
+        wiring.connect(m, core.o, join.i)
+        wiring.connect(m, join.o, wiring.flipped(self.o))
         return m
 
 

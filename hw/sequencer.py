@@ -62,10 +62,13 @@ class Sequencer(wiring.Component):
     before any memory access. Otherwise, per step: the ROM word is read, its address fields are
     relocated by the region bases (:data:`RELOCATIONS`), ``tokens`` and ``pos0`` filled in, and
     the command offered on ``<op>_cmd``. A MATMUL step first fetches its w_mult (one read of
-    the image through ``scalar_axi``). Completion: ``<op>_done`` pulses; for a NORM_QUANT into
-    the act buffer, the act buffer having taken the step's write command (``act_cmd_taken``,
-    in an earlier cycle: ``act_written`` restarts from 0 in the cycle after) and holding
-    ``tokens`` tokens (``act_written``); a NORM_QUANT ``to_head`` completes with the
+    the image through ``scalar_axi``). Completion: ``<op>_done`` pulses; a NORM_QUANT into
+    the act buffer completes once the act buffer has taken the step's write command
+    (``act_cmd_taken``), not once its tokens are in: the MATMUL that always follows it
+    (``build_program`` checks) replays each token only after that token is stored, so its
+    TLMM starts on the first pass while the quantiser still works on the later tokens (the
+    element-wise step hides behind the projection instead of running before it); a
+    NORM_QUANT ``to_head`` completes with the
     LM_HEAD step after it (``to_head`` stays high until then, for the stream switch). The
     LM_HEAD step's ``lm_token`` is latched into ``result_token``. After the last step ``done``
     pulses.
@@ -82,12 +85,13 @@ class Sequencer(wiring.Component):
     :data:`REGIONS` order), ``busy``, ``done``, ``fail`` (Out), ``fail_code``
     (Out, valid with ``fail``), ``result_token`` (Out 32), ``step`` (Out: the index of the
     running step), per op ``<op>_cmd`` (Out stream) and ``<op>_done`` (In; none for
-    NORM_QUANT), ``weights_cmd`` (Out stream), ``act_cmd_taken``, ``act_written`` (In),
+    NORM_QUANT), ``weights_cmd`` (Out stream), ``act_cmd_taken`` (In),
     ``to_head`` (Out), ``lm_token`` (In 32), ``scalar_axi`` (AXI4 read manager).
 
     Latency: three cycles per step between one step's completion and the next command (ROM
     read, word register, command), plus the w_mult read of a MATMUL (one DDR round trip).
-    Throughput: one step at a time; only weight loading overlaps across steps.
+    Throughput: one step at a time, except that weight loading runs ahead across steps and a
+    NORM_QUANT into the act buffer overlaps the MATMUL after it.
     Cost: the ROM (steps x word bits, block RAM), the relocation adders (one per address field,
     ``addr_width`` bits), a ScratchReader for w_mult and the call's registers.
 
@@ -117,7 +121,7 @@ class Sequencer(wiring.Component):
             "bases": In(unsigned(addr_width)).array(len(REGIONS)),
             "busy": Out(1), "done": Out(1), "fail": Out(1), "fail_code": Out(len(FAIL_CODES)),
             "result_token": Out(32), "step": Out(range(len(words))),
-            "act_cmd_taken": In(1), "act_written": In(range(max_tokens + 1)), "to_head": Out(1),
+            "act_cmd_taken": In(1), "to_head": Out(1),
             "lm_token": In(32), "scalar_axi": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
         }
         for op in OPS:
@@ -262,9 +266,8 @@ class Sequencer(wiring.Component):
                 for op in OPS:
                     with m.If(word.op == ops[op]):
                         if op == "NORM_QUANT":
-                            # Only from the cycle after the act buffer took the write command:
-                            # in that cycle its count still shows the previous step's tokens.
-                            m.d.comb += complete.eq(word.to_head | (act_taken & (self.act_written == n)))
+                            # The next step (a MATMUL) reads the act buffer behind its writes.
+                            m.d.comb += complete.eq(word.to_head | act_taken)
                         else:
                             m.d.comb += complete.eq(getattr(self, f"{op.lower()}_done"))
                         if op == "LM_HEAD":

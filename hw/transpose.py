@@ -20,6 +20,7 @@ from amaranth.lib.wiring import In, Out
 from ..config import check_positive_int
 from .fp32 import FAdd, Stages
 from .pipeline import StreamPipe, f32_vec
+from .vec_width import VecNarrow, VecWiden
 
 __all__ = ["Transpose", "ResidualAdd", "transpose_command_layout", "transpose_block_layout",
            "ROW0_WIDTH"]
@@ -269,28 +270,43 @@ class ResidualAdd(wiring.Component):
     the adders' output registers (valid never depends on ready); each input's ready depends on
     the other input's valid.
 
-    Cost: L ``FAdd`` units, a ``latency``-deep delay line for ``last``.
+    ``add_lanes`` (default L, dividing it) sets how many adders there are: with fewer, each
+    beat pair is split into L/add_lanes parts (:class:`~tellme.hw.vec_width.VecNarrow`) and the
+    sums joined again (:class:`~tellme.hw.vec_width.VecWiden`): throughput add_lanes elements
+    per cycle, latency ``latency``. The MATMUL path's rows come at most T elements per B
+    cycles, so it gives the adder just that rate (``gen.tiling.dequant_lanes``).
 
-    Parameters (keyword only): ``lanes`` (L). Attributes: ``y``, ``h`` (In streams,
-    ``f32_vec(L)``), ``o`` (Out stream, ``f32_vec(L)``).
+    Cost: add_lanes ``FAdd`` units, a delay line for ``last`` (and the lane converters).
+
+    Parameters (keyword only): ``lanes`` (L), ``add_lanes``. Attributes: ``y``, ``h`` (In
+    streams, ``f32_vec(L)``), ``o`` (Out stream, ``f32_vec(L)``).
     """
 
-    latency = FAdd.latency
-
-    def __init__(self, *, lanes: int):
+    def __init__(self, *, lanes: int, add_lanes: int | None = None):
         try:
             check_positive_int("lanes", lanes)
+            add_lanes = lanes if add_lanes is None else add_lanes
+            check_positive_int("add_lanes", add_lanes)
+            if lanes % add_lanes:
+                raise ValueError(f"add_lanes must divide lanes ({lanes}), got {add_lanes!r}")
         except ValueError:
             self._MustUse__silence = True
             raise
-        self.lanes = lanes
+        self.lanes, self.add_lanes = lanes, add_lanes
         super().__init__({
             "y": In(stream.Signature(f32_vec(lanes))),
             "h": In(stream.Signature(f32_vec(lanes))),
             "o": Out(stream.Signature(f32_vec(lanes))),
         })
 
+    @property
+    def latency(self) -> int:
+        parts = self.lanes // self.add_lanes
+        return FAdd.latency if parts == 1 else FAdd.latency + parts + 1
+
     def elaborate(self, platform):
+        if self.add_lanes < self.lanes:
+            return self._split()
         m = Module()
         pipe = StreamPipe(m, [self.y, self.h], self.o, self.latency)
         st = Stages(m, pipe.advance)
@@ -303,4 +319,20 @@ class ResidualAdd(wiring.Component):
         for _ in range(self.latency):
             last = st.reg(last)
         m.d.comb += self.o.payload.last.eq(last)
+        return m
+
+    def _split(self):
+        """add_lanes < lanes: narrow both inputs, add add_lanes at a time, widen."""
+        m = Module()
+        wide, narrow = self.lanes, self.add_lanes
+        m.submodules.y_parts = y_parts = VecNarrow(lanes=wide, out_lanes=narrow)
+        m.submodules.h_parts = h_parts = VecNarrow(lanes=wide, out_lanes=narrow)
+        m.submodules.core = core = ResidualAdd(lanes=narrow)
+        m.submodules.join = join = VecWiden(lanes=narrow, out_lanes=wide)
+        wiring.connect(m, wiring.flipped(self.y), y_parts.i)
+        wiring.connect(m, wiring.flipped(self.h), h_parts.i)
+        wiring.connect(m, y_parts.o, core.y)
+        wiring.connect(m, h_parts.o, core.h)
+        wiring.connect(m, core.o, join.i)
+        wiring.connect(m, join.o, wiring.flipped(self.o))
         return m

@@ -1,14 +1,15 @@
-"""Lane-count converters for ``f32_vec`` streams: split a wide beat into narrower ones and join
-them back, so that a costly unit can run fewer lanes than the stream around it."""
+"""Lane-count converters for ``f32_vec`` streams (and other beats of per-lane arrays): split a wide beat into
+narrower ones and join them back, so that a costly unit can run fewer lanes than the stream
+around it."""
 
-from amaranth.hdl import Module, Signal
-from amaranth.lib import stream, wiring
+from amaranth.hdl import Module, Mux, Shape, Signal
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import check_positive_int
 from .pipeline import f32_vec
 
-__all__ = ["VecNarrow", "VecWiden"]
+__all__ = ["VecNarrow", "VecWiden", "RowNarrow"]
 
 
 class _LaneConverter(wiring.Component):
@@ -95,4 +96,50 @@ class VecWiden(_LaneConverter):
                 m.d.sync += [full.eq(1), part.eq(0), beat.last.eq(self.i.payload.last)]
             with m.Else():
                 m.d.sync += part.eq(part + 1)
+        return m
+
+
+class RowNarrow(wiring.Component):
+    """Splits each beat of a struct whose array members have ``count`` elements
+    (``layout(count)``, e.g. a TLMM result row of T tokens, :func:`~tellme.hw.tlmm.result_layout`,
+    or RoPE's cos/sin beat, :func:`~tellme.hw.rope.cos_sin_layout`) into count/out_count beats of
+    ``layout(out_count)``, elements 0.. first; other members are copied to every part, except
+    ``last``, which goes on the final part of a beat that had it.
+
+    No registers but the part counter: ``o.valid`` is ``i.valid`` and ``o.payload`` the part of
+    the beat on offer (stable while it waits, by the stream rules on ``i``); ``i.ready`` is
+    ``o.ready`` on the final part. Latency 0; throughput one part per cycle.
+
+    Cost: a part counter and an out_count-element multiplexer per array member.
+    """
+
+    def __init__(self, *, layout, count: int, out_count: int):
+        for name, value in (("count", count), ("out_count", out_count)):
+            check_positive_int(name, value)
+        if out_count > count or count % out_count:
+            raise ValueError(f"out_count ({out_count}) must divide count ({count})")
+        self.count, self.out_count, self.parts = count, out_count, count // out_count
+        wide, narrow = layout(count), layout(out_count)
+        self.arrays = [name for name, field in wide if isinstance(field.shape, data.ArrayLayout)
+                       and field.shape.length == count]
+        super().__init__({"i": In(stream.Signature(wide)), "o": Out(stream.Signature(narrow))})
+
+    def elaborate(self, platform):
+        m = Module()
+        n, k = self.parts, self.out_count
+        part = Signal(range(max(n, 2)))
+        final = Signal()
+        beat, out = self.i.payload, self.o.payload
+        m.d.comb += [final.eq(part == n - 1), self.o.valid.eq(self.i.valid),
+                     self.i.ready.eq(self.o.ready & final)]
+        for name, field in beat.shape():
+            if name in self.arrays:
+                width = Shape.cast(field.shape.elem_shape).width
+                m.d.comb += out[name].as_value().eq(beat[name].as_value().word_select(part, width * k))
+            elif name == "last":
+                m.d.comb += out.last.eq(beat.last & final)
+            else:
+                m.d.comb += out[name].eq(beat[name])
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += part.eq(Mux(final, 0, part + 1))
         return m

@@ -141,6 +141,10 @@ class HardwareConfig:
     - ``gating_lanes``: activation units of the gated FFN (SiLU costs ~7 K LUT per lane); it
       must cover the TLMM's output rate T / ceil(hidden / (G P)) elements per cycle (1.6 for the
       large model on the KV260), so 2 of the 8 element-wise lanes suffice.
+    - ``rope_lanes``: lanes of the RoPE rotation (four binary32 multipliers and two adders
+      each); with fewer than ``ew_lanes`` the query and key beats of the attention load pass at
+      rope_lanes/ew_lanes of a beat per cycle (4 of 8 on the KV260: about 4 ms more time to first
+      token for 128 tokens on bitnet-b1.58-large, 6 K LUT-eq less).
     - ``attn_tile``: keys (and queries, in prefill) per attention tile.
     - ``max_context``: KV-cache capacity in tokens.
     - ``attn_format``: the K/V cache's and the query's format in attention (docs 3.8, 6):
@@ -159,6 +163,7 @@ class HardwareConfig:
     tlmm_tokens: int = 8
     ew_lanes: int = 8
     gating_lanes: int = 2
+    rope_lanes: int = 4
     attn_tile: int = 32
     attn_heads_parallel: int = 1
     max_context: int = 2048
@@ -173,13 +178,16 @@ class HardwareConfig:
         _require(isinstance(self.board, str) and self.board != "", "board", "must be a board name")
         _require(0.0 < float(self.clock_mhz) <= 1000.0, "clock_mhz", f"must be in (0, 1000], got {self.clock_mhz!r}")
         _require(self.tlmm_group in (2, 3, 4, 5), "tlmm_group", f"must be 2, 3, 4 or 5, got {self.tlmm_group!r}")
-        for name in ("tlmm_lanes", "tlmm_tokens", "ew_lanes", "gating_lanes", "attn_tile", "attn_heads_parallel",
+        for name in ("tlmm_lanes", "tlmm_tokens", "ew_lanes", "gating_lanes", "rope_lanes", "attn_tile",
+                     "attn_heads_parallel",
                      "max_context", "prefill_chunk", "hp_ports", "urams_per_bank"):
             _positive_int(self, name)
         _require(self.ew_lanes & (self.ew_lanes - 1) == 0, "ew_lanes",
                  f"must be a power of two (it fixes the reduction tree), got {self.ew_lanes}")
         _require(self.ew_lanes % self.gating_lanes == 0, "gating_lanes",
                  f"must divide ew_lanes ({self.ew_lanes}), got {self.gating_lanes}")
+        _require(self.ew_lanes % self.rope_lanes == 0, "rope_lanes",
+                 f"must divide ew_lanes ({self.ew_lanes}), got {self.rope_lanes}")
         _require(self.axi_data_width in (64, 128, 256), "axi_data_width",
                  f"must be 64, 128 or 256, got {self.axi_data_width!r}")
         _require(self.lm_head_format in LM_HEAD_FORMATS, "lm_head_format",
@@ -245,7 +253,7 @@ HARDWARE_PRESETS: dict[str, HardwareConfig] = {
     "kv260": HardwareConfig(),
     # Small instance for RTL simulation of the tiny models.
     "sim-small": HardwareConfig(board="sim", clock_mhz=300.0, tlmm_group=5, tlmm_lanes=4,
-                                tlmm_tokens=2, ew_lanes=4, attn_tile=8, max_context=256,
+                                tlmm_tokens=2, ew_lanes=4, rope_lanes=2, attn_tile=8, max_context=256,
                                 prefill_chunk=16, urams_per_bank=1),
 }
 

@@ -44,6 +44,8 @@ def test_model_errors_name_the_field(change, field):
     ({"ew_lanes": 6}, "ew_lanes"),
     ({"gating_lanes": 3}, "gating_lanes"),
     ({"gating_lanes": 16}, "gating_lanes"),
+    ({"rope_lanes": 3}, "rope_lanes"),
+    ({"rope_lanes": 16}, "rope_lanes"),
     ({"axi_data_width": 96}, "axi_data_width"),
     ({"lm_head_format": "int4"}, "lm_head_format"),
     ({"attn_format": "fp16"}, "attn_format"),

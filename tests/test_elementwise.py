@@ -19,7 +19,7 @@ from tellme.hw.norm_quant import NormQuant, norm_command_layout
 from tellme.hw.pipeline import f32_vec, q8_vec
 from tellme.hw.rope import Rope, cos_sin_layout
 from tellme.hw.tlmm import result_layout
-from tellme.hw.vec_width import VecNarrow, VecWiden
+from tellme.hw.vec_width import RowNarrow, VecNarrow, VecWiden
 from tellme.sim.rtl import RTLTestFailure, run_cocotb
 from tellme.sim.tb.streams import struct_fields
 
@@ -98,6 +98,7 @@ def dequant_parameters(dut: Dequant, **extra) -> dict:
         n = 3
     stalls = [[0.0] * n, [0.3] * n, [0.7] * (n - 1) + [0.2], [0.2] * (n - 1) + [0.8]]
     return {"unit": "dequant", "lanes": t, "residual": dut.residual, "latency": dut.latency,
+            "min_beats_per_cycle": dut.lanes / t * 0.999,
             "fields": fields, "stalls": stalls, "commands": 10, "max_rows": 64,
             "throughput_rows": 128, "throughput_commands": 12, **extra}
 
@@ -108,6 +109,14 @@ def dequant_parameters(dut: Dequant, **extra) -> dict:
 def test_dequant(tokens, residual):
     dut = Dequant(tokens=tokens, residual=residual)
     _run(dut, f"dequant_t{tokens}_{'res' if residual else 'plain'}", dequant_parameters(dut))
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
+def test_dequant_narrowed(residual):
+    """Two lanes for T = 8 (the kv260 MATMUL path's setting): each row in four parts."""
+    dut = Dequant(tokens=8, residual=residual, lanes=2)
+    _run(dut, f"dequant_t8_a2_{'res' if residual else 'plain'}", dequant_parameters(dut))
 
 
 @pytest.mark.rtl
@@ -160,6 +169,10 @@ def test_gating(act, act_lanes):
     (VecNarrow, dict(lanes=8, out_lanes=3), "divide"),
     (VecNarrow, dict(lanes=2, out_lanes=8), "exceed"),
     (VecWiden, dict(lanes=8, out_lanes=2), "below"),
+    (Dequant, dict(tokens=8, residual=False, lanes=3), "lanes must divide"),
+    (Dequant, dict(tokens=8, residual=False, lanes=0), "lanes"),
+    (RowNarrow, dict(layout=result_layout, count=4, out_count=8), "must divide"),
+    (Rope, dict(lanes=8, head_dim=96, rotate_lanes=3), "rotate_lanes must divide"),
 ], ids=kwargs_id)
 def test_gating_parameters_checked(cls, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -183,12 +196,15 @@ def test_gating_sweep(act):
 # beats per head at real sizes, about 0.6 for the 4-beat heads of the tiny model. The TLMM
 # produces at most 1.6 elements per cycle for it, so even the small case keeps up.
 ROPE_SETS = {"l8_hd96": (8, 96, 0.9), "l8_hd128": (8, 128, 0.9), "l4_hd16": (4, 16, 0.55)}
+# Rotation narrowed to 4 of 8 lanes (the kv260 attention path's setting): half the rate.
+NARROW_ROPE_SETS = {"l8_hd96_r4": (8, 96, 4, 0.45), "l8_hd16_r2": (8, 16, 2, 0.12)}
 
 
 def rope_parameters(dut: Rope, **extra) -> dict:
     lanes = dut.lanes
     vec = struct_fields(f32_vec(lanes))
     return {"unit": "rope", "lanes": lanes, "head_dim": dut.head_dim, "latency": dut.latency,
+            "rotate_lanes": dut.rotate_lanes,
             "thetas": [10000.0, 500000.0], "positions": 2048,
             "fields": {"x": vec, "cs": struct_fields(cos_sin_layout(lanes)), "o": vec},
             # stalls: [x, cs, o]
@@ -203,6 +219,14 @@ def rope_parameters(dut: Rope, **extra) -> dict:
 def test_rope(config):
     lanes, head_dim, min_rate = ROPE_SETS[config]
     dut = Rope(lanes=lanes, head_dim=head_dim)
+    _run(dut, f"rope_{config}", rope_parameters(dut, min_beats_per_cycle=min_rate))
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("config", list(NARROW_ROPE_SETS))
+def test_rope_narrowed(config):
+    lanes, head_dim, rotate_lanes, min_rate = NARROW_ROPE_SETS[config]
+    dut = Rope(lanes=lanes, head_dim=head_dim, rotate_lanes=rotate_lanes)
     _run(dut, f"rope_{config}", rope_parameters(dut, min_beats_per_cycle=min_rate))
 
 

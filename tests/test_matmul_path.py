@@ -8,6 +8,7 @@ from amaranth.lib import wiring
 from helpers import tiny_image
 
 from tellme.contract.layouts import BufferGeometry, page_up
+from tellme.gen.tiling import MatmulRates
 from tellme.hw.act_buffer import write_command_layout
 from tellme.hw.ddr_model import DdrModel
 from tellme.hw.matmul_path import MatmulPath
@@ -45,15 +46,21 @@ class MatmulOnDdr(wiring.Component):
 
 
 @pytest.mark.rtl
-def test_matmul_path_tiny(tmp_path):
+@pytest.mark.parametrize("narrowed", [False, True], ids=["full", "narrowed"])
+def test_matmul_path_tiny(tmp_path, narrowed):
+    """``narrowed``: Dequant and the residual adder at the TLMM's output rate, as the generator
+    builds them (``MatmulRates``: one token and one adder per cycle here), else T and L lanes."""
     model, hw, image, program = tiny_image(tmp_path, seed=11)
+    rates = MatmulRates.of(model, hw.tlmm_group, hw.tlmm_lanes, hw.tlmm_tokens, hw.ew_lanes)
+    assert (rates.dequant_lanes, rates.add_lanes) == (1, 1)
+    lanes = dict(dequant_lanes=rates.dequant_lanes, add_lanes=rates.add_lanes) if narrowed else {}
     image_bytes, scratch_bytes = program.image_bytes, program.scratch_bytes
     image_base, scratch_base = MEMORY_BASE, MEMORY_BASE + page_up(image_bytes)
     geometry = BufferGeometry.of(hw, urams_per_bank=1)
     max_inputs = max(model.hidden_size, model.intermediate_size, model.q_size)
     path = MatmulPath(geometry=geometry, tokens=hw.tlmm_tokens, lanes=hw.ew_lanes, block=8,
                       max_tokens=hw.prefill_chunk, max_inputs=max_inputs, max_rows=model.intermediate_size,
-                      depth=1024, ram_style="block")
+                      depth=1024, ram_style="block", **lanes)
     cases = [
         {"layer": 0, "proj": "q_proj", "tokens": 5, "tile_rows": 16, "residual": None, "dst": "q", "seed": 1},
         {"layer": 1, "proj": "down_proj", "tokens": 16, "tile_rows": 24, "residual": "h1", "dst": "h0", "seed": 2},
@@ -62,7 +69,8 @@ def test_matmul_path_tiny(tmp_path):
          "extreme": True},
         {"layer": 0, "proj": "o_proj", "tokens": 2, "tile_rows": 20, "residual": "h0", "dst": "h1", "seed": 5},
     ]
-    run_cocotb(MatmulOnDdr(path, page_up(image_bytes) + scratch_bytes + (1 << 16)), name="matmul_path",
+    run_cocotb(MatmulOnDdr(path, page_up(image_bytes) + scratch_bytes + (1 << 16)),
+               name="matmul_path_narrowed" if narrowed else "matmul_path",
                test_module="tellme.sim.tb.tb_matmul_path", timeout=900,
                parameters={"model": model.to_dict(), "hardware": hw.to_dict(), "image": str(image),
                            "memory_base": MEMORY_BASE, "image_base": image_base, "scratch_base": scratch_base,

@@ -62,6 +62,8 @@ def test_parameters_are_checked():
         Transpose(tokens=1, lanes=1, block=1 << 16)
     with pytest.raises(ValueError, match="lanes"):
         ResidualAdd(lanes=0)
+    with pytest.raises(ValueError, match="add_lanes must divide"):
+        ResidualAdd(lanes=8, add_lanes=3)
     with pytest.raises(TypeError):
         Transpose(4, 4, 8)                               # keyword-only
     with pytest.raises(TypeError):
@@ -94,18 +96,28 @@ def test_transpose_large():
          transpose_parameters(8, 8, 64, lengths=[64, 67, 7, 8, 1, 200, 128, 640], repeat=1), TRANSPOSE_TESTS)
 
 
-def residual_parameters(lanes, **extra):
-    return {"unit": "residual", "lanes": lanes, "latency": ResidualAdd.latency,
+def residual_parameters(unit: ResidualAdd, **extra):
+    lanes = unit.lanes
+    return {"unit": "residual", "lanes": lanes, "latency": unit.latency, "parts": lanes // unit.add_lanes,
             "fields": {name: struct_fields(f32_vec(lanes)) for name in ("y", "h", "o")},
             "stalls": RESIDUAL_STALLS, "beats": 400, **extra}
 
 
 @pytest.mark.rtl
 def test_residual_add():
-    _run(ResidualAdd(lanes=4), "residual_add_l4", residual_parameters(4), RESIDUAL_TESTS)
+    unit = ResidualAdd(lanes=4)
+    _run(unit, "residual_add_l4", residual_parameters(unit), RESIDUAL_TESTS)
+
+
+@pytest.mark.rtl
+def test_residual_add_narrowed():
+    """Two adders for eight lanes (the kv260 MATMUL path's setting): each beat in four parts."""
+    unit = ResidualAdd(lanes=8, add_lanes=2)
+    _run(unit, "residual_add_l8_a2", residual_parameters(unit), RESIDUAL_TESTS)
 
 
 @pytest.mark.rtl
 @pytest.mark.slow
 def test_residual_add_large():
-    _run(ResidualAdd(lanes=8), "residual_add_l8", residual_parameters(8, beats=3000), RESIDUAL_TESTS)
+    unit = ResidualAdd(lanes=8)
+    _run(unit, "residual_add_l8", residual_parameters(unit, beats=3000), RESIDUAL_TESTS)
