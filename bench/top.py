@@ -12,8 +12,8 @@ against the golden model bit for bit, and records:
   cycles the TLMM waited for weights), read from the registers, and tokens/s at 300 MHz;
 - the split of each call's cycles per unit, from the harness's per-op counters (the cycles the
   sequencer spent on steps of each op, dispatch included): TLMM busy (MATMUL steps less the
-  weight wait), TLMM waiting on weights (``STALL``), attention, element-wise (EMBED, NORM_QUANT,
-  GATE), LM head, and the sequencer's own cycles between steps (``CYCLES`` less the steps);
+  weight wait; the gated FFN activation streams inside up_proj's MATMUL), TLMM waiting on
+  weights (``STALL``), attention, element-wise (EMBED, NORM_QUANT), LM head, and the sequencer's own cycles between steps (``CYCLES`` less the steps);
 - beside TLMM busy, the hand model of docs section 1: ceil(n / T) passes x the sum over the
   MATMUL steps of blocks x rows (one lane-block entry per cycle), the cycles the TLMM would take
   if it never waited and nothing around it cost a cycle.
@@ -61,7 +61,7 @@ def unit_split(call: dict, op_cycles: dict) -> dict:
     steps = sum(op_cycles.values())
     return {"tlmm_busy": op_cycles["MATMUL"] - call["stall_cycles"], "tlmm_weight_wait": call["stall_cycles"],
             "attention": op_cycles["ATTENTION"],
-            "elementwise": op_cycles["EMBED"] + op_cycles["NORM_QUANT"] + op_cycles["GATE"],
+            "elementwise": op_cycles["EMBED"] + op_cycles["NORM_QUANT"],
             "lm_head": op_cycles["LM_HEAD"], "sequencer_between_steps": call["cycles"] - steps}
 
 

@@ -15,11 +15,12 @@ Steps (one dataclass each, ``op`` names the datapath configuration):
 - ``NORM_QUANT``: rows of a scratch array -> RMSNorm (with a gain section) or not -> absmax int8
   per token -> ``act`` (x_q and d_x per token).
 - ``MATMUL``: one projection on the TLMM over ``act``, tile by tile, ``ceil(n / T)`` token
-  passes per tile -> dequantisation (+ the residual array) -> a scratch array.
+  passes per tile -> dequantisation (+ the residual array, or x act(the gate array): up_proj
+  applies the gated FFN activation to gate_proj's rows as its own rows stream out) -> a
+  scratch array.
 - ``ATTENTION``: one pass of the attention unit over one kv head: RoPE and per-head int8 of
   the chunk's queries and key, the key/value rows appended to the KV cache, causal attention ->
   the heads' columns of ``attn``.
-- ``GATE``: ReLU^2 or SiLU of ``gate`` times ``up`` -> ``gate``.
 - ``LM_HEAD``: the last token's row of ``h0`` -> final norm + quantiser -> int8 (or fp16) LM
   head -> logits to the I/O region and their argmax to ``RESULT_TOKEN``.
 
@@ -39,7 +40,7 @@ from ..contract.layouts import (PROJECTIONS_ORDER, BufferGeometry, ImageFormat, 
                                 Section, image_sections, kv_cache_map, page_up, scratch_layout)
 from .tiling import tile_projection
 
-__all__ = ["Embed", "NormQuant", "MatMul", "Attention", "Gate", "LmHead", "Step", "Program", "build_program",
+__all__ = ["Embed", "NormQuant", "MatMul", "Attention", "LmHead", "Step", "Program", "build_program",
            "check_datapath"]
 
 
@@ -83,9 +84,12 @@ class MatMul:
     tiles: int
     dst: str
     residual: str | None
+    gate: str | None = None        # the array g of o = act(g) * y (the model's hidden_act)
 
     def describe(self) -> str:
         res = f" + {self.residual}" if self.residual else ""
+        if self.gate:
+            res = f" x act({self.gate})"
         return (f"{self.proj} {self.rows}x{self.inputs} @ image+{self.weights.offset:#x}: {self.tiles} tile(s) of "
                 f"<= {self.tile_rows} rows x {self.blocks} blocks; act -> dequant (w_mult {self.scales.name}"
                 f"[{self.scale_index}]){res} -> {self.dst}")
@@ -109,17 +113,6 @@ class Attention:
 
 
 @dataclass(frozen=True)
-class Gate:
-    op = "GATE"
-    layer: int
-    act: str
-
-    def describe(self) -> str:
-        name = {"relu2": "ReLU^2", "silu": "SiLU"}[self.act]
-        return f"{name}(gate) * up -> gate"
-
-
-@dataclass(frozen=True)
 class LmHead:
     op = "LM_HEAD"
     src: str
@@ -133,7 +126,7 @@ class LmHead:
                 f"@ image+{self.head[0].offset:#x} -> logits (IO), argmax -> RESULT_TOKEN")
 
 
-Step = Embed | NormQuant | MatMul | Attention | Gate | LmHead
+Step = Embed | NormQuant | MatMul | Attention | LmHead
 
 
 @dataclass(frozen=True)
@@ -227,14 +220,14 @@ def build_program(model: ModelConfig, hw: HardwareConfig, *, urams_per_bank: int
     eps = float(model.rms_norm_eps)
     steps: list[Step] = [Embed(image["embed"], "h0")]
 
-    def matmul(layer: int, proj: str, dst: str, residual: str | None = None) -> MatMul:
+    def matmul(layer: int, proj: str, dst: str, residual: str | None = None, gate: str | None = None) -> MatMul:
         rows, inputs = shapes[proj]
         tiling = tile_projection(proj, rows, inputs, geometry, max(hw.ew_lanes, hw.axi_data_width // 32))
         if tiling.blocks != -(-tlmm_groups(inputs, hw.tlmm_group) // hw.tlmm_lanes):
             raise ConfigError(f"{proj}: tiling and the TLMM disagree on the block count")
         return MatMul(layer, proj, image[f"layers.{layer}.{proj}"], image[f"layers.{layer}.scales"],
                       PROJECTIONS_ORDER.index(proj), rows, inputs, tiling.blocks, tiling.tile_rows,
-                      len(tiling.tiles), dst, residual)
+                      len(tiling.tiles), dst, residual, gate)
 
     def gain(name: str) -> Section | None:
         return image.get(name)
@@ -252,8 +245,10 @@ def build_program(model: ModelConfig, hw: HardwareConfig, *, urams_per_bank: int
         steps.append(NormQuant(i, "attn", model.q_size, gain(f"layers.{i}.attn_sub_norm"), eps))
         steps.append(matmul(i, "o_proj", "h1", residual="h0"))
         steps.append(NormQuant(i, "h1", model.hidden_size, image[f"layers.{i}.post_attention_norm"], eps))
-        steps += [matmul(i, "gate_proj", "gate"), matmul(i, "up_proj", "up"), Gate(i, model.hidden_act)]
-        steps.append(NormQuant(i, "gate", model.intermediate_size, gain(f"layers.{i}.ffn_sub_norm"), eps))
+        # up_proj's rows leave the TLMM as act(gate) * up: the gated FFN activation streams with
+        # the projection instead of running as a step of its own.
+        steps += [matmul(i, "gate_proj", "gate"), matmul(i, "up_proj", "up", gate="gate")]
+        steps.append(NormQuant(i, "up", model.intermediate_size, gain(f"layers.{i}.ffn_sub_norm"), eps))
         steps.append(matmul(i, "down_proj", "h0", residual="h1"))
     head = ((image["lm_head.q"], image["lm_head.scale"]) if hw.lm_head_format == "int8" else (image["lm_head.f16"],))
     steps.append(LmHead("h0", image["final_norm"], head, hw.lm_head_format, eps))

@@ -3,7 +3,7 @@
 
 :class:`TellmeTop` composes the register file, the sequencer (the program of
 :mod:`tellme.gen.program` as a ROM, :func:`encode_program`), the step datapaths (EMBED,
-NORM_QUANT, MATMUL, ATTENTION, GATE, LM_HEAD) and the AXI arbiters that share the HP ports
+NORM_QUANT, MATMUL, ATTENTION, LM_HEAD) and the AXI arbiters that share the HP ports
 among their managers. :func:`generate` writes its Verilog and a JSON description.
 """
 
@@ -29,13 +29,12 @@ from ..hw.axi import axi_lite_signature, axi_signature
 from ..hw.axi_arbiter import AxiReadArbiter, AxiWriteArbiter
 from ..hw.axi_quiesce import AxiQuiesce
 from ..hw.embed_path import EmbedPath
-from ..hw.gate_path import GatePath
 from ..hw.lm_head_path import LmHeadPath
 from ..hw.matmul_path import MatmulPath
 from ..hw.norm_quant_path import NormQuantPath
 from ..hw.regfile import RegisterFile
 from ..hw.sequencer import OPS, RUNTIME_FIELDS, Sequencer, step_layout
-from .program import Attention, Embed, Gate, LmHead, MatMul, NormQuant, Program, build_program
+from .program import Attention, Embed, LmHead, MatMul, NormQuant, Program, build_program
 from .tiling import MatmulRates
 
 __all__ = ["TellmeTop", "encode_program", "top_ports", "write_top", "summary", "ADDR_WIDTH"]
@@ -117,7 +116,9 @@ def encode_program(program: Program, commands: dict[str, data.StructLayout]) -> 
                 "base": [step.weights.offset + p * stride for p in range(hw.hp_ports)],
                 "blocks": step.blocks, "rows": step.rows, "tile_rows": step.tile_rows, "tiles": step.tiles,
                 "dst": dst.offset, "row_stride": dst.row_bytes, "residual": int(step.residual is not None),
-                "res": scratch[step.residual].offset if step.residual else 0}, scale=scale))
+                "gate": int(step.gate is not None),
+                "res": scratch[step.residual or step.gate].offset if step.residual or step.gate else 0},
+                scale=scale))
         elif isinstance(step, Attention):
             first = step.heads[0] * hd * 4
             words.append(word("ATTENTION", {
@@ -126,10 +127,6 @@ def encode_program(program: Program, commands: dict[str, data.StructLayout]) -> 
                 "row_stride": scratch["q"].row_bytes, "rope_cos": step.rope_cos.offset,
                 "rope_sin": step.rope_sin.offset, "k_base": step.cache.k_base, "v_base": step.cache.v_base,
                 "s_base": step.cache.s_base, "write_kv": int(step.write_kv)}))
-        elif isinstance(step, Gate):
-            gate = scratch["gate"]
-            words.append(word("GATE", {"gate": gate.offset, "up": scratch["up"].offset,
-                                       "row_bytes": gate.row_bytes, "row_stride": gate.row_bytes}))
         elif isinstance(step, LmHead):
             src = scratch[step.src]
             words.append(word("NORM_QUANT", _norm_quant_values(src, model.hidden_size, step.norm, step.eps),
@@ -196,18 +193,17 @@ class TellmeTop(wiring.Component):
         rates = MatmulRates.of(model, hw.tlmm_group, hw.tlmm_lanes, hw.tlmm_tokens, L)
         self.matmul = MatmulPath(geometry=geometry, tokens=hw.tlmm_tokens, lanes=L, block=shape.block, max_tokens=C,
                                  max_inputs=shape.max_dim, max_rows=shape.max_rows, addr_width=aw, ram_style=ram_style,
-                                 dequant_lanes=rates.dequant_lanes, add_lanes=rates.add_lanes)
+                                 dequant_lanes=rates.dequant_lanes, add_lanes=rates.add_lanes,
+                                 act=model.hidden_act, act_lanes=hw.gating_lanes)
         self.attention = AttentionPath(head_dim=model.head_dim, heads=hw.attn_heads_parallel, lanes=L,
                                        tile=hw.attn_tile, chunk=C, data_width=dw, addr_width=aw,
                                        dot_lanes=ATTN_SCORE_LANES, attn_format=hw.attn_format,
                                        rope_lanes=hw.rope_lanes)
-        self.gate = GatePath(lanes=L, act=model.hidden_act, act_lanes=hw.gating_lanes, max_tokens=C,
-                             data_width=dw, addr_width=aw)
         self.lm_head = LmHeadPath(lanes=L, max_rows=model.vocab_size, max_cols=model.hidden_size,
                                   weight_format=hw.lm_head_format,
                                   data_width=dw, addr_width=aw)
         paths = {"EMBED": self.embed, "NORM_QUANT": self.norm_quant, "MATMUL": self.matmul,
-                 "ATTENTION": self.attention, "GATE": self.gate, "LM_HEAD": self.lm_head}
+                 "ATTENTION": self.attention, "LM_HEAD": self.lm_head}
         self.paths = paths
         commands = {op: path.cmd.payload.shape() for op, path in paths.items()}
         self.words = encode_program(program, commands)

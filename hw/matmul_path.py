@@ -1,5 +1,5 @@
 """The MATMUL step's datapath: act buffer -> TLMM (weights streamed from DDR) -> dequantisation ->
-transpose -> (+ residual) -> scratch rows."""
+transpose -> (+ residual, or x act(gate)) -> scratch rows."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from .act_buffer import ActBuffer
 from .act_mover import ROW_STRIDE_WIDTH, ROWS_WIDTH, ScratchReader, ScratchWriter
 from .axi import axi_read_signature, axi_write_signature
 from .dequant import Dequant
+from .gating import Gating
 from .tlmm import TlmmEngine
 from .transpose import ResidualAdd, Transpose
 from .weight_streamer import WeightStreamer
@@ -28,14 +29,15 @@ def matmul_command_layout(ports: int, addr_width: int, max_rows: int, max_blocks
     """One projection over the act buffer's tokens: the per-port weight stream bases, its shape
     and tiling (``tiles`` tiles of ``tile_rows`` rows, the last one ``rows - (tiles-1) tile_rows``),
     ``w_mult`` (binary32), the tokens ``n``, the destination array (``dst`` base and row stride)
-    and, with ``residual``, the residual array ``res`` (same row stride) added to the result."""
+    and, with ``residual``, the residual array ``res`` (same row stride) added to the result, or
+    with ``gate``, the gate array at ``res`` whose activation multiplies it."""
     return data.StructLayout({
         "base": data.ArrayLayout(unsigned(addr_width), ports),
         "blocks": unsigned(max_blocks.bit_length()), "rows": PROJECTION_ROWS,
         "tile_rows": unsigned(max_rows.bit_length()), "tiles": unsigned(8),
         "w_mult": unsigned(32), "tokens": unsigned(max_tokens.bit_length()),
         "dst": unsigned(addr_width), "row_stride": unsigned(ROW_STRIDE_WIDTH),
-        "residual": unsigned(1), "res": unsigned(addr_width),
+        "residual": unsigned(1), "res": unsigned(addr_width), "gate": unsigned(1),
     })
 
 
@@ -51,9 +53,9 @@ def weights_command_layout(matmul: data.StructLayout) -> data.StructLayout:
 
 
 class MatmulPath(wiring.Component):
-    """y = dequantize(tlmm(W, x_q), d_x, w_mult) [+ h] for the act buffer's n tokens, written to
-    scratch rows: the MATMUL step of the sequencer program (``golden.tlmm``, ``dequantize``,
-    ``residual_add``), bit for bit.
+    """y = dequantize(tlmm(W, x_q), d_x, w_mult) [+ h | x act(g)] for the act buffer's n tokens,
+    written to scratch rows: the MATMUL step of the sequencer program (``golden.tlmm``,
+    ``dequantize``, ``residual_add``, ``gated_activation``), bit for bit.
 
     The act buffer is filled beforehand through ``act_wr_cmd``/``act_q``/``act_scale`` (the
     NORM_QUANT step; ``act_written`` counts the tokens stored). The weights come separately:
@@ -67,7 +69,9 @@ class MatmulPath(wiring.Component):
     replays x_q per tile and pass of T tokens, the TLMM produces each (tile, pass) range's rows,
     Dequant scales them, Transpose turns each block of ``block`` rows into token rows, and the
     ScratchWriter writes them as column blocks of the destination array (reading the same
-    column blocks of the residual array first when ``residual`` is set). ``done`` pulses once
+    column blocks of the residual array first when ``residual`` is set; with ``gate`` the same
+    column blocks of the gate array g go through the :class:`~tellme.hw.gating.Gating` unit as
+    act(g) * y, so up_proj applies the gated FFN activation while it streams). ``done`` pulses once
     every write of the command is acknowledged; the next command is taken after that.
 
     Ports: ``cmd`` (In stream, :func:`matmul_command_layout`), ``weights_cmd`` (In stream,
@@ -88,12 +92,15 @@ class MatmulPath(wiring.Component):
     (largest tile), ``addr_width``, ``depth`` (weight buffer bank depth, default the geometry's),
     ``ram_style``, ``dequant_lanes`` (tokens the Dequant converts per cycle, default T) and
     ``add_lanes`` (residual adders, default L): the TLMM gives at most T elements per B
-    cycles, so the generator narrows both to that rate (``gen.tiling.MatmulRates``).
+    cycles, so the generator narrows both to that rate (``gen.tiling.MatmulRates``); ``act``
+    (``"relu2"``, ``"silu"`` or None: no gating unit, and a command with ``gate`` must not come)
+    and ``act_lanes`` (the Gating unit's activation lanes, ``gating_lanes``).
     """
 
     def __init__(self, *, geometry: BufferGeometry, tokens: int, lanes: int, block: int, max_tokens: int,
                  max_inputs: int, max_rows: int, addr_width: int = 40, depth: int | None = None,
-                 ram_style: str = "ultra", dequant_lanes: int | None = None, add_lanes: int | None = None):
+                 ram_style: str = "ultra", dequant_lanes: int | None = None, add_lanes: int | None = None,
+                 act: str | None = None, act_lanes: int | None = None):
         for name, value in (("tokens", tokens), ("lanes", lanes), ("block", block), ("max_tokens", max_tokens),
                             ("max_inputs", max_inputs), ("max_rows", max_rows)):
             check_positive_int(name, value)
@@ -110,6 +117,7 @@ class MatmulPath(wiring.Component):
         self.transpose = Transpose(tokens=tokens, lanes=lanes, block=block)
         self.res_reader = ScratchReader(lanes=lanes, data_width=data_width, addr_width=addr_width)
         self.res_add = ResidualAdd(lanes=lanes, add_lanes=add_lanes)
+        self.gating = None if act is None else Gating(lanes=lanes, act=act, act_lanes=act_lanes)
         self.writer = ScratchWriter(lanes=lanes, data_width=data_width, addr_width=addr_width)
         command = matmul_command_layout(geometry.ports, addr_width, max_rows, self.max_blocks, max_tokens)
         super().__init__({
@@ -133,8 +141,9 @@ class MatmulPath(wiring.Component):
         act, ws, tlmm, dq, tr = self.act, self.streamer, self.tlmm, self.dequant, self.transpose
         rd, radd, wr = self.res_reader, self.res_add, self.writer
         for name, unit in (("act", act), ("streamer", ws), ("tlmm", tlmm), ("dequant", dq), ("transpose", tr),
-                           ("res_reader", rd), ("res_add", radd), ("writer", wr)):
-            m.submodules[name] = unit
+                           ("res_reader", rd), ("res_add", radd), ("writer", wr), ("gating", self.gating)):
+            if unit is not None:
+                m.submodules[name] = unit
 
         # -- fixed wiring --------------------------------------------------------------------------
         wiring.connect(m, wiring.flipped(self.act_wr_cmd), act.wr_cmd)
@@ -155,13 +164,22 @@ class MatmulPath(wiring.Component):
         cmd = Signal.like(self.cmd.payload)
         busy = Signal()
 
-        # With a residual, the transposed rows meet the residual rows in the adder; else they
-        # go straight to the writer. The choice holds for the whole command.
+        # With a residual, the transposed rows meet the residual rows in the adder; with a gate,
+        # the gate rows' activation multiplies them; else they go straight to the writer. The
+        # choice holds for the whole command.
+        gating = self.gating
         m.d.comb += [radd.y.payload.eq(tr.o.payload), radd.h.payload.eq(rd.o.payload)]
+        if gating is not None:
+            m.d.comb += [gating.up.payload.eq(tr.o.payload), gating.gate.payload.eq(rd.o.payload)]
         with m.If(cmd.residual):
             m.d.comb += [radd.y.valid.eq(tr.o.valid), tr.o.ready.eq(radd.y.ready),
                          radd.h.valid.eq(rd.o.valid), rd.o.ready.eq(radd.h.ready)]
             wiring.connect(m, radd.o, wr.i)
+        if gating is not None:
+            with m.Elif(cmd.gate):
+                m.d.comb += [gating.up.valid.eq(tr.o.valid), tr.o.ready.eq(gating.up.ready),
+                             gating.gate.valid.eq(rd.o.valid), rd.o.ready.eq(gating.gate.ready)]
+                wiring.connect(m, gating.o, wr.i)
         with m.Else():
             wiring.connect(m, tr.o, wr.i)
 
@@ -236,7 +254,8 @@ class MatmulPath(wiring.Component):
             with m.If(tr.cmd.valid & tr.cmd.ready):
                 m.d.sync += tr_sent.eq(1)
 
-        # -- per block: the writer's (and residual reader's) column-block commands ------------------
+        # -- per block: the writer's (and residual or gate reader's) column-block commands ---------
+        second = cmd.residual | cmd.gate if gating is not None else cmd.residual    # a second operand
         current = Signal(range_layout)
         m.d.comb += current.eq(ranges.r_data)
         block_rows_seen = Signal(16)
@@ -251,10 +270,10 @@ class MatmulPath(wiring.Component):
             rd.cmd.payload.base.eq(cmd.res + col_base), rd.cmd.payload.rows.eq(current.tokens),
             rd.cmd.payload.row_bytes.eq(row_bytes), rd.cmd.payload.row_stride.eq(cmd.row_stride),
             wr.cmd.valid.eq(blk.valid & ranges.r_rdy & ~wr_sent),
-            rd.cmd.valid.eq(blk.valid & ranges.r_rdy & cmd.residual & ~res_sent),
+            rd.cmd.valid.eq(blk.valid & ranges.r_rdy & second & ~res_sent),
         ]
         wr_ok = wr_sent | (wr.cmd.valid & wr.cmd.ready)
-        res_ok = ~cmd.residual | res_sent | (rd.cmd.valid & rd.cmd.ready)
+        res_ok = ~second | res_sent | (rd.cmd.valid & rd.cmd.ready)
         m.d.comb += blk.ready.eq(ranges.r_rdy & wr_ok & res_ok)
         issued = Signal(ROWS_WIDTH)          # column blocks handed to the writer
         acked = Signal(ROWS_WIDTH)           # and acknowledged (its done pulses)

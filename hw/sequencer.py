@@ -16,7 +16,7 @@ from .matmul_path import weights_command_layout
 __all__ = ["Sequencer", "OPS", "REGIONS", "RELOCATIONS", "RUNTIME_FIELDS", "step_layout", "FAIL_CODES"]
 
 #: The step operations, in the order of their ``op`` code.
-OPS = ("EMBED", "NORM_QUANT", "MATMUL", "ATTENTION", "GATE", "LM_HEAD")
+OPS = ("EMBED", "NORM_QUANT", "MATMUL", "ATTENTION", "LM_HEAD")
 #: The DDR regions whose bases the host writes (docs section 6), in ``bases`` order.
 REGIONS = ("image", "kv", "scratch", "io")
 #: Address fields of each op's command and the region their ROM value is an offset into: the
@@ -27,7 +27,6 @@ RELOCATIONS = {
     "MATMUL": {"base": "image", "dst": "scratch", "res": "scratch"},
     "ATTENTION": {"q": "scratch", "k": "scratch", "v": "scratch", "attn": "scratch", "rope_cos": "image",
                   "rope_sin": "image", "k_base": "kv", "v_base": "kv", "s_base": "kv"},
-    "GATE": {"gate": "scratch", "up": "scratch"},
     "LM_HEAD": {"rows_base": "image", "scales_base": "image", "logits": "io"},
 }
 #: Command fields the sequencer fills from the call: ``tokens`` = ``TOKEN_COUNT`` (1 for the LM

@@ -19,7 +19,7 @@ from ..contract import fp32 as f
 from ..contract.formats import tlmm_encode
 from ..contract.layouts import KV_RECORD_BYTES, ImageFormat, KvBases, Section, kv_row_bytes
 from ..gen.image import decode_projection
-from ..gen.program import Attention, Embed, Gate, LmHead, MatMul, NormQuant, Program
+from ..gen.program import Attention, Embed, LmHead, MatMul, NormQuant, Program
 from . import golden
 
 __all__ = ["StepMachine", "ProgramBackend"]
@@ -135,11 +135,11 @@ class StepMachine:
             y = golden.dequantize(acc, d_x, self.section(step.scales)[step.scale_index, 0])
             if step.residual is not None:
                 y = golden.residual_add(self.rows(step.residual, n), y)
+            if step.gate is not None:
+                y = golden.gated_activation(self.rows(step.gate, n), y, model.hidden_act)
             self.rows(step.dst, n)[:] = y
         elif isinstance(step, Attention):
             self._attention(step, n, positions)
-        elif isinstance(step, Gate):
-            self.rows("gate", n)[:] = golden.gated_activation(self.rows("gate", n), self.rows("up", n), step.act)
         elif isinstance(step, LmHead):
             last = self.rows(step.src, n)[n - 1:n]
             if step.fmt == "int8":

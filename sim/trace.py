@@ -5,7 +5,7 @@ The simulation-only monitor of :mod:`tellme.sim.tb.tb_top` copies the KV, scratc
 regions each time the sequencer finishes a step; :class:`tellme.sim.machine.StepMachine` runs
 the same calls (the prompt's chunks, then each token the RTL chose) on the same image and copies
 the same regions after each of its steps. For every (call, step) the step's outputs are
-compared bit for bit: EMBED, MATMUL and GATE their destination rows, ATTENTION the pass's
+compared bit for bit: EMBED and MATMUL their destination rows, ATTENTION the pass's
 ``attn`` columns and the KV-cache rows it appended, LM_HEAD the logits. NORM_QUANT writes only
 the on-chip act buffer, so its result is checked through the MATMUL after it.
 """
@@ -21,7 +21,7 @@ import numpy as np
 from ..config import HardwareConfig
 from ..contract.layouts import KV_RECORD_BYTES, kv_row_bytes
 from ..gen.image import write_image
-from ..gen.program import Attention, Embed, Gate, LmHead, MatMul, build_program
+from ..gen.program import Attention, Embed, LmHead, MatMul, build_program
 from .machine import StepMachine
 from .top_harness import run_calls
 
@@ -82,8 +82,6 @@ def _outputs(program, step, snap: dict, n: int, pos: int) -> list[tuple[str, np.
         return [(step.dst, rows(step.dst))]
     if isinstance(step, MatMul):
         return [(step.dst, rows(step.dst))]
-    if isinstance(step, Gate):
-        return [("gate", rows("gate"))]
     if isinstance(step, Attention):
         hd = model.head_dim
         out = [("attn", rows("attn", slice(step.heads[0] * hd, (step.heads[-1] + 1) * hd)))]

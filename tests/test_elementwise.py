@@ -150,7 +150,8 @@ def gating_parameters(dut: Gating, **extra) -> dict:
 
 # (act, act_lanes): SiLU runs at 2 activation lanes in the KV260 composition (HardwareConfig
 # gating_lanes). Both SiLU builds take minutes and run in `make test-all`; in `make test` SiLU
-# gating is checked by the GATE path's test (extreme rows included) and end to end.
+# gating is checked inside the MATMUL path (tests/test_matmul_path.py, extreme gate rows
+# included) and end to end.
 GATING_CONFIGS = [("relu2", 8), pytest.param("silu", 2, marks=pytest.mark.slow),
                   pytest.param("silu", 8, marks=pytest.mark.slow), ("relu2", 2)]
 

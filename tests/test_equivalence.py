@@ -32,7 +32,6 @@ from tellme.hw.axi_arbiter import AxiReadArbiter, AxiWriteArbiter
 from tellme.hw.axi_read import AxiReadMaster
 from tellme.hw.axi_write import AxiWriteMaster
 from tellme.hw.embed_path import EmbedPath
-from tellme.hw.gate_path import GatePath
 from tellme.hw.kv_reader import KvReader
 from tellme.hw.lm_head_path import LmHeadPath
 from tellme.hw.norm_quant import NormQuant
@@ -85,7 +84,6 @@ IDENTICAL_CASES = {
     # (identical: the folds keep the order in which Amaranth numbers the unnamed flags)
     "embed_path-l2": lambda: EmbedPath(lanes=2, row_bytes=64, vocab=16, max_tokens=4, addr_width=16),
     "lm_head_path-l2": lambda: LmHeadPath(lanes=2, max_rows=16, max_cols=8, addr_width=16),
-    "gate_path-relu2-l2": lambda: GatePath(lanes=2, act="relu2", max_tokens=4, addr_width=16),
     "attention_path-hd16": lambda: AttentionPath(head_dim=16, heads=1, lanes=2, tile=2, chunk=4, addr_width=16,
                                                 dot_lanes=2, pv_lanes=2),
 }

@@ -49,18 +49,21 @@ class MatmulOnDdr(wiring.Component):
 @pytest.mark.parametrize("narrowed", [False, True], ids=["full", "narrowed"])
 def test_matmul_path_tiny(tmp_path, narrowed):
     """``narrowed``: Dequant and the residual adder at the TLMM's output rate, as the generator
-    builds them (``MatmulRates``: one token and one adder per cycle here), else T and L lanes."""
+    builds them (``MatmulRates``: one token and one adder per cycle here), and SiLU gating with
+    one activation lane; else T and L lanes and ReLU^2 gating on every lane."""
     model, hw, image, program = tiny_image(tmp_path, seed=11)
     rates = MatmulRates.of(model, hw.tlmm_group, hw.tlmm_lanes, hw.tlmm_tokens, hw.ew_lanes)
     assert (rates.dequant_lanes, rates.add_lanes) == (1, 1)
-    lanes = dict(dequant_lanes=rates.dequant_lanes, add_lanes=rates.add_lanes) if narrowed else {}
+    act = "silu" if narrowed else "relu2"
+    lanes = (dict(dequant_lanes=rates.dequant_lanes, add_lanes=rates.add_lanes, act_lanes=1) if narrowed
+             else dict(act_lanes=hw.ew_lanes))
     image_bytes, scratch_bytes = program.image_bytes, program.scratch_bytes
     image_base, scratch_base = MEMORY_BASE, MEMORY_BASE + page_up(image_bytes)
     geometry = BufferGeometry.of(hw, urams_per_bank=1)
     max_inputs = max(model.hidden_size, model.intermediate_size, model.q_size)
     path = MatmulPath(geometry=geometry, tokens=hw.tlmm_tokens, lanes=hw.ew_lanes, block=8,
                       max_tokens=hw.prefill_chunk, max_inputs=max_inputs, max_rows=model.intermediate_size,
-                      depth=1024, ram_style="block", **lanes)
+                      depth=1024, ram_style="block", act=act, **lanes)
     cases = [
         {"layer": 0, "proj": "q_proj", "tokens": 5, "tile_rows": 16, "residual": None, "dst": "q", "seed": 1},
         {"layer": 1, "proj": "down_proj", "tokens": 16, "tile_rows": 24, "residual": "h1", "dst": "h0", "seed": 2},
@@ -68,6 +71,10 @@ def test_matmul_path_tiny(tmp_path, narrowed):
         {"layer": 1, "proj": "gate_proj", "tokens": 3, "tile_rows": 160, "residual": None, "dst": "gate", "seed": 4,
          "extreme": True},
         {"layer": 0, "proj": "o_proj", "tokens": 2, "tile_rows": 20, "residual": "h0", "dst": "h1", "seed": 5},
+        {"layer": 1, "proj": "up_proj", "tokens": 7, "tile_rows": 40, "residual": None, "gate": "gate", "dst": "up",
+         "seed": 6},
+        {"layer": 0, "proj": "up_proj", "tokens": 16, "tile_rows": 160, "residual": None, "gate": "gate",
+         "dst": "up", "seed": 7},
     ]
     run_cocotb(MatmulOnDdr(path, page_up(image_bytes) + scratch_bytes + (1 << 16)),
                name="matmul_path_narrowed" if narrowed else "matmul_path",
@@ -77,4 +84,4 @@ def test_matmul_path_tiny(tmp_path, narrowed):
                            "command_fields": struct_fields(path.cmd.payload.shape()),
                            "weights_fields": struct_fields(path.weights_cmd.payload.shape()),
                            "act_command_fields": struct_fields(write_command_layout(max_inputs, hw.prefill_chunk)),
-                           "cases": cases})
+                           "act": act, "cases": cases})

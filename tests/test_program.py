@@ -8,7 +8,7 @@ import pytest
 from tellme.config import ConfigError, ModelConfig, hardware_preset, model_preset
 from tellme.contract.layouts import ImageFormat, image_sections, page_up
 from tellme.gen.image import read_header, write_image
-from tellme.gen.program import Attention, LmHead, MatMul, build_program
+from tellme.gen.program import Attention, LmHead, MatMul, NormQuant, build_program
 from tellme.sim.golden import GoldenModel
 from tellme.sim.machine import StepMachine
 from tellme.weights import random_weights
@@ -46,11 +46,15 @@ def test_program_structure_follows_the_schedule():
     ops = [s.op for s in program.steps]
     assert ops[0] == "EMBED" and ops[-1] == "LM_HEAD"
     per_layer = ["NORM_QUANT", "MATMUL", "MATMUL", "MATMUL"] + ["ATTENTION"] * 4 + \
-        ["NORM_QUANT", "MATMUL", "NORM_QUANT", "MATMUL", "MATMUL", "GATE", "NORM_QUANT", "MATMUL"]
+        ["NORM_QUANT", "MATMUL", "NORM_QUANT", "MATMUL", "MATMUL", "NORM_QUANT", "MATMUL"]
     assert ops[1:-1] == per_layer * config.num_layers
     mats = [s for s in program.steps if isinstance(s, MatMul)]
     assert [m.proj for m in mats[:7]] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     assert [(m.dst, m.residual) for m in mats if m.residual] == [("h1", "h0"), ("h0", "h1")] * config.num_layers
+    # up_proj applies the gated activation to gate_proj's rows; the norm before down_proj reads it
+    assert [(m.proj, m.dst, m.gate) for m in mats if m.gate] == [("up_proj", "up", "gate")] * config.num_layers
+    norms = [s for s in program.steps if isinstance(s, NormQuant) and s.layer == 0]
+    assert [n.src for n in norms] == ["h0", "attn", "h1", "up"]
     # GQA 2:1 with one core per unit: two passes per kv head, the first appends k/v.
     attn = [s for s in program.steps if isinstance(s, Attention) and s.layer == 0]
     assert [(a.kv_head, a.heads, a.write_kv) for a in attn] == [(0, (0,), True), (0, (1,), False),
@@ -63,8 +67,7 @@ def test_program_structure_follows_the_schedule():
 def test_program_of_the_kv260_large_model():
     program = build_program(model_preset("bitnet-b1.58-large"), hardware_preset("kv260"))
     counts = program.counts()
-    assert counts == {"EMBED": 1, "NORM_QUANT": 4 * 24, "MATMUL": 7 * 24, "ATTENTION": 16 * 24,
-                      "GATE": 24, "LM_HEAD": 1}
+    assert counts == {"EMBED": 1, "NORM_QUANT": 4 * 24, "MATMUL": 7 * 24, "ATTENTION": 16 * 24, "LM_HEAD": 1}
     down = next(s for s in program.steps if isinstance(s, MatMul) and s.proj == "down_proj")
     assert (down.tiles, down.tile_rows, down.blocks) == (3, 512, 13)
     assert isinstance(program.steps[-1], LmHead) and program.steps[-1].fmt == "int8"

@@ -1,13 +1,12 @@
-"""The GATE, EMBED and LM_HEAD step datapaths (hw/gate_path.py, hw/embed_path.py,
-hw/lm_head_path.py) on the DDR model with real tiny images, bit-exact against the golden model.
+"""The EMBED and LM_HEAD step datapaths (hw/embed_path.py, hw/lm_head_path.py) on the DDR model
+with a real tiny image, bit-exact against the golden model.
 
-One design holds the paths under test (GATE with ReLU^2 on the "tiny" model's scratch rows, GATE
-with SiLU on "tiny-silu"'s, EMBED and LM_HEAD on the "tiny" image, and a second LM_HEAD of half
-the lanes, whose logits beats are half an AXI beat), so the file costs one Verilator build. The
-four readers of the GATE paths share one DDR read port through an AXI read arbiter, EMBED's two
-readers and the LM heads' share the other, and the five writers share the write port, as the
-top level shares its HP ports. The testbench (sim/tb/tb_step_paths.py) throttles the DDR's
-bandwidth at random every cycle.
+One design holds the paths under test (EMBED and LM_HEAD on the "tiny" image, and a second
+LM_HEAD of half the lanes, whose logits beats are half an AXI beat), so the file costs one
+Verilator build. EMBED's two readers and the LM heads' share one DDR read port through an AXI
+read arbiter and the three writers share the write port, as the top level shares its HP ports.
+The testbench (sim/tb/tb_step_paths.py) throttles the DDR's bandwidth at random every cycle.
+(The gated FFN activation is part of the MATMUL path: tests/test_matmul_path.py.)
 """
 
 import pytest
@@ -23,7 +22,6 @@ from tellme.hw.axi_arbiter import AxiReadArbiter, AxiWriteArbiter
 from tellme.hw.compose import forward, prefixed_members
 from tellme.hw.ddr_model import DdrModel
 from tellme.hw.embed_path import EmbedPath
-from tellme.hw.gate_path import GatePath
 from tellme.hw.lm_head_path import LmHeadPath
 from tellme.sim.rtl import run_cocotb
 from tellme.sim.tb.streams import struct_fields
@@ -31,23 +29,22 @@ from tellme.weights import random_weights
 
 MEMORY_BASE = 0x1000_0000
 #: Ports of each path brought out of the harness (the AXI managers stay inside).
-OUTSIDE = {"relu2": ("cmd", "done", "error"), "silu": ("cmd", "done", "error"), "embed": ("cmd", "done", "error"),
+OUTSIDE = {"embed": ("cmd", "done", "error"),
            "head": ("cmd", "x", "scale", "done", "token", "error"),
            "head2": ("cmd", "x", "scale", "done", "token", "error")}
 
 
 class StepPathsOnDdr(wiring.Component):
-    """The paths on one configurable DDR model: read port 0 = the four readers of the two GATE
-    paths, read port 1 = EMBED's ids and rows readers and the two LM heads', the write port = the
-    five writers (each port through an AXI arbiter). Ports: ``<path>_<member>`` for the
+    """The paths on one configurable DDR model: the read port = EMBED's ids and rows readers and
+    the two LM heads', the write port = the three writers (each port through an AXI arbiter). Ports: ``<path>_<member>`` for the
     members of :data:`OUTSIDE`, ``<path>_aw`` and ``<path>_b`` (the path's AW and B handshakes),
     and ``ddr_cfg_latency``, ``ddr_cfg_rate``."""
 
     def __init__(self, paths: dict, memory_bytes: int):
         self.paths = paths
-        self.ddr = DdrModel(size_bytes=memory_bytes, base=MEMORY_BASE, ports=2, latency=20, configurable=True)
-        self.read_arbiters = [AxiReadArbiter(managers=4), AxiReadArbiter(managers=4)]
-        self.write_arbiter = AxiWriteArbiter(managers=5)
+        self.ddr = DdrModel(size_bytes=memory_bytes, base=MEMORY_BASE, ports=1, latency=20, configurable=True)
+        self.read_arbiters = [AxiReadArbiter(managers=4)]
+        self.write_arbiter = AxiWriteArbiter(managers=3)
         members = prefixed_members(self.ddr, "ddr_", ("cfg_latency", "cfg_rate"))
         for key, path in paths.items():
             members.update(prefixed_members(path, f"{key}_", OUTSIDE[key]))
@@ -63,15 +60,14 @@ class StepPathsOnDdr(wiring.Component):
             m.submodules[key] = path
             forward(m, self, f"{key}_", path, OUTSIDE[key])
         forward(m, self, "ddr_", self.ddr, ("cfg_latency", "cfg_rate"))
-        readers = [(p["relu2"].gate_axi, p["relu2"].up_axi, p["silu"].gate_axi, p["silu"].up_axi),
-                   (p["embed"].ids_axi, p["embed"].rows_axi, p["head"].head_axi, p["head2"].head_axi)]
+        readers = [(p["embed"].ids_axi, p["embed"].rows_axi, p["head"].head_axi, p["head2"].head_axi)]
         for index, (arbiter, managers) in enumerate(zip(self.read_arbiters, readers)):
             m.submodules[f"rd_arbiter{index}"] = arbiter
             for k, manager in enumerate(managers):
                 wiring.connect(m, manager, arbiter.mgr[k])
             wiring.connect(m, arbiter.axi, getattr(self.ddr, f"rd{index}"))
         m.submodules.wr_arbiter = self.write_arbiter
-        for k, key in enumerate(("relu2", "silu", "embed", "head", "head2")):
+        for k, key in enumerate(("embed", "head", "head2")):
             axi = p[key].wr_axi
             wiring.connect(m, axi, self.write_arbiter.mgr[k])
             m.d.comb += [getattr(self, f"{key}_aw").eq(axi.awvalid & axi.awready),
@@ -82,22 +78,12 @@ class StepPathsOnDdr(wiring.Component):
 
 def test_step_path_parameters():
     """Parameters are checked at construction; the command layouts carry the documented fields."""
-    with pytest.raises(ValueError, match="act must be one of"):
-        GatePath(lanes=4, act="gelu", max_tokens=16)
-    with pytest.raises(ValueError, match="whole 16-byte AXI beats"):
-        GatePath(lanes=1, act="relu2", max_tokens=16, chunk_beats=3)
-    with pytest.raises(ValueError, match="act_lanes must divide"):
-        GatePath(lanes=4, act="silu", act_lanes=3, max_tokens=16)
-    with pytest.raises(ValueError, match="max_tokens"):
-        GatePath(lanes=4, act="relu2", max_tokens=0)
     with pytest.raises(ValueError, match="row_bytes must be a multiple of 32"):
         EmbedPath(lanes=8, row_bytes=48, vocab=256, max_tokens=16)
     with pytest.raises(ValueError, match="vocab"):
         EmbedPath(lanes=4, row_bytes=256, vocab=0, max_tokens=16)
     with pytest.raises(ValueError, match="max_cols"):
         LmHeadPath(lanes=4, max_rows=256, max_cols=1 << 20)
-    gate = GatePath(lanes=4, act="relu2", max_tokens=16)
-    assert [name for name, _ in gate.cmd.payload.shape()] == ["gate", "up", "tokens", "row_bytes", "row_stride"]
     embed = EmbedPath(lanes=2, row_bytes=256, vocab=200, max_tokens=16)
     assert [name for name, _ in embed.cmd.payload.shape()] == ["ids", "tokens", "table", "dst", "row_stride"]
     assert embed.ids_beats == 8                      # 64 bytes of ids in 8-byte stream beats
@@ -105,43 +91,34 @@ def test_step_path_parameters():
     assert [name for name, _ in head.cmd.payload.shape()] == ["rows_base", "scales_base", "rows", "cols", "logits"]
     # 2 lanes per beat, 128-bit AXI beats: logits padded to whole AXI beats (4 floats)
     assert [head.logits_bytes(rows) for rows in (1, 2, 3, 4, 5, 256)] == [16, 16, 16, 16, 32, 1024]
-    for path in (gate, embed, head):
+    for path in (embed, head):
         Fragment.get(path, None)                     # they elaborate (and are used)
 
 
 @pytest.mark.rtl
 def test_step_paths_tiny(tmp_path):
-    """The three paths' cocotb tests in one simulation of one build (the design's conversion and
-    build dominate the run time): ``test_gate`` (ReLU^2 and SiLU side by side: random, zero, huge,
-    subnormal, NaN and inf rows; commands queued back to back; 1, 2, 3, 5, 12 and 16 tokens),
-    ``test_embed`` (ids 0 and vocab-1, repeated ids, 1 to 16 tokens, table rows with subnormals and
+    """The paths' cocotb tests in one simulation of one build (the design's conversion and
+    build dominate the run time): ``test_embed`` (ids 0 and vocab-1, repeated ids, 1 to 16 tokens, table rows with subnormals and
     NaNs) and ``test_lm_head`` (x_q/d_x of golden.rmsnorm_quantize with the image's final_norm;
     a tied maximum where the first index wins, vocabularies that are not whole beats, calls back
     to back, and a head of half the lanes padding its logits to whole AXI beats)."""
     hw = hardware_preset("sim-small")
-    models = {"relu2": model_preset("tiny"), "silu": model_preset("tiny-silu")}
+    model = model_preset("tiny")
     image = tmp_path / "tiny.img"
-    write_image(random_weights(models["relu2"], seed=21), hw, image)
-    programs = {key: build_program(model, hw) for key, model in models.items()}
-    tiny = programs["relu2"]
-    # memory: the tiny image, the scratch region of each model, the I/O region
+    write_image(random_weights(model, seed=21), hw, image)
+    tiny = build_program(model, hw)
+    # memory: the tiny image, its scratch region, the I/O region
     layout, offset = {}, 0
-    for name, size in (("image", tiny.image_bytes), ("scratch_relu2", tiny.scratch_bytes),
-                       ("scratch_silu", programs["silu"].scratch_bytes), ("io", tiny.io.size)):
+    for name, size in (("image", tiny.image_bytes), ("scratch", tiny.scratch_bytes), ("io", tiny.io.size)):
         layout[name] = MEMORY_BASE + offset
         offset += page_up(size)
-    model = models["relu2"]
     L, T = hw.ew_lanes, hw.prefill_chunk
-    # ReLU^2 with the hardware's gating lanes; SiLU with one activation unit (the same lane split
-    # as with two, and one SiLU lane is already a third of the design's Verilog and build time)
-    paths = {"relu2": GatePath(lanes=L, act="relu2", act_lanes=hw.gating_lanes, max_tokens=T),
-             "silu": GatePath(lanes=L, act="silu", act_lanes=1, max_tokens=T),
-             "embed": EmbedPath(lanes=L, row_bytes=4 * model.hidden_size, vocab=model.vocab_size, max_tokens=T),
+    paths = {"embed": EmbedPath(lanes=L, row_bytes=4 * model.hidden_size, vocab=model.vocab_size, max_tokens=T),
              "head": LmHeadPath(lanes=L, max_rows=model.vocab_size, max_cols=model.hidden_size),
              # half the lanes: two logits beats per AXI beat, so the path pads whole AXI beats
              "head2": LmHeadPath(lanes=L // 2, max_rows=16, max_cols=model.hidden_size)}
     run_cocotb(StepPathsOnDdr(paths, offset), name="step_paths", test_module="tellme.sim.tb.tb_step_paths",
-               testcase=["test_gate", "test_embed", "test_lm_head"], timeout=600,
-               parameters={"models": {key: m.to_dict() for key, m in models.items()}, "hardware": hw.to_dict(),
+               testcase=["test_embed", "test_lm_head"], timeout=600,
+               parameters={"model": model.to_dict(), "hardware": hw.to_dict(),
                            "image": str(image), "memory_base": MEMORY_BASE, "layout": layout,
                            "fields": {key: struct_fields(path.cmd.payload.shape()) for key, path in paths.items()}})

@@ -2,14 +2,16 @@
 image: the weight commands of every case go out first (the weight streamer loads a case's
 tiles while the cases before it run, as the sequencer's walker has it), then per case the
 testbench fills the act buffer with x_q/d_x of n tokens, issues the projection's command
-(tiles, passes, residual or not) and compares the destination rows the path writes to
-DDR with ``golden.dequantize(golden.tlmm(codes, x_q), d_x, w_mult)`` (``+ residual_add``),
-bit for bit, for every case of the configuration.
+(tiles, passes, residual, gate or neither) and compares the destination rows the path writes
+to DDR with ``golden.dequantize(golden.tlmm(codes, x_q), d_x, w_mult)`` (``+ residual_add``,
+or ``gated_activation`` with gate rows of every kind: normal, zeros, subnormal, huge, NaN,
+infinities), bit for bit, for every case of the configuration.
 
 Configuration (``run_cocotb(parameters=...)``): ``model``, ``hardware`` (config dicts),
 ``image`` (path), ``memory_base``, ``image_base``, ``scratch_base``, ``command_fields``,
-``weights_fields``, ``act_command_fields``, ``cases``: list of ``{layer, proj, tokens,
-tile_rows, residual, seed}``.
+``weights_fields``, ``act_command_fields``, ``act`` (the path's gating activation),
+``cases``: list of ``{layer, proj, tokens, tile_rows, residual, seed}`` and optionally ``gate``
+(the array of the gate rows) and ``extreme``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ...gen.image import decode_projection
 from .. import golden
 from .ddr import load_ddr_image, read_ddr
 from .streams import StreamSource, random_pause
+from .tb_step_paths import scratch_values
 from .testbench import Testbench
 
 
@@ -109,7 +112,7 @@ async def test_projections(dut):
         fields = {**weight_fields(case), "tiles": -(-rows // case["tile_rows"]),
                   "w_mult": int(np.float32(w_mult).view(np.uint32)),
                   "dst": cfg["scratch_base"] + dst.offset, "row_stride": dst.row_bytes,
-                  "residual": int(bool(case["residual"])), "res": 0}
+                  "residual": int(bool(case["residual"])), "res": 0, "gate": 0}
         if case["residual"]:
             res = tb.scratch[case["residual"]]
             h = fp32.ftz(rng.standard_normal((n, res.width)).astype(np.float32) * 3)
@@ -118,6 +121,14 @@ async def test_projections(dut):
             load_ddr_image(tb.memory, block.tobytes(), tb.ddr_offset(cfg["scratch_base"] + res.offset))
             fields["res"] = cfg["scratch_base"] + res.offset
             want = golden.residual_add(h, want)
+        if case.get("gate"):
+            gate = tb.scratch[case["gate"]]
+            g = scratch_values(rng, (n, gate.width), "mixed")
+            block = np.zeros((n, gate.row_bytes // 4), dtype=np.float32)
+            block[:, :gate.width] = g
+            load_ddr_image(tb.memory, block.tobytes(), tb.ddr_offset(cfg["scratch_base"] + gate.offset))
+            fields.update(gate=1, res=cfg["scratch_base"] + gate.offset)
+            want = golden.gated_activation(g, want, cfg["act"])
         tb.cmd.send_nowait(fields)
         await tb.wait_until(lambda: int(dut.done.value), 2_000_000, f"case {index} ({proj}, n={n})")
         got = np.frombuffer(read_ddr(tb.memory, tb.ddr_offset(cfg["scratch_base"] + dst.offset), n * dst.row_bytes),

@@ -1,6 +1,6 @@
-"""cocotb tests of the GATE, EMBED and LM_HEAD step datapaths (:mod:`tellme.hw.gate_path`,
-:mod:`tellme.hw.embed_path`, :mod:`tellme.hw.lm_head_path`) in the harness of
-``tests/test_step_paths.py``: five paths (``relu2``, ``silu``: GATE; ``embed``; ``head``, ``head2``) on one
+"""cocotb tests of the EMBED and LM_HEAD step datapaths (:mod:`tellme.hw.embed_path`,
+:mod:`tellme.hw.lm_head_path`) in the harness of ``tests/test_step_paths.py``: three paths
+(``embed``; ``head``, ``head2``) on one
 configurable DDR model whose bandwidth the testbench throttles at random every cycle. Each test
 writes its inputs into DDR, queues several commands at once (random pauses on ``cmd``), counts
 the ``done`` pulses and compares the DDR contents with the golden functions bit for bit; bytes
@@ -9,8 +9,6 @@ the path must not write hold a sentinel that is checked too.
 Every ``done`` pulse is also checked in its own cycle: the command's last written bytes are in
 DDR and every write burst the path issued has been acknowledged.
 
-- ``test_gate``: the ReLU^2 and SiLU paths side by side (sharing the DDR's write port) on the
-  ``gate``/``up`` arrays of their models' scratch regions: ``golden.gated_activation``.
 - ``test_embed``: ids in the I/O region (unused lanes of the last beat hold junk) -> rows of the
   image's ``embed`` table (some rows rewritten with subnormals, NaN payloads, infinities) into
   scratch arrays: ``fp32.ftz(table[ids])``.
@@ -20,9 +18,9 @@ DDR and every write burst the path issued has been acknowledged.
   the vocab; then the same on ``head2``, a path of half the lanes (its logits beats are half an
   AXI beat, so it pads whole AXI beats).
 
-Configuration: ``models`` (``relu2``/``silu`` model dicts), ``hardware``, ``image`` (the tiny
-model's image file), ``memory_base``, ``layout`` (absolute bases of ``image``,
-``scratch_relu2``, ``scratch_silu``, ``io``), ``fields`` (command fields per path).
+Configuration: ``model`` (the tiny model's dict), ``hardware``, ``image`` (its image file),
+``memory_base``, ``layout`` (absolute bases of ``image``, ``scratch``, ``io``), ``fields``
+(command fields per path).
 """
 
 from __future__ import annotations
@@ -63,10 +61,10 @@ class StepPathsTB(Testbench):
         super().__init__(dut)
         cfg = self.cfg
         self.hw = HardwareConfig.from_dict(cfg["hardware"])
-        self.models = {key: ModelConfig.from_dict(value) for key, value in cfg["models"].items()}
+        self.model = ModelConfig.from_dict(cfg["model"])
         self.layout = cfg["layout"]
         self.memory = dut.ddr.mem
-        model = self.models["relu2"]
+        model = self.model
         self.sections = image_sections(model, ImageFormat.of(self.hw))
         self.io = IoLayout.of(model, self.hw)
         self.image = np.fromfile(cfg["image"], dtype=np.uint8)
@@ -148,7 +146,7 @@ class DoneProbe:
         self.pending.append(read)
 
 
-def _values(rng: np.random.Generator, shape, kind: str) -> np.ndarray:
+def scratch_values(rng: np.random.Generator, shape, kind: str) -> np.ndarray:
     """float32 scratch values of ``kind``: normal (scaled per row), extreme (SPECIALS and LARGE),
     zeros (signed), tiny (subnormal inputs and products that underflow), mixed (all of them)."""
     if kind == "normal":
@@ -164,7 +162,7 @@ def _values(rng: np.random.Generator, shape, kind: str) -> np.ndarray:
         kinds = rng.choice(["normal", "extreme", "zeros", "tiny"], size=shape)
         out = np.empty(shape, dtype=np.float32)
         for k in ("normal", "extreme", "zeros", "tiny"):
-            out[kinds == k] = _values(rng, shape, k)[kinds == k]
+            out[kinds == k] = scratch_values(rng, shape, k)[kinds == k]
         return out
     raise ValueError(kind)
 
@@ -197,75 +195,6 @@ async def _no_more_pulses(tb: StepPathsTB, done: DoneCounter, pulses: int, what:
     assert len(done.cycles) == pulses, f"{what}: {len(done.cycles)} done pulses, {pulses} expected"
 
 
-# -- GATE -----------------------------------------------------------------------------------------
-
-#: Batches of commands (queued together): (first row, tokens, kind of the gate and up rows).
-GATE_BATCHES = [
-    [(0, 5, "normal", "normal"), (6, 3, "extreme", "extreme"), (10, 1, "zeros", "normal"), (12, 2, "tiny", "tiny")],
-    [(0, 16, "mixed", "mixed")],
-    [(3, 1, "extreme", "mixed"), (4, 12, "normal", "extreme")],
-]
-
-
-async def _gate_batches(tb: StepPathsTB, act: str, seed: int) -> None:
-    model, hw = tb.models[act], tb.hw
-    arrays = scratch_layout(model, hw)
-    gate, up = arrays["gate"], arrays["up"]
-    base = tb.layout[f"scratch_{act}"]
-    words = gate.row_bytes // 4
-    cmd = tb.source(f"{act}_cmd", pause=0.5, seed=seed, fields=tb.cfg["fields"][act])
-    done = tb.done_counter(act)
-    probe, checks = DoneProbe(tb, act), []
-    rng = np.random.default_rng(seed)
-    pulses = 0
-    for number, batch in enumerate(GATE_BATCHES):
-        gate_rows = np.full((gate.rows, words), SENTINEL, dtype=np.uint32).view(np.float32)
-        up_rows = _values(rng, (up.rows, words), "normal")
-        want = gate_rows.copy()
-        for row0, n, gate_kind, up_kind in batch:
-            rows = slice(row0, row0 + n)
-            gate_rows[rows] = _values(rng, (n, words), gate_kind)
-            up_rows[rows] = _values(rng, (n, words), up_kind)
-            want[rows] = golden.gated_activation(gate_rows[rows], up_rows[rows], act)
-        tb.write(base + gate.offset, gate_rows)
-        tb.write(base + up.offset, up_rows)
-        for row0, n, _, _ in batch:
-            last = base + gate.offset + (row0 + n - 1) * gate.row_bytes
-            probe.expect(lambda last=last: tb.read(last, (words,)))
-            checks.append((f"{act} batch {number}, rows {row0}..{row0 + n - 1}: last row at done",
-                           want[row0 + n - 1].view(np.uint32)))
-            cmd.send_nowait({"gate": base + gate.offset + row0 * gate.row_bytes,
-                             "up": base + up.offset + row0 * up.row_bytes, "tokens": n,
-                             "row_bytes": gate.row_bytes, "row_stride": gate.row_bytes})
-        pulses += len(batch)
-        await done.wait(pulses, 200_000, f"{act} batch {number}: done")
-        # at the last done pulse every write must be in memory
-        got = tb.read(base + gate.offset, gate_rows.shape)
-        problem = _first_difference(got, want.view(np.uint32), f"{act} batch {number}: gate rows (row, word)")
-        assert problem is None, problem
-        got_up = tb.read(base + up.offset, up_rows.shape)
-        problem = _first_difference(got_up, up_rows.view(np.uint32), f"{act} batch {number}: up rows changed")
-        assert problem is None, problem
-        await _no_more_pulses(tb, done, pulses, f"{act} batch {number}")
-        tb.log.info("%s batch %d: %d commands ok", act, number, len(batch))
-    _check_probes(probe, checks)
-    done.stop()
-
-
-@cocotb.test()
-async def test_gate(dut):
-    tb = StepPathsTB(dut)
-    watchdog = await tb.start("gate paths")
-    stalls = tb.throttle(latency=24, rate=24, stall=0.3, seed=1)
-    relu2 = cocotb.start_soon(_gate_batches(tb, "relu2", 11))
-    silu = cocotb.start_soon(_gate_batches(tb, "silu", 12))
-    await relu2
-    await silu
-    assert not int(dut.relu2_error.value) and not int(dut.silu_error.value)
-    stalls.cancel()
-    watchdog.cancel()
-
-
 # -- EMBED ----------------------------------------------------------------------------------------
 
 @cocotb.test()
@@ -273,18 +202,18 @@ async def test_embed(dut):
     tb = StepPathsTB(dut)
     watchdog = await tb.start("embed path")
     tb.load_image()
-    model = tb.models["relu2"]
+    model = tb.model
     vocab, hidden = model.vocab_size, model.hidden_size
     rng = np.random.default_rng(5)
     table = tb.section("embed")
     # rows with values the flush changes (and the last row, and row 0)
     for row in (0, 7, vocab - 1, 100):
-        table[row] = _values(rng, (hidden,), "mixed")
+        table[row] = scratch_values(rng, (hidden,), "mixed")
     table[0, :len(SPECIALS)] = SPECIALS
     table_base = tb.layout["image"] + tb.sections["embed"].offset
     tb.write(table_base, table)
     arrays = scratch_layout(model, tb.hw)
-    scratch = tb.layout["scratch_relu2"]
+    scratch = tb.layout["scratch"]
     io_ids = tb.layout["io"] + tb.io.ids_offset
     cmd = tb.source("embed_cmd", pause=0.4, seed=6, fields=tb.cfg["fields"]["embed"])
     done = tb.done_counter("embed")
@@ -419,7 +348,7 @@ async def test_lm_head(dut):
     tb = StepPathsTB(dut)
     watchdog = await tb.start("lm head path")
     tb.load_image()
-    model, hw = tb.models["relu2"], tb.hw
+    model, hw = tb.model, tb.hw
     L, vocab, hidden, eps = hw.ew_lanes, model.vocab_size, model.hidden_size, model.rms_norm_eps
     head_q, head_scale = tb.section("lm_head.q"), tb.section("lm_head.scale")
     gain = tb.section("final_norm")
@@ -431,7 +360,7 @@ async def test_lm_head(dut):
     rng = np.random.default_rng(9)
 
     def row(kind: str) -> np.ndarray:
-        x = _values(rng, (1, hidden), kind)
+        x = scratch_values(rng, (1, hidden), kind)
         return fp32.ftz(np.nan_to_num(x, nan=1.0, posinf=1e30, neginf=-1e30).astype(np.float32))
 
     # the tie: copy the row and scale of the maximum to an earlier index (the copy must win)
