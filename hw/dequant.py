@@ -8,7 +8,7 @@ from ..config import check_positive_int
 from .fp32 import FAdd, FMul, FromInt, Stages
 from .pipeline import StreamPipe, f32_vec
 from .tlmm import result_layout
-from .vec_width import RowNarrow, VecNarrow, VecWiden
+from .vec_width import RowNarrow, VecNarrow, wire_narrowed
 
 __all__ = ["Dequant"]
 
@@ -91,15 +91,9 @@ class Dequant(wiring.Component):
         time, widen."""
         m = Module()
         T, k = self.tokens, self.lanes
-        m.submodules.parts = parts = RowNarrow(layout=result_layout, count=T, out_count=k)
-        m.submodules.core = core = Dequant(tokens=k, residual=self.residual)
-        m.submodules.join = join = VecWiden(lanes=k, out_lanes=T)
-        wiring.connect(m, wiring.flipped(self.acc), parts.i)
-        wiring.connect(m, parts.o, core.acc)
+        core = Dequant(tokens=k, residual=self.residual)
+        inputs = {"acc": (self.acc, RowNarrow(layout=result_layout, count=T, out_count=k), core.acc)}
         if self.residual:
-            m.submodules.res_parts = res_parts = VecNarrow(lanes=T, out_lanes=k)
-            wiring.connect(m, wiring.flipped(self.res), res_parts.i)
-            wiring.connect(m, res_parts.o, core.res)
-        wiring.connect(m, core.o, join.i)
-        wiring.connect(m, join.o, wiring.flipped(self.o))
+            inputs["res"] = (self.res, VecNarrow(lanes=T, out_lanes=k), core.res)
+        wire_narrowed(m, core, inputs=inputs, out=self.o, lanes=T, narrow=k)
         return m

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from ..config import check_positive_int
 from .fp32 import FMul, Relu2, Silu, Stages
 from .pipeline import StreamPipe, f32_vec
-from .vec_width import VecNarrow, VecWiden
+from .vec_width import VecNarrow, wire_narrowed
 
 __all__ = ["Gating"]
 
@@ -83,14 +83,8 @@ class Gating(wiring.Component):
         """act_lanes < lanes: narrow both inputs, run an act_lanes-wide Gating, widen."""
         m = Module()
         lanes, narrow = self.lanes, self.act_lanes
-        m.submodules.gate_parts = gate_parts = VecNarrow(lanes=lanes, out_lanes=narrow)
-        m.submodules.up_parts = up_parts = VecNarrow(lanes=lanes, out_lanes=narrow)
-        m.submodules.core = core = Gating(lanes=narrow, act=self.act)
-        m.submodules.join = join = VecWiden(lanes=narrow, out_lanes=lanes)
-        wiring.connect(m, wiring.flipped(self.gate), gate_parts.i)
-        wiring.connect(m, wiring.flipped(self.up), up_parts.i)
-        wiring.connect(m, gate_parts.o, core.gate)
-        wiring.connect(m, up_parts.o, core.up)
-        wiring.connect(m, core.o, join.i)
-        wiring.connect(m, join.o, wiring.flipped(self.o))
+        core = Gating(lanes=narrow, act=self.act)
+        wire_narrowed(m, core, inputs={"gate": (self.gate, VecNarrow(lanes=lanes, out_lanes=narrow), core.gate),
+                                       "up": (self.up, VecNarrow(lanes=lanes, out_lanes=narrow), core.up)},
+                      out=self.o, lanes=lanes, narrow=narrow)
         return m

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from ..config import check_positive_int
 from .fp32 import FAdd, FMul, Stages
 from .pipeline import f32_vec
-from .vec_width import RowNarrow, VecNarrow, VecWiden
+from .vec_width import RowNarrow, VecNarrow, wire_narrowed
 
 __all__ = ["Rope", "cos_sin_layout"]
 
@@ -181,16 +181,11 @@ class Rope(wiring.Component):
         """rotate_lanes < lanes: narrow x and cs, rotate rotate_lanes at a time, widen."""
         m = Module()
         wide, narrow = self.lanes, self.rotate_lanes
-        m.submodules.x_parts = x_parts = VecNarrow(lanes=wide, out_lanes=narrow)
-        m.submodules.cs_parts = cs_parts = RowNarrow(layout=cos_sin_layout, count=wide, out_count=narrow)
-        m.submodules.core = core = Rope(lanes=narrow, head_dim=self.head_dim)
-        m.submodules.join = join = VecWiden(lanes=narrow, out_lanes=wide)
-        wiring.connect(m, wiring.flipped(self.x), x_parts.i)
-        wiring.connect(m, wiring.flipped(self.cs), cs_parts.i)
-        wiring.connect(m, x_parts.o, core.x)
-        wiring.connect(m, cs_parts.o, core.cs)
-        wiring.connect(m, core.o, join.i)
-        wiring.connect(m, join.o, wiring.flipped(self.o))
+        core = Rope(lanes=narrow, head_dim=self.head_dim)
+        wire_narrowed(m, core, inputs={
+            "x": (self.x, VecNarrow(lanes=wide, out_lanes=narrow), core.x),
+            "cs": (self.cs, RowNarrow(layout=cos_sin_layout, count=wide, out_count=narrow), core.cs)},
+            out=self.o, lanes=wide, narrow=narrow)
         return m
 
 

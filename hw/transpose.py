@@ -20,7 +20,7 @@ from amaranth.lib.wiring import In, Out
 from ..config import check_positive_int
 from .fp32 import FAdd, Stages
 from .pipeline import StreamPipe, f32_vec
-from .vec_width import VecNarrow, VecWiden
+from .vec_width import VecNarrow, wire_narrowed
 
 __all__ = ["Transpose", "ResidualAdd", "transpose_command_layout", "transpose_block_layout",
            "ROW0_WIDTH"]
@@ -325,14 +325,8 @@ class ResidualAdd(wiring.Component):
         """add_lanes < lanes: narrow both inputs, add add_lanes at a time, widen."""
         m = Module()
         wide, narrow = self.lanes, self.add_lanes
-        m.submodules.y_parts = y_parts = VecNarrow(lanes=wide, out_lanes=narrow)
-        m.submodules.h_parts = h_parts = VecNarrow(lanes=wide, out_lanes=narrow)
-        m.submodules.core = core = ResidualAdd(lanes=narrow)
-        m.submodules.join = join = VecWiden(lanes=narrow, out_lanes=wide)
-        wiring.connect(m, wiring.flipped(self.y), y_parts.i)
-        wiring.connect(m, wiring.flipped(self.h), h_parts.i)
-        wiring.connect(m, y_parts.o, core.y)
-        wiring.connect(m, h_parts.o, core.h)
-        wiring.connect(m, core.o, join.i)
-        wiring.connect(m, join.o, wiring.flipped(self.o))
+        core = ResidualAdd(lanes=narrow)
+        wire_narrowed(m, core, inputs={"y": (self.y, VecNarrow(lanes=wide, out_lanes=narrow), core.y),
+                                       "h": (self.h, VecNarrow(lanes=wide, out_lanes=narrow), core.h)},
+                      out=self.o, lanes=wide, narrow=narrow)
         return m

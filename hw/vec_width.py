@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from ..config import check_positive_int
 from .pipeline import f32_vec
 
-__all__ = ["VecNarrow", "VecWiden", "RowNarrow"]
+__all__ = ["VecNarrow", "VecWiden", "RowNarrow", "wire_narrowed"]
 
 
 class _LaneConverter(wiring.Component):
@@ -143,3 +143,19 @@ class RowNarrow(wiring.Component):
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += part.eq(Mux(final, 0, part + 1))
         return m
+
+
+def wire_narrowed(m: Module, core: wiring.Component, *, inputs: dict, out, lanes: int, narrow: int) -> None:
+    """Runs ``core``, a unit of ``narrow`` lanes, inside streams of ``lanes``: each ``inputs``
+    item ``name: (outer, splitter, inner)`` takes the outer In stream through ``splitter`` (a
+    VecNarrow or RowNarrow, submodule ``<name>_parts``) into the core's In stream ``inner``; the
+    core's ``o`` is joined by a :class:`VecWiden` (``join``) onto the outer Out stream ``out``.
+    The narrowed Gating, Rope, ResidualAdd and Dequant are built this way."""
+    for name, (outer, splitter, inner) in inputs.items():
+        m.submodules[f"{name}_parts"] = splitter
+        wiring.connect(m, wiring.flipped(outer), splitter.i)
+        wiring.connect(m, splitter.o, inner)
+    m.submodules.core = core
+    m.submodules.join = join = VecWiden(lanes=narrow, out_lanes=lanes)
+    wiring.connect(m, core.o, join.i)
+    wiring.connect(m, join.o, wiring.flipped(out))
