@@ -136,8 +136,9 @@ def cycle_figures(results_dir) -> dict:
             "value": {name: job["efficiency"]["padded_total"] for name, job in jobs.items()} or None,
             "source": "bench/results/tlmm.json simulation.jobs (lane words issued / cycles of the job, "
                       "first table build included); the jobs are the large model's projection shapes "
-                      "(1536 x 1536 and 4096 x 1536 matvecs: decode; the T = 64 matmat and the 630-row "
-                      "down_proj tile: prefill), not yet every projection on the DDR model"},
+                      "(1536 x 1536 and 4096 x 1536 matvecs: decode; the T = 64 matmat, the 630-row "
+                      "down_proj tile for one token pass and the kv260's 512-row down_proj tile over a "
+                      "128-token chunk: prefill), not yet every projection on the DDR model"},
         "elementwise_overhead": {
             "value": None,
             "source": "not measured yet: needs the per-step cycles of a kv260 layer simulation against its "

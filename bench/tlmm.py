@@ -7,7 +7,8 @@ Run with ``python -m bench.tlmm`` (or ``python -m bench`` for every benchmark). 
    a 1536x1536 mat-vec, a 4096x1536 mat-vec and a 1536x1536 mat-mat over 64 tokens (8
    token-group passes, each its own command with its own activation stream; the codes are
    streamed again for every pass), plus one down_proj weight tile (630 rows, K = 4096, 8
-   tokens: fewer rows per block than a table build takes). Inputs are always valid and the output always ready; every
+   tokens: fewer rows per block than a table build takes) and the kv260 tiling's down_proj tile
+   (512 rows, K = 4096) over a 128-token chunk (16 passes). Inputs are always valid and the output always ready; every
    result is checked against the golden model, which is itself checked against a plain integer
    matrix product;
 2. compares the cycles with the dense ideal K*N*ceil(T/T_hw)/(G*P) and with the padded ideal
@@ -56,6 +57,9 @@ JOBS = [
     # Not in the spec's list: one down_proj tile (N_t = 630 rows of 1536, K = 4096, section 4)
     # for one token group, where the rows per block are fewer than the table build needs.
     ("down_proj_tile_630x4096_T8", 630, 4096, 8),
+    # The kv260 tiling's down_proj tile (3 tiles of 512 rows, gen.tiling) over a whole 128-token
+    # chunk: 16 passes, the prefill case of the fit issue's lane-efficiency target.
+    ("down_proj_tile_512x4096_T128", 512, 4096, 128),
 ]
 GROUPS = (2, 3, 4, 5)
 #: Largest K the engine must serve on bitnet-b1.58-large (down_proj): sets max_blocks per G.

@@ -103,8 +103,11 @@ def main(argv=None) -> int:
     hw = hardware_preset("sim-small").replace(prefill_chunk=64)
     results = {"clock_mhz": CLOCK_MHZ, "assumptions": {
         "ddr": "tellme.hw.ddr_model.DdrModel defaults (fixed latency, shared token-bucket bandwidth)",
-        "schedule": "one program step at a time; weight loading runs ahead of the steps (the sequencer's "
-                    "weight walker), as far as the two weight-buffer banks allow",
+        "schedule": "one program step at a time, except that a NORM_QUANT into the act buffer ends once the "
+                    "buffer has its command (the MATMUL after it replays each token once stored, so the "
+                    "norm's time mostly counts as MATMUL) and the gated activation streams inside "
+                    "up_proj's MATMUL; weight loading runs ahead of the steps (the sequencer's weight "
+                    "walker), as far as the two weight-buffer banks allow",
         "split": "per-op cycles count every cycle the sequencer is busy on a step of that op "
                  "(its dispatch and w_mult fetch included); tlmm_busy = MATMUL - STALL",
         "hand_tlmm_cycles": "docs section 1: ceil(n/T) x sum over MATMUL steps of blocks x rows",
