@@ -23,7 +23,9 @@ def kwargs_id(value):
     """Test id of a keyword-argument dict (``lanes=3,data_width=64``); None (pytest's own id)
     for anything else. For ``@pytest.mark.parametrize(..., ids=kwargs_id)``."""
     if isinstance(value, dict):
-        return ",".join(f"{key}={val!r}" for key, val in value.items())
+        # (functions by name: their repr holds an address, which differs between xdist workers)
+        return ",".join(f"{key}={getattr(val, '__name__', None) if callable(val) else val!r}"
+                        for key, val in value.items())
     return None
 
 
