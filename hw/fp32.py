@@ -148,10 +148,13 @@ class _Binary(wiring.Component):
 class FAdd(_Binary):
     """o = a + b (or a - b with ``subtract=True``). Latency 4.
 
-    Stages: unpack and order by magnitude; align the smaller operand (3 guard bits + sticky);
-    add or subtract the significands (one adder: a - b as a + ~b + 1); normalise (leading-zero
-    tree and shift) and round to nearest even. 526 LUT-eq, 171 FF, no DSP (Yosys ``synth_xilinx
-    -family xcup``; 571 before the single adder and the tree).
+    Stages: (1) unpack, order by magnitude, the alignment distance; (2) align the smaller
+    operand (3 guard bits + sticky) and add or subtract the significands (one adder: a - b as
+    a + ~b + 1); (3) count the leading zeros, the exponent; (4) normalise (the shift), round to
+    nearest even, pack (the exponent's increment and range checks beside the rounding, selected
+    by its carry). 525 LUT-eq, 174 FF, no DSP; longest register-to-register path 8 LUT levels +
+    one carry chain (Yosys ``synth_xilinx -family xcup``, ``gen.levels``; 571 LUT-eq before the
+    single adder and the tree, 11 levels + a chain with the count and the shift in one stage).
     A result below 2^-126 is exact in IEEE (sums of normal numbers are multiples of 2^-149), so
     it is flushed to zero with its sign; x - x is +0; (-0) + (-0) is -0.
     """
@@ -189,15 +192,17 @@ class FAdd(_Binary):
         zero_sign = sa & sb
         effective_sub = sa != sb
         diff = Mux(small_zero, 0, (big_e - small_e)[:8])   # big_e >= small_e
+        # (clamped here, not in stage 2, to keep the alignment stage shallow)
+        shift = Signal(5)
+        m.d.comb += shift.eq(Mux(diff > 27, 27, diff))
 
         s1 = st.regs(big_s, big_e, big_m, small_m, small_zero, is_nan, is_inf, inf_sign, both_zero,
-                     zero_sign, effective_sub, diff)
+                     zero_sign, effective_sub, shift)
         (big_s, big_e, big_m, small_m, small_zero, is_nan, is_inf, inf_sign, both_zero,
-         zero_sign, effective_sub, diff) = s1
+         zero_sign, effective_sub, shift) = s1
 
         # -- stage 2: align the smaller significand: 24 bits + guard, round, sticky
         small_ext = Cat(Const(0, 3), small_m)                       # 27 bits
-        shift = Mux(diff > 27, 27, diff)
         aligned = Signal(27)
         m.d.comb += aligned.eq(small_ext >> shift)
         lost = Signal()
@@ -213,28 +218,36 @@ class FAdd(_Binary):
         s2 = st.regs(big_s, big_e, total, is_nan, is_inf, inf_sign, both_zero, zero_sign)
         big_s, big_e, total, is_nan, is_inf, inf_sign, both_zero, zero_sign = s2
 
-        # -- stage 3: normalise. total is 1x.xxx (carry) or 0x.xxx with leading zeros.
+        # -- stage 3: count the leading zeros. total is 1x.xxx (carry) or 0x.xxx with leading zeros.
         lz = leading_zeros(m, total, "add_lz")                   # 0 means a carry out
-        norm = Signal(28)
-        left = Signal(5)
-        m.d.comb += [left.eq(lz - 1), norm.eq(Mux(lz == 0, (total >> 1) | total[0], total << left))]
         exp = Signal(signed(11))
         m.d.comb += exp.eq(_signed(m, big_e) + 1 - lz)
         exact_zero = total == 0
 
-        s3 = st.regs(big_s, exp, norm, exact_zero, is_nan, is_inf, inf_sign, both_zero, zero_sign)
-        big_s, exp, norm, exact_zero, is_nan, is_inf, inf_sign, both_zero, zero_sign = s3
+        s3 = st.regs(big_s, exp, total, lz, exact_zero, is_nan, is_inf, inf_sign, both_zero, zero_sign)
+        big_s, exp, total, lz, exact_zero, is_nan, is_inf, inf_sign, both_zero, zero_sign = s3
 
-        # -- stage 4: round to nearest even (norm: 1.23 bits | guard | round | sticky), pack
+        # -- stage 4: normalise (the shift by the registered count: the count and the shift in one
+        # stage made it the deepest of the unit), round to nearest even (norm: 1.23 bits | guard |
+        # round | sticky), pack. A carry out (lz 0) shifts right by one, keeping the bit shifted
+        # out as sticky; otherwise left by lz - 1: both are bits 1.. of total << lz.
+        shifted = Signal(28)
+        m.d.comb += shifted.eq((total << lz) >> 1)
+        norm = Cat(shifted[0] | ((lz == 0) & total[0]), shifted[1:])
         mant = norm[3:27]
         guard, rest = norm[2], norm[:2] != 0
         up = guard & (rest | mant[0])
         carry, frac = _round(m, mant, up)
-        final_e = Signal(signed(11))
-        m.d.comb += final_e.eq(exp + carry)
+        # exp + carry, and its range checks, from exp alone beside the rounding: the carry only
+        # selects (no second carry chain behind the rounding's).
+        exp_up = Signal(signed(11))
+        m.d.comb += exp_up.eq(exp + 1)
+        final_e = Mux(carry, exp_up, exp)
+        overflow = Mux(carry, exp >= 0xFE, exp >= 0xFF)
+        underflow = Mux(carry, exp <= -1, exp <= 0)
         _registered_result(m, self, [
             (is_nan, QNAN), (is_inf, _inf(inf_sign)), (both_zero, _zero(zero_sign)), (exact_zero, 0),
-            (final_e >= 0xFF, _inf(big_s)), (final_e <= 0, _zero(big_s)),
+            (overflow, _inf(big_s)), (underflow, _zero(big_s)),
         ], Cat(frac, final_e[:8], big_s))
         return m
 
