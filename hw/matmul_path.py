@@ -15,6 +15,7 @@ from .axi import axi_read_signature, axi_write_signature
 from .dequant import Dequant
 from .gating import Gating
 from .tlmm import TlmmEngine
+from .stream_buffer import StreamBuffer
 from .transpose import ResidualAdd, Transpose
 from .weight_streamer import WeightStreamer
 
@@ -153,7 +154,13 @@ class MatmulPath(wiring.Component):
         wiring.connect(m, act.act, tlmm.act)
         wiring.connect(m, ws.codes, tlmm.codes)
         wiring.connect(m, tlmm.o, dq.acc)
-        wiring.connect(m, dq.o, tr.i)
+        # A skid buffer between Dequant and Transpose: the transpose's ready (which waits on its
+        # range command) would otherwise run through Dequant's lane converters and pipeline into
+        # the TLMM's advance and its block counter in one cycle (12 LUT levels at the kv260
+        # settings).
+        m.submodules.dq_buffer = dq_buffer = StreamBuffer(shape=dq.o.payload.shape())
+        wiring.connect(m, dq.o, dq_buffer.i)
+        wiring.connect(m, dq_buffer.o, tr.i)
         for p in range(g.ports):
             wiring.connect(m, ws.axi[p], wiring.flipped(self.weights[p]))
         wiring.connect(m, rd.axi, wiring.flipped(self.res_axi))
