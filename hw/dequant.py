@@ -26,7 +26,7 @@ class Dequant(wiring.Component):
     :class:`VecNarrow` for ``res``) and the results joined again (:class:`VecWiden`); a row then
     takes tokens/lanes cycles and the latency grows by 1. The TLMM gives a row at most once per
     B cycles (B blocks of its lane word), so the composition needs only ceil(T / B) lanes
-    (``gen.tiling.dequant_lanes``).
+    (``gen.tiling.MatmulRates``).
 
     Cost: per lane a FromInt, two FMul (and an FAdd with the residual); at T = 8 with the
     residual 9.1 K LUT-eq, 5.3 K FF, 32 DSP (``bench/results/elementwise.json``).

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from ..config import check_positive_int
 from .fp32 import FMul, Relu2, Silu, Stages
 from .pipeline import StreamPipe, f32_vec
-from .vec_width import VecNarrow, wire_narrowed
+from .vec_width import VecNarrow, narrowed_latency, wire_narrowed
 
 __all__ = ["Gating"]
 
@@ -54,7 +54,7 @@ class Gating(wiring.Component):
     @property
     def latency(self) -> int:
         core = ACTIVATIONS[self.act].latency + FMul.latency
-        return core if self.parts == 1 else core + self.parts + 1
+        return core + narrowed_latency(self.lanes, self.act_lanes)
 
     def elaborate(self, platform):
         if self.parts > 1:

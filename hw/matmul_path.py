@@ -14,8 +14,8 @@ from .act_mover import ROW_STRIDE_WIDTH, ROWS_WIDTH, ScratchReader, ScratchWrite
 from .axi import axi_read_signature, axi_write_signature
 from .dequant import Dequant
 from .gating import Gating
-from .tlmm import TlmmEngine
 from .stream_buffer import StreamBuffer
+from .tlmm import TlmmEngine
 from .transpose import ResidualAdd, Transpose
 from .weight_streamer import WeightStreamer
 

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from ..config import check_positive_int
 from .fp32 import FAdd, FMul, Stages
 from .pipeline import f32_vec
-from .vec_width import RowNarrow, VecNarrow, wire_narrowed
+from .vec_width import RowNarrow, VecNarrow, narrowed_latency, wire_narrowed
 
 __all__ = ["Rope", "cos_sin_layout"]
 
@@ -63,8 +63,7 @@ class Rope(wiring.Component):
     @property
     def latency(self) -> int:
         """The rotation pipeline's (FMul then FAdd), plus the lane converters' when narrowed."""
-        parts = self.lanes // self.rotate_lanes
-        return FMul.latency + FAdd.latency + (0 if parts == 1 else parts + 1)
+        return FMul.latency + FAdd.latency + narrowed_latency(self.lanes, self.rotate_lanes)
 
     def elaborate(self, platform):
         if self.rotate_lanes < self.lanes:

@@ -20,7 +20,7 @@ from amaranth.lib.wiring import In, Out
 from ..config import check_positive_int
 from .fp32 import FAdd, Stages
 from .pipeline import StreamPipe, f32_vec
-from .vec_width import VecNarrow, wire_narrowed
+from .vec_width import VecNarrow, narrowed_latency, wire_narrowed
 
 __all__ = ["Transpose", "ResidualAdd", "transpose_command_layout", "transpose_block_layout",
            "ROW0_WIDTH"]
@@ -274,7 +274,7 @@ class ResidualAdd(wiring.Component):
     beat pair is split into L/add_lanes parts (:class:`~tellme.hw.vec_width.VecNarrow`) and the
     sums joined again (:class:`~tellme.hw.vec_width.VecWiden`): throughput add_lanes elements
     per cycle, latency ``latency``. The MATMUL path's rows come at most T elements per B
-    cycles, so it gives the adder just that rate (``gen.tiling.dequant_lanes``).
+    cycles, so it gives the adder just that rate (``gen.tiling.MatmulRates``).
 
     Cost: add_lanes ``FAdd`` units, a delay line for ``last`` (and the lane converters).
 
@@ -301,8 +301,7 @@ class ResidualAdd(wiring.Component):
 
     @property
     def latency(self) -> int:
-        parts = self.lanes // self.add_lanes
-        return FAdd.latency if parts == 1 else FAdd.latency + parts + 1
+        return FAdd.latency + narrowed_latency(self.lanes, self.add_lanes)
 
     def elaborate(self, platform):
         if self.add_lanes < self.lanes:

@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from ..config import check_positive_int
 from .pipeline import f32_vec
 
-__all__ = ["VecNarrow", "VecWiden", "RowNarrow", "wire_narrowed"]
+__all__ = ["VecNarrow", "VecWiden", "RowNarrow", "wire_narrowed", "narrowed_latency"]
 
 
 class _LaneConverter(wiring.Component):
@@ -159,3 +159,11 @@ def wire_narrowed(m: Module, core: wiring.Component, *, inputs: dict, out, lanes
     m.submodules.join = join = VecWiden(lanes=narrow, out_lanes=lanes)
     wiring.connect(m, core.o, join.i)
     wiring.connect(m, join.o, wiring.flipped(out))
+
+
+def narrowed_latency(lanes: int, narrow: int) -> int:
+    """Cycles :func:`wire_narrowed` with VecNarrow splitters adds to its core's latency: none at
+    full width; else the splitter's register (1), the parts of a beat (lanes/narrow) before the
+    last one enters the core, and VecWiden's register (1) after it leaves."""
+    parts = lanes // narrow
+    return 0 if parts == 1 else parts + 1
