@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from amaranth.hdl import Array, Const, Module
+from amaranth.hdl import Array, Const, Module, Signal
 from amaranth.lib import wiring
 
 from ..config import HardwareConfig, ModelConfig
@@ -65,7 +65,9 @@ class TopOnDdr(wiring.Component):
         # ``stall``: the stall gate of HP port p is bits [5p, 5p + 5) (STALL_CHANNELS' order).
         # ``op_cycles``: per op of OPS (op k at bits [32k, 32k + 32)), the cycles the sequencer
         # has spent on steps of that op since the last START (dispatch included); ``call_done``:
-        # the sequencer's end-of-call pulse, when the testbench reads them.
+        # the sequencer's end-of-call pulse, when the testbench reads them. ``step_end``: a
+        # one-cycle pulse after each step of a call ends, with ``step_end_index`` (the step) and
+        # ``step_end_cycles`` (its cycles from the ROM read to its completion, both included).
         self.probe_signals = list(_stream_handshakes(top))
         for p in range(top.hw.hp_ports):
             port = getattr(top, f"m_axi_hp{p}")
@@ -78,7 +80,9 @@ class TopOnDdr(wiring.Component):
                           "fault_step": wiring.In(range(len(top.words) + 1)),
                           "probe": wiring.Out(max(1, len(self.probe_signals))),
                           "stall": wiring.In(len(STALL_CHANNELS) * top.hw.hp_ports),
-                          "op_cycles": wiring.Out(OP_COUNTER_BITS * len(OPS)), "call_done": wiring.Out(1)})
+                          "op_cycles": wiring.Out(OP_COUNTER_BITS * len(OPS)), "call_done": wiring.Out(1),
+                          "step_end": wiring.Out(1), "step_end_index": wiring.Out(range(len(top.words))),
+                          "step_end_cycles": wiring.Out(OP_COUNTER_BITS)})
 
     def elaborate(self, platform):
         m = Module()
@@ -97,6 +101,20 @@ class TopOnDdr(wiring.Component):
                 m.d.sync += counter.eq(0)
             with m.Elif(sequencer.busy & (step_op == k)):
                 m.d.sync += counter.eq(counter + 1)
+        # Per step: busy cycles since the step's ROM read; the step ends in the cycle before the
+        # next one's first (the step index moves) or in the call's ``done`` cycle.
+        count, previous = Signal(OP_COUNTER_BITS), Signal.like(sequencer.step)
+        m.d.sync += [previous.eq(sequencer.step), self.step_end.eq(0)]
+        with m.If(sequencer.busy & (sequencer.step != previous)):
+            m.d.sync += [self.step_end.eq(1), self.step_end_index.eq(previous), self.step_end_cycles.eq(count),
+                         count.eq(1)]
+        with m.Elif(sequencer.busy & sequencer.done):
+            m.d.sync += [self.step_end.eq(1), self.step_end_index.eq(sequencer.step),
+                         self.step_end_cycles.eq(count + 1), count.eq(0)]
+        with m.Elif(sequencer.busy):
+            m.d.sync += count.eq(count + 1)
+        with m.If(sequencer.start & ~sequencer.busy):        # a call starts at step 0
+            m.d.sync += [previous.eq(0), count.eq(0)]
         n = len(STALL_CHANNELS)
         for p in range(self.top.hw.hp_ports):
             connect_stalled(m, getattr(self.top, f"m_axi_hp{p}"), getattr(self.ddr, f"rd{p}"),
@@ -138,6 +156,10 @@ class RtlRun:
     register_writes: list[tuple[int, int]] = field(default_factory=list)
     #: Per completed call (each end-of-call pulse, in order), the cycles spent per op of OPS.
     op_cycles: list[dict[str, int]] = field(default_factory=list)
+    #: Per completed call, the cycles of each step of the program, in step order (from the
+    #: step's ROM read to its completion; they add up to the call's ``CYCLES`` less the
+    #: register file's own cycles before and after).
+    step_cycles: list[list[int]] = field(default_factory=list)
     build_seconds: float = 0.0
     sim_seconds: float = 0.0
 
@@ -191,7 +213,24 @@ def run_calls(model: ModelConfig, hw: HardwareConfig, image: str | Path, script:
         recorded = json.loads(results.read_text())
     return RtlRun(recorded["calls"], recorded["errors"], [tuple(w) for w in recorded["register_writes"]],
                   [dict(zip(OPS, counts, strict=True)) for counts in recorded["op_cycles"]],
-                  outcome.build_seconds, outcome.sim_seconds)
+                  _completed_calls(recorded["step_ends"], len(top.words)), outcome.build_seconds, outcome.sim_seconds)
+
+
+def _completed_calls(step_ends: list[list[int]], steps: int) -> list[list[int]]:
+    """The (step, cycles) records of the testbench grouped into calls that ran every step
+    (an aborted call's steps are dropped)."""
+    calls, current = [], []
+    for index, cycles in step_ends:
+        if index == 0:
+            current = []
+        if index == len(current):
+            current.append(cycles)
+            if index == steps - 1:
+                calls.append(current)
+                current = []
+        else:
+            current = []
+    return calls
 
 
 def rtl_generate(weights, hw: HardwareConfig, prompt: list[int], max_new_tokens: int, *,

@@ -233,6 +233,64 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_estimate(args) -> int:
+    """``tellme estimate``: the cycle model's cycles of a generation (in the structure ``run
+    --backend rtl`` reports) and the board's decode and first-token rates (gen/cycles.py)."""
+    from .boards import get_board
+    from .gen.cycles import CycleModel, DdrTiming, performance
+    board = get_board(args.board)
+    if args.hardware:
+        hw = _hardware(args.hardware)
+    else:
+        hw = board.default_hardware()
+    if args.checkpoint:
+        from .gen.checkpoint import inspect_checkpoint
+        config = inspect_checkpoint(args.checkpoint).config
+    else:
+        config = model_preset(args.preset)
+    hw = hw.capped_to(config)
+    hw.check_model(config)
+    if args.prompt_len < 1 or args.decode_steps < 0:
+        raise CliError("--prompt-len must be >= 1 and --decode-steps >= 0")
+    if args.prompt_len + args.decode_steps > hw.max_context:
+        raise CliError(f"--prompt-len ({args.prompt_len}) + --decode-steps ({args.decode_steps}) exceed "
+                       f"max_context {hw.max_context}")
+    if not 0 < args.ddr_efficiency <= 1:
+        raise CliError(f"--ddr-efficiency must be in (0, 1], got {args.ddr_efficiency}")
+    ddr = DdrTiming.of_board(board, hw.clock_mhz, efficiency=args.ddr_efficiency, latency=args.ddr_latency)
+    if args.ddr_bytes_per_cycle is not None:
+        if args.ddr_bytes_per_cycle <= 0:
+            raise CliError("--ddr-bytes-per-cycle must be positive")
+        ddr = DdrTiming(args.ddr_bytes_per_cycle, args.ddr_latency)
+    model = CycleModel(config, hw, ddr)
+    calls = model.prefill(args.prompt_len)
+    calls += [model.decode(args.prompt_len + k) for k in range(args.decode_steps)]
+    cycles = {kind: [c.cycles for c in calls if c.kind == kind] for kind in ("prefill", "decode")}
+    stalls = {kind: [c.stall_cycles for c in calls if c.kind == kind] for kind in ("prefill", "decode")}
+    clock = hw.clock_mhz * 1e6
+    perf = performance(config, hw, board, efficiency=args.ddr_efficiency, latency=args.ddr_latency)
+    print(f"cycle model: {config.name} on {board.name} ({hw.board} hardware, {hw.clock_mhz:g} MHz); "
+          f"{ddr.describe()}")
+    print(f"  prompt of {args.prompt_len}: prefill cycles {cycles['prefill']} "
+          f"({sum(cycles['prefill']) / clock * 1e3:.2f} ms)")
+    if cycles["decode"]:
+        print(f"  {args.decode_steps} decode steps: cycles {cycles['decode']} "
+              f"({len(cycles['decode']) * clock / sum(cycles['decode']):.1f} tokens/s)")
+    rates = ", ".join(f"{tok:.1f} tok/s at context {ctx}" for ctx, tok in perf["decode_tok_s"].items())
+    ttft = ", ".join(f"{s * 1e3:.0f} ms for {n} tokens" for n, s in perf["ttft_s"].items())
+    print(f"  decode: {rates or 'no context fits max_context'}; time to first token: {ttft}")
+    if args.json:
+        write_json_atomic(args.json, {
+            "model": config.name, "board": board.name, "hardware": hw.to_dict(), "clock_mhz": hw.clock_mhz,
+            "prompt_len": args.prompt_len, "decode_steps": args.decode_steps,
+            "cycles": cycles, "stall_cycles": stalls,
+            "calls": [c.to_dict() for c in calls] if args.steps else None,
+            **{k: perf[k] for k in ("decode_tok_s", "ttft_s", "ddr_bytes_per_token", "ddr_roofline_frac")},
+            "assumptions": {**model.assumptions(), "rates": perf["assumptions"]},
+        })
+    return 0
+
+
 def cmd_compare(args) -> int:
     """``tellme compare``: the golden model against the float reference layer by layer, or with
     ``--budget`` the error budget of its hardware approximations (tellme.sim.budget)."""
@@ -439,6 +497,24 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("program", help="print the sequencer program of a model on a hardware configuration")
     config_source(s)
     s.set_defaults(func=cmd_program)
+
+    s = sub.add_parser("estimate", help="cycles, decode tokens/s and time to first token from the cycle model")
+    source = s.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="HF checkpoint directory (its config.json is read)")
+    source.add_argument("--preset", choices=sorted(MODEL_PRESETS), help="model preset")
+    s.add_argument("--board", default="kv260", help="board (default kv260)")
+    s.add_argument("--hardware", help="hardware preset name or JSON file (default: the board's own)")
+    s.add_argument("--prompt-len", type=int, default=128, help="prompt tokens (default 128)")
+    s.add_argument("--decode-steps", type=int, default=8, help="decode steps after the prompt (default 8)")
+    s.add_argument("--ddr-efficiency", type=float, default=0.85,
+                   help="sustained fraction of the board's DDR peak (default 0.85)")
+    s.add_argument("--ddr-latency", type=int, default=40, help="DDR read latency in fabric cycles (default 40)")
+    s.add_argument("--ddr-bytes-per-cycle", type=float,
+                   help="the DDR rate in bytes per fabric cycle instead of peak x efficiency (as the "
+                        "simulation's DDR model, e.g. 64)")
+    s.add_argument("--steps", action="store_true", help="with --json: every call's cycles per step")
+    s.add_argument("--json", help="write the estimate as JSON here")
+    s.set_defaults(func=cmd_estimate)
 
     s = sub.add_parser("compare", help="layer-by-layer agreement of the golden model with the float reference")
     model_source(s)

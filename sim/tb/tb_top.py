@@ -10,7 +10,8 @@ Configuration: ``image``, ``model``, ``hardware``, ``memory_base``, ``memory_byt
 then decode the token the hardware chose, k tokens in all), ``{"op": "expect_error", "call": {...}, "message": "..."}``), ``results`` (JSON
 path: ``calls``, one ``{kind, tokens, token, cycles, stall_cycles, logits (uint32 bits)}`` per
 call; ``errors``; ``register_writes``, every (offset, value) the driver wrote; ``op_cycles``,
-at each end-of-call pulse the harness's per-op cycle counters, ``op_counter_bits`` wide each),
+at each end-of-call pulse the harness's per-op cycle counters, ``op_counter_bits`` wide each;
+``step_ends``, [step index, cycles] at each step-end pulse of the harness),
 ``axi_pauses`` (random pauses on the AXI4-Lite port), ``hp_pauses`` (probability that a
 channel of an HP port is held in a cycle, each channel of each port drawn apart; 0: none),
 ``trace`` (an .npz path: the KV, scratch and I/O regions after every step,
@@ -116,6 +117,8 @@ async def test_script(dut):
         cocotb.start_soon(record_steps(dut, regions, snapshots))
     op_cycles: list[list[int]] = []
     cocotb.start_soon(record_op_cycles(dut, cfg["op_counter_bits"], op_cycles))
+    step_ends: list[list[int]] = []
+    cocotb.start_soon(record_step_ends(dut, step_ends))
     try:
         calls, errors = await run_host(host)
     except AcceleratorError as error:
@@ -124,6 +127,7 @@ async def test_script(dut):
     record_result(cfg.get("results"), "errors", errors)
     record_result(cfg.get("results"), "register_writes", transport.writes)
     record_result(cfg.get("results"), "op_cycles", op_cycles)
+    record_result(cfg.get("results"), "step_ends", step_ends)
     if cfg.get("trace"):
         np.savez(cfg["trace"], steps=np.array([s["step"] for s in snapshots], dtype=np.int64),
                  **{f"{name}_{i}": s[name] for i, s in enumerate(snapshots) for name in ("kv", "scratch", "io")})
@@ -138,6 +142,13 @@ async def record_op_cycles(dut, bits: int, out: list) -> None:
         await RisingEdge(dut.call_done)
         value = int(dut.op_cycles.value)
         out.append([(value >> (bits * k)) & mask for k in range(count)])
+
+
+async def record_step_ends(dut, out: list) -> None:
+    """At every step-end pulse of the harness (``step_end``), [step index, its cycles]."""
+    while True:
+        await RisingEdge(dut.step_end)
+        out.append([int(dut.step_end_index.value), int(dut.step_end_cycles.value)])
 
 
 async def record_steps(dut, regions: dict, snapshots: list) -> None:

