@@ -166,6 +166,8 @@ class SafetensorsFile:
             header = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             self._fail(f"bad header JSON ({e})")
+        except RecursionError:
+            self._fail("bad header JSON (nested too deeply)")
         if not isinstance(header, dict):
             self._fail("bad header JSON (not an object)")
         self.data_start = 8 + n
@@ -178,8 +180,8 @@ class SafetensorsFile:
             if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
                 self._fail(f"tensor {name}: bad header entry {entry!r}")
             dtype, shape, offs = entry["dtype"], entry["shape"], entry["data_offsets"]
-            if dtype not in _ST_DTYPES:
-                self._fail(f"tensor {name}: unsupported dtype {dtype!r}")
+            if not isinstance(dtype, str) or dtype not in _ST_DTYPES:
+                self._fail(f"tensor {name}: unsupported dtype {dtype!r:.60}")
             if (not isinstance(shape, list) or not all(_is_count(d) for d in shape)
                     or not isinstance(offs, list) or len(offs) != 2
                     or not all(_is_count(o) for o in offs) or offs[0] > offs[1]):
@@ -260,6 +262,8 @@ def config_from_hf(cfg: dict, *, name: str, where: str = CONFIG_FILE) -> tuple[M
     archs = cfg.get("architectures") or []
     if isinstance(archs, str):
         archs = [archs]
+    if not isinstance(archs, list):
+        fail(f"architectures must be a list of class names, got {archs!r:.60}")
     model_type = cfg.get("model_type")
     if model_type == "bitnet":
         if any(str(a).lower() != "bitnetforcausallm" for a in archs):
@@ -296,6 +300,8 @@ def config_from_hf(cfg: dict, *, name: str, where: str = CONFIG_FILE) -> tuple[M
         if q.get("use_rms_norm"):
             fail("quantization_config.use_rms_norm=true (an extra RMSNorm inside every BitLinear) is not supported")
         skip = q.get("modules_to_not_convert") or []
+        if not isinstance(skip, list):
+            fail(f"quantization_config.modules_to_not_convert must be a list, got {skip!r:.60}")
         if any(str(m).split(".")[-1] != "lm_head" for m in skip):
             fail(f"quantization_config.modules_to_not_convert={skip}: only lm_head may stay unquantised")
         if linear_class == "bitlinear" and mode in ("offline", "online"):
@@ -357,13 +363,15 @@ def config_from_hf(cfg: dict, *, name: str, where: str = CONFIG_FILE) -> tuple[M
     for key, value in (("rope_theta", theta), ("rms_norm_eps", eps)):
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             fail(f"{key} must be a number, got {value!r}")
+        if isinstance(value, int) and value.bit_length() > 1000:     # float() would overflow
+            fail(f"{key} is out of range (an integer of {value.bit_length()} bits)")
     try:
         config = ModelConfig(
             name=name, vocab_size=vocab, hidden_size=hidden, intermediate_size=inter, num_layers=layers,
             num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim, hidden_act=act,
             rope_theta=float(theta), rms_norm_eps=float(eps), sub_norms=(family == "bitnet"),
             tie_word_embeddings=tie, max_position_embeddings=cfg.get("max_position_embeddings", 2048))
-    except (ConfigError, TypeError, ValueError) as e:
+    except (ConfigError, TypeError, ValueError, OverflowError) as e:     # OverflowError: float(10**400)
         config = None
         error = str(e)
     if config is None:
@@ -379,6 +387,8 @@ def _read_json(path: Path):
         raise CheckpointError(f"{path}: cannot read ({e.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: not valid JSON (nested too deeply)") from None
 
 
 def inspect_checkpoint(path) -> CheckpointInfo:
@@ -406,7 +416,11 @@ def inspect_checkpoint(path) -> CheckpointInfo:
                 raise CheckpointError(f"{index}: tensor {tensor}: bad shard file name {shard!r}")
             files.setdefault(shard, []).append(tensor)
         for shard in files:
-            if not (root / shard).is_file():
+            try:
+                present = (root / shard).is_file()
+            except (OSError, ValueError):             # a name too long, or with a NUL byte
+                present = False
+            if not present:
                 raise CheckpointError(f"{root / shard}: shard listed in {INDEX_FILE} is absent "
                                       f"(holds {len(files[shard])} tensors, e.g. {files[shard][0]})")
     else:
@@ -419,7 +433,7 @@ def inspect_checkpoint(path) -> CheckpointInfo:
 # ----------------------------------------------------------------------------------------------
 # tensors -> ModelWeights
 
-_LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+_LAYER_RE = re.compile(r"^model\.layers\.(\d{1,9})\.(.+)$")
 _PROJ_PREFIX = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "o_proj": "self_attn",
                 "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
 _IGNORED = re.compile(r"(^|\.)rotary_emb\.inv_freq$")   # buffers some old Llama exports saved
@@ -432,7 +446,8 @@ class _Assembler:
         self.c = c
         self.packed = info.style == "packed"
         self.globals: dict[str, np.ndarray] = {}
-        self.layers = [dict() for _ in range(c.num_layers)]
+        # Filled as tensors come (a config's num_hidden_layers is not trusted to size anything).
+        self.layers: dict[int, dict] = {}
         # layer tensor suffix -> (kind, field, shape)
         lt: dict[str, tuple] = {
             "input_layernorm.weight": ("norm", "input_norm", (c.hidden_size,)),
@@ -476,7 +491,7 @@ class _Assembler:
                 value = self._packed(f, name, shape)                       # int8 trits
             else:
                 value = TernaryTensor.quantize(self._float(f, name, shape))  # HF online quantisation
-            self.layers[idx][self._key(kind, fld)] = value
+            self.layers.setdefault(idx, {})[self._key(kind, fld)] = value
         elif name in self.global_tensors:
             self.globals[name] = self._float(f, name, self.global_tensors[name])
         else:
@@ -498,7 +513,8 @@ class _Assembler:
             raise CheckpointError(f"{f.path}: tensor {name}: dtype {info.dtype}, expected a float type")
         self._check_shape(f, name, shape)
         raw = f.array(name)
-        arr = bf16_bits_to_float32(raw) if info.dtype == "BF16" else raw.astype(np.float32)
+        with np.errstate(over="ignore"):        # float64 beyond float32's range: inf, refused below
+            arr = bf16_bits_to_float32(raw) if info.dtype == "BF16" else raw.astype(np.float32)
         finite = np.isfinite(arr)
         if not finite.all():
             pos = tuple(int(v) for v in np.argwhere(~finite)[0])
@@ -512,7 +528,8 @@ class _Assembler:
             raise CheckpointError(f"{f.path}: tensor {name}: weight_scale must be one float value, got "
                                   f"{info.dtype}{list(info.shape)}")
         raw = f.array(name).reshape(-1)
-        v = bf16_bits_to_float32(raw)[0] if info.dtype == "BF16" else np.float32(raw[0])
+        with np.errstate(over="ignore"):
+            v = bf16_bits_to_float32(raw)[0] if info.dtype == "BF16" else raw.astype(np.float32)[0]
         if not np.isfinite(v) or v <= 0:
             raise CheckpointError(f"{f.path}: tensor {name}: weight_scale must be finite and > 0, got {v}")
         return np.float32(v)
@@ -550,7 +567,8 @@ class _Assembler:
                 missing("lm_head.weight (tie_word_embeddings is false)")
             lm_head = self.globals["lm_head.weight"]
         layers = []
-        for i, slot in enumerate(self.layers):
+        for i in range(c.num_layers):
+            slot = self.layers.get(i, {})
             for suffix, (kind, fld, _) in self.layer_tensors.items():
                 if self._key(kind, fld) not in slot:
                     missing(f"model.layers.{i}.{suffix}")

@@ -1,9 +1,10 @@
 """Host runtime: drives the accelerator through its register map, on the board or in simulation.
 
-:class:`Accelerator` is the one driver: it loads a DDR image into a buffer, allocates the KV
-cache, scratch and I/O buffers the sequencer program needs (``tellme.gen.program``), checks that
-the hardware is the design the image and hardware configuration were made for (``ID``,
-``VERSION``, ``CONFIG_HASH``, the size registers), writes the base registers, and runs calls:
+:class:`Accelerator` is the one driver: it loads a DDR image into a buffer (its header and every
+section's CRC-32 checked first, ``tellme.gen.image.check_sections``), allocates the KV cache,
+scratch and I/O buffers the sequencer program needs (``tellme.gen.program``), checks that the
+hardware is the design the image and hardware configuration were made for (``ID``, ``VERSION``,
+``CONFIG_HASH``, the size registers), writes the base registers, and runs calls:
 prefill in chunks of ``PREFILL_CHUNK`` tokens and decode steps, returning the last token's
 logits (read back from the I/O buffer) with the result token and the cycle counters.
 ``ERR_CODE`` bits become :class:`AcceleratorError` messages that name the call.
@@ -99,7 +100,7 @@ class Accelerator:
 
     def __init__(self, transport: Transport, image: str | Path, hardware: HardwareConfig, *,
                  timeout: float = 600.0, poll_interval: float = 1e-3, regmap: RegisterMap = REGISTER_MAP):
-        from .gen.image import read_header
+        from .gen.image import check_sections, read_header
         from .gen.program import build_program
         self.transport, self.timeout, self.poll_interval = transport, timeout, poll_interval
         self.regs = Registers(transport, regmap)
@@ -114,6 +115,7 @@ class Accelerator:
         self._check_identity(regmap)
         self.program = build_program(self.model, hardware)
         raw = np.fromfile(image, dtype=np.uint8)
+        check_sections(header, raw, image)        # every section's CRC-32, before the hardware sees a byte
         self.buffers = {"image": transport.allocate(raw.size), "kv": transport.allocate(self.program.kv_bytes),
                         "scratch": transport.allocate(self.program.scratch_bytes),
                         "io": transport.allocate(self.program.io.size)}

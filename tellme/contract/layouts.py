@@ -17,6 +17,7 @@ Pure Python and numpy: no hardware description, no simulation.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 
@@ -58,8 +59,11 @@ def subword_bytes(lanes_per_port: int, group: int, beat_bytes: int) -> int:
 # ------------------------------------------------------------------------------------------------
 
 IMAGE_MAGIC = b"TLMEIMG\0"
-IMAGE_VERSION = 1
-#: The preamble page: magic, u32 format version, u32 header length, u64 header offset.
+#: 2: the header's CRC-32 in the preamble and a CRC-32 per section in its table (1 had neither;
+#: the sections themselves, all the hardware reads, are laid out as in 1).
+IMAGE_VERSION = 2
+#: The preamble page: magic, u32 format version, u32 header length, u64 header offset, u32
+#: CRC-32 of the header; the rest zero.
 IMAGE_PREAMBLE_BYTES = PAGE
 
 
@@ -143,7 +147,7 @@ def image_sections(config: ModelConfig, fmt: ImageFormat) -> dict[str, Section]:
         if dtype == "tlmm":
             size = fmt.hp_ports * projection_port_stride(shape, fmt)
         else:
-            size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            size = math.prod(shape) * np.dtype(dtype).itemsize
         sections[name] = Section(name, offset, size, dtype, tuple(shape))
         offset += page_up(size)
     return sections
