@@ -77,8 +77,12 @@ def main(argv=None) -> int:
     parser.add_argument("--reuse", action="store_true", help="take the RTL runs from the previous JSON")
     parser.add_argument("--fit", action="store_true", help="refit the calibration; leave-one-out errors")
     parser.add_argument("--only", action="append", help="configuration name (repeatable)")
+    parser.add_argument("--table", action="store_true", help="print the README's tables of the JSON and stop")
     args = parser.parse_args(argv)
     path, previous = results_file(args.out, NAME)
+    if args.table:
+        print(markdown_table(previous))
+        return 0
     old = {r["name"]: r for r in previous.get("configurations", [])}
     results, start = [], time.monotonic()
     for config in CONFIGURATIONS:
@@ -132,6 +136,28 @@ def main(argv=None) -> int:
               f"{'model':<20} {'board':<7} {'tok/s @128/1024':>16} {'TTFT ms 64/128':>14} {'MB/tok':>8} {'roof':>7}",
               rows)
     return 0 if out["max_abs_error"] <= TOLERANCE else 1
+
+
+def markdown_table(results: dict) -> str:
+    """The README's tables of ``cycle_model.json``: the model against the RTL per configuration,
+    and the model's figures per preset and board."""
+    loo = results.get("fit", {}).get("leave_one_out_max_abs_error", {})
+    lines = ["| configuration | calls | worst call error | left out of the fit |", "|---|---|---|---|"]
+    for r in results["configurations"]:
+        held = f"{100 * loo[r['name']]:.1f} %" if r["name"] in loo else "-"
+        lines.append(f"| {r['name']} | {len(r['calls'])} | {100 * r['max_abs_error']:.1f} % | {held} |")
+    lines += ["", "| model | board | decode tok/s, context 128 / 1024 | time to first token, 64 / 128 tokens |",
+              "|---|---|---|---|"]
+    for t in results["targets"]:
+        if "skipped" in t:
+            continue
+        dec = " / ".join(f"{v:.1f}" for v in t["decode_tok_s"].values())
+        ttft = " / ".join(f"{v:.2f} s" for v in t["ttft_s"].values())
+        lines.append(f"| {t['model']} | {t['board']} | {dec} | {ttft} |")
+    v2 = TELLME_V2
+    lines.append(f"| TeLLMe v2 (paper) | {v2['board']} | {v2['decode_tok_s']:g} | "
+                 f"{v2['ttft_s']['64']:g} s / {v2['ttft_s']['128']:g} s |")
+    return "\n".join(lines)
 
 
 def r_config(result: dict):

@@ -78,30 +78,31 @@ class Calibration:
     dispatch: int = 4              # any step: ROM read, word load, dispatch, issue (exact)
     nq_word: int = 6               # a NORM_QUANT word into the act buffer, to the buffer's command (exact)
     head_nq_word: int = 5          # the NORM_QUANT word routed to the LM head (exact)
-    w_mult: int = 0                # MATMUL: the w_mult read beyond one DDR latency
-    nq_first: int = 112            # NORM_QUANT: first token, beyond one DDR latency and 3 beats per lane group
+    w_mult: int = 98                # MATMUL: the w_mult read beyond one DDR latency
+    nq_first: int = 230            # NORM_QUANT: first token, beyond one DDR latency and 3 beats per lane group
     nq_period: int = 98            # NORM_QUANT: per token, beyond 2 cycles per beat
     tlmm_first: int = 0            # TLMM: a step's first table build beyond its build time
     matmul_tail: int = 0           # MATMUL: drain (with tail_ddr and two column blocks)
-    tail_ddr: int = 374            # ... per cent of the DDR latency in the drain
+    tail_ddr: int = 60            # ... per cent of the DDR latency in the drain
+    tail_unit: int = 0           # ... with a second operand: per cent of its unit's latency
     column: int = 0                # a column block without second operand, beyond its write beats
-    column_second: int = 4         # a column block with a second operand (residual, gate), fixed
-    column_latency: int = 98       # ... per cent of the adder's or gating unit's latency
-    column_token: int = 1          # ... per token beyond its row's read and write beats
-    column_ddr: int = 43           # ... per cent of the DDR latency
-    embed_fixed: int = 30          # EMBED beyond two DDR latencies and its rows' beats
+    column_second: int = 0         # a column block with a second operand (residual, gate), fixed
+    column_latency: int = 20       # ... per cent of the adder's or gating unit's latency
+    column_token: int = 5          # ... per token beyond its row's read and write beats
+    column_ddr: int = 41           # ... per cent of the DDR latency
+    embed_fixed: int = 28          # EMBED beyond two DDR latencies and its rows' beats
     embed_row: int = 0             # ... per row
-    attn_fixed: float = 528.0      # ATTENTION: a linear model of its work (CycleModel._attention), least squares
-    attn_load: float = 0.846       # ... per load cycle (tokens x (DDR latency + beats))
-    attn_pair: float = 0.892       # ... per cycle of causal (query, key) pairs
-    attn_key_tile: float = 27.7    # ... per key tile visited
-    attn_query_tile: float = -170.0  # ... per query tile (with attn_fixed: the first ~360, later ones less)
-    attn_output: float = 23.9      # ... per output cycle (hd / 16 per query)
+    attn_fixed: float = 601.729      # ATTENTION: a linear model of its work (CycleModel._attention), least squares
+    attn_load: float = 0.793       # ... per load cycle (tokens x (DDR latency + beats))
+    attn_pair: float = 0.861       # ... per cycle of causal (query, key) pairs
+    attn_key_tile: float = 53.148    # ... per key tile visited
+    attn_query_tile: float = -238.012  # ... per query tile (with attn_fixed: the first ~360, later ones less)
+    attn_output: float = 26.447      # ... per output cycle (hd / 16 per query)
     attn_history_beat: float = 0.923  # ... per AXI beat of K/V history
-    attn_history_tile: float = 2.17   # ... per history tile read
-    load_share: int = 33           # per cent of the weight loads overlapping an ATTENTION step it loses
+    attn_history_tile: float = -24.526   # ... per history tile read
+    load_share: int = 48           # per cent of the weight loads overlapping an ATTENTION step it loses
     embed_load_share: int = 116    # the same for EMBED (its row reads queue behind the tiles' bursts)
-    lm_fixed: int = 81             # LM_HEAD beyond two DDR latencies, a NORM_QUANT and its rows' beats
+    lm_fixed: int = 0             # LM_HEAD beyond two DDR latencies, a NORM_QUANT and its rows' beats
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -149,6 +150,11 @@ class CallCycles:
         return {"kind": self.kind, "tokens": self.tokens, "pos": self.pos, "cycles": self.cycles,
                 "stall_cycles": self.stall_cycles, "per_op": self.per_op(),
                 "steps": [dataclasses.asdict(s) for s in self.steps]}
+
+
+def _latency(unit) -> int:
+    unit._MustUse__silence = True
+    return unit.latency
 
 
 class WeightTimeline:
@@ -214,8 +220,9 @@ class CycleModel:
         self.words = self._words()
         from ..hw.gating import Gating
         from ..hw.transpose import ResidualAdd
-        self._gating_latency = Gating(lanes=hw.ew_lanes, act=model.hidden_act, act_lanes=hw.gating_lanes).latency
-        self._add_latency = ResidualAdd(lanes=hw.ew_lanes, add_lanes=self.rates.add_lanes).latency
+        # the units' documented latencies (built only to ask them: never elaborated)
+        self._gating_latency = _latency(Gating(lanes=hw.ew_lanes, act=model.hidden_act, act_lanes=hw.gating_lanes))
+        self._add_latency = _latency(ResidualAdd(lanes=hw.ew_lanes, add_lanes=self.rates.add_lanes))
 
     # -- the program as ROM words ------------------------------------------------------------------
     def _words(self) -> list[tuple[str, object]]:
@@ -252,26 +259,36 @@ class CycleModel:
         return self.ddr.latency + 3 * (width / self.hw.ew_lanes) + self.cal.nq_first
 
     def _column_cost(self, n: int, step: MatMul) -> float:
-        """Cycles per transposed column block of ``block`` rows and ``n`` tokens behind the
-        transpose. The writer takes one column block at a time (command, writes, responses); with
-        a second operand (residual, gate) the operand's rows are read one column block ahead and
-        pass the adder or the gating unit before the writer has the data, so the unit's pipeline
-        latency comes into every column block (the fit gives it about twice: the writer's
-        command and the unit's drain do not overlap)."""
-        cal = self.cal
+        """Cycles per transposed column block of ``block`` rows and ``n`` tokens in the back end
+        (the writer takes column blocks back to back, up to ``WRITER_COMMANDS`` awaiting their
+        responses): its rows' write beats; with a second operand (residual, gate) the operand's
+        rows are read one column block ahead and pass the adder or the gating unit at its
+        narrowed rate, and the fitted terms say how much of the unit's and the DDR's latency
+        is still paid per column block."""
+        hw, cal = self.hw, self.cal
         row = n * -(-self.shape.block * 4 // self.ddr.beat_bytes)
         if not (step.residual or step.gate):
             return cal.column + row
-        latency = self._gating_latency if step.gate else self._add_latency
+        beats = n * -(-self.shape.block // hw.ew_lanes)
+        latency, lanes = ((self._gating_latency, hw.gating_lanes) if step.gate
+                          else (self._add_latency, self.rates.add_lanes))
         return (cal.column_second + cal.column_latency / 100 * latency + cal.column_ddr / 100 * self.ddr.latency
-                + n * cal.column_token + 2 * row)
+                + n * cal.column_token + max(2 * row, beats * hw.ew_lanes / lanes))
 
     def _matmul(self, step: MatMul, start: float, n: int, act_ready, weights: WeightTimeline, tile0: int):
         """(end time, parts) of a MATMUL step whose TLMM may start at ``start``; token t's
-        activations are in at ``act_ready(t)``."""
+        activations are in at ``act_ready(t)``.
+
+        A pass's rows leave the TLMM in its last block; the units behind it (Dequant, transpose,
+        adder or gating, writer: the back end) take ``back`` cycles for them. With a narrowed
+        Dequant the MATMUL path buffers a tile's rows (:class:`~tellme.hw.result_buffer.ResultBuffer`),
+        so the back end works on pass k while the TLMM runs pass k+1, which ends no earlier than
+        the back end frees the buffer of pass k; without the buffer the last block itself runs
+        at the back end's rate (the transpose's two banks aside)."""
         hw = self.hw
         T, row_cycles = hw.tlmm_tokens, hw.tlmm_tokens / self.rates.dequant_lanes
-        t = start
+        buffered = self.rates.dequant_lanes < T
+        t = back_end = start
         stall = 0.0
         first = True
         column = 0.0
@@ -289,13 +306,20 @@ class CycleModel:
                     go += build + (self.cal.tlmm_first if first else 0)
                 first = False
                 column = self._column_cost(n_p, step)
-                # The last block's rows leave at the slowest rate behind the TLMM; the transpose's
-                # two banks let the last two column blocks drain during the next pass.
-                last = max(rows, build, rows * row_cycles, (columns - 2) * column)
-                t = go + (step.blocks - 1) * max(rows, build) + last
+                block = max(rows, build)
+                back = max(rows * row_cycles, columns * column)
+                if buffered:
+                    t = max(go + step.blocks * block, back_end)
+                    back_end = max(back_end, t - block) + back
+                else:
+                    # the transpose's two banks let the last two column blocks drain later
+                    t = go + (step.blocks - 1) * block + max(block, rows * row_cycles, (columns - 2) * column)
+                    back_end = t
             weights.use(tile0 + j, t)
         tail = self.cal.matmul_tail + self.cal.tail_ddr / 100 * self.ddr.latency + 2 * column
-        return t + tail, {"stall": round(stall)}
+        if step.residual or step.gate:
+            tail += self.cal.tail_unit / 100 * (self._gating_latency if step.gate else self._add_latency)
+        return max(t, back_end) + tail, {"stall": round(stall)}
 
     def _attention(self, step: Attention, n: int, pos: int) -> tuple[float, dict]:
         """Cycles of an ATTENTION step: a linear model in the work the unit does, its

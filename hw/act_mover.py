@@ -18,7 +18,7 @@ the AXI data width must divide one another (``lanes * 32 = k * data_width`` or `
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import check_positive_int
@@ -264,6 +264,13 @@ class ScratchWriter(_Mover):
     a time, so ``done`` always belongs to the command taken last). A command with ``rows`` or
     ``row_bytes`` zero is taken and signals ``done`` one cycle later.
 
+    With ``max_commands`` k > 1 the next command is taken as soon as the current one's rows are
+    all handed to the master, while up to k commands await their responses; ``done`` then
+    pulses once per command, in the order they were taken, when its last row is acknowledged
+    (an empty command's ``done`` follows those of the commands before it). A producer whose
+    commands are short (a few beats each) then keeps the W channel busy instead of waiting one
+    write-response latency per command.
+
     Latency: a command taken at cycle c puts its first AW on the bus at c + 3; W beats come
     straight from ``i`` (no register; ``i.ready`` follows WREADY and the master's burst
     queue). Throughput, when neither the subordinate nor the producer stalls: one beat per cycle
@@ -279,10 +286,19 @@ class ScratchWriter(_Mover):
     commands awaiting their responses, a part counter and, when a stream beat is narrower than
     an AXI beat, a gather register of the first k-1 stream beats.
 
-    Parameters (keyword only): as :class:`ScratchReader`.
+    Parameters (keyword only): as :class:`ScratchReader`, and ``max_commands`` (default 1).
     """
 
     _master_class = AxiWriteMaster
+
+    def __init__(self, *, max_commands: int = 1, **kwargs):
+        try:
+            check_positive_int("max_commands", max_commands)
+        except ValueError:
+            self._MustUse__silence = True
+            raise
+        self.max_commands = max_commands
+        super().__init__(**kwargs)
     _axi_signature = staticmethod(axi_write_signature)
 
     @staticmethod
@@ -291,9 +307,45 @@ class ScratchWriter(_Mover):
 
     def elaborate(self, platform):
         m = Module()
-        dw, vw = self.data_width, self.lanes * 32
         master = self.master
         start, empty, issue, final = self._row_walker(m, master)
+        if self.max_commands > 1:
+            self._pipelined_commands(m, master, start, empty, issue, final)
+        else:
+            self._one_command(m, master, start, empty, issue, final)
+        self._stream_to_axi(m, master)
+        return m
+
+    def _pipelined_commands(self, m, master, start, empty, issue, final):
+        """Commands back to back: each command's row count in a FIFO, taken off (with a
+        ``done`` pulse) once that many row commands have been acknowledged."""
+        m.submodules.counts = counts = fifo.SyncFIFOBuffered(width=ROWS_WIDTH + 1, depth=self.max_commands)
+        p = self.cmd.payload
+        m.d.comb += counts.w_data.eq(Mux(empty, 0, p.rows))
+        with m.FSM(name="writer") as fsm:
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(counts.w_rdy)
+                with m.If(self.cmd.valid & counts.w_rdy):
+                    m.d.comb += [start.eq(1), counts.w_en.eq(1)]
+                    with m.If(~empty):
+                        m.next = "ISSUE"
+            with m.State("ISSUE"):
+                m.d.comb += master.cmd.valid.eq(1)
+                with m.If(issue & final):
+                    m.next = "IDLE"
+        acked = Signal(ROWS_WIDTH + 1)           # rows of the oldest command acknowledged
+        head = counts.r_data
+        with m.If(counts.r_rdy & (head == 0)):   # an empty command: done in its turn
+            m.d.comb += [self.done.eq(1), counts.r_en.eq(1)]
+            m.d.sync += acked.eq(acked + master.done)
+        with m.Elif(counts.r_rdy & (acked + master.done == head)):
+            m.d.comb += [self.done.eq(1), counts.r_en.eq(1)]
+            m.d.sync += acked.eq(0)
+        with m.Else():
+            m.d.sync += acked.eq(acked + master.done)
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE") | counts.r_rdy)
+
+    def _one_command(self, m, master, start, empty, issue, final):
         # Row commands handed to the master and not yet acknowledged (the master's ``done``
         # pulses once per row command, after its final B response).
         pending = Signal(ROWS_WIDTH + 1)
@@ -316,7 +368,9 @@ class ScratchWriter(_Mover):
                     m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
 
-        # -- stream beats -> AXI beats
+    def _stream_to_axi(self, m, master):
+        """Stream beats -> AXI W beats (gathered or split to the bus width)."""
+        dw, vw = self.data_width, self.lanes * 32
         vec, word = self.i.payload, master.wdata
         ratio = self.ratio
         if ratio == 1:
@@ -345,4 +399,3 @@ class ScratchWriter(_Mover):
                          word.payload.eq(vec.data.as_value().word_select(part, dw))]
             with m.If(word.valid & word.ready):
                 m.d.sync += part.eq(Mux(at_end, 0, part + 1))
-        return m

@@ -14,6 +14,7 @@ from .act_mover import ROW_STRIDE_WIDTH, ROWS_WIDTH, ScratchReader, ScratchWrite
 from .axi import axi_read_signature, axi_write_signature
 from .dequant import Dequant
 from .gating import Gating
+from .result_buffer import ResultBuffer
 from .stream_buffer import StreamBuffer
 from .tlmm import TlmmEngine
 from .transpose import ResidualAdd, Transpose
@@ -21,6 +22,8 @@ from .weight_streamer import WeightStreamer
 
 __all__ = ["MatmulPath", "matmul_command_layout", "weights_command_layout", "WEIGHT_FIELDS", "PROJECTION_ROWS"]
 
+#: Column blocks the MATMUL path's writer holds awaiting their write responses.
+WRITER_COMMANDS = 4
 #: Width of a projection's row count (N <= 65535; tiles are at most ``max_rows``).
 PROJECTION_ROWS = unsigned(16)
 
@@ -85,8 +88,10 @@ class MatmulPath(wiring.Component):
 
     Constraints (the generator's): ``tile_rows`` a multiple of ``lanes`` and of the AXI beat in
     floats, ``dst``/``res``/``row_stride`` beat aligned. Throughput: the TLMM's (one lane word per
-    cycle) while the writer keeps up; the writer handles one column block at a time, so short
-    blocks cost its write-response latency each. Cost: the units it holds.
+    cycle) while the units behind it keep up: results leave during a tile pass's last block,
+    one row per lane word, and Dequant takes one per T / ``dequant_lanes`` cycles; the writer
+    takes column blocks back to back (up to :data:`WRITER_COMMANDS` awaiting their responses),
+    the residual or gate reader one column block ahead of the writes. Cost: the units it holds.
 
     Parameters (keyword-only): ``geometry`` (the weight buffer), ``tokens`` T, ``lanes`` L
     (element-wise), ``block`` (transpose rows), ``max_tokens``, ``max_inputs``, ``max_rows``
@@ -114,12 +119,22 @@ class MatmulPath(wiring.Component):
         self.streamer = WeightStreamer(geometry=geometry, addr_width=addr_width, depth=depth, ram_style=ram_style)
         self.tlmm = TlmmEngine(group=geometry.group, lanes=geometry.lanes, tokens=tokens, max_rows=max_rows,
                                max_blocks=self.max_blocks)
+        # A tile pass's rows leave the TLMM in its last block, one per lane word; the narrowed
+        # Dequant takes one per T / dequant_lanes cycles. A tile's rows wait here instead of the
+        # TLMM (only when Dequant is narrowed: at full rate it keeps up).
+        self.results = None
+        if dequant_lanes is not None and dequant_lanes < tokens:
+            self.results = ResultBuffer(tokens=tokens, acc_bits=self.tlmm.acc_bits, depth=max_rows)
         self.dequant = Dequant(tokens=tokens, residual=False, lanes=dequant_lanes)
         self.transpose = Transpose(tokens=tokens, lanes=lanes, block=block)
         self.res_reader = ScratchReader(lanes=lanes, data_width=data_width, addr_width=addr_width)
         self.res_add = ResidualAdd(lanes=lanes, add_lanes=add_lanes)
         self.gating = None if act is None else Gating(lanes=lanes, act=act, act_lanes=act_lanes)
-        self.writer = ScratchWriter(lanes=lanes, data_width=data_width, addr_width=addr_width)
+        # Column blocks are short (T rows of ``block`` floats): the writer takes them back to back
+        # instead of waiting one write-response latency each (and, with a second operand, its
+        # read and the adder's or gating unit's pipeline) before the next.
+        self.writer = ScratchWriter(lanes=lanes, data_width=data_width, addr_width=addr_width,
+                                    max_commands=WRITER_COMMANDS)
         command = matmul_command_layout(geometry.ports, addr_width, max_rows, self.max_blocks, max_tokens)
         super().__init__({
             "cmd": In(stream.Signature(command)),
@@ -141,7 +156,8 @@ class MatmulPath(wiring.Component):
         g = self.geometry
         act, ws, tlmm, dq, tr = self.act, self.streamer, self.tlmm, self.dequant, self.transpose
         rd, radd, wr = self.res_reader, self.res_add, self.writer
-        for name, unit in (("act", act), ("streamer", ws), ("tlmm", tlmm), ("dequant", dq), ("transpose", tr),
+        for name, unit in (("act", act), ("streamer", ws), ("tlmm", tlmm), ("results", self.results),
+                           ("dequant", dq), ("transpose", tr),
                            ("res_reader", rd), ("res_add", radd), ("writer", wr), ("gating", self.gating)):
             if unit is not None:
                 m.submodules[name] = unit
@@ -153,7 +169,11 @@ class MatmulPath(wiring.Component):
         m.d.comb += self.act_written.eq(act.written)
         wiring.connect(m, act.act, tlmm.act)
         wiring.connect(m, ws.codes, tlmm.codes)
-        wiring.connect(m, tlmm.o, dq.acc)
+        if self.results is not None:
+            wiring.connect(m, tlmm.o, self.results.i)
+            wiring.connect(m, self.results.o, dq.acc)
+        else:
+            wiring.connect(m, tlmm.o, dq.acc)
         # A skid buffer between Dequant and Transpose: the transpose's ready (which waits on its
         # range command) would otherwise run through Dequant's lane converters and pipeline into
         # the TLMM's advance and its block counter in one cycle (12 LUT levels at the kv260

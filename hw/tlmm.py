@@ -355,6 +355,12 @@ class TlmmEngine(wiring.Component):
         })
 
     @property
+    def acc_bits(self) -> int:
+        """Width of the accumulators: as wide as the largest sum needs (max_blocks x P x G int8
+        values of magnitude <= 128), at most ACC_BITS; results leave sign-extended to ACC_BITS."""
+        return min((self.max_blocks * self.lanes * self.group * 128).bit_length() + 1, ACC_BITS)
+
+    @property
     def latency(self) -> int:
         levels = (self.lanes - 1).bit_length()
         return 4 + -(-levels // self.tree_levels_per_stage)
@@ -520,10 +526,7 @@ class TlmmEngine(wiring.Component):
         lane word, which may be the same row when rows == 1), add (to zero in block 0), write
         back. Returns the registered control and the new sums."""
         t_count = self.tokens
-        # The accumulators are as wide as the largest sum needs (max_blocks x P x G int8 values
-        # of magnitude <= 128), not ACC_BITS: results leave sign-extended to ACC_BITS.
-        acc_bits = (self.max_blocks * self.lanes * self.group * 128).bit_length() + 1
-        acc_layout = data.ArrayLayout(signed(min(acc_bits, ACC_BITS)), t_count)
+        acc_layout = data.ArrayLayout(signed(self.acc_bits), t_count)
         acc_mem = memory.Memory(shape=acc_layout, depth=self.max_rows, init=[])
         m.submodules.acc = acc_mem
         acc_wp = acc_mem.write_port()
