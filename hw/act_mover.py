@@ -147,6 +147,25 @@ class _Mover(wiring.Component):
         return start, empty, issue, final
 
 
+    def _issue_rows(self, m, master, start, empty, issue, final, *, name, room=None, on_take=()):
+        """The command loop of a mover that takes its next command as soon as the current one's
+        rows are all handed to the master (and ``room``, if given, allows): ``IDLE`` offers
+        ``cmd.ready`` and latches a command (``start``, and the statements ``on_take``), ``ISSUE``
+        gives the master one command per row. Returns the FSM."""
+        with m.FSM(name=name) as fsm:
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(1 if room is None else room)
+                with m.If(self.cmd.valid if room is None else self.cmd.valid & room):
+                    m.d.comb += [start.eq(1), *on_take]
+                    with m.If(~empty):
+                        m.next = "ISSUE"
+            with m.State("ISSUE"):
+                m.d.comb += master.cmd.valid.eq(1)
+                with m.If(issue & final):
+                    m.next = "IDLE"
+        return fsm
+
+
 class ScratchReader(_Mover):
     """Reads float32 rows from DDR and streams them as ``f32_vec(lanes)`` beats, ``last`` on
     each row's final beat.
@@ -199,17 +218,7 @@ class ScratchReader(_Mover):
         dw, vw = self.data_width, self.lanes * 32
         master = self.master
         start, empty, issue, final = self._row_walker(m, master)
-        with m.FSM(name="reader") as fsm:
-            with m.State("IDLE"):
-                m.d.comb += self.cmd.ready.eq(1)
-                with m.If(self.cmd.valid):
-                    m.d.comb += start.eq(1)
-                    with m.If(~empty):
-                        m.next = "ISSUE"
-            with m.State("ISSUE"):
-                m.d.comb += master.cmd.valid.eq(1)
-                with m.If(issue & final):
-                    m.next = "IDLE"
+        fsm = self._issue_rows(m, master, start, empty, issue, final, name="reader")
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE") | master.busy)
 
         # -- AXI beats -> stream beats
@@ -322,17 +331,8 @@ class ScratchWriter(_Mover):
         m.submodules.counts = counts = fifo.SyncFIFOBuffered(width=ROWS_WIDTH + 1, depth=self.max_commands)
         p = self.cmd.payload
         m.d.comb += counts.w_data.eq(Mux(empty, 0, p.rows))
-        with m.FSM(name="writer") as fsm:
-            with m.State("IDLE"):
-                m.d.comb += self.cmd.ready.eq(counts.w_rdy)
-                with m.If(self.cmd.valid & counts.w_rdy):
-                    m.d.comb += [start.eq(1), counts.w_en.eq(1)]
-                    with m.If(~empty):
-                        m.next = "ISSUE"
-            with m.State("ISSUE"):
-                m.d.comb += master.cmd.valid.eq(1)
-                with m.If(issue & final):
-                    m.next = "IDLE"
+        fsm = self._issue_rows(m, master, start, empty, issue, final, name="writer", room=counts.w_rdy,
+                               on_take=[counts.w_en.eq(1)])
         acked = Signal(ROWS_WIDTH + 1)           # rows of the oldest command acknowledged
         head = counts.r_data
         with m.If(counts.r_rdy & (head == 0)):   # an empty command: done in its turn
