@@ -289,7 +289,7 @@ class CycleModel:
         T, row_cycles = hw.tlmm_tokens, hw.tlmm_tokens / self.rates.dequant_lanes
         buffered = self.rates.dequant_lanes < T
         t = back_end = start
-        stall = 0.0
+        stall = lookups = 0.0
         first = True
         column = 0.0
         for j, (rows, _) in enumerate(self._tiles(step)):
@@ -304,9 +304,11 @@ class CycleModel:
                     go = ready
                 if first or go > t:
                     go += build + (self.cal.tlmm_first if first else 0)
+                    lookups += build
                 first = False
                 column = self._column_cost(n_p, step)
                 block = max(rows, build)
+                lookups += step.blocks * block
                 back = max(rows * row_cycles, columns * column)
                 if buffered:
                     t = max(go + step.blocks * block, back_end)
@@ -319,7 +321,8 @@ class CycleModel:
         tail = self.cal.matmul_tail + self.cal.tail_ddr / 100 * self.ddr.latency + 2 * column
         if step.residual or step.gate:
             tail += self.cal.tail_unit / 100 * (self._gating_latency if step.gate else self._add_latency)
-        return max(t, back_end) + tail, {"stall": round(stall)}
+        # tlmm: the TLMM's own cycles (table builds and lookups) if nothing behind it held it
+        return max(t, back_end) + tail, {"stall": round(stall), "tlmm": round(lookups)}
 
     def _attention(self, step: Attention, n: int, pos: int) -> tuple[float, dict]:
         """Cycles of an ATTENTION step: a linear model in the work the unit does, its
@@ -401,6 +404,14 @@ class CycleModel:
 
     def decode(self, context: int) -> CallCycles:
         return self.call(1, context, kind="decode")
+
+    def elementwise_overhead(self, call: CallCycles, layer: int = 0) -> float:
+        """What the element-wise work adds to ``layer``'s TLMM cycles in ``call``: the cycles of
+        its MATMUL and NORM_QUANT steps beyond the TLMM's own (table builds and lookups) and its
+        waits for weights, over the TLMM's own."""
+        steps = [s for s in call.steps if s.layer == layer and s.op in ("MATMUL", "NORM_QUANT")]
+        own = sum(s.parts.get("tlmm", 0) for s in steps)
+        return (sum(s.cycles - s.parts.get("tlmm", 0) - s.stall for s in steps)) / own
 
     def decode_ddr_bytes(self, context: int) -> int:
         """DDR bytes of a decode step at ``context``: every weight tile once, the K/V history

@@ -48,6 +48,8 @@ def test_steps_add_up_and_scale():
     short, long = cm.call(64), cm.call(128)
     assert short.cycles == sum(s.cycles for s in short.steps) == sum(short.per_op().values())
     assert long.cycles > 1.8 * short.cycles            # the TLMM's passes and attention's pairs
+    assert all(s.parts["tlmm"] > 0 for s in long.steps if s.op == "MATMUL")
+    assert 0 < cm.elementwise_overhead(long) < 1
     near, far = cm.decode(128), cm.decode(1024)
     assert far.per_op()["ATTENTION"] > 4 * near.per_op()["ATTENTION"]   # the history grows with the context
     assert far.per_op()["MATMUL"] == pytest.approx(near.per_op()["MATMUL"], rel=1e-3)   # weights: the same bytes
