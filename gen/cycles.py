@@ -468,3 +468,86 @@ def performance(model: ModelConfig, hw: HardwareConfig, board, *, efficiency: fl
             "assumptions": {**cm.assumptions(), "ddr_efficiency": efficiency,
                             "ddr_peak_bytes_per_s": board.ddr_peak_bytes_per_s,
                             "clock": f"{hw.clock_mhz:g} MHz (hardware config)"}}
+
+
+#: Where a source checkout keeps the benchmarks' results (absent from an installed package).
+RESULTS_DIR = __import__("pathlib").Path(__file__).resolve().parent.parent / "bench" / "results"
+RESOURCE_KEYS = {"lut": "lut_equiv", "ff": "ff", "dsp": "dsp", "bram36": "bram36", "uram": "uram"}
+
+
+def recorded_resources(board, model: ModelConfig, hw: HardwareConfig, results_dir=None) -> dict | None:
+    """The whole top's Yosys estimate for (``board``, ``model``, ``hw``) as a benchmark recorded
+    it (``bench/results/kv260_fit.json``, then ``boards.json``), ``{lut, ff, dsp, bram36, uram:
+    {"used", "capacity"}}`` with its ``source``; None when none matches this hardware config (a
+    synthesis of the top takes up to an hour: ``tellme build`` runs one)."""
+    import json
+    results_dir = RESULTS_DIR if results_dir is None else results_dir
+    capacity = dict(board.pl_resources)
+    candidates = []
+    fit = results_dir / "kv260_fit.json"
+    if fit.exists():
+        data = json.loads(fit.read_text())
+        used = {k: data["resources"][k]["used"] for k in RESOURCE_KEYS}
+        candidates.append((data.get("board"), data.get("preset"), data.get("hardware"), used,
+                           f"bench/results/kv260_fit.json (commit {data.get('commit', '?')})"))
+    boards = results_dir / "boards.json"
+    if boards.exists():
+        for row in json.loads(boards.read_text()).get("pairs", []):
+            used = {k: row["resources"][v] for k, v in RESOURCE_KEYS.items()}
+            candidates.append((row["board"], row["preset"], row["hardware"], used, "bench/results/boards.json"))
+    for name, preset, hardware, used, source in candidates:
+        if name == board.name and preset == model.name and hardware == hw.to_dict():
+            return {**{k: {"used": used[k], "capacity": capacity[k]} for k in RESOURCE_KEYS},
+                    "source": f"Yosys estimate (synth_xilinx -family xcup) recorded in {source}; the design may "
+                              "have changed since"}
+    return None
+
+
+def plot_estimate(estimate: dict, out_dir) -> list:
+    """``roofline.png`` (decode: the DDR bytes a step moves against the time it takes, beside the
+    board's DDR peak and the efficiency assumed) and, with resources, ``resources.png`` (each
+    resource's share of the board). Returns the paths written."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from pathlib import Path
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    peak = estimate["assumptions"]["rates"]["ddr_peak_bytes_per_s"] / 1e9
+    efficiency = estimate["assumptions"]["rates"]["ddr_efficiency"]
+    for ctx, rate in estimate["decode_tok_s"].items():
+        mb = estimate["ddr_bytes_per_token"][ctx] / 1e6
+        ms = 1e3 / rate
+        ax.scatter([ms], [mb], zorder=3)
+        ax.annotate(f"context {ctx}: {rate:.1f} tok/s", (ms, mb), textcoords="offset points", xytext=(6, -4),
+                    fontsize=8)
+    top = max(estimate["ddr_bytes_per_token"].values()) / 1e6 * 1.3
+    for gbs, label, style in ((peak, f"DDR peak {peak:.1f} GB/s", "-"),
+                              (peak * efficiency, f"{100 * efficiency:.0f} % of peak", "--")):
+        ax.plot([0, top / gbs], [0, top], style, color="grey", label=label)
+    ax.set_xlim(0, 1.45 * max(1e3 / r for r in estimate["decode_tok_s"].values()))
+    ax.set(xlabel="decode step (ms)", ylabel="DDR MB per step",
+           title=f"{estimate['model']} on {estimate['board']}: decode against the DDR roofline")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "roofline.png", dpi=120)
+    plt.close(fig)
+    paths.append(out / "roofline.png")
+    resources = estimate.get("resources")
+    if resources:
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        keys = list(RESOURCE_KEYS)
+        values = [100 * resources[k]["used"] / resources[k]["capacity"] if resources[k]["capacity"] else 0
+                  for k in keys]
+        ax.bar(keys, values, color=["tab:red" if v > 100 else "tab:blue" for v in values])
+        ax.axhline(100, color="k", lw=1)
+        for i, v in enumerate(values):
+            ax.text(i, v + 2, f"{v:.0f} %", ha="center", fontsize=8)
+        ax.set(ylabel="per cent of the board", title=f"Resources (Yosys estimate) on {estimate['board']}")
+        fig.tight_layout()
+        fig.savefig(out / "resources.png", dpi=120)
+        plt.close(fig)
+        paths.append(out / "resources.png")
+    return paths

@@ -237,7 +237,7 @@ def cmd_estimate(args) -> int:
     """``tellme estimate``: the cycle model's cycles of a generation (in the structure ``run
     --backend rtl`` reports) and the board's decode and first-token rates (gen/cycles.py)."""
     from .boards import get_board
-    from .gen.cycles import CycleModel, DdrTiming, performance
+    from .gen.cycles import CycleModel, DdrTiming, performance, plot_estimate, recorded_resources
     board = get_board(args.board)
     if args.hardware:
         hw = _hardware(args.hardware)
@@ -276,18 +276,29 @@ def cmd_estimate(args) -> int:
     if cycles["decode"]:
         print(f"  {args.decode_steps} decode steps: cycles {cycles['decode']} "
               f"({len(cycles['decode']) * clock / sum(cycles['decode']):.1f} tokens/s)")
+    resources = recorded_resources(board, config, hw)
+    if resources:
+        print("  resources: " + ", ".join(f"{k} {v['used']:,} of {v['capacity']:,}" for k, v in resources.items()
+                                          if k != "source") + f" ({resources['source']})")
+    else:
+        print("  resources: no synthesis of this configuration recorded (tellme build estimates them)")
     rates = ", ".join(f"{tok:.1f} tok/s at context {ctx}" for ctx, tok in perf["decode_tok_s"].items())
     ttft = ", ".join(f"{s * 1e3:.0f} ms for {n} tokens" for n, s in perf["ttft_s"].items())
     print(f"  decode: {rates or 'no context fits max_context'}; time to first token: {ttft}")
+    estimate = {
+        "model": config.name, "board": board.name, "hardware": hw.to_dict(), "clock_mhz": hw.clock_mhz,
+        "prompt_len": args.prompt_len, "decode_steps": args.decode_steps,
+        "cycles": cycles, "stall_cycles": stalls,
+        "calls": [c.to_dict() for c in calls] if args.steps else None,
+        **{k: perf[k] for k in ("decode_tok_s", "ttft_s", "ddr_bytes_per_token", "ddr_roofline_frac")},
+        "resources": resources,
+        "assumptions": {**model.assumptions(), "rates": perf["assumptions"]},
+    }
+    if args.plot:
+        for path in plot_estimate(estimate, args.plot):
+            print(f"  wrote {path}")
     if args.json:
-        write_json_atomic(args.json, {
-            "model": config.name, "board": board.name, "hardware": hw.to_dict(), "clock_mhz": hw.clock_mhz,
-            "prompt_len": args.prompt_len, "decode_steps": args.decode_steps,
-            "cycles": cycles, "stall_cycles": stalls,
-            "calls": [c.to_dict() for c in calls] if args.steps else None,
-            **{k: perf[k] for k in ("decode_tok_s", "ttft_s", "ddr_bytes_per_token", "ddr_roofline_frac")},
-            "assumptions": {**model.assumptions(), "rates": perf["assumptions"]},
-        })
+        write_json_atomic(args.json, estimate)
     return 0
 
 
@@ -514,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "simulation's DDR model, e.g. 64)")
     s.add_argument("--steps", action="store_true", help="with --json: every call's cycles per step")
     s.add_argument("--json", help="write the estimate as JSON here")
+    s.add_argument("--plot", help="write roofline.png (and resources.png when a synthesis is recorded) here")
     s.set_defaults(func=cmd_estimate)
 
     s = sub.add_parser("compare", help="layer-by-layer agreement of the golden model with the float reference")

@@ -87,15 +87,26 @@ def test_bad_requests_are_refused():
 def test_estimate_command_reports_cycles_like_run_rtl(tmp_path, capsys):
     out = tmp_path / "estimate.json"
     assert main(["estimate", "--preset", "tiny", "--hardware", "sim-small", "--prompt-len", "20",
-                 "--decode-steps", "3", "--steps", "--json", str(out)]) == 0
+                 "--decode-steps", "3", "--steps", "--json", str(out), "--plot", str(tmp_path / "plots")]) == 0
+    assert (tmp_path / "plots" / "roofline.png").stat().st_size > 0
     data = json.loads(out.read_text())
     chunk = hardware_preset("sim-small").prefill_chunk
     assert len(data["cycles"]["prefill"]) == -(-20 // chunk) and len(data["cycles"]["decode"]) == 3
     assert set(data["stall_cycles"]) == {"prefill", "decode"}
     assert all(c > 0 for c in data["cycles"]["prefill"] + data["cycles"]["decode"])
     assert data["calls"][0]["steps"] and "calibration" in data["assumptions"]
-    assert {"decode_tok_s", "ttft_s", "ddr_bytes_per_token", "ddr_roofline_frac"} <= set(data)
+    assert {"decode_tok_s", "ttft_s", "ddr_bytes_per_token", "ddr_roofline_frac", "resources"} <= set(data)
     assert "tokens/s" in capsys.readouterr().out
+
+
+def test_recorded_resources_match_the_hardware_exactly():
+    from tellme.boards import get_board
+    from tellme.gen.cycles import recorded_resources
+    board, model = get_board("kv260"), model_preset("bitnet-b1.58-large")
+    hw = board.default_hardware()
+    found = recorded_resources(board, model, hw)
+    assert found is not None and found["lut"]["capacity"] == board.pl_resources["lut"] and "Yosys" in found["source"]
+    assert recorded_resources(board, model, hw.replace(tlmm_lanes=32)) is None
 
 
 def test_estimate_command_refuses_bad_input(tmp_path, capsys):
