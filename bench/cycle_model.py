@@ -122,6 +122,8 @@ def main(argv=None) -> int:
                       "note": "Calibration() holds the constants fitted on all configurations; each "
                               "leave-one-out error is that configuration's worst call with constants fitted "
                               "on the others only"}
+    elif args.reuse and "fit" in previous:
+        out["fit"] = previous["fit"]           # the same RTL runs: the fit still stands
     out["targets"] = _targets()
     out["wall_seconds"] = round(time.monotonic() - start, 1)
     path.write_text(json.dumps(out, indent=1) + "\n")

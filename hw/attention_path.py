@@ -13,6 +13,7 @@ from .attention import POSITION, check_attn_format
 from .attn_load import AttentionLoad
 from .attn_prefill import PrefillAttention
 from .attn_tiled import TiledAttention
+from .credit_fifo import CreditFifo
 from .compose import axi_ports, issue_once
 from .norm_quant import NormQuant
 from .pipeline import f32_vec
@@ -36,33 +37,6 @@ def attention_command_layout(addr_width: int, chunk: int) -> data.StructLayout:
         "k_base": unsigned(addr_width), "v_base": unsigned(addr_width), "s_base": unsigned(addr_width),
         "write_kv": unsigned(1), "attn": unsigned(addr_width),
     })
-
-
-class _CreditFifo:
-    """A FIFO behind a ScratchReader whose commands are issued only when the FIFO has room for
-    all of their beats (``reserved`` counts beats asked for and not yet popped), so the reader's
-    R data never wait: a manager sharing an HP port with others (one ID, data in AR order
-    through :mod:`~tellme.hw.axi_arbiter`) must not hold the R channel while its consumer waits
-    for another manager's data."""
-
-    def __init__(self, m: Module, name: str, reader: ScratchReader, depth: int):
-        self.depth = depth
-        self.fifo = fifo.SyncFIFOBuffered(width=Shape.cast(f32_vec(reader.lanes)).width, depth=depth)
-        m.submodules[name] = self.fifo
-        m.d.comb += [self.fifo.w_data.eq(reader.o.payload), self.fifo.w_en.eq(reader.o.valid),
-                     reader.o.ready.eq(self.fifo.w_rdy)]
-        self.reserved = Signal(range(depth + 1), name=f"{name}_reserved")
-        self.issued = Signal(range(depth + 1), name=f"{name}_issued")    # beats of a command taken now
-        self.pop = Signal(name=f"{name}_pop")
-        m.d.sync += self.reserved.eq(self.reserved + self.issued - self.pop)
-
-    def room(self, beats) -> Signal:
-        return self.reserved + beats <= self.depth
-
-    def output(self, m: Module, out) -> None:
-        """Drive stream ``out`` (an f32_vec stream: ``valid``, ``payload``; ``ready`` read)."""
-        m.d.comb += [out.valid.eq(self.fifo.r_rdy), out.payload.eq(self.fifo.r_data),
-                     self.fifo.r_en.eq(out.ready), self.pop.eq(self.fifo.r_rdy & out.ready)]
 
 
 class AttentionPath(wiring.Component):
@@ -191,9 +165,9 @@ class AttentionPath(wiring.Component):
         accept = self.cmd.valid & self.cmd.ready
 
         # ---- reads: q heads, k, v per token (one reader), the table rows (two readers)
-        qkv_buf = _CreditFifo(m, "qkv_fifo", qkv, token_beats)
-        cos_buf = _CreditFifo(m, "cos_fifo", cos, cs_beats)
-        sin_buf = _CreditFifo(m, "sin_fifo", sin, cs_beats)
+        qkv_buf = CreditFifo(m, "qkv_fifo", qkv, token_beats)
+        cos_buf = CreditFifo(m, "cos_fifo", cos, cs_beats)
+        sin_buf = CreditFifo(m, "sin_fifo", sin, cs_beats)
 
         rd_token = Signal(range(self.chunk + 1))
         part = Signal(range(3))                  # 0: q heads, 1: k, 2: v

@@ -3,7 +3,7 @@ transpose -> (+ residual, or x act(gate)) -> scratch rows."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -12,6 +12,7 @@ from ..contract.layouts import BufferGeometry
 from .act_buffer import ActBuffer
 from .act_mover import ROW_STRIDE_WIDTH, ROWS_WIDTH, ScratchReader, ScratchWriter
 from .axi import axi_read_signature, axi_write_signature
+from .credit_fifo import CreditFifo
 from .dequant import Dequant
 from .gating import Gating
 from .result_buffer import ResultBuffer
@@ -24,6 +25,8 @@ __all__ = ["MatmulPath", "matmul_command_layout", "weights_command_layout", "WEI
 
 #: Column blocks the MATMUL path's writer holds awaiting their write responses.
 WRITER_COMMANDS = 4
+#: Column blocks of the second operand (residual or gate rows) read ahead of the transpose.
+OPERAND_COLUMNS = 4
 #: Width of a projection's row count (N <= 65535; tiles are at most ``max_rows``).
 PROJECTION_ROWS = unsigned(16)
 
@@ -91,7 +94,10 @@ class MatmulPath(wiring.Component):
     cycle) while the units behind it keep up: results leave during a tile pass's last block,
     one row per lane word, and Dequant takes one per T / ``dequant_lanes`` cycles; the writer
     takes column blocks back to back (up to :data:`WRITER_COMMANDS` awaiting their responses),
-    the residual or gate reader one column block ahead of the writes. Cost: the units it holds.
+    and the residual or gate rows are read up to :data:`OPERAND_COLUMNS` column blocks ahead of
+    the transpose into a credit FIFO (:class:`~tellme.hw.credit_fifo.CreditFifo`). Cost: the
+    units it holds, that FIFO and, with a narrowed Dequant, a
+    :class:`~tellme.hw.result_buffer.ResultBuffer` of a tile's rows.
 
     Parameters (keyword-only): ``geometry`` (the weight buffer), ``tokens`` T, ``lanes`` L
     (element-wise), ``block`` (transpose rows), ``max_tokens``, ``max_inputs``, ``max_rows``
@@ -195,17 +201,22 @@ class MatmulPath(wiring.Component):
         # the gate rows' activation multiplies them; else they go straight to the writer. The
         # choice holds for the whole command.
         gating = self.gating
-        m.d.comb += [radd.y.payload.eq(tr.o.payload), radd.h.payload.eq(rd.o.payload)]
+        # The second operand's rows are read ahead of the transpose's blocks into a credit FIFO
+        # of OPERAND_COLUMNS column blocks (the reader's R data never wait, see CreditFifo).
+        operand = CreditFifo(m, "operand_fifo", rd, OPERAND_COLUMNS * T * -(-self.block // L))
+        h = stream.Signature(rd.o.payload.shape()).create()
+        operand.output(m, h)
+        m.d.comb += [radd.y.payload.eq(tr.o.payload), radd.h.payload.eq(h.payload)]
         if gating is not None:
-            m.d.comb += [gating.up.payload.eq(tr.o.payload), gating.gate.payload.eq(rd.o.payload)]
+            m.d.comb += [gating.up.payload.eq(tr.o.payload), gating.gate.payload.eq(h.payload)]
         with m.If(cmd.residual):
             m.d.comb += [radd.y.valid.eq(tr.o.valid), tr.o.ready.eq(radd.y.ready),
-                         radd.h.valid.eq(rd.o.valid), rd.o.ready.eq(radd.h.ready)]
+                         radd.h.valid.eq(h.valid), h.ready.eq(radd.h.ready)]
             wiring.connect(m, radd.o, wr.i)
         if gating is not None:
             with m.Elif(cmd.gate):
                 m.d.comb += [gating.up.valid.eq(tr.o.valid), tr.o.ready.eq(gating.up.ready),
-                             gating.gate.valid.eq(rd.o.valid), rd.o.ready.eq(gating.gate.ready)]
+                             gating.gate.valid.eq(h.valid), h.ready.eq(gating.gate.ready)]
                 wiring.connect(m, gating.o, wr.i)
         with m.Else():
             wiring.connect(m, tr.o, wr.i)
@@ -255,17 +266,20 @@ class MatmulPath(wiring.Component):
         # Unbuffered, so a range written is visible (level) in the next cycle, when the tile counter
         # that says "all ranges issued" moves too.
         m.submodules.ranges = ranges = fifo.SyncFIFO(width=range_layout.size, depth=4)
+        # the same ranges for the operand reader, which walks their column blocks ahead
+        m.submodules.operand_ranges = operand_ranges = fifo.SyncFIFO(width=range_layout.size, depth=4)
         m.d.comb += [
             tlmm.cmd.payload.blocks.eq(cmd.blocks), tlmm.cmd.payload.rows.eq(tile_rows_now),
             tlmm.cmd.payload.w_mult.eq(cmd.w_mult), tlmm.cmd.payload.d_x.eq(scales.payload.d_x),
             tlmm.cmd.valid.eq(scales.valid & ~tl_sent),
             tr.cmd.payload.tokens.eq(scales.payload.tokens),
-            tr.cmd.valid.eq(scales.valid & ~tr_sent & ranges.w_rdy),
+            tr.cmd.valid.eq(scales.valid & ~tr_sent & ranges.w_rdy & operand_ranges.w_rdy),
         ]
         new_range = Signal(range_layout)
         m.d.comb += [new_range.row0.eq(tile * cmd.tile_rows), new_range.token0.eq(pass_ * T),
                      new_range.tokens.eq(scales.payload.tokens), new_range.rows.eq(tile_rows_now),
-                     ranges.w_data.eq(new_range), ranges.w_en.eq(tr.cmd.valid & tr.cmd.ready)]
+                     ranges.w_data.eq(new_range), ranges.w_en.eq(tr.cmd.valid & tr.cmd.ready),
+                     operand_ranges.w_data.eq(new_range), operand_ranges.w_en.eq(tr.cmd.valid & tr.cmd.ready)]
         tl_done = tl_sent | (tlmm.cmd.valid & tlmm.cmd.ready)
         tr_done = tr_sent | (tr.cmd.valid & tr.cmd.ready)
         m.d.comb += scales.ready.eq(tl_done & tr_done)
@@ -281,43 +295,56 @@ class MatmulPath(wiring.Component):
             with m.If(tr.cmd.valid & tr.cmd.ready):
                 m.d.sync += tr_sent.eq(1)
 
-        # -- per block: the writer's (and residual or gate reader's) column-block commands ---------
+        # -- per block: the writer's column-block commands ------------------------------------------
         second = cmd.residual | cmd.gate if gating is not None else cmd.residual    # a second operand
         current = Signal(range_layout)
         m.d.comb += current.eq(ranges.r_data)
         block_rows_seen = Signal(16)
-        wr_sent, res_sent = Signal(), Signal()
         blk = tr.blocks
-        row = current.row0 + blk.payload.row0
-        col_base = row * 4 + current.token0 * cmd.row_stride
-        row_bytes = ((blk.payload.rows + L - 1) // L) * (4 * L)
+        col_base = (current.row0 + blk.payload.row0) * 4 + current.token0 * cmd.row_stride
         m.d.comb += [
             wr.cmd.payload.base.eq(cmd.dst + col_base), wr.cmd.payload.rows.eq(current.tokens),
-            wr.cmd.payload.row_bytes.eq(row_bytes), wr.cmd.payload.row_stride.eq(cmd.row_stride),
-            rd.cmd.payload.base.eq(cmd.res + col_base), rd.cmd.payload.rows.eq(current.tokens),
-            rd.cmd.payload.row_bytes.eq(row_bytes), rd.cmd.payload.row_stride.eq(cmd.row_stride),
-            wr.cmd.valid.eq(blk.valid & ranges.r_rdy & ~wr_sent),
-            rd.cmd.valid.eq(blk.valid & ranges.r_rdy & second & ~res_sent),
+            wr.cmd.payload.row_bytes.eq(((blk.payload.rows + L - 1) // L) * (4 * L)),
+            wr.cmd.payload.row_stride.eq(cmd.row_stride),
+            wr.cmd.valid.eq(blk.valid & ranges.r_rdy),
+            blk.ready.eq(ranges.r_rdy & wr.cmd.ready),
         ]
-        wr_ok = wr_sent | (wr.cmd.valid & wr.cmd.ready)
-        res_ok = ~second | res_sent | (rd.cmd.valid & rd.cmd.ready)
-        m.d.comb += blk.ready.eq(ranges.r_rdy & wr_ok & res_ok)
         issued = Signal(ROWS_WIDTH)          # column blocks handed to the writer
         acked = Signal(ROWS_WIDTH)           # and acknowledged (its done pulses)
         with m.If(blk.valid & blk.ready):
-            m.d.sync += [wr_sent.eq(0), res_sent.eq(0), issued.eq(issued + 1)]
+            m.d.sync += issued.eq(issued + 1)
             with m.If(block_rows_seen + blk.payload.rows == current.rows):
                 m.d.comb += ranges.r_en.eq(1)
                 m.d.sync += block_rows_seen.eq(0)
             with m.Else():
                 m.d.sync += block_rows_seen.eq(block_rows_seen + blk.payload.rows)
-        with m.Else():
-            with m.If(wr.cmd.valid & wr.cmd.ready):
-                m.d.sync += wr_sent.eq(1)
-            with m.If(rd.cmd.valid & rd.cmd.ready):
-                m.d.sync += res_sent.eq(1)
         with m.If(wr.done):
             m.d.sync += acked.eq(acked + 1)
+
+        # -- the operand reader: the same column blocks (``block`` rows of a range, the last one
+        # shorter), read as soon as the credit FIFO has room for them --------------------------------
+        ahead = Signal(range_layout)
+        m.d.comb += ahead.eq(operand_ranges.r_data)
+        col = Signal(16)                     # the range's rows before this column block
+        col_rows = Signal(16)
+        m.d.comb += col_rows.eq(ahead.rows - col)
+        with m.If(ahead.rows - col > self.block):
+            m.d.comb += col_rows.eq(self.block)
+        col_beats = Signal(range(T * -(-self.block // L) + 1))
+        m.d.comb += col_beats.eq(ahead.tokens * ((col_rows + L - 1) // L))
+        col_last = col + col_rows == ahead.rows
+        m.d.comb += [
+            rd.cmd.payload.base.eq(cmd.res + (ahead.row0 + col) * 4 + ahead.token0 * cmd.row_stride),
+            rd.cmd.payload.rows.eq(ahead.tokens), rd.cmd.payload.row_bytes.eq(((col_rows + L - 1) // L) * (4 * L)),
+            rd.cmd.payload.row_stride.eq(cmd.row_stride),
+            rd.cmd.valid.eq(operand_ranges.r_rdy & second & operand.room(col_beats)),
+        ]
+        with m.If(rd.cmd.valid & rd.cmd.ready):
+            m.d.comb += operand.issued.eq(col_beats)
+            m.d.sync += col.eq(Mux(col_last, 0, col + self.block))
+            m.d.comb += operand_ranges.r_en.eq(col_last)
+        with m.If(operand_ranges.r_rdy & ~second):     # no operand: the ranges are only passed over
+            m.d.comb += operand_ranges.r_en.eq(1)
 
         # -- completion: every range issued and drained, every block written -----------------------
         with m.If(busy & (tile == cmd.tiles) & (ranges.level == 0) & (issued == acked) & ~wr.done):
