@@ -29,9 +29,9 @@ import time
 
 from tellme.boards import get_board
 from tellme.config import model_preset
-from tellme.gen.cycles import Calibration, performance
-from tellme.sim.cycle_check import (CONFIGURATIONS, TOLERANCE, check_cycles, compare_run, fit_calibration,
-                                    recorded)
+from tellme.errors import TellmeError
+from tellme.gen.cycles import Calibration, CycleModel, DdrTiming, performance
+from tellme.sim.cycle_check import CONFIGURATIONS, TOLERANCE, check_cycles, fit_calibration, recorded
 
 from . import argument_parser, log, log_table, results_file
 
@@ -86,12 +86,10 @@ def main(argv=None) -> int:
     old = {r["name"]: r for r in previous.get("configurations", [])}
     results, start = [], time.monotonic()
     for config in CONFIGURATIONS:
-        if args.only and config.name not in args.only:
-            if config.name in old:
-                results.append(compare_run(config, *_raw(recorded(old[config.name]))) | _times(old[config.name]))
-            continue
-        if args.reuse and config.name in old:
-            results.append(compare_run(config, *_raw(recorded(old[config.name]))) | _times(old[config.name]))
+        simulate = not args.reuse and (not args.only or config.name in args.only)
+        if not simulate:
+            if config.name in old:            # the recorded RTL run, held against the model as it is now
+                results.append(recorded(old[config.name]).compare() | _times(old[config.name]))
             continue
         log(f"cycle_model: {config.name} on the RTL ({config.note}) ...")
         results.append(check_cycles(config, progress=False))
@@ -116,7 +114,7 @@ def main(argv=None) -> int:
         for k, r in enumerate(results):
             others = runs[:k] + runs[k + 1:]
             held = fit_calibration(others, progress=None)
-            loo[r["name"]] = compare_run(r_config(r), *_raw(runs[k]), calibration=held)["max_abs_error"]
+            loo[r["name"]] = runs[k].compare(held)["max_abs_error"]
             log(f"  left out {r['name']}: worst call error {100 * loo[r['name']]:.2f} %")
         out["fit"] = {"fitted_on_all": fitted.to_dict(), "leave_one_out_max_abs_error": loo,
                       "note": "Calibration() holds the constants fitted on all configurations; each "
@@ -162,14 +160,6 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def r_config(result: dict):
-    return recorded(result).config
-
-
-def _raw(run) -> tuple[list[dict], list[list[int]]]:
-    return run.calls, run.step_cycles
-
-
 def _times(result: dict) -> dict:
     return {k: result[k] for k in ("build_seconds", "sim_seconds", "wall_seconds") if k in result}
 
@@ -183,8 +173,8 @@ def _targets() -> list[dict]:
             hw = board.default_hardware().capped_to(model)
             try:
                 hw.check_model(model)
-                figures = performance(model, hw, board)
-            except Exception as error:             # a model that does not fit the board: say why
+                figures = performance(CycleModel(model, hw, DdrTiming.of_board(board, hw.clock_mhz)), board)
+            except TellmeError as error:           # a model that does not fit the board: say why
                 out.append({"model": preset, "board": name, "skipped": str(error)})
                 continue
             out.append({**figures, "hardware": hw.to_dict(), "tellme_v2": TELLME_V2 if name == "kv260" else None})

@@ -33,19 +33,17 @@ the per-step cycles of Verilator runs of the top level (``tellme.sim.cycle_check
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..config import ConfigError, HardwareConfig, ModelConfig
-from ..contract.formats import table_entries
+from ..contract.formats import ATTN_SCORE_LANES, table_entries
 from ..contract.layouts import BufferGeometry
 from .program import Attention, LmHead, MatMul, Program, build_program
 from .tiling import MatmulRates
 
 __all__ = ["DdrTiming", "Calibration", "CycleModel", "StepCycles", "CallCycles"]
-
-#: The attention path's score lanes (``gen.top.ATTN_SCORE_LANES``; P.V lanes the same).
-ATTN_LANES = 16
-
 
 @dataclass(frozen=True)
 class DdrTiming:
@@ -78,13 +76,13 @@ class Calibration:
     dispatch: int = 4              # any step: ROM read, word load, dispatch, issue (exact)
     nq_word: int = 6               # a NORM_QUANT word into the act buffer, to the buffer's command (exact)
     head_nq_word: int = 5          # the NORM_QUANT word routed to the LM head (exact)
-    w_mult: int = 130                # MATMUL: the w_mult read beyond one DDR latency
+    w_mult: int = 130              # MATMUL: the w_mult read beyond one DDR latency
     nq_first: int = 199            # NORM_QUANT: first token, beyond one DDR latency and 3 beats per lane group
-    nq_period: int = 101            # NORM_QUANT: per token, beyond 2 cycles per beat
+    nq_period: int = 101           # NORM_QUANT: per token, beyond 2 cycles per beat
     tlmm_first: int = 0            # TLMM: a step's first table build beyond its build time
     matmul_tail: int = 0           # MATMUL: drain (with tail_ddr and two column blocks)
-    tail_ddr: int = 4            # ... per cent of the DDR latency in the drain
-    tail_unit: int = 0           # ... with a second operand: per cent of its unit's latency
+    tail_ddr: int = 4              # ... per cent of the DDR latency in the drain
+    tail_unit: int = 0             # ... with a second operand: per cent of its unit's latency
     column: int = 5                # a column block without second operand, beyond its write beats
     column_second: int = 0         # a column block with a second operand (residual, gate), fixed
     column_latency: int = 21       # ... per cent of the adder's or gating unit's latency
@@ -92,17 +90,17 @@ class Calibration:
     column_ddr: int = 19           # ... per cent of the DDR latency
     embed_fixed: int = 31          # EMBED beyond two DDR latencies and its rows' beats
     embed_row: int = 0             # ... per row
-    attn_fixed: float = 601.729      # ATTENTION: a linear model of its work (CycleModel._attention), least squares
+    attn_fixed: float = 601.729    # ATTENTION: a linear model of its work (CycleModel._attention), least squares
     attn_load: float = 0.793       # ... per load cycle (tokens x (DDR latency + beats))
     attn_pair: float = 0.861       # ... per cycle of causal (query, key) pairs
-    attn_key_tile: float = 53.148    # ... per key tile visited
+    attn_key_tile: float = 53.148  # ... per key tile visited
     attn_query_tile: float = -238.012  # ... per query tile (with attn_fixed: the first ~360, later ones less)
-    attn_output: float = 26.447      # ... per output cycle (hd / 16 per query)
+    attn_output: float = 26.447    # ... per output cycle (hd / 16 per query)
     attn_history_beat: float = 0.923  # ... per AXI beat of K/V history
-    attn_history_tile: float = -24.526   # ... per history tile read
+    attn_history_tile: float = -24.526  # ... per history tile read
     load_share: int = 45           # per cent of the weight loads overlapping an ATTENTION step it loses
     embed_load_share: int = 118    # the same for EMBED (its row reads queue behind the tiles' bursts)
-    lm_fixed: int = 0             # LM_HEAD beyond two DDR latencies, a NORM_QUANT and its rows' beats
+    lm_fixed: int = 0              # LM_HEAD beyond two DDR latencies, a NORM_QUANT and its rows' beats
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -218,6 +216,10 @@ class CycleModel:
         self.entries = table_entries(hw.tlmm_group)
         self.build_tokens = min(2, hw.tlmm_tokens)
         self.words = self._words()
+        #: DDR bytes of every MATMUL tile, in program order (the weight streamer's queue)
+        self.tile_bytes = [b for s in self.program.steps if isinstance(s, MatMul) for _, b in self._tiles(s)]
+        #: DDR bytes of the LM head's rows
+        self.head_bytes = model.vocab_size * model.hidden_size * (1 if hw.lm_head_format == "int8" else 2)
         from ..hw.gating import Gating
         from ..hw.transpose import ResidualAdd
         # the units' documented latencies (built only to ask them: never elaborated)
@@ -262,9 +264,9 @@ class CycleModel:
         """Cycles per transposed column block of ``block`` rows and ``n`` tokens in the back end
         (the writer takes column blocks back to back, up to ``WRITER_COMMANDS`` awaiting their
         responses): its rows' write beats; with a second operand (residual, gate) the operand's
-        rows are read one column block ahead and pass the adder or the gating unit at its
-        narrowed rate, and the fitted terms say how much of the unit's and the DDR's latency
-        is still paid per column block."""
+        rows are read up to ``OPERAND_COLUMNS`` column blocks ahead and pass the adder or the
+        gating unit at its narrowed rate, and the fitted terms say how much of the unit's and
+        the DDR's latency is still paid per column block."""
         hw, cal = self.hw, self.cal
         row = n * -(-self.shape.block * 4 // self.ddr.beat_bytes)
         if not (step.residual or step.gate):
@@ -335,7 +337,7 @@ class CycleModel:
         hd, tile, H = m.head_dim, hw.attn_tile, len(step.heads)
         row_beats = 4 * hd / self.ddr.beat_bytes
         work = {"load": n * (self.ddr.latency + self._beats((H + 2) * hd)),
-                "pairs": 0, "key_tiles": 0, "query_tiles": 0, "outputs": n * H * hd / ATTN_LANES,
+                "pairs": 0, "key_tiles": 0, "query_tiles": 0, "outputs": n * H * hd / ATTN_SCORE_LANES,
                 "history_beats": 0, "history_tiles": 0}
         for qt in range(pos // tile, (pos + n - 1) // tile + 1):
             q_lo, q_hi = max(qt * tile, pos), min(qt * tile + tile, pos + n)
@@ -344,7 +346,7 @@ class CycleModel:
             work["pairs"] += H * sum(q + 1 for q in range(q_lo, q_hi))     # query q sees keys 0..q
             work["history_beats"] += 2 * pos * row_beats
             work["history_tiles"] += -(-pos // tile)
-        cost = {"load": cal.attn_load, "pairs": cal.attn_pair * max(hd // ATTN_LANES, 2),
+        cost = {"load": cal.attn_load, "pairs": cal.attn_pair * max(hd // ATTN_SCORE_LANES, 2),
                 "key_tiles": cal.attn_key_tile, "query_tiles": cal.attn_query_tile, "outputs": cal.attn_output,
                 "history_beats": cal.attn_history_beat, "history_tiles": cal.attn_history_tile}
         total = cal.attn_fixed + sum(work[k] * cost[k] for k in work)
@@ -357,8 +359,7 @@ class CycleModel:
             raise ValueError(f"tokens must be 1..{hw.prefill_chunk} (prefill_chunk), got {tokens}")
         if pos + tokens > hw.max_context:
             raise ValueError(f"pos + tokens ({pos + tokens}) exceed max_context {hw.max_context}")
-        tiles = [b for s in self.program.steps if isinstance(s, MatMul) for _, b in self._tiles(s)]
-        weights = WeightTimeline(tiles, self.ddr, hw.hp_ports)
+        weights = WeightTimeline(self.tile_bytes, self.ddr, hw.hp_ports)
         now, tile_index = 0.0, 0
         act_ready = lambda t: 0.0      # noqa: E731  (no NORM_QUANT before the first MATMUL)
         out = []
@@ -389,9 +390,8 @@ class CycleModel:
             elif op == "HEAD_NORM":
                 now += cal.head_nq_word - cal.dispatch
             elif op == "LM_HEAD":
-                head_bytes = m.vocab_size * m.hidden_size * (1 if hw.lm_head_format == "int8" else 2)
                 now += (cal.lm_fixed + 2 * lat + self._nq_first(m.hidden_size)
-                        + head_bytes / min(self.ddr.bytes_per_cycle, self.ddr.beat_bytes))
+                        + self.head_bytes / min(self.ddr.bytes_per_cycle, self.ddr.beat_bytes))
             layer = getattr(step, "layer", None)
             what = step.proj if isinstance(step, MatMul) else op.lower()
             out.append(StepCycles(index, "NORM_QUANT" if op == "HEAD_NORM" else op, layer, what,
@@ -415,13 +415,10 @@ class CycleModel:
 
     def decode_ddr_bytes(self, context: int) -> int:
         """DDR bytes of a decode step at ``context``: every weight tile once, the K/V history
-        (float32 rows of every kv head, read once per query head pass), the LM head's rows, and
-        the activation rows the steps read and write (a few KiB)."""
-        m, hw = self.model, self.hw
-        weights = sum(b for s in self.program.steps if isinstance(s, MatMul) for _, b in self._tiles(s))
-        history = sum(2 * 4 * m.head_dim * context for s in self.program.steps if isinstance(s, Attention))
-        head = m.vocab_size * m.hidden_size * (1 if hw.lm_head_format == "int8" else 2)
-        return weights + history + head
+        (float32 rows of every kv head, read once per query head pass) and the LM head's rows
+        (the activation rows the steps read and write, a few KiB, are left out)."""
+        history = sum(2 * 4 * self.model.head_dim * context for s in self.program.steps if isinstance(s, Attention))
+        return sum(self.tile_bytes) + history + self.head_bytes
 
     def assumptions(self) -> dict:
         return {
@@ -429,10 +426,11 @@ class CycleModel:
             "schedule": "one sequencer step at a time; weight tiles load ahead in program order into two banks; "
                         "a NORM_QUANT into the act buffer overlaps the MATMUL after it; EMBED and ATTENTION "
                         "lose a share of the weight loads they overlap (shared HP ports)",
-            "tlmm": "per block max(rows, table build); the results leave in the last block at the rate of the "
-                    "slowest unit behind the TLMM (Dequant T/dequant_lanes cycles per row; the writer one column "
-                    "block at a time, with a residual or gate operand its read, the unit's latency and the "
-                    "writes in series)",
+            "tlmm": "per block max(rows, table build); the results leave in the last block and the units "
+                    "behind the TLMM take them at their own rate (Dequant T/dequant_lanes cycles per row, "
+                    "through the result buffer when narrowed, so a pass's back end overlaps the next pass; "
+                    "per column block the writer's beats and, with a residual or gate operand, a fitted "
+                    "share of the unit's and the DDR's latency)",
             "attention": "a linear model in the work of the tiled fp32 attention and its load (load cycles, "
                          "causal pairs, key and query tiles, outputs, history beats and tile reads)",
             "calibration": "constants fitted to per-step cycles of Verilator runs (bench/cycle_model.py): "
@@ -440,15 +438,15 @@ class CycleModel:
         }
 
 
-def performance(model: ModelConfig, hw: HardwareConfig, board, *, efficiency: float = 0.85, latency: int = 40,
-                contexts=(128, 1024), prompts=(64, 128)) -> dict:
-    """The figures ``tellme estimate`` reports for (``model``, ``hw``) on ``board``: decode
-    tokens/s at each context, time to first token for each prompt length, the DDR bytes a
-    decode step moves and the fraction of the DDR roofline reached, with the assumptions.
-    Contexts and prompts beyond ``hw.max_context`` are left out."""
-    ddr = DdrTiming.of_board(board, hw.clock_mhz, efficiency=efficiency, latency=latency)
-    cm = CycleModel(model, hw, ddr)
+def performance(cm: CycleModel, board, *, contexts=(128, 1024), prompts=(64, 128)) -> dict:
+    """The figures ``tellme estimate`` reports for the model of ``cm`` on ``board``: decode
+    tokens/s at each context, time to first token for each prompt length, the DDR bytes a decode
+    step moves and the fraction of the board's DDR roofline reached, with the assumptions (the
+    DDR efficiency is ``cm``'s DDR rate over the board's peak). Contexts and prompts beyond the
+    hardware's ``max_context`` are left out."""
+    model, hw = cm.model, cm.hw
     clock = hw.clock_mhz * 1e6
+    efficiency = cm.ddr.bytes_per_cycle * clock / board.ddr_peak_bytes_per_s
     decode, ttft, ddr_bytes, roofline = {}, {}, {}, {}
     for ctx in contexts:
         if ctx >= hw.max_context:
@@ -471,7 +469,7 @@ def performance(model: ModelConfig, hw: HardwareConfig, board, *, efficiency: fl
 
 
 #: Where a source checkout keeps the benchmarks' results (absent from an installed package).
-RESULTS_DIR = __import__("pathlib").Path(__file__).resolve().parent.parent / "bench" / "results"
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "bench" / "results"
 RESOURCE_KEYS = {"lut": "lut_equiv", "ff": "ff", "dsp": "dsp", "bram36": "bram36", "uram": "uram"}
 
 
@@ -480,7 +478,6 @@ def recorded_resources(board, model: ModelConfig, hw: HardwareConfig, results_di
     it (``bench/results/kv260_fit.json``, then ``boards.json``), ``{lut, ff, dsp, bram36, uram:
     {"used", "capacity"}}`` with its ``source``; None when none matches this hardware config (a
     synthesis of the top takes up to an hour: ``tellme build`` runs one)."""
-    import json
     results_dir = RESULTS_DIR if results_dir is None else results_dir
     capacity = dict(board.pl_resources)
     candidates = []
@@ -510,7 +507,6 @@ def plot_estimate(estimate: dict, out_dir) -> list:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from pathlib import Path
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -168,6 +168,10 @@ class RecordedRun:
     calls: list[dict]
     step_cycles: list[list[int]]
 
+    def compare(self, calibration: Calibration | None = None) -> dict:
+        """:func:`compare_run` of this run (with ``calibration``, default the committed one)."""
+        return compare_run(self.config, self.calls, self.step_cycles, calibration)
+
 
 def _objective(runs: list[RecordedRun], models: list[CycleModel], cal: Calibration) -> float:
     """Squared relative call errors (weighted 3) plus squared step errors relative to their call."""

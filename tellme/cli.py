@@ -268,7 +268,7 @@ def cmd_estimate(args) -> int:
     cycles = {kind: [c.cycles for c in calls if c.kind == kind] for kind in ("prefill", "decode")}
     stalls = {kind: [c.stall_cycles for c in calls if c.kind == kind] for kind in ("prefill", "decode")}
     clock = hw.clock_mhz * 1e6
-    perf = performance(config, hw, board, efficiency=args.ddr_efficiency, latency=args.ddr_latency)
+    perf = performance(model, board)
     print(f"cycle model: {config.name} on {board.name} ({hw.board} hardware, {hw.clock_mhz:g} MHz); "
           f"{ddr.describe()}")
     print(f"  prompt of {args.prompt_len}: prefill cycles {cycles['prefill']} "
