@@ -146,7 +146,6 @@ class _Mover(wiring.Component):
             m.d.sync += [addr.eq(addr + stride), rows_left.eq(rows_left - 1)]
         return start, empty, issue, final
 
-
     def _issue_rows(self, m, master, start, empty, issue, final, *, name, room=None, on_take=()):
         """The command loop of a mover that takes its next command as soon as the current one's
         rows are all handed to the master (and ``room``, if given, allows): ``IDLE`` offers
@@ -299,16 +298,16 @@ class ScratchWriter(_Mover):
     """
 
     _master_class = AxiWriteMaster
+    _axi_signature = staticmethod(axi_write_signature)
 
     def __init__(self, *, max_commands: int = 1, **kwargs):
         try:
             check_positive_int("max_commands", max_commands)
         except ValueError:
-            self._MustUse__silence = True
+            self._MustUse__silence = True      # no "never elaborated" warning for a refused object
             raise
         self.max_commands = max_commands
         super().__init__(**kwargs)
-    _axi_signature = staticmethod(axi_write_signature)
 
     @staticmethod
     def _own_members(lanes):

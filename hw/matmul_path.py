@@ -301,11 +301,16 @@ class MatmulPath(wiring.Component):
         m.d.comb += current.eq(ranges.r_data)
         block_rows_seen = Signal(16)
         blk = tr.blocks
-        col_base = (current.row0 + blk.payload.row0) * 4 + current.token0 * cmd.row_stride
+
+        def column_block(rng, row0, rows):
+            """(byte offset, row bytes) of the column block of ``rows`` rows from row ``row0`` of
+            range ``rng``: T token rows of whole L-lane beats, ``row_stride`` apart."""
+            return (rng.row0 + row0) * 4 + rng.token0 * cmd.row_stride, ((rows + L - 1) // L) * (4 * L)
+
+        wr_offset, wr_bytes = column_block(current, blk.payload.row0, blk.payload.rows)
         m.d.comb += [
-            wr.cmd.payload.base.eq(cmd.dst + col_base), wr.cmd.payload.rows.eq(current.tokens),
-            wr.cmd.payload.row_bytes.eq(((blk.payload.rows + L - 1) // L) * (4 * L)),
-            wr.cmd.payload.row_stride.eq(cmd.row_stride),
+            wr.cmd.payload.base.eq(cmd.dst + wr_offset), wr.cmd.payload.rows.eq(current.tokens),
+            wr.cmd.payload.row_bytes.eq(wr_bytes), wr.cmd.payload.row_stride.eq(cmd.row_stride),
             wr.cmd.valid.eq(blk.valid & ranges.r_rdy),
             blk.ready.eq(ranges.r_rdy & wr.cmd.ready),
         ]
@@ -333,10 +338,10 @@ class MatmulPath(wiring.Component):
         col_beats = Signal(range(T * -(-self.block // L) + 1))
         m.d.comb += col_beats.eq(ahead.tokens * ((col_rows + L - 1) // L))
         col_last = col + col_rows == ahead.rows
+        rd_offset, rd_bytes = column_block(ahead, col, col_rows)
         m.d.comb += [
-            rd.cmd.payload.base.eq(cmd.res + (ahead.row0 + col) * 4 + ahead.token0 * cmd.row_stride),
-            rd.cmd.payload.rows.eq(ahead.tokens), rd.cmd.payload.row_bytes.eq(((col_rows + L - 1) // L) * (4 * L)),
-            rd.cmd.payload.row_stride.eq(cmd.row_stride),
+            rd.cmd.payload.base.eq(cmd.res + rd_offset), rd.cmd.payload.rows.eq(ahead.tokens),
+            rd.cmd.payload.row_bytes.eq(rd_bytes), rd.cmd.payload.row_stride.eq(cmd.row_stride),
             rd.cmd.valid.eq(operand_ranges.r_rdy & second & operand.room(col_beats)),
         ]
         with m.If(rd.cmd.valid & rd.cmd.ready):
