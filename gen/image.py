@@ -201,21 +201,19 @@ def _image_format(data, path) -> ImageFormat:
     return fmt
 
 
-def _section_count(config: ModelConfig, fmt: ImageFormat) -> int:
-    """How many sections the image of ``config`` in ``fmt`` has (contract.layouts.image_sections)."""
-    per_layer = (4 if config.sub_norms else 2) + 1 + len(PROJECTIONS)
-    return 3 + config.num_layers * per_layer + 1 + (2 if fmt.lm_head_format == "int8" else 1)
-
-
 def _check_table(header: dict, config: ModelConfig, fmt: ImageFormat, sections_end: int, path) -> None:
     """The section table: well formed, inside the sections area, and exactly the contract's
     layout of this model and format (the sequencer reads the sections at those offsets)."""
     table = header["sections"]
     if not isinstance(table, list):
         _corrupt(path, "the section table is not a list")
-    count = _section_count(config, fmt)
-    if len(table) != count:
-        _corrupt(path, f"{len(table)} sections in the table, a {config.num_layers}-layer model has {count}")
+    # every layer has sections of its own: more layers than table entries cannot match, and the
+    # contract's layout of an absurd layer count is not built
+    if config.num_layers > len(table):
+        _corrupt(path, f"{len(table)} sections in the table, a {config.num_layers}-layer model has more")
+    layout = list(image_sections(config, fmt).values())
+    if len(table) != len(layout):
+        _corrupt(path, f"{len(table)} sections in the table, a {config.num_layers}-layer model has {len(layout)}")
     keys = {"name", "offset", "size", "dtype", "shape", "crc32"}
     for i, s in enumerate(table):
         if not isinstance(s, dict) or set(s) != keys:
@@ -229,7 +227,6 @@ def _check_table(header: dict, config: ModelConfig, fmt: ImageFormat, sections_e
         if s["offset"] < IMAGE_PREAMBLE_BYTES or s["offset"] + s["size"] > sections_end:
             _corrupt(path, f"section {name} (bytes {s['offset']:#x}..{s['offset'] + s['size']:#x}) lies outside the "
                            f"sections area {IMAGE_PREAMBLE_BYTES:#x}..{sections_end:#x} (sizes lie or the file is cut)")
-    layout = list(image_sections(config, fmt).values())
     for s, want in zip(table, layout):
         got = (s["name"], s["offset"], s["size"], s["dtype"], tuple(s["shape"]))
         if got != (want.name, want.offset, want.size, want.dtype, want.shape):
