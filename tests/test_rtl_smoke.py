@@ -121,7 +121,10 @@ def test_testbench_catches_dropped_beat():
 @pytest.mark.rtl
 def test_testbench_catches_protocol_violation():
     with pytest.raises(RTLTestFailure) as caught:
-        run_cocotb(OverwritingStreamBuffer(PLAIN_SHAPE), name="overwriting_buffer",
+        # A fixed seed: under some stall patterns the overwrite replaces a beat in the very cycle
+        # it is first offered, which shows as a lost beat (the scoreboard's failure), not as a
+        # held payload changing (a clean CI run drew such a seed); seed 1's stalls hold one.
+        run_cocotb(OverwritingStreamBuffer(PLAIN_SHAPE), name="overwriting_buffer", seed=1,
                    test_module=TB, testcase="test_random_stalls", waves_on_failure=False,
                    parameters=tb_parameters(PLAIN_SHAPE, beats=300,
                                             stall_probabilities=[[0.0, 0.5]]))
