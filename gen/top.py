@@ -300,10 +300,24 @@ class TellmeTop(wiring.Component):
         for code, name in enumerate(("BAD_TOKEN_COUNT", "CONTEXT_OVERFLOW", "MISALIGNED_BASE")):
             m.d.comb += raised[ERROR_BITS.index(name)].eq(dpf.fail & dpf.fail_code[code])
         m.d.sync += errors.eq(Mux(regs.control_start, 0, errors) | raised)
+        # Watchdog: a call whose units stop making progress (no handshake on any channel of any
+        # HP port for WATCHDOG.CYCLES cycles: a starved or deadlocked unit) ends as an AXI error
+        # does, with ERR_CODE.WATCHDOG; it fires once, then the drain resets the datapath.
+        progress = _any([getattr(port, f"{ch}valid") & getattr(port, f"{ch}ready")
+                         for port in dpf.hp for ch in ("ar", "r", "aw", "w", "b")])
+        quiet = Signal(32)
+        with m.If(regs.control_start | progress | ~dpf.busy | draining):
+            m.d.sync += quiet.eq(0)
+        with m.Elif(quiet != regs.watchdog_cycles):
+            m.d.sync += quiet.eq(quiet + 1)
+        watchdog = Signal()
+        m.d.comb += [watchdog.eq((regs.watchdog_cycles != 0) & (quiet == regs.watchdog_cycles - 1)
+                                 & dpf.busy & ~progress & ~draining),
+                     raised[ERROR_BITS.index("WATCHDOG")].eq(watchdog)]
         # The abort follows the error response by a cycle: the managers' RREADY may depend on
         # RVALID, which the drain overrides, so a combinational abort would close a loop.
         abort = Signal()
-        m.d.sync += abort.eq(read_error | write_error)
+        m.d.sync += abort.eq(read_error | write_error | watchdog)
         m.d.comb += [reset_request.eq(regs.control_soft_reset | abort),
                      regs.status_done_set.eq(dpf.done),
                      regs.status_error_set.eq(dpf.fail | abort)]

@@ -166,6 +166,9 @@ class Accelerator:
         if status["ERROR"]:
             errors = self.regs.read("ERR_CODE")
             names = [n for n in ERROR_BITS if errors[n]]
+            if "WATCHDOG" in names:
+                names[names.index("WATCHDOG")] = (f"WATCHDOG (no AXI handshake for {self.regs.read_word('WATCHDOG')} "
+                                                  f"cycles: a unit starved or stuck)")
             raise AcceleratorError(f"accelerator error: {', '.join(names) or 'unknown'}")
         if not status["DONE"]:
             return None

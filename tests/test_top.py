@@ -12,12 +12,14 @@ import pytest
 from amaranth.lib import data
 
 from tellme.config import ConfigError, hardware_preset, model_preset
+from tellme.contract.regmap import WATCHDOG_CYCLES
 from tellme.gen.checkpoint import load_checkpoint
 from tellme.gen.image import write_image
 from tellme.gen.program import build_program
 from tellme.gen.synthetic import write_checkpoint
 from tellme.gen.top import TellmeTop, encode_program
 from tellme.hw.sequencer import OPS, RELOCATIONS, step_layout
+from tellme.sim.axi_stall import STALL_CHANNELS
 from tellme.sim.backends import generate, make_backend
 from tellme.weights import random_weights
 
@@ -114,7 +116,9 @@ def test_generation_on_the_rtl_equals_golden(checkpoints):
     the golden backend bit for bit. Before it, on the same design: calls the hardware must
     refuse (TOKEN_COUNT 0, above the chunk, 2 in decode; SEQ_POS + TOKEN_COUNT beyond the
     context), an AXI error on the first weight read and on the first read of all, a SOFT_RESET
-    in the middle of a prefill; the generation after them is still exact."""
+    in the middle of a prefill and of a decode, the system reset in the middle of each, and a
+    starved unit (one HP port's read data held back) ended by the watchdog with
+    ERR_CODE.WATCHDOG; the generation after them is still exact."""
     from tellme.sim.top_harness import MEMORY_BASE, ddr_bytes, rtl_generate
     weights = checkpoints["tiny"]
     prompt, new_tokens = _prompt(weights), 17
@@ -138,6 +142,17 @@ def test_generation_on_the_rtl_equals_golden(checkpoints):
         {"op": "expect_error", "call": {"op": "prefill", "ids": prompt[:3]}},
         {"op": "restore_bases"},
         {"op": "soft_reset_during", "call": {"seq_pos": 0, "token_count": 12}, "after": 20e-6},
+        # a starved unit: HP0's read data held back from the start of a call (stall bit 1 of
+        # port 0: its R channel), the watchdog at 2,000 quiet cycles
+        {"op": "write", "register": "WATCHDOG", "fields": {"CYCLES": 2000}},
+        {"op": "stall", "mask": 1 << STALL_CHANNELS.index(("r", "rvalid", "rready"))},
+        {"op": "expect_error", "call": {"op": "prefill", "ids": prompt[:3]}},
+        {"op": "stall", "mask": 0},
+        {"op": "soft_reset_during", "call": {"seq_pos": 5, "token_count": 1, "decode": True}, "after": 4e-6},
+        {"op": "system_reset_during", "call": {"seq_pos": 0, "token_count": 12}, "after": 20e-6},
+        {"op": "restore_bases"},                                    # the system reset cleared them
+        {"op": "system_reset_during", "call": {"seq_pos": 5, "token_count": 1, "decode": True}, "after": 4e-6},
+        {"op": "restore_bases"},
     ]
     got_ids, got_logits, run = rtl_generate(weights, HW, prompt, new_tokens, before=errors)
     messages = run.errors
@@ -146,7 +161,17 @@ def test_generation_on_the_rtl_equals_golden(checkpoints):
     for message in messages[4:6]:
         assert message is not None and "AXI_READ" in message, message
         assert message.startswith("prefill call at position 0 (3 tokens)"), message
-    assert messages[6] == {"busy_when_reset": 1, "busy_after": 0}, messages[6]
+    idle = {"BUSY": 0, "DONE": 0, "ERROR": 0}
+    # SOFT_RESET: back to idle; the call's flags stay cleared, the register file keeps its values
+    assert messages[6] == {"busy_when_reset": 1, "status_after": idle, "err_code_after": 0,
+                           "watchdog_after": WATCHDOG_CYCLES}, messages[6]
+    assert messages[7] is not None and "WATCHDOG (no AXI handshake for 2000 cycles" in messages[7], messages[7]
+    assert messages[8] == {"busy_when_reset": 1, "status_after": idle, "err_code_after": 0,
+                           "watchdog_after": 2000}, messages[8]
+    # the system reset: idle, and the register file back to its reset values
+    for message in messages[9:11]:
+        assert message == {"busy_when_reset": 1, "status_after": idle, "err_code_after": 0,
+                           "watchdog_after": WATCHDOG_CYCLES}, message
     _assert_same_generation(got_ids, got_logits, want_ids, want_logits)
     kinds = [c["kind"] for c in run.calls]
     assert kinds == ["prefill", "prefill"] + ["decode"] * (new_tokens - 1)

@@ -5,7 +5,11 @@ top and its DDR model, as it would on the board, and records every call.
 Configuration: ``image``, ``model``, ``hardware``, ``memory_base``, ``memory_bytes``,
 ``clock_hz``, ``script`` (``{"op": "prefill", "ids": [...]}``, ``{"op": "decode", "id": i}``,
 ``{"op": "reset"}``, ``{"op": "bases", "bases": {"image": addr}}`` / ``{"op": "restore_bases"}``,
-``{"op": "soft_reset_during", "call": {"seq_pos", "token_count"}, "after": seconds}``,
+``{"op": "soft_reset_during", "call": {"seq_pos", "token_count", "decode"}, "after": seconds}``
+(and ``system_reset_during``: the system reset instead of SOFT_RESET; both record BUSY before
+and STATUS, ERR_CODE, WATCHDOG after), ``{"op": "write", "register": name, "fields": {...}}``,
+``{"op": "stall", "mask": m}`` (hold the HP channels of the stall bits in ``m`` from now on: a
+starved unit; needs ``hp_pauses`` off),
 ``{"op": "generate", "ids": [...], "max_new_tokens": k}`` (greedy: prefill,
 then decode the token the hardware chose, k tokens in all), ``{"op": "expect_error", "call": {...}, "message": "..."}``), ``results`` (JSON
 path: ``calls``, one ``{kind, tokens, token, cycles, stall_cycles, logits (uint32 bits)}`` per
@@ -24,6 +28,7 @@ import sys
 
 import cocotb
 import numpy as np
+from cocotb.task import resume
 from cocotb.triggers import RisingEdge
 
 from ...config import HardwareConfig
@@ -61,6 +66,15 @@ async def test_script(dut):
     snapshots: list[dict] = []
     regions: dict[str, tuple[int, int]] = {}
 
+    @resume
+    async def set_stall(mask: int) -> None:
+        dut.stall.value = mask
+        await RisingEdge(clock)
+
+    @resume
+    async def pulse_reset() -> None:
+        await tb.reset(4)
+
     def host():
         acc = Accelerator(transport, cfg["image"], hw, timeout=cfg.get("call_timeout", CALL_TIMEOUT),
                           poll_interval=2e-6)
@@ -79,13 +93,26 @@ async def test_script(dut):
             if op == "restore_bases":
                 acc.set_bases(**{k: b.physical_address for k, b in acc.buffers.items()})
                 continue
-            if op == "soft_reset_during":           # start a call, SOFT_RESET it midway, forget it
+            if op in ("soft_reset_during", "system_reset_during"):
+                # start a call, reset it midway (SOFT_RESET, or the system reset that also
+                # clears the register file), forget it; record the state before and after
                 call = item["call"]
-                acc.start(decode=False, seq_pos=call["seq_pos"], token_count=call["token_count"])
+                acc.start(decode=call.get("decode", False), seq_pos=call["seq_pos"], token_count=call["token_count"])
                 acc.transport.wait(item["after"])
                 busy = acc.regs.read("STATUS")["BUSY"]
-                acc.regs.write("CONTROL", SOFT_RESET=1)
-                errors.append({"busy_when_reset": busy, "busy_after": acc.regs.read("STATUS")["BUSY"]})
+                if op == "soft_reset_during":
+                    acc.regs.write("CONTROL", SOFT_RESET=1)
+                else:
+                    pulse_reset()
+                errors.append({"busy_when_reset": busy, "status_after": acc.regs.read("STATUS"),
+                               "err_code_after": acc.regs.read_word("ERR_CODE"),
+                               "watchdog_after": acc.regs.read_word("WATCHDOG")})
+                continue
+            if op == "write":                       # a register write, e.g. the watchdog's limit
+                acc.regs.write(item["register"], **item["fields"])
+                continue
+            if op == "stall":                       # hold the HP ports' channels of these stall bits
+                set_stall(item["mask"])
                 continue
             if op == "expect_error":
                 try:

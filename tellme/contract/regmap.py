@@ -140,6 +140,12 @@ def _word(name, doc, access="rw"):
     return (Field(name, 0, 32, access, doc),)
 
 
+#: ``WATCHDOG.CYCLES`` after reset: 2^24 cycles (56 ms at 300 MHz) without a handshake on any
+#: AXI port of the datapath. Every step streams from or to DDR, so a working call's stretches
+#: without a beat (a table build, an element-wise pipeline's drain, an attention tile's
+#: softmax) should stay far below it.
+WATCHDOG_CYCLES = 1 << 24
+
 # Error bits of ERR_CODE, in order (bit i).
 ERROR_BITS = ("AXI_READ", "AXI_WRITE", "BAD_TOKEN_COUNT", "CONTEXT_OVERFLOW", "MISALIGNED_BASE", "WATCHDOG")
 
@@ -161,6 +167,9 @@ REGISTER_MAP = RegisterMap(id_value=0x544C4D45, registers=(
     Register("TOKEN_COUNT", 0x20, _word("COUNT", "tokens in this call (1..PREFILL_CHUNK; 1 in decode)")),
     Register("ERR_CODE", 0x24, tuple(Field(name, i, 1, "ro") for i, name in enumerate(ERROR_BITS))),
     Register("RESULT_TOKEN", 0x28, _word("TOKEN", "argmax of the last position's logits", "ro")),
+    Register("WATCHDOG", 0x2C, (Field("CYCLES", 0, 32, "rw", "a call whose AXI ports see no handshake for this "
+                                      "many cycles ends with ERR_CODE.WATCHDOG (0: never)",
+                                      reset=WATCHDOG_CYCLES),)),
     Register("CYCLES_LO", 0x30, _word("VALUE", "cycles from START to DONE of the last call, low word", "ro")),
     Register("CYCLES_HI", 0x34, _word("VALUE", "high word", "ro")),
     Register("STALL_LO", 0x38, _word("VALUE", "cycles the TLMM lanes waited for weights, low word", "ro")),
@@ -181,8 +190,8 @@ REGISTER_MAP = RegisterMap(id_value=0x544C4D45, registers=(
 ))
 
 
-#: ``VERSION.RTL``: bumped when the RTL's behaviour at the register map changes.
-RTL_VERSION = 1
+#: ``VERSION.RTL``: bumped when the RTL's behaviour at the register map changes (2: WATCHDOG).
+RTL_VERSION = 2
 
 #: Hardware fields that do not change the generated design (so not in its hash).
 _NOT_IN_DESIGN = ("board", "clock_mhz")
