@@ -39,7 +39,7 @@ from pathlib import Path
 
 from ..config import ConfigError, HardwareConfig, ModelConfig
 from ..contract.formats import ATTN_SCORE_LANES, table_entries
-from ..contract.layouts import BufferGeometry
+from ..contract.layouts import BufferGeometry, ImageFormat, LmHeadStream
 from .program import Attention, LmHead, MatMul, Program, build_program
 from .tiling import MatmulRates
 
@@ -218,8 +218,9 @@ class CycleModel:
         self.words = self._words()
         #: DDR bytes of every MATMUL tile, in program order (the weight streamer's queue)
         self.tile_bytes = [b for s in self.program.steps if isinstance(s, MatMul) for _, b in self._tiles(s)]
-        #: DDR bytes of the LM head's rows
+        #: DDR bytes of the LM head's rows, and the HP ports it reads them over in lockstep
         self.head_bytes = model.vocab_size * model.hidden_size * (1 if hw.lm_head_format == "int8" else 2)
+        self.head_ports = LmHeadStream.of(model, ImageFormat.of(hw)).ports
         from ..hw.gating import Gating
         from ..hw.transpose import ResidualAdd
         # the units' documented latencies (built only to ask them: never elaborated)
@@ -391,7 +392,7 @@ class CycleModel:
                 now += cal.head_nq_word - cal.dispatch
             elif op == "LM_HEAD":
                 now += (cal.lm_fixed + 2 * lat + self._nq_first(m.hidden_size)
-                        + self.head_bytes / min(self.ddr.bytes_per_cycle, self.ddr.beat_bytes))
+                        + self.head_bytes / min(self.ddr.bytes_per_cycle, self.head_ports * self.ddr.beat_bytes))
             layer = getattr(step, "layer", None)
             what = step.proj if isinstance(step, MatMul) else op.lower()
             out.append(StepCycles(index, "NORM_QUANT" if op == "HEAD_NORM" else op, layer, what,

@@ -37,7 +37,8 @@ import numpy as np
 from ..config import LM_HEAD_FORMATS, HardwareConfig, ModelConfig
 from ..contract.formats import (code_bits, lm_head_int8, pack_codes, rope_table, tlmm_codes_from_stream, tlmm_decode,
                                 tlmm_encode, tlmm_groups, tlmm_weight_stream, unpack_codes, weight_multiplier)
-from ..contract.layouts import (IMAGE_MAGIC, IMAGE_PREAMBLE_BYTES, IMAGE_VERSION, PAGE, ImageFormat, image_sections,
+from ..contract.layouts import (IMAGE_MAGIC, IMAGE_PREAMBLE_BYTES, IMAGE_VERSION, PAGE, ImageFormat, LmHeadStream,
+                                image_sections,
                                 page_up, projection_port_stride)
 from ..errors import TellmeError
 from ..weights import PROJECTIONS, LayerWeights, ModelWeights, TernaryTensor, WeightsError
@@ -103,12 +104,9 @@ def _sections(weights: ModelWeights, fmt: ImageFormat):
         for p in PROJECTIONS:
             yield f"layers.{i}.{p}", encode_projection(lw.proj[p], fmt), "tlmm"
     yield "final_norm", f32(weights.final_norm), "float32"
-    if fmt.lm_head_format == "int8":
-        q, scale = lm_head_int8(weights.lm_head)
-        yield "lm_head.q", q, "int8"
-        yield "lm_head.scale", scale, "float32"
-    else:
-        yield "lm_head.f16", weights.lm_head.astype(np.float16), "float16"
+    head = LmHeadStream.of(c, fmt)
+    arrays = lm_head_int8(weights.lm_head) if fmt.lm_head_format == "int8" else (weights.lm_head.astype(np.float16),)
+    yield "lm_head", head.encode(arrays), image_sections(c, fmt)["lm_head"].dtype
 
 
 def write_image(weights: ModelWeights, hw: HardwareConfig, path) -> dict:
@@ -125,7 +123,12 @@ def write_image(weights: ModelWeights, hw: HardwareConfig, path) -> dict:
             out.write(bytes(IMAGE_PREAMBLE_BYTES))
             for name, data, dtype in _sections(weights, fmt):
                 raw = data if isinstance(data, bytes) else data.tobytes()
-                shape = weights.config.projections()[name.split(".")[-1]] if dtype == "tlmm" else list(data.shape)
+                if dtype == "tlmm":
+                    shape = weights.config.projections()[name.split(".")[-1]]
+                elif name == "lm_head":
+                    shape = [weights.config.vocab_size, weights.config.hidden_size]
+                else:
+                    shape = list(data.shape)
                 # The contract's layout (baked into the sequencer program) and the bytes agree.
                 expected = layout.get(name)
                 if expected is None or (expected.offset, expected.size, expected.dtype, expected.shape) != \
@@ -253,8 +256,8 @@ def read_header(path) -> dict:
                 raise ImageError(f"{path}: truncated: {size} bytes, shorter than the {IMAGE_PREAMBLE_BYTES}-byte preamble")
             version = struct.unpack_from("<I", head, 8)[0]
             if version != IMAGE_VERSION:
-                why = ("an older tellme wrote it, without section checksums: convert the checkpoint again "
-                       "(`tellme convert`)" if version < IMAGE_VERSION else "a newer tellme wrote it")
+                why = ("an older tellme wrote it: convert the checkpoint again (`tellme convert`)"
+                       if version < IMAGE_VERSION else "a newer tellme wrote it")
                 raise ImageError(f"{path}: image format version {version}, this tellme reads version "
                                  f"{IMAGE_VERSION} ({why})")
             _, length, offset, header_crc = _PREAMBLE.unpack_from(head, 8)
@@ -360,11 +363,13 @@ def read_image(path) -> tuple[ModelWeights, ImageFormat, dict]:
     embed = arr("embed")
     if header["tied_embeddings"]:
         lm_head = embed
-    elif fmt.lm_head_format == "int8":
-        with np.errstate(over="ignore", invalid="ignore"):
-            lm_head = (arr("lm_head.q").astype(np.float64) * arr("lm_head.scale").astype(np.float64)[:, None]).astype(np.float32)
     else:
-        lm_head = arr("lm_head.f16").astype(np.float32)
+        head = LmHeadStream.of(config, fmt).decode(raw("lm_head").tobytes())
+        if fmt.lm_head_format == "int8":
+            with np.errstate(over="ignore", invalid="ignore"):
+                lm_head = (head[0].astype(np.float64) * head[1].astype(np.float64)[:, None]).astype(np.float32)
+        else:
+            lm_head = head[0].astype(np.float32)
     weights = ModelWeights(config, embed, layers, arr("final_norm"), lm_head)
     try:
         return weights.validate(), fmt, header

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 
 from ..config import ConfigError, HardwareConfig, ModelConfig
 from ..contract.formats import tlmm_groups
-from ..contract.layouts import (PROJECTIONS_ORDER, BufferGeometry, ImageFormat, IoLayout, KvBases, ScratchArray,
+from ..contract.layouts import (PROJECTIONS_ORDER, BufferGeometry, ImageFormat, IoLayout, KvBases, LmHeadStream,
+                                ScratchArray,
                                 Section, image_sections, kv_cache_map, page_up, scratch_layout)
 from .tiling import tile_projection
 
@@ -117,13 +118,14 @@ class LmHead:
     op = "LM_HEAD"
     src: str
     norm: Section
-    head: tuple[Section, ...]
+    head: Section                       # the image section ``lm_head``
+    stream: LmHeadStream                # its striped layout
     fmt: str
     eps: float
 
     def describe(self) -> str:
         return (f"last row of {self.src} -> RMSNorm {self.norm.name} -> {self.fmt} head "
-                f"@ image+{self.head[0].offset:#x} -> logits (IO), argmax -> RESULT_TOKEN")
+                f"@ image+{self.head.offset:#x} ({self.stream.ports} port(s)) -> logits (IO), argmax -> RESULT_TOKEN")
 
 
 Step = Embed | NormQuant | MatMul | Attention | LmHead
@@ -250,8 +252,8 @@ def build_program(model: ModelConfig, hw: HardwareConfig, *, urams_per_bank: int
         steps += [matmul(i, "gate_proj", "gate"), matmul(i, "up_proj", "up", gate="gate")]
         steps.append(NormQuant(i, "up", model.intermediate_size, gain(f"layers.{i}.ffn_sub_norm"), eps))
         steps.append(matmul(i, "down_proj", "h0", residual="h1"))
-    head = ((image["lm_head.q"], image["lm_head.scale"]) if hw.lm_head_format == "int8" else (image["lm_head.f16"],))
-    steps.append(LmHead("h0", image["final_norm"], head, hw.lm_head_format, eps))
+    steps.append(LmHead("h0", image["final_norm"], image["lm_head"], LmHeadStream.of(model, ImageFormat.of(hw)),
+                        hw.lm_head_format, eps))
     # The sequencer ends a NORM_QUANT step once the act buffer has its write command and relies
     # on the next step being the MATMUL that reads the buffer behind the writes (hw/sequencer.py).
     for step, after in zip(steps, steps[1:]):

@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from ..boards import weight_ram_style
 from ..config import ConfigError, HardwareConfig, ModelConfig
 from ..contract.formats import ATTN_SCORE_LANES
-from ..contract.layouts import BufferGeometry, ImageFormat, projection_port_stride
+from ..contract.layouts import BufferGeometry, ImageFormat, LmHeadStream, projection_port_stride
 from ..contract.regmap import ERROR_BITS, REGISTER_MAP, design_hash, register_constants
 from ..hw.attention_path import AttentionPath
 from ..hw.axi import axi_lite_signature, axi_signature
@@ -131,9 +131,10 @@ def encode_program(program: Program, commands: dict[str, data.StructLayout]) -> 
             src = scratch[step.src]
             words.append(word("NORM_QUANT", _norm_quant_values(src, model.hidden_size, step.norm, step.eps),
                               last_row=1, to_head=1))
-            # the fp16 head has no scales: its command's scales_base is unused
-            scales = step.head[1].offset if step.fmt == "int8" else 0
-            words.append(word("LM_HEAD", {"rows_base": step.head[0].offset, "scales_base": scales,
+            # rows and scales at logical bytes of the striped section (the fp16 head has no scales:
+            # its command's scales_base is unused)
+            words.append(word("LM_HEAD", {"stripe_base": step.head.offset, "stripe_bytes": step.stream.stripe_bytes,
+                                          "rows_base": 0, "scales_base": step.stream.scales_offset,
                                           "rows": model.vocab_size, "cols": model.hidden_size,
                                           "logits": io.logits_offset}))
         else:
@@ -199,9 +200,11 @@ class TellmeTop(wiring.Component):
                                        tile=hw.attn_tile, chunk=C, data_width=dw, addr_width=aw,
                                        dot_lanes=ATTN_SCORE_LANES, attn_format=hw.attn_format,
                                        rope_lanes=hw.rope_lanes)
+        # The head streams over every HP port at once when its rows allow (LmHeadStream).
+        head_ports = LmHeadStream.of(model, ImageFormat.of(hw)).ports
         self.lm_head = LmHeadPath(lanes=L, max_rows=model.vocab_size, max_cols=model.hidden_size,
-                                  weight_format=hw.lm_head_format,
-                                  data_width=dw, addr_width=aw)
+                                  weight_format=hw.lm_head_format, data_width=dw, addr_width=aw,
+                                  ports=head_ports, aligned_rows=head_ports > 1)
         paths = {"EMBED": self.embed, "NORM_QUANT": self.norm_quant, "MATMUL": self.matmul,
                  "ATTENTION": self.attention, "LM_HEAD": self.lm_head}
         self.paths = paths
@@ -213,18 +216,26 @@ class TellmeTop(wiring.Component):
         self.regfile = RegisterFile(constants=register_constants(model, hw))
         # Every AXI manager of the datapath: (name, port); the weight streams first, one per HP port.
         self.read_managers = [(f"matmul.weights[{p}]", self.matmul.weights[p]) for p in range(hw.hp_ports)]
-        self.write_managers = []
+        self.write_managers, striped = [], []
         for unit_name, unit in [("sequencer", self.sequencer), *((op.lower(), p) for op, p in paths.items())]:
             for name, member in unit.signature.members.items():
                 if not name.endswith("_axi"):
                     continue
                 port = getattr(unit, name)
+                if member.dimensions:                # one manager per HP port (the LM head's stripes)
+                    striped.append([(f"{unit_name}.{name}[{p}]", port[p]) for p in range(member.dimensions[0])])
+                    continue
                 kind = "read" if "arvalid" in member.signature.members else "write"
                 (self.read_managers if kind == "read" else self.write_managers).append((f"{unit_name}.{name}", port))
-        # Port p: weight stream p, then the other readers dealt round robin.
+        # Port p: weight stream p, then the other readers dealt round robin, then stripe p of
+        # each striped reader.
         self.port_readers = [[self.read_managers[p]] for p in range(hw.hp_ports)]
         for i, manager in enumerate(self.read_managers[hw.hp_ports:]):
             self.port_readers[i % hw.hp_ports].append(manager)
+        for managers in striped:
+            for p, manager in enumerate(managers):
+                self.port_readers[p].append(manager)
+            self.read_managers += managers
         self.datapath = _Datapath(self)
         self.quiesce = [AxiQuiesce(data_width=dw, addr_width=aw) for _ in range(hw.hp_ports)]
         members = {"s_axil": In(axi_lite_signature(addr_width=12))}

@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from ..config import check_positive_int
 from ..contract.fp32 import ACC_INTERLEAVE
 from .axi import axi_read_signature
-from .axi_read import AxiReadMaster
+from .striped_read import StripedReadMaster
 from .fp32 import FAdd, FMul, FromInt, Stages, leading_zeros
 from .pipeline import f32_tree, f32_vec, q8_vec
 
@@ -50,10 +50,13 @@ def widen_f16(m: Module, h, name: str):
 
 
 def lm_head_command_layout(*, addr_width: int, max_rows: int, max_cols: int) -> data.StructLayout:
-    """One call: ``rows`` (vocab) rows of ``cols`` (hidden) int8 at ``rows_base`` (row ``r`` at
-    ``rows_base + r * cols``, the image section ``lm_head.q``) and ``rows`` float32 scales at
-    ``scales_base`` (``lm_head.scale``); absolute byte addresses."""
-    return data.StructLayout({"rows_base": unsigned(addr_width), "scales_base": unsigned(addr_width),
+    """One call: ``rows`` (vocab) rows of ``cols`` (hidden) int8 at logical byte ``rows_base``
+    (row ``r`` at ``rows_base + r * cols``) and ``rows`` float32 scales at logical byte
+    ``scales_base`` of a byte stream striped over the unit's ports (one port: the stream itself)
+    from ``stripe_base``, ``stripe_bytes`` apart (the image section ``lm_head``:
+    :class:`~tellme.hw.striped_read.StripedReadMaster`)."""
+    return data.StructLayout({"stripe_base": unsigned(addr_width), "stripe_bytes": unsigned(addr_width),
+                              "rows_base": unsigned(addr_width), "scales_base": unsigned(addr_width),
                               "rows": unsigned(_bits(max_rows)), "cols": unsigned(_bits(max_cols))})
 
 
@@ -61,22 +64,26 @@ class LmHead(wiring.Component):
     """The LM head: logits of one token and their argmax, from int8 rows (``weight_format``
     "int8", the default) or binary16 rows ("fp16"; see "The fp16 format" below).
 
-    Per call (one ``cmd`` beat ``{rows_base, scales_base, rows, cols}``, see
-    :func:`lm_head_command_layout`), with R = ``rows`` (vocab) and C = ``cols`` (hidden):
+    Per call (one ``cmd`` beat ``{stripe_base, stripe_bytes, rows_base, scales_base, rows,
+    cols}``, see :func:`lm_head_command_layout`), with R = ``rows`` (vocab) and C = ``cols``
+    (hidden), reading a byte stream striped over P = ``ports`` HP ports (logical byte a on port
+    k = (a / AXI beat) mod P at ``stripe_base + k * stripe_bytes + a / P``, see
+    :class:`~tellme.hw.striped_read.StripedReadMaster`; one port: at ``stripe_base + a``), one
+    logical beat of B = P x ``data_width / 8`` bytes per cycle:
 
     - takes the token's x_q on ``x`` (``q8_vec(lanes)`` beats, ceil(C / lanes) of them, ``last``
       on the final one; values beyond C in a partial final beat are ignored) and its d_x on
       ``scale`` (one beat, binary32 bits), in any order, into an on-chip buffer of C int8 (AXI
       beat-wide words, zero beyond C);
-    - then reads, through its own :class:`~tellme.hw.axi_read.AxiReadMaster`, the R x C int8 rows
+    - then reads, through its own :class:`~tellme.hw.striped_read.StripedReadMaster`, the R x C int8 rows
       at ``rows_base`` as one contiguous byte stream (row r at ``rows_base + r C``; C need not
       be a multiple of the beat: the stream is cut into rows on chip, ceil(R C / beat) beats
       read in all, each once) and the R float32 scales at ``scales_base``, the scales in chunks
       of ``scale_beats`` beats (``scale_beats * beat / 4`` rows) each read just before the
       rows they belong to (so a FIFO of 2 chunks holds them), every AXI command in order on
       the one read master;
-    - per row r: acc = sum_j x_q[j] head_q[r, j] exactly in int32 (one AXI beat of row bytes,
-      ``data_width / 8`` int8 x int8 products, per cycle; a beat holding the end of one row
+    - per row r: acc = sum_j x_q[j] head_q[r, j] exactly in int32 (one logical beat of row bytes,
+      B int8 x int8 products, per cycle; a beat holding the end of one row
       and the start of the next takes one cycle per row), then ``logit[r] = mul(from_int(acc),
       mul(d_x, scale_r))`` in binary32 with subnormals flushed, round to nearest even
       (``golden.lm_head`` bit for bit, :mod:`tellme.hw.fp32` units);
@@ -119,8 +126,10 @@ class LmHead(wiring.Component):
     ``lanes`` beat. Requires ``lanes * 16`` to divide ``data_width``.
 
     Requirements (:meth:`command` checks them; the hardware does not): ``rows_base`` and
-    ``scales_base`` aligned to the AXI beat (the image sections start on 4 KiB pages), 1 <= R <=
-    ``max_rows``, 1 <= C <= ``max_cols``; the x vector has ceil(C / lanes) beats.
+    ``scales_base`` aligned to the logical beat B, ``stripe_base`` to the AXI beat (the image
+    section starts on a 4 KiB page), stripes that do not overlap, 1 <= R <= ``max_rows``, 1 <= C
+    <= ``max_cols``, with ``aligned_rows`` a row of a whole number of logical beats; the x vector
+    has ceil(C / lanes) beats.
 
     Latency: from the edge where a row's final word is taken to its logit being in the
     ``logits`` output register: :attr:`latency` cycles (``3 + tree_stages + 9``: word and x
@@ -135,22 +144,25 @@ class LmHead(wiring.Component):
     scale reads (one short burst per ``scale_beats * beat / 4`` rows). The datapath stalls as a
     whole while a full ``logits`` beat is not taken.
 
-    Cost: ``data_width / 8`` int8 multipliers and their adder tree, a 32-bit accumulator, one
-    FromInt and two FMul, a byte realigner (``data_width / 8`` byte multiplexers of
-    ``data_width / 8`` inputs), the x buffer (ceil(``max_cols`` / beat) words of a beat), a scale
-    FIFO (2 ``scale_beats`` beats), the read master, and ``lanes`` x 32 output bits.
+    Cost: B int8 multipliers and their adder tree, a 32-bit accumulator, one FromInt and two
+    FMul, a byte realigner (B byte multiplexers of B inputs; none with ``aligned_rows``), the x
+    buffer (ceil(``max_cols`` / B) words of B bytes), a scale FIFO (2 ``scale_beats`` logical
+    beats), the P read masters, and ``lanes`` x 32 output bits.
 
     Parameters (keyword only): ``weight_format`` ("int8" or "fp16"), ``lanes`` (L, values per
     ``x`` beat and float32 per ``logits`` beat; int8: L bytes and the AXI beat must divide one
     another; fp16: 2L bytes must divide the AXI beat), ``data_width`` (AXI data bits,
     32..512), ``addr_width`` (13..64), ``max_cols`` (widest hidden size, at most
-    :data:`MAX_COLS`), ``max_rows`` (largest vocab, below 2^32), ``scale_beats`` (AXI beats of
-    scales per read chunk), ``max_burst``, ``max_outstanding`` (the read master's).
+    :data:`MAX_COLS`), ``max_rows`` (largest vocab, below 2^32), ``scale_beats`` (logical beats
+    of scales per read chunk), ``max_burst``, ``max_outstanding`` (each read master's),
+    ``ports`` (P, HP ports read in lockstep, a power of two; ``axi`` is then an array of P
+    ports; one port: a single ``axi``), ``aligned_rows`` (every row starts on a logical beat:
+    the realigner is left out, which at P x 16 bytes a beat would cost thousands of LUTs).
     """
 
     def __init__(self, *, weight_format: str = "int8", lanes: int = 8, data_width: int = 128,
                  addr_width: int = 40, max_cols: int = 4096, max_rows: int = 1 << 17, scale_beats: int = 16,
-                 max_burst: int = 256, max_outstanding: int = 4):
+                 max_burst: int = 256, max_outstanding: int = 4, ports: int = 1, aligned_rows: bool = False):
         try:
             if weight_format not in WEIGHT_FORMATS:
                 raise ValueError(f"weight_format must be one of {', '.join(WEIGHT_FORMATS)}, got {weight_format!r}")
@@ -159,13 +171,21 @@ class LmHead(wiring.Component):
                 check_positive_int(name, value)
             if data_width not in (32, 64, 128, 256, 512):
                 raise ValueError(f"data_width must be 32..512 bits (power of two), got {data_width!r}")
+            # the ports' masters check ``ports`` (and max_burst, max_outstanding) now
+            self.master = StripedReadMaster(ports=ports, data_width=data_width, addr_width=addr_width,
+                                            max_burst=max_burst, max_outstanding=max_outstanding)
+            self.master._MustUse__silence = True      # elaborated with this unit
+            width = ports * data_width                 # the logical beat
+            if width > 512:
+                raise ValueError(f"ports x data_width must be at most 512 bits (the logical beat), "
+                                 f"got {ports} x {data_width}")
             if weight_format == "fp16":
-                if data_width % (lanes * 16) or lanes & (lanes - 1):
+                if width % (lanes * 16) or lanes & (lanes - 1):
                     raise ValueError(f"fp16 rows: {lanes} lanes of binary16 ({lanes * 16} bits) must divide "
-                                     f"data_width ({data_width} bits), lanes a power of two")
-            elif (lanes * 8) % data_width and data_width % (lanes * 8):
-                raise ValueError(f"lanes int8 ({lanes * 8} bits) and data_width ({data_width} bits) must divide "
-                                 f"one another (lanes a power of two)")
+                                     f"ports x data_width ({width} bits), lanes a power of two")
+            elif (lanes * 8) % width and width % (lanes * 8):
+                raise ValueError(f"lanes int8 ({lanes * 8} bits) and ports x data_width ({width} bits) must "
+                                 f"divide one another (lanes a power of two)")
             if not 13 <= addr_width <= 64:
                 raise ValueError(f"addr_width must be 13..64 bits, got {addr_width!r}")
             if weight_format == "int8" and max_cols > MAX_COLS:
@@ -173,14 +193,11 @@ class LmHead(wiring.Component):
                                  f"128 x 128 x cols), got {max_cols}")
             if max_rows >= 1 << 32:
                 raise ValueError(f"max_rows must be below 2^32 (the token is 32 bits), got {max_rows}")
-            beat = data_width // 8
+            beat = width // 8
             esize = 1 if weight_format == "int8" else 2
             if scale_beats * beat // 4 * esize * max_cols // beat + 2 >= 1 << 24:
                 raise ValueError(f"scale_beats {scale_beats} makes a row chunk of more than 2^24 beats "
                                  f"at max_cols {max_cols}")
-            self.master = AxiReadMaster(data_width=data_width, addr_width=addr_width, max_burst=max_burst,
-                                        max_outstanding=max_outstanding)
-            self.master._MustUse__silence = True      # elaborated with this unit
         except ValueError:
             # The object exists already; keep Amaranth from also warning that it was never elaborated.
             self._MustUse__silence = True
@@ -191,6 +208,8 @@ class LmHead(wiring.Component):
         self.lanes, self.data_width, self.addr_width = lanes, data_width, addr_width
         self.max_cols, self.max_rows, self.scale_beats = max_cols, max_rows, scale_beats
         self.max_burst, self.max_outstanding = max_burst, max_outstanding
+        self.ports, self.aligned_rows = ports, bool(aligned_rows)
+        #: Bytes of a logical beat (P AXI beats).
         self.beat_bytes = beat
         #: Rows per scale chunk (fp16: per read command).
         self.chunk_rows = scale_beats * beat // 4
@@ -201,7 +220,8 @@ class LmHead(wiring.Component):
             **({} if self.fp16 else {"scale": In(stream.Signature(unsigned(32)))}),
             "logits": Out(stream.Signature(f32_vec(lanes))),
             "token": Out(stream.Signature(unsigned(32))),
-            "axi": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
+            "axi": (Out(axi_read_signature(addr_width=addr_width, data_width=data_width)) if ports == 1 else
+                    Out(axi_read_signature(addr_width=addr_width, data_width=data_width)).array(ports)),
             "error": Out(1), "clear_error": In(1), "busy": Out(1),
         })
 
@@ -218,10 +238,12 @@ class LmHead(wiring.Component):
             return 1 + FMul.latency + levels * FAdd.latency + FAdd.latency + 1 + 2 * FAdd.latency + 1
         return 3 + self.tree_stages + FromInt.latency + 1 + FMul.latency + 1
 
-    def command(self, *, rows_base: int, scales_base: int, rows: int, cols: int) -> dict:
+    def command(self, *, rows_base: int, scales_base: int, rows: int, cols: int, stripe_base: int = 0,
+                stripe_bytes: int = 0) -> dict:
         """The ``cmd`` payload (a dict of the :func:`lm_head_command_layout` fields) after checking
         the requirements of the class docstring; :class:`ValueError` names what is wrong."""
-        values = dict(rows_base=rows_base, scales_base=scales_base, rows=rows, cols=cols)
+        values = dict(stripe_base=stripe_base, stripe_bytes=stripe_bytes, rows_base=rows_base,
+                      scales_base=scales_base, rows=rows, cols=cols)
         for name, value in values.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
@@ -229,20 +251,30 @@ class LmHead(wiring.Component):
             raise ValueError(f"rows must be 1..{self.max_rows} (max_rows), got {rows}")
         if not 1 <= cols <= self.max_cols:
             raise ValueError(f"cols must be 1..{self.max_cols} (max_cols), got {cols}")
-        beat = self.beat_bytes
+        beat, P = self.beat_bytes, self.ports
+        if self.aligned_rows and (self.weight_bytes * cols) % beat:
+            raise ValueError(f"cols: a row of {self.weight_bytes * cols} bytes is not a whole number of "
+                             f"{beat}-byte logical beats (aligned_rows)")
+        if stripe_base % (beat // P):
+            raise ValueError(f"stripe_base {stripe_base:#x} must be a multiple of the {beat // P}-byte AXI beat")
         sections = [("rows_base", rows_base, self.weight_bytes * rows * cols)]
         if not self.fp16:                              # fp16 has no scales; scales_base is ignored
             sections.append(("scales_base", scales_base, 4 * rows))
+        end = 0                                        # logical bytes read
         for name, base, size in sections:
             if base % beat:
-                raise ValueError(f"{name} {base:#x} must be a multiple of the {beat}-byte AXI beat")
-            if base + -(-size // beat) * beat > 1 << self.addr_width:
-                raise ValueError(f"{name}: the section ends beyond the {self.addr_width}-bit address space")
+                raise ValueError(f"{name} {base:#x} must be a multiple of the {beat}-byte logical beat")
+            end = max(end, base + -(-size // beat) * beat)
+        if P > 1 and stripe_bytes < end // P:
+            raise ValueError(f"stripe_bytes {stripe_bytes:#x}: the stripes of {end // P:#x} bytes would overlap")
+        if stripe_base + (P - 1) * stripe_bytes + end // P > 1 << self.addr_width:
+            raise ValueError(f"the stripes end beyond the {self.addr_width}-bit address space")
         return values
 
     def elaborate(self, platform):
         m = Module()
-        B, L, dw = self.beat_bytes, self.lanes, self.data_width
+        B, L = self.beat_bytes, self.lanes
+        dw = 8 * B                                     # the logical beat's bits
         shift = B.bit_length() - 1
         n = self.scale_beats
         per_scale_beat = B // 4
@@ -260,7 +292,11 @@ class LmHead(wiring.Component):
 
         master = self.master
         m.submodules.master = master
-        wiring.connect(m, master.axi, wiring.flipped(self.axi))
+        if self.ports == 1:
+            wiring.connect(m, master.axi[0], wiring.flipped(self.axi))
+        else:
+            for port in range(self.ports):
+                wiring.connect(m, master.axi[port], wiring.flipped(self.axi[port]))
         m.d.comb += [self.error.eq(master.error), master.clear_error.eq(self.clear_error)]
 
         # -- the pipeline enable: everything holds while a full logits beat is not taken
@@ -274,6 +310,10 @@ class LmHead(wiring.Component):
         cols = Signal.like(p.cols, name="cols")
         rows_base = Signal(self.addr_width, name="rows_base")
         scales_base = Signal(self.addr_width, name="scales_base")
+        stripe_base = Signal(self.addr_width, name="stripe_base")
+        stripe_bytes = Signal(self.addr_width, name="stripe_bytes")
+        # (held from the call's command on: the read master's stripes, stable before its first read)
+        m.d.comb += [master.stripe_base.eq(stripe_base), master.stripe_bytes.eq(stripe_bytes)]
         total = Signal(total_width, name="total_bytes")
         row_bytes = cols if esize == 1 else Cat(Const(0, 1), cols)
         m.d.sync += total.eq(rows * row_bytes)         # valid from the second cycle of LOAD
@@ -363,7 +403,8 @@ class LmHead(wiring.Component):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
                     m.d.sync += [rows.eq(p.rows), cols.eq(p.cols), rows_base.eq(p.rows_base),
-                                 scales_base.eq(p.scales_base), x_done.eq(0),
+                                 scales_base.eq(p.scales_base), stripe_base.eq(p.stripe_base),
+                                 stripe_bytes.eq(p.stripe_bytes), x_done.eq(0),
                                  *([] if fp16 else [d_x_done.eq(0)]), x_widx.eq(0), x_left.eq(p.cols)]
                     if L < B and not fp16:
                         m.d.sync += part.eq(0)
@@ -510,7 +551,10 @@ class LmHead(wiring.Component):
             m.d.comb += scales.r_en.eq(pop)
 
         aligned = Signal(dw)
-        m.d.comb += aligned.eq(Cat(hold, cur).bit_select(Cat(Const(0, 3), off), dw))
+        if self.aligned_rows:
+            m.d.comb += aligned.eq(hold)               # rows start on a beat: off stays 0
+        else:
+            m.d.comb += aligned.eq(Cat(hold, cur).bit_select(Cat(Const(0, 3), off), dw))
 
         if fp16:
             logit, row_v, final = self._fp16_logits(m, st, advance, aligned=aligned, x=x_rp, group=group,

@@ -18,8 +18,9 @@ __all__ = ["LmHeadPath", "lm_head_path_command_layout"]
 
 
 def lm_head_path_command_layout(*, addr_width: int, max_rows: int, max_cols: int) -> data.StructLayout:
-    """:func:`~tellme.hw.lm_head.lm_head_command_layout` (``rows_base``, ``scales_base``, ``rows``
-    = vocab, ``cols`` = hidden) and ``logits``, the absolute byte address the logits go to."""
+    """:func:`~tellme.hw.lm_head.lm_head_command_layout` (``stripe_base``, ``stripe_bytes``,
+    ``rows_base``, ``scales_base``, ``rows`` = vocab, ``cols`` = hidden) and ``logits``, the
+    absolute byte address the logits go to."""
     head = lm_head_command_layout(addr_width=addr_width, max_rows=max_rows, max_cols=max_cols)
     return data.StructLayout({**{name: field.shape for name, field in head}, "logits": unsigned(addr_width)})
 
@@ -32,8 +33,8 @@ class LmHeadPath(wiring.Component):
     streams the top level routes to ``x`` and ``scale`` here; for the fp16 head its float
     ``y`` beside ``q`` goes to ``x`` and there is no ``scale``).
 
-    A ``cmd`` beat starts one :class:`~tellme.hw.lm_head.LmHead` call ``{rows_base, scales_base,
-    rows, cols}`` and one ScratchWriter command writing its logits to ``logits``: ``rows``
+    A ``cmd`` beat starts one :class:`~tellme.hw.lm_head.LmHead` call ``{stripe_base,
+    stripe_bytes, rows_base, scales_base, rows, cols}`` and one ScratchWriter command writing its logits to ``logits``: ``rows``
     float32, followed by +0 up to whole AXI beats and ``lanes``-float beats (LmHead pads the final
     beat of ``lanes`` logits with +0; this path adds +0 beats when an AXI beat holds several of
     them). The I/O region's logits area is page-sized, so the padding fits. ``token`` takes the
@@ -45,30 +46,32 @@ class LmHeadPath(wiring.Component):
     fp16 head), ``x`` (In stream, ``q8_vec(lanes)``, or ``f32_vec(lanes)`` for fp16,
     ceil(cols / lanes) beats, ``last`` on the final one), ``scale`` (int8 only: In stream,
     ``unsigned(32)``, d_x as binary32 bits), ``done`` (Out 1, one-cycle pulse), ``token`` (Out
-    32), ``head_axi`` (AXI4 read manager: LmHead's), ``wr_axi`` (AXI4 write manager), ``error``
+    32), ``head_axi`` (AXI4 read manager: LmHead's; an array of ``ports``, one per HP port, when
+    ``ports`` > 1), ``wr_axi`` (AXI4 write manager), ``error``
     (Out 1, sticky: an AXI error response on either).
 
-    Constraints (:meth:`tellme.hw.lm_head.LmHead.command`): ``rows_base``, ``scales_base`` and
-    ``logits`` aligned to the AXI beat, 1 <= ``rows`` <= ``max_rows``, 1 <= ``cols`` <=
+    Constraints (:meth:`tellme.hw.lm_head.LmHead.command`): ``rows_base`` and ``scales_base``
+    aligned to LmHead's logical beat, ``stripe_base`` and ``logits`` to the AXI beat, 1 <= ``rows`` <= ``max_rows``, 1 <= ``cols`` <=
     ``max_cols``.
 
-    Latency and throughput: LmHead's (one AXI beat of head bytes per cycle), then the logits'
+    Latency and throughput: LmHead's (one AXI beat of head bytes per port and cycle), then the logits'
     write-response latency; the logits are written as they are formed.
 
     Cost: LmHead, a ScratchWriter, a 32-bit token register, the padding counter.
 
     Parameters (keyword-only): ``lanes`` L, ``max_rows`` (largest vocab), ``max_cols`` (widest
-    hidden), ``weight_format`` ("int8" or "fp16"), ``scale_beats`` (LmHead's), ``data_width``,
-    ``addr_width``.
+    hidden), ``weight_format`` ("int8" or "fp16"), ``scale_beats``, ``ports`` and
+    ``aligned_rows`` (LmHead's), ``data_width``, ``addr_width``.
     """
 
     def __init__(self, *, lanes: int, max_rows: int, max_cols: int, weight_format: str = "int8",
-                 scale_beats: int = 16, data_width: int = 128, addr_width: int = 40):
+                 scale_beats: int = 16, data_width: int = 128, addr_width: int = 40, ports: int = 1,
+                 aligned_rows: bool = False):
         try:
             for name, value in (("lanes", lanes), ("max_rows", max_rows), ("max_cols", max_cols)):
                 check_positive_int(name, value)
             self.head = LmHead(weight_format=weight_format, lanes=lanes, data_width=data_width, addr_width=addr_width, max_cols=max_cols,
-                               max_rows=max_rows, scale_beats=scale_beats)
+                               max_rows=max_rows, scale_beats=scale_beats, ports=ports, aligned_rows=aligned_rows)
             self.writer = ScratchWriter(lanes=lanes, data_width=data_width, addr_width=addr_width)
         except ValueError:
             # no "never elaborated" warnings for a refused object and the units it made
@@ -87,7 +90,8 @@ class LmHeadPath(wiring.Component):
             **({} if self.head.fp16 else {"scale": In(stream.Signature(unsigned(32)))}),
             "done": Out(1),
             "token": Out(32),
-            **axi_ports(reads=("head_axi",), writes=("wr_axi",), addr_width=addr_width, data_width=data_width),
+            "head_axi": self.head.signature.members["axi"],
+            **axi_ports(writes=("wr_axi",), addr_width=addr_width, data_width=data_width),
             "error": Out(1),
         })
 
@@ -101,7 +105,11 @@ class LmHeadPath(wiring.Component):
         L, k = self.lanes, self.pad_unit
         head, wr = self.head, self.writer
         m.submodules.head, m.submodules.writer = head, wr
-        wiring.connect(m, head.axi, wiring.flipped(self.head_axi))
+        if head.ports == 1:
+            wiring.connect(m, head.axi, wiring.flipped(self.head_axi))
+        else:
+            for port in range(head.ports):
+                wiring.connect(m, head.axi[port], wiring.flipped(self.head_axi[port]))
         wiring.connect(m, wr.axi, wiring.flipped(self.wr_axi))
         wiring.connect(m, wiring.flipped(self.x), head.x)
         if not head.fp16:
@@ -120,7 +128,8 @@ class LmHeadPath(wiring.Component):
             m.d.sync += [cmd.eq(p), busy.eq(1), head_sent.eq(0), wr_sent.eq(0), written.eq(0), known.eq(0),
                          beats.eq(((lm_beats + (k - 1)) >> shift) << shift)]
         hc = head.cmd.payload
-        m.d.comb += [hc.rows_base.eq(cmd.rows_base), hc.scales_base.eq(cmd.scales_base), hc.rows.eq(cmd.rows),
+        m.d.comb += [hc.stripe_base.eq(cmd.stripe_base), hc.stripe_bytes.eq(cmd.stripe_bytes),
+                     hc.rows_base.eq(cmd.rows_base), hc.scales_base.eq(cmd.scales_base), hc.rows.eq(cmd.rows),
                      hc.cols.eq(cmd.cols)]
         issue_once(m, head.cmd, offer=busy, sent=head_sent)
         m.d.comb += [wr.cmd.payload.base.eq(cmd.logits), wr.cmd.payload.rows.eq(1),

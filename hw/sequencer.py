@@ -27,7 +27,7 @@ RELOCATIONS = {
     "MATMUL": {"base": "image", "dst": "scratch", "res": "scratch"},
     "ATTENTION": {"q": "scratch", "k": "scratch", "v": "scratch", "attn": "scratch", "rope_cos": "image",
                   "rope_sin": "image", "k_base": "kv", "v_base": "kv", "s_base": "kv"},
-    "LM_HEAD": {"rows_base": "image", "scales_base": "image", "logits": "io"},
+    "LM_HEAD": {"stripe_base": "image", "logits": "io"},
 }
 #: Command fields the sequencer fills from the call: ``tokens`` = ``TOKEN_COUNT`` (1 for the LM
 #: head's last-row NORM_QUANT), ``pos0`` = ``SEQ_POS``.

@@ -142,12 +142,13 @@ class StepMachine:
             self._attention(step, n, positions)
         elif isinstance(step, LmHead):
             last = self.rows(step.src, n)[n - 1:n]
+            head = step.stream.decode(self.image[step.head.offset:step.head.offset + step.head.size].tobytes())
             if step.fmt == "int8":
                 x_q, d_x = golden.rmsnorm_quantize(last, self.section(step.norm), step.eps, hw.ew_lanes)
-                logits = golden.lm_head(x_q, d_x, self.section(step.head[0]), self.section(step.head[1]))[0]
+                logits = golden.lm_head(x_q, d_x, head[0], head[1])[0]
             else:
                 x = golden.rmsnorm(last, self.section(step.norm), step.eps, hw.ew_lanes)
-                logits = golden.lm_head_fp16(x, self.section(step.head[0]), hw.ew_lanes)[0]
+                logits = golden.lm_head_fp16(x, head[0], hw.ew_lanes)[0]
             io = self.program.io
             self.io[io.logits_offset:io.logits_offset + 4 * model.vocab_size] = logits.astype(np.float32).view(np.uint8)
             # argmax: the first index of the maximum (NaN never wins: logits are finite here).

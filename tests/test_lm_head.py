@@ -41,6 +41,8 @@ TESTS = {"random_calls", "extreme_calls", "throughput"}
     (dict(weight_format="bf16"), ValueError, "weight_format"),
     (dict(weight_format="fp16", lanes=16, data_width=128), ValueError, "fp16 rows"),
     (dict(weight_format="fp16", lanes=3, data_width=128), ValueError, "fp16 rows"),
+    (dict(ports=3), ValueError, "power of two"),
+    (dict(ports=8, data_width=128), ValueError, "at most 512 bits"),
 ], ids=kwargs_id)
 def test_parameters_are_checked(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -60,20 +62,30 @@ def test_command_checks():
     head = LmHead(**COMMAND_HEAD)
     assert head.chunk_rows == 64 and head.latency == 3 + 2 + 9
     cmd = head.command(rows_base=0x1000, scales_base=0x2_0000, rows=32002, cols=1536)
-    assert cmd == {"rows_base": 0x1000, "scales_base": 0x2_0000, "rows": 32002, "cols": 1536}
+    assert cmd == {"stripe_base": 0, "stripe_bytes": 0, "rows_base": 0x1000, "scales_base": 0x2_0000,
+                   "rows": 32002, "cols": 1536}
     layout = head.command_layout
-    assert [name for name, _ in layout] == ["rows_base", "scales_base", "rows", "cols"]
+    assert [name for name, _ in layout] == ["stripe_base", "stripe_bytes", "rows_base", "scales_base", "rows", "cols"]
     verilog.convert(head, name="lm_head")            # elaborates (and silences the warning)
 
 
 @pytest.mark.parametrize("command,match", [
     (dict(rows_base=0, scales_base=0, rows=0, cols=16), "rows must be 1..40000"),
     (dict(rows_base=0, scales_base=0, rows=1, cols=2049), "cols must be 1..2048"),
-    (dict(rows_base=8, scales_base=0, rows=1, cols=16), "16-byte AXI beat"),
+    (dict(rows_base=8, scales_base=0, rows=1, cols=16), "16-byte logical beat"),
     (dict(rows_base=0xFFFF_FF00, scales_base=0, rows=2, cols=200), "address space"),
+    (dict(ports=4, rows_base=0, scales_base=16, rows=1, cols=64), "64-byte logical beat"),
+    (dict(ports=4, aligned_rows=True, rows_base=0, scales_base=0x1000, rows=1, cols=48), "whole number"),
+    (dict(ports=4, rows_base=0, scales_base=0x1000, rows=1000, cols=64, stripe_bytes=0x100), "would overlap"),
+    (dict(ports=4, stripe_base=8, rows_base=0, scales_base=0x1000, rows=1, cols=64, stripe_bytes=0x1000),
+     "16-byte AXI beat"),
+    (dict(ports=4, stripe_base=0xFFFF_0000, rows_base=0, scales_base=0x1000, rows=1, cols=64,
+          stripe_bytes=0x1_0000), "address space"),
 ], ids=kwargs_id)
 def test_commands_are_checked(command, match):
-    head = LmHead(**COMMAND_HEAD)
+    command = dict(command)
+    unit = {k: command.pop(k) for k in ("ports", "aligned_rows") if k in command}
+    head = LmHead(**COMMAND_HEAD, **unit)
     with pytest.raises(ValueError, match=match):
         head.command(**command)
     Fragment.get(head, None)                         # elaborates (and silences the warning)
@@ -82,7 +94,7 @@ def test_commands_are_checked(command, match):
 def _parameters(head: LmHead, **extra) -> dict:
     x_layout = f32_vec(head.lanes) if head.fp16 else q8_vec(head.lanes)
     return {"weight_format": head.weight_format, "lanes": head.lanes, "data_width": head.data_width,
-            "scale_beats": head.scale_beats,
+            "ports": head.ports, "scale_beats": head.scale_beats,
             "fields": {"cmd": struct_fields(head.command_layout), "x": struct_fields(x_layout),
                        "logits": struct_fields(f32_vec(head.lanes))},
             # pause probabilities [axi, cmd, x, scale, logits, token]
@@ -128,7 +140,29 @@ def test_lm_head_fp16_rtl(tmp_path):
     print(json.dumps(json.loads(results.read_text())["throughput"], indent=1))
 
 
+@pytest.mark.rtl
+def test_lm_head_striped_rtl(tmp_path):
+    """Four ports in lockstep (the kv260's HP ports): 512-bit logical beats, rows of whole
+    beats without the realigner (``aligned_rows``), the stream striped at random bases under
+    every stall setting (each port paused apart); golden.lm_head bit for bit, every stripe beat
+    read once; a logical beat per cycle (four AXI beats) in the throughput test."""
+    head = LmHead(lanes=8, data_width=128, addr_width=32, max_cols=256, max_rows=512, scale_beats=1,
+                  ports=4, aligned_rows=True)
+    results = tmp_path / "results.json"
+    _run(head, "lm_head_l8_w128_p4",
+         _parameters(head, seed=11, shapes=[[37, 128], [50, 64], [9, 256], [1, 64], [70, 192]],
+                     throughput_shapes=[[64, 256]], results=str(results)))
+    rate = json.loads(results.read_text())["throughput"]
+    print(json.dumps(rate, indent=1))
+
+
 SLOW = [
+    # two ports of 64 bits with the realigner: rows straddling the 16-byte logical beats
+    (dict(lanes=8, data_width=64, max_cols=300, max_rows=600, scale_beats=2, ports=2),
+     dict(shapes=[[41, 300], [200, 13], [7, 64], [30, 24]], throughput_shapes=[[100, 64]])),
+    # fp16 over four ports: 8 lanes of binary16 = a quarter of a 512-bit logical beat a cycle
+    (dict(weight_format="fp16", lanes=8, data_width=128, max_cols=256, max_rows=512, ports=4, aligned_rows=True),
+     dict(shapes=[[37, 128], [20, 32], [9, 256]], throughput_shapes=[[64, 256]])),
     # KV260-like: hidden 1536 on a 128-bit bus, 8 lanes, default scale chunks (64 rows)
     (dict(lanes=8, data_width=128, max_cols=1536, max_rows=1024, scale_beats=16),
      dict(shapes=[[300, 1536], [129, 1536], [37, 1000]], throughput_shapes=[[256, 1536]])),
@@ -148,9 +182,10 @@ SLOW = [
 
 @pytest.mark.rtl
 @pytest.mark.slow
-@pytest.mark.parametrize("config,extra", SLOW, ids=["kv260", "l32-w64", "l4-w32", "fp16-kv260"])
+@pytest.mark.parametrize("config,extra", SLOW, ids=["p2-w64", "fp16-p4", "kv260", "l32-w64", "l4-w32",
+                                                    "fp16-kv260"])
 def test_lm_head_sweep_rtl(config, extra):
     head = LmHead(addr_width=32, **config)
-    _run(head, f"lm_head_{head.weight_format}_l{head.lanes}_w{head.data_width}_c{head.max_cols}",
+    _run(head, f"lm_head_{head.weight_format}_l{head.lanes}_w{head.data_width}_p{head.ports}_c{head.max_cols}",
          _parameters(head, seed=7, **extra),
          timeout=3600.0)

@@ -37,7 +37,15 @@ x (flushed on input), a zero row, opposite rows, a row cancelling exactly to +0 
 only -0 products (+0: the partials start from +0, so no logit is -0); ties (the first index
 wins); and a head whose every product flushes (all logits +0, token 0).
 
-Configuration: ``weight_format`` (default "int8"), ``lanes``, ``data_width``, ``scale_beats``, ``fields`` (``cmd``, ``x``,
+With ``ports`` P > 1 the unit reads over P ports (``axi__k``, an ``AxiRamRead`` each on one
+shared memory, each port's channels paused apart): each call's rows and scales form one
+logical byte stream (rows from logical byte 0 or one word in, the scales a random number of
+words after them; a word is P AXI beats), striped with ``contract.layouts.stripe`` at a random
+``stripe_base`` (some stripes starting just before a 4 KiB boundary) and ``stripe_bytes``
+apart (at least a stripe, plus a random gap); the beats read are checked per port address.
+
+Configuration: ``weight_format`` (default "int8"), ``lanes``, ``data_width`` (one port's),
+``ports`` (default 1), ``scale_beats``, ``fields`` (``cmd``, ``x``,
 ``logits``: :func:`~tellme.sim.tb.streams.struct_fields` of the unit's layouts), ``shapes``
 (list of ``[rows, cols]``), ``stalls``, ``throughput_shapes``, ``seed``, ``results``.
 """
@@ -53,7 +61,7 @@ import numpy as np
 from cocotb.triggers import ClockCycles
 
 from ...contract import formats
-from ...contract.layouts import PAGE
+from ...contract.layouts import PAGE, stripe
 from .. import golden
 from .axi import ADDRESS_FIELDS, axi_channel, axi_ram_read
 from .streams import HandshakeMonitor, StreamSink, StreamSource, random_pause, with_timeout
@@ -78,6 +86,8 @@ class Call:
     lanes: int = 0
     rows_base: int = 0
     scales_base: int = 0
+    stripe_base: int = 0
+    stripe_bytes: int = 0
 
     @property
     def fp16(self) -> bool:
@@ -111,16 +121,22 @@ class LmHeadTB(Testbench):
         super().__init__(dut)
         cfg = self.cfg
         self.lanes = int(cfg["lanes"])
-        self.beat = int(cfg["data_width"]) // 8
+        self.ports = int(cfg.get("ports", 1))
+        self.port_beat = int(cfg["data_width"]) // 8
+        self.beat = self.ports * self.port_beat         # the unit's logical beat
         self.fp16 = cfg.get("weight_format", "int8") == "fp16"
         self.fields = cfg["fields"]
         self.seed = int(cfg.get("seed", 1))
         self.np_rng = np.random.default_rng(self.seed)
         self.rng = random.Random(self.seed)
         self.watchdog(watchdog_cycles, what)
+        #: the unit's AXI ports: ``axi`` or ``axi__0`` .. ``axi__{P-1}``
+        self.axi_names = ["axi"] if self.ports == 1 else [f"axi__{k}" for k in range(self.ports)]
         self.hold_low("cmd__valid", "x__valid", *([] if self.fp16 else ["scale__valid"]), "logits__ready",
-                      "token__ready", "clear_error", "axi__arready", "axi__rvalid")
-        self.ram = axi_ram_read(dut, "axi", self.clock, MEM_SIZE)
+                      "token__ready", "clear_error", *[f"{a}__{s}" for a in self.axi_names for s in ("arready", "rvalid")])
+        self.rams = [axi_ram_read(dut, self.axi_names[0], self.clock, MEM_SIZE)]
+        self.rams += [axi_ram_read(dut, name, self.clock, MEM_SIZE, mem=self.rams[0].mem) for name in self.axi_names[1:]]
+        self.ram = self.rams[0]
         self.cursor = 0
         clock, fields = self.clock, self.fields
         self.cmd = StreamSource(dut, "cmd", clock, fields=fields["cmd"])
@@ -274,7 +290,10 @@ class LmHeadTB(Testbench):
 
     def place(self, call: Call) -> None:
         """Write the call's sections to memory at fresh beat-aligned addresses (every other one
-        starting just before a 4 KiB boundary)."""
+        starting just before a 4 KiB boundary); with several ports, as stripes of one logical
+        stream (:meth:`place_striped`)."""
+        if self.ports > 1:
+            return self.place_striped(call)
         beat, rng = self.beat, self.rng
         head_bytes = call.head.nbytes
         for which in (("rows",) if call.fp16 else ("rows", "scales")):
@@ -294,12 +313,43 @@ class LmHeadTB(Testbench):
                 call.scales_base = base
                 self.ram.write(base, call.scale.astype("<f4").tobytes())
 
+    def place_striped(self, call: Call) -> None:
+        word, rng, P = self.beat, self.rng, self.ports
+        head = call.head.astype(call.head.dtype.newbyteorder("<")).tobytes()
+        call.rows_base = word * rng.randrange(0, 2)
+        end = call.rows_base + -(-len(head) // word) * word
+        logical = bytearray(end)
+        logical[call.rows_base:call.rows_base + len(head)] = head
+        if not call.fp16:
+            call.scales_base = end + word * rng.randrange(0, 3)
+            scales = call.scale.astype("<f4").tobytes()
+            logical += bytes(call.scales_base - len(logical)) + scales
+        stripes = stripe(bytes(logical), ports=P, beat_bytes=self.port_beat)
+        n = len(stripes[0])
+        call.stripe_bytes = n + self.port_beat * rng.randrange(0, 8)
+        if rng.random() < 0.5:
+            base = (self.cursor // PAGE + 1) * PAGE - self.port_beat * rng.randrange(1, 8)
+            call.stripe_base = max(base, self.cursor)
+        else:
+            call.stripe_base = self.cursor + self.port_beat * rng.randrange(0, 16)
+        self.cursor = call.stripe_base + (P - 1) * call.stripe_bytes + n
+        if self.cursor > MEM_SIZE:
+            raise ValueError(f"the calls of one batch need more than the {MEM_SIZE}-byte memory")
+        for k, data in enumerate(stripes):
+            self.ram.write(call.stripe_base + k * call.stripe_bytes, data)
+
     def section_beats(self, call: Call) -> list[int]:
+        """The memory beats (addresses of AXI beats, over every port) the call must read."""
         beat = self.beat
         out = []
         sections = [(call.rows_base, call.head.nbytes)] + ([] if call.fp16 else [(call.scales_base, 4 * call.rows)])
         for base, size in sections:
-            out += [base + beat * i for i in range(-(-size // beat))]
+            words = [base + beat * i for i in range(-(-size // beat))]
+            if self.ports == 1:
+                out += words
+            else:                           # word a: beat a / P of each stripe
+                out += [call.stripe_base + k * call.stripe_bytes + a // self.ports
+                        for a in words for k in range(self.ports)]
         return out
 
     # -- running calls -----------------------------------------------------------------------------
@@ -335,19 +385,22 @@ class LmHeadTB(Testbench):
         def pause(prob):
             return random_pause(prob, rng.randrange(1 << 30)) if prob else None
 
-        for model_channel in ("ar_channel", "r_channel"):
-            getattr(self.ram, model_channel).set_pause_generator(pause(p_axi))
+        for ram in self.rams:
+            for model_channel in ("ar_channel", "r_channel"):
+                getattr(ram, model_channel).set_pause_generator(pause(p_axi))
         cmd, xs, scale, out, token = self.cmd, self.xs, self.scale, self.out, self.token
         for port, prob in ((cmd, p_cmd), (xs, p_x), (scale, p_scale), (out, p_logits), (token, p_token)):
             if port is not None:
                 port.set_pause_generator(pause(prob))
-        mon = HandshakeMonitor(dut, clock, {"ar": axi_channel(dut, "axi", "ar", ADDRESS_FIELDS)})
+        mon = HandshakeMonitor(dut, clock, {name: axi_channel(dut, name, "ar", ADDRESS_FIELDS)
+                                            for name in self.axi_names})
         self.cursor = 0                     # the previous batch is done: its memory is free
         for call in calls:
             self.place(call)
         start = self.cycle()
         for call in calls:
-            cmd.send_nowait({"rows_base": call.rows_base, "scales_base": call.scales_base, "rows": call.rows,
+            cmd.send_nowait({"stripe_base": call.stripe_base, "stripe_bytes": call.stripe_bytes,
+                             "rows_base": call.rows_base, "scales_base": call.scales_base, "rows": call.rows,
                              "cols": call.cols})
             for beat in self.x_beats(call):
                 xs.send_nowait(beat)
@@ -387,13 +440,14 @@ class LmHeadTB(Testbench):
         assert not int(dut.busy.value), f"{what}: busy still high"
         mon.stop()
         read = Counter()
-        for burst in mon.values["ar"]:
-            assert (1 << burst["size"]) == self.beat and burst["burst"] == 1, f"{what}: burst {burst}"
+        port_beat = self.port_beat
+        for burst in (b for name in self.axi_names for b in mon.values[name]):
+            assert (1 << burst["size"]) == port_beat and burst["burst"] == 1, f"{what}: burst {burst}"
             start_addr = burst["addr"]
-            assert start_addr // PAGE == (start_addr + (burst["len"] + 1) * self.beat - 1) // PAGE, \
+            assert start_addr // PAGE == (start_addr + (burst["len"] + 1) * port_beat - 1) // PAGE, \
                 f"{what}: burst at {start_addr:#x} crosses 4 KiB"
             for i in range(burst["len"] + 1):
-                read[start_addr + i * self.beat] += 1
+                read[start_addr + i * port_beat] += 1
         expected = Counter(a for call in calls for a in self.section_beats(call))
         if read != expected:
             extra = sorted((read - expected).elements())[:6]

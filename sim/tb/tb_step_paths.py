@@ -34,7 +34,7 @@ from cocotb.triggers import RisingEdge
 
 from ...config import HardwareConfig, ModelConfig
 from ...contract import fp32
-from ...contract.layouts import ImageFormat, IoLayout, image_sections, scratch_layout
+from ...contract.layouts import ImageFormat, IoLayout, LmHeadStream, align_up, image_sections, scratch_layout
 from ...hw.ddr_model import rate_fixed
 from .. import golden
 from .ddr import load_ddr_image, read_ddr
@@ -321,7 +321,8 @@ class HeadCalls:
         tb.write(area_base, np.full(area, SENTINEL, dtype=np.uint32))
         first = len(self.tokens)
         for index, (x, rows, _) in enumerate(calls):
-            self.cmd.send_nowait({"rows_base": tb.head_base, "scales_base": tb.scale_base, "rows": rows,
+            self.cmd.send_nowait({"stripe_base": 0, "stripe_bytes": 0, "rows_base": tb.head_base,
+                                  "scales_base": tb.scale_base, "rows": rows,
                                   "cols": x.shape[1], "logits": area_base + 4 * index * slot})
         self.pulses += len(calls)
         await self.done.wait(self.pulses, 200_000, f"{what}: done")
@@ -350,11 +351,15 @@ async def test_lm_head(dut):
     tb.load_image()
     model, hw = tb.model, tb.hw
     L, vocab, hidden, eps = hw.ew_lanes, model.vocab_size, model.hidden_size, model.rms_norm_eps
-    head_q, head_scale = tb.section("lm_head.q"), tb.section("lm_head.scale")
+    # the image's head (striped over the HP ports), rewritten in place as one port's stream (the
+    # paths here read one port each; the striped read is the top level's and LmHead's own test)
+    section = tb.sections["lm_head"]
+    head_q, head_scale = LmHeadStream.of(model, ImageFormat.of(hw)).decode(
+        tb.image[section.offset:section.offset + section.size].tobytes())
     gain = tb.section("final_norm")
     image = tb.layout["image"]
-    tb.head_base = image + tb.sections["lm_head.q"].offset
-    tb.scale_base = image + tb.sections["lm_head.scale"].offset
+    tb.head_base = image + section.offset
+    tb.scale_base = tb.head_base + align_up(head_q.nbytes, hw.axi_data_width // 8)
     logits_base = tb.layout["io"] + tb.io.logits_offset
     area = (tb.io.size - tb.io.logits_offset) // 4
     rng = np.random.default_rng(9)

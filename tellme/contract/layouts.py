@@ -28,7 +28,7 @@ from .formats import code_bits, tlmm_groups
 
 __all__ = ["PAGE", "page_up", "align_up", "subword_bytes",
            "IMAGE_MAGIC", "IMAGE_VERSION", "IMAGE_PREAMBLE_BYTES", "ImageFormat", "Section", "image_sections",
-           "projection_port_stride", "PROJECTIONS_ORDER",
+           "projection_port_stride", "PROJECTIONS_ORDER", "stripe", "unstripe", "LmHeadStream",
            "URAM_DEPTH", "URAM_WIDTH", "BufferGeometry",
            "KV_RECORD_BYTES", "KvBases", "kv_cache_map", "kv_element_bytes", "kv_row_bytes", "kv_bytes_per_token",
            "scale_records", "kv_arrays",
@@ -60,8 +60,10 @@ def subword_bytes(lanes_per_port: int, group: int, beat_bytes: int) -> int:
 
 IMAGE_MAGIC = b"TLMEIMG\0"
 #: 2: the header's CRC-32 in the preamble and a CRC-32 per section in its table (1 had neither;
-#: the sections themselves, all the hardware reads, are laid out as in 1).
-IMAGE_VERSION = 2
+#: the sections themselves, all the hardware reads, are laid out as in 1). 3: the LM head is one
+#: section, ``lm_head``, its rows (and int8 scales) one byte stream striped over the HP ports
+#: (:class:`LmHeadStream`; 2 had ``lm_head.q`` + ``lm_head.scale`` or ``lm_head.f16``).
+IMAGE_VERSION = 3
 #: The preamble page: magic, u32 format version, u32 header length, u64 header offset, u32
 #: CRC-32 of the header; the rest zero.
 IMAGE_PREAMBLE_BYTES = PAGE
@@ -120,6 +122,103 @@ def projection_port_stride(shape: tuple[int, int], fmt: ImageFormat) -> int:
     return page_up(blocks * n_rows * fmt.subword_bytes)
 
 
+def stripe(stream: bytes, *, ports: int, beat_bytes: int) -> list[bytes]:
+    """The ``ports`` stripes of a byte stream: stripe k holds bytes [k B, (k + 1) B) of every
+    ``ports x B``-byte word of it (B = ``beat_bytes``), the stream zero-padded to whole words.
+    Read in lockstep, one beat from each stripe, they give the stream back a word at a time
+    (``tellme.hw.striped_read.StripedReadMaster``)."""
+    word = ports * beat_bytes
+    words = np.frombuffer(stream + bytes(-len(stream) % word), dtype=np.uint8).reshape(-1, ports, beat_bytes)
+    return [words[:, k].tobytes() for k in range(ports)]
+
+
+def unstripe(stripes: list[bytes], *, beat_bytes: int) -> bytes:
+    """The byte stream of :func:`stripe`'s stripes (with its padding to whole words)."""
+    beats = [np.frombuffer(s, dtype=np.uint8).reshape(-1, beat_bytes) for s in stripes]
+    return np.stack(beats, axis=1).tobytes()
+
+
+@dataclass(frozen=True)
+class LmHeadStream:
+    """The image section ``lm_head``: the head's rows (``rows`` x ``cols``, int8 or binary16,
+    row-major) from logical byte 0 and, for int8, the rows' float32 scales from
+    :attr:`scales_offset`, as one logical byte stream (each part padded to whole words of
+    ``ports`` x ``beat_bytes``), striped over ``ports`` HP ports (:func:`stripe`): stripe k
+    at ``k x`` :attr:`stripe_bytes` from the section's start. The LM head reads it as ``ports``
+    lockstep AXI masters, a logical word per cycle; ``ports`` is the image format's HP ports
+    when a row is a whole number of words of them (else 1: the stream itself)."""
+    rows: int
+    cols: int
+    weight_format: str
+    ports: int
+    beat_bytes: int
+
+    @classmethod
+    def of(cls, config: ModelConfig, fmt: "ImageFormat") -> "LmHeadStream":
+        esize = 1 if fmt.lm_head_format == "int8" else 2
+        word = fmt.hp_ports * fmt.beat_bytes
+        striped = (fmt.hp_ports & (fmt.hp_ports - 1) == 0 and word <= 64
+                   and (esize * config.hidden_size) % word == 0)
+        return cls(config.vocab_size, config.hidden_size, fmt.lm_head_format,
+                   fmt.hp_ports if striped else 1, fmt.beat_bytes)
+
+    @property
+    def word_bytes(self) -> int:
+        """A logical beat: one AXI beat from each stripe."""
+        return self.ports * self.beat_bytes
+
+    @property
+    def weight_bytes(self) -> int:
+        return 1 if self.weight_format == "int8" else 2
+
+    @property
+    def rows_bytes(self) -> int:
+        return self.rows * self.cols * self.weight_bytes
+
+    @property
+    def scales_offset(self) -> int:
+        """Logical byte of the int8 head's scales (0 for binary16: it has none)."""
+        return align_up(self.rows_bytes, self.word_bytes) if self.weight_format == "int8" else 0
+
+    @property
+    def logical_bytes(self) -> int:
+        end = self.scales_offset + 4 * self.rows if self.weight_format == "int8" else self.rows_bytes
+        return align_up(end, self.word_bytes)
+
+    @property
+    def stripe_bytes(self) -> int:
+        """From one stripe's start to the next's: one stripe, to a whole 4 KiB page."""
+        return page_up(self.logical_bytes // self.ports)
+
+    @property
+    def section_bytes(self) -> int:
+        return (self.ports - 1) * self.stripe_bytes + self.logical_bytes // self.ports
+
+    def encode(self, arrays: tuple[np.ndarray, ...]) -> bytes:
+        """The section's bytes from ``(q int8 (R, C), scale float32 (R,))`` or ``(f16 (R, C),)``."""
+        logical = bytearray(self.logical_bytes)
+        rows = np.ascontiguousarray(arrays[0]).tobytes()
+        logical[:len(rows)] = rows
+        if self.weight_format == "int8":
+            scales = np.ascontiguousarray(arrays[1], dtype="<f4").tobytes()
+            logical[self.scales_offset:self.scales_offset + len(scales)] = scales
+        stripes = stripe(bytes(logical), ports=self.ports, beat_bytes=self.beat_bytes)
+        padded = [s + bytes(self.stripe_bytes - len(s)) for s in stripes[:-1]] + stripes[-1:]
+        return b"".join(padded)
+
+    def decode(self, raw: bytes) -> tuple[np.ndarray, ...]:
+        """:meth:`encode`'s arrays back from the section's bytes."""
+        n = self.logical_bytes // self.ports
+        logical = unstripe([bytes(raw[k * self.stripe_bytes:k * self.stripe_bytes + n]) for k in range(self.ports)],
+                           beat_bytes=self.beat_bytes)
+        dtype = np.int8 if self.weight_format == "int8" else np.float16
+        rows = np.frombuffer(logical[:self.rows_bytes], dtype=dtype).reshape(self.rows, self.cols).copy()
+        if self.weight_format != "int8":
+            return (rows,)
+        scales = np.frombuffer(logical[self.scales_offset:self.scales_offset + 4 * self.rows], dtype="<f4").copy()
+        return rows, scales
+
+
 def image_sections(config: ModelConfig, fmt: ImageFormat) -> dict[str, Section]:
     """Every section of the image of a ``config`` model in format ``fmt``, in image order, at
     the offsets the writer gives them (docs section 5). They depend only on (config, format), so
@@ -138,14 +237,15 @@ def image_sections(config: ModelConfig, fmt: ImageFormat) -> dict[str, Section]:
         shapes.append((f"layers.{i}.scales", "float32", (len(PROJECTIONS_ORDER), 2)))
         shapes += [(f"layers.{i}.{p}", "tlmm", projections[p]) for p in PROJECTIONS_ORDER]
     shapes.append(("final_norm", "float32", (hidden,)))
-    if fmt.lm_head_format == "int8":
-        shapes += [("lm_head.q", "int8", (config.vocab_size, hidden)), ("lm_head.scale", "float32", (config.vocab_size,))]
-    else:
-        shapes.append(("lm_head.f16", "float16", (config.vocab_size, hidden)))
+    # (dtype "lm_head.int8" or "lm_head.float16": LmHeadStream's striped rows and scales)
+    shapes.append(("lm_head", f"lm_head.{'int8' if fmt.lm_head_format == 'int8' else 'float16'}",
+                   (config.vocab_size, hidden)))
     sections, offset = {}, IMAGE_PREAMBLE_BYTES
     for name, dtype, shape in shapes:
         if dtype == "tlmm":
             size = fmt.hp_ports * projection_port_stride(shape, fmt)
+        elif name == "lm_head":
+            size = LmHeadStream.of(config, fmt).section_bytes
         else:
             size = math.prod(shape) * np.dtype(dtype).itemsize
         sections[name] = Section(name, offset, size, dtype, tuple(shape))
