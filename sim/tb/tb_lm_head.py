@@ -55,7 +55,7 @@ from cocotb.triggers import ClockCycles
 from ...contract import formats
 from ...contract.layouts import PAGE
 from .. import golden
-from .axi import ADDRESS_FIELDS, axi_channel, axi_ram_read
+from .axi import ADDRESS_FIELDS, axi_channel, axi_ram_read, set_pauses
 from .streams import HandshakeMonitor, StreamSink, StreamSource, random_pause, with_timeout
 from .testbench import Testbench
 
@@ -336,7 +336,7 @@ class LmHeadTB(Testbench):
             return random_pause(prob, rng.randrange(1 << 30)) if prob else None
 
         for model_channel in ("ar_channel", "r_channel"):
-            getattr(self.ram, model_channel).set_pause_generator(pause(p_axi))
+            set_pauses(getattr(self.ram, model_channel), pause(p_axi))
         cmd, xs, scale, out, token = self.cmd, self.xs, self.scale, self.out, self.token
         for port, prob in ((cmd, p_cmd), (xs, p_x), (scale, p_scale), (out, p_logits), (token, p_token)):
             if port is not None:
