@@ -683,27 +683,38 @@ def malformed_inputs(seed: int, examples: int) -> dict:
 # -- formal -----------------------------------------------------------------------------------------
 
 def formal_section() -> dict:
-    """The formal proofs of :mod:`tellme.sim.formal` (unit, properties, method, depth, result),
-    or what is there if that module is absent."""
+    """The formal proofs of :mod:`tellme.sim.formal` (per proof: unit, property families,
+    assertions, method, depth, result) and its deliberately broken variants, each of which must
+    fail; or what is there if that module is absent."""
     try:
         formal = importlib.import_module("tellme.sim.formal")
     except ImportError as error:
         return {"status": f"not available: {error}", "proofs": []}
-    if not getattr(formal, "PROOFS", None):
-        return {"status": "not available: tellme.sim.formal has no PROOFS", "proofs": []}
     proofs = []
-    for harness in formal.PROOFS:
-        harness = harness[-1] if isinstance(harness, tuple) else harness
-        harness = harness() if callable(harness) and not hasattr(harness, "asserts") else harness
-        entry = {"unit": harness.name, "method": harness.method, "depth": harness.depth,
-                 "properties": sorted({a.split("_")[0] for a in harness.asserts}), "assertions": len(harness.asserts)}
+    for name, factory in formal.PROOFS.items():
+        harness = factory()
+        entry = {"proof": name, "unit": name.split("-")[0], "method": harness.method, "depth": harness.depth}
         try:
             proof = formal.prove(harness)
             entry.update(result="proven", seconds=round(proof.seconds, 1))
         except Exception as error:
             entry.update(result=f"FAILED: {type(error).__name__}: {str(error)[:300]}")
+        entry.update(properties=sorted({a.split("_")[0] for a in harness.asserts}), assertions=len(harness.asserts))
         proofs.append(entry)
-    return {"status": "run", "proofs": proofs, "failures": sum(p["result"] != "proven" for p in proofs)}
+    broken = {}
+    for name, (_, _, expected) in formal.BROKEN.items():
+        try:
+            formal.prove(formal.broken(name))
+            broken[name] = "NOT CAUGHT: the broken variant was proven"
+        except formal.FormalError as error:
+            caught = sorted(set(error.failed) & set(expected))
+            broken[name] = f"fails as it must ({', '.join(caught)})" if caught else f"NOT CAUGHT by {sorted(expected)}"
+        except Exception as error:
+            broken[name] = f"NOT CAUGHT: {type(error).__name__}: {str(error)[:200]}"
+    failures = sum(p["result"] != "proven" for p in proofs) + sum(not v.startswith("fails") for v in broken.values())
+    return {"status": "run", "tool": "YoWASP Yosys sat (tellme.sim.formal.prove)", "proofs": proofs,
+            "properties_proven": sum(p["assertions"] for p in proofs if p["result"] == "proven"),
+            "broken_variants": broken, "failures": failures}
 
 
 # -- main -------------------------------------------------------------------------------------------
