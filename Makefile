@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 # worker could build a dozen designs alone while the other idled).
 JOBS   ?= 2
 
-.PHONY: all setup demo test test-all bench clean info
+.PHONY: all setup demo test test-all regress bench clean info
 
 all: test
 
@@ -30,6 +30,13 @@ test: $(STAMP)
 # Everything, slow sweeps included.
 test-all: $(STAMP)
 	$(BIN)/pytest -n $(JOBS) --dist worksteal
+
+# The nightly job: randomized cases of every unit and the top level against the golden model for
+# REGRESS_MINUTES, then the malformed-input fuzzers and the formal proofs;
+# bench/results/reliability.json. Replay a case: python -m bench.regress --only UNIT --seed SEED --cases 1
+REGRESS_MINUTES ?= 30
+regress: $(STAMP)
+	$(BIN)/python -m bench.regress --minutes $(REGRESS_MINUTES)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -71,9 +71,10 @@ class IncrBursts:
     ``length``, ``final``: the burst ends the command) with ``valid`` - AxVALID, raised from a
     register once ``room`` allows another burst in flight and held until AxREADY, never derived
     from READY itself. ``issue`` is high in the handshake cycle. ``active``: a command is being
-    split. ``shift``: log2 of the beat bytes. The burst fields change only at a handshake, so
-    they are stable while ``valid`` waits. Every burst is INCR with ID 0, AxCACHE 0b0011
-    (normal non-cacheable bufferable), unprivileged, unlocked, no QoS."""
+    split; ``remaining``: its beats not yet in an issued burst. ``shift``: log2 of the beat
+    bytes. The burst fields change only at a handshake, so they are stable while ``valid``
+    waits. Every burst is INCR with ID 0, AxCACHE 0b0011 (normal non-cacheable bufferable),
+    unprivileged, unlocked, no QoS."""
 
     def __init__(self, m: Module, cmd, axi, channel: str, *, addr_width: int, beat_bytes: int, max_burst: int,
                  room):
@@ -82,7 +83,7 @@ class IncrBursts:
         page_beats = PAGE // beat_bytes
         self.active = active = Signal(name="active")
         self.addr = addr = Signal(addr_width, name="addr")
-        remaining = Signal(BEAT_COUNT, name="remaining")
+        self.remaining = remaining = Signal(BEAT_COUNT, name="remaining")
         m.d.comb += cmd.ready.eq(~active)
         with m.If(cmd.valid & cmd.ready & (cmd.payload.beats != 0)):
             m.d.sync += [active.eq(1), addr.eq(cmd.payload.addr), remaining.eq(cmd.payload.beats)]

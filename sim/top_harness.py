@@ -178,7 +178,7 @@ def call_timeout(program) -> float:
 
 def run_calls(model: ModelConfig, hw: HardwareConfig, image: str | Path, script: list[dict], *,
               ddr_options: dict | None = None, timeout: float | None = 3600.0,
-              axi_pauses: bool = False, hp_pauses: float = 0.0, progress: bool = False,
+              axi_pauses: bool = False, hp_pauses: float = 0.0, pause_seed: int | None = None, progress: bool = False,
               seed: int | None = None, trace: str | Path | None = None,
               fault_step: int | None = None) -> RtlRun:
     """Run ``script`` on the generated top of (``model``, ``hw``) under Verilator: a list of
@@ -186,8 +186,9 @@ def run_calls(model: ModelConfig, hw: HardwareConfig, image: str | Path, script:
     steps, each through :class:`tellme.runtime.Accelerator` (prefill in chunks, as on the
     board). ``axi_pauses`` inserts random pauses on the AXI4-Lite port; ``hp_pauses`` is the
     probability that each AXI channel of each HP port is held in a cycle (0: the DDR model's
-    latency and bandwidth limit alone pause them; the same build either way). ``progress``
-    reports each call on stderr.
+    latency and bandwidth limit alone pause them; the same build either way); ``pause_seed``
+    seeds both kinds of pause (None: the same fixed patterns every run). ``progress`` reports
+    each call on stderr.
     ``trace``: an .npz file for the DDR regions after every step (:mod:`tellme.sim.trace`);
     ``fault_step``: break that step's writes (tests of the trace; the same build either way)."""
     top = TellmeTop(model, hw, ram_style="block", fault_port=True)
@@ -205,7 +206,7 @@ def run_calls(model: ModelConfig, hw: HardwareConfig, image: str | Path, script:
                                  "hardware": hw.to_dict(), "memory_base": MEMORY_BASE,
                                  "memory_bytes": harness.memory_bytes, "clock_hz": hw.clock_mhz * 1e6,
                                  "script": script, "results": str(results), "axi_pauses": axi_pauses,
-                                 "hp_pauses": hp_pauses,
+                                 "hp_pauses": hp_pauses, "pause_seed": pause_seed,
                                  "progress": progress, "trace": str(Path(trace).resolve()) if trace else None,
                                  "fault_step": len(top.words) if fault_step is None else fault_step,
                                  "call_timeout": call_timeout(top.program),

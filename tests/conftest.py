@@ -5,7 +5,7 @@ import pytest
 #: Modules whose RTL tests simulate for minutes (the whole accelerator, the attention path):
 #: they start first, so that under xdist both workers finish together instead of one running
 #: a long simulation alone after everything else is done.
-LONG_MODULES = ("test_top", "test_attention_path", "test_attn_prefill", "test_step_paths")
+LONG_MODULES = ("test_top", "test_attention_path", "test_attn_prefill", "test_step_paths", "test_limits")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -143,6 +143,21 @@ def test_decode_attention_fp32(config):
 
 
 @pytest.mark.rtl
+@pytest.mark.slow
+def test_decode_attention_at_the_longest_context():
+    """The longest context (issue #16): bitnet-b1.58-large's fp32 decode unit (hd 96, tile 32)
+    at the kv260's max_context, one query over every key up to the last KV position
+    (max_context - 1), with pauses on AR/R, against the golden model."""
+    from tellme.config import hardware_preset
+    params, _ = DECODE_FP32_CONFIGS["fp32_hd96_t32"]
+    context = hardware_preset("kv260").max_context
+    result = run_cocotb(DecodeAttention(**params), name="attn_decode_fp32_hd96_t32", test_module=TB,
+                        testcase=["decode_long"], timeout=3600,
+                        parameters={"kind": "decode", **params, "long_context": context, "seed": 7})
+    _report_run(result)
+
+
+@pytest.mark.rtl
 @pytest.mark.parametrize("head_dim", [96, pytest.param(128, marks=pytest.mark.slow)])
 def test_kv_writer(head_dim):
     results = _results_file(f"writer_hd{head_dim}")

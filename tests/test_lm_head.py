@@ -97,8 +97,11 @@ def _parameters(head: LmHead, **extra) -> dict:
             "ports": head.ports, "scale_beats": head.scale_beats,
             "fields": {"cmd": struct_fields(head.command_layout), "x": struct_fields(x_layout),
                        "logits": struct_fields(f32_vec(head.lanes))},
-            # pause probabilities [axi, cmd, x, scale, logits, token]
-            "stalls": [[0.0] * 6, [0.3, 0.3, 0.3, 0.3, 0.3, 0.3], [0.1, 0.5, 0.6, 0.5, 0.7, 0.6]],
+            # pause probabilities [axi, cmd, x, scale, logits, token]; a setting without AXI
+            # pauses after one with them: the RAM's channels must come out of a pause (which
+            # cocotbext-axi's set_pause_generator(None) alone leaves on: the regression's
+            # lm_head seed 833859528 hung so)
+            "stalls": [[0.3, 0.3, 0.3, 0.3, 0.3, 0.3], [0.0] * 6, [0.1, 0.5, 0.6, 0.5, 0.7, 0.6]],
             **extra}
 
 

@@ -35,6 +35,17 @@ REAL_SET = dict(group=5, lanes=64, tokens=1, max_rows=2048, max_blocks=16)
 ENGINE_TESTS = ["test_random", "test_corners", "test_back_to_back", "test_late_codes",
                 "test_throughput"]
 
+
+def limit_tiles(k: int, rows: int = 4, tokens: int | None = None) -> list[dict]:
+    """The accumulator's limits over ``k`` inputs (issue #16): all-127 activations against all
+    +1 weights (+127 K), -128 against -1 (+128 K, the largest sum) and -128 against +1
+    (-128 K, the most negative), as ``real_tiles`` entries. (test_corners runs the same cases
+    at every ENGINE_SETS engine's own longest K.)"""
+    extra = {} if tokens is None else {"tokens": tokens}
+    return [{"name": f"limit x={x} w={w} K={k}", "rows": rows, "k": k, "weights": weights, "acts": acts, **extra}
+            for x, w, weights, acts in ((127, "+1", "plus", "max"), (-128, "-1", "minus", "min"),
+                                        (-128, "+1", "plus", "min"))]
+
 # bitnet-b1.58-large (hidden 1536, FFN 4096): one output tile of 128 rows over the full K.
 REAL_TILES = [
     {"name": "q/k/v/o 1536x1536", "rows": 128, "k": 1536},
@@ -90,9 +101,28 @@ def test_tlmm_engine(key):
 @pytest.mark.rtl
 def test_tlmm_real_tiles():
     """One 128-row tile of each bitnet-b1.58-large projection shape at P=64, G=5: stall-free
-    (rows/cycle logged) and with stalls on every stream; plus the full-rate check at P=64."""
-    run_engine(REAL_SET, ["test_real_tiles", "test_throughput"], real_tiles=REAL_TILES,
+    (rows/cycle logged) and with stalls on every stream; plus the full-rate check at P=64. And
+    the accumulator's limits at the engine's longest K (16 blocks of 64 x 5 = 5120 inputs, more
+    than large's 4096): all-127 x all +1, -128 x -1, -128 x +1 (limit_tiles)."""
+    longest_k = REAL_SET["max_blocks"] * REAL_SET["lanes"] * REAL_SET["group"]
+    run_engine(REAL_SET, ["test_real_tiles", "test_throughput"], real_tiles=REAL_TILES + limit_tiles(longest_k),
                real_stalls=[[0.0] * 4, [0.2, 0.2, 0.2, 0.3]])
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_tlmm_limits_at_the_longest_k():
+    """The engine the kv260 composition builds for bitnet-b1.58-2B-4T's longest K (down_proj,
+    K = 6912: 22 blocks of 64 lanes x G 5, 8 tokens): all-127 x all +1 and the other int8
+    limits (limit_tiles) over that K, without and with stalls, bit-exact."""
+    from tellme.config import hardware_preset, model_preset
+    hw, model = hardware_preset("kv260"), model_preset("bitnet-b1.58-2B-4T")
+    k = max(model.hidden_size, model.intermediate_size)
+    blocks = -(-(-(-k // hw.tlmm_group)) // hw.tlmm_lanes)          # as hw/matmul_path.py sizes it
+    params = dict(group=hw.tlmm_group, lanes=hw.tlmm_lanes, tokens=hw.tlmm_tokens, max_rows=64, max_blocks=blocks)
+    assert (k, blocks) == (6912, 22)
+    run_engine(params, ["test_real_tiles"], real_tiles=limit_tiles(k),
+               real_stalls=[[0.0] * 4, [0.3, 0.3, 0.3, 0.3]], timeout=3600)
 
 
 @pytest.mark.rtl

@@ -20,7 +20,7 @@ from tellme.sim.tb.streams import struct_fields
 
 TB = "tellme.sim.tb.tb_transpose"
 TRANSPOSE_TESTS = ["test_transpose_ranges", "test_transpose_throughput"]
-RESIDUAL_TESTS = ["test_residual_values", "test_residual_throughput"]
+RESIDUAL_TESTS = ["test_residual_values", "test_residual_limits", "test_residual_throughput"]
 # [cmd, i, o, blocks] stall probabilities, one random-stall pass each
 TRANSPOSE_STALLS = [[0.0, 0.0, 0.0, 0.0], [0.3, 0.3, 0.3, 0.3], [0.8, 0.1, 0.2, 0.1],
                     [0.1, 0.1, 0.7, 0.1], [0.1, 0.6, 0.1, 0.7]]
@@ -101,6 +101,22 @@ def residual_parameters(unit: ResidualAdd, **extra):
     return {"unit": "residual", "lanes": lanes, "latency": unit.latency, "parts": lanes // unit.add_lanes,
             "fields": {name: struct_fields(f32_vec(lanes)) for name in ("y", "h", "o")},
             "stalls": RESIDUAL_STALLS, "beats": 400, **extra}
+
+
+def test_golden_residual_add_at_the_largest_values():
+    """The golden model gives the hand-derived sums of the largest residual values
+    (tb_transpose.RESIDUAL_LIMITS: overflow to infinity, ties at FLT_MAX, cancellation), which
+    test_residual_limits then holds the unit to."""
+    import numpy as np
+
+    from tellme.sim import golden
+    from tellme.sim.tb.tb_transpose import residual_limit_operands
+    h, y, want = residual_limit_operands()
+    got = golden.residual_add(h.view(np.float32), y.view(np.float32)).view(np.uint32)
+    assert [f"{v:#010x}" for v in got] == [f"{v:#010x}" for v in want]
+    # and IEEE binary32 (numpy) agrees: these sums are far from the flushed range
+    with np.errstate(over="ignore"):
+        assert np.array_equal((h.view(np.float32) + y.view(np.float32)).view(np.uint32), want)
 
 
 @pytest.mark.rtl

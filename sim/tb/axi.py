@@ -9,7 +9,8 @@ prefix without it:
   log quiet, optionally filled with an image or sharing another RAM's memory;
 - :func:`axi_master_read` / :func:`axi_master_write`: cocotbext-axi's managers, log quiet;
 - :func:`random_pauses`: a random pause generator on every channel of such models, each with
-  its own seed drawn from one ``random.Random``;
+  its own seed drawn from one ``random.Random``; :func:`set_pauses`: one channel's generator,
+  or none (and then really none);
 - :func:`axi_channel`: an AXI channel as a :data:`~.streams.Channel` for
   :class:`~.streams.HandshakeMonitor` (address fields recorded per handshake).
 """
@@ -22,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from .streams import Channel, random_pause
 
 __all__ = ["axi_ram_read", "axi_ram_write", "axi_master_read", "axi_master_write", "random_pauses",
-           "axi_channel", "ADDRESS_FIELDS"]
+           "set_pauses", "axi_channel", "ADDRESS_FIELDS"]
 
 #: Address channel fields a monitor usually records (``addr``, ``len``, ``size``, ``burst``).
 ADDRESS_FIELDS = ("addr", "len", "size", "burst")
@@ -86,6 +87,15 @@ def random_pauses(models: Iterable, probability: float, rng: random.Random) -> N
             channel = getattr(model, name, None)
             if channel is not None:
                 channel.set_pause_generator(random_pause(probability, rng.randrange(1 << 30)))
+
+
+def set_pauses(channel, generator: Iterable[bool] | None) -> None:
+    """Pause the cocotbext-axi ``channel`` by ``generator`` (one truth value per cycle), or not
+    at all (``None``). (cocotbext-axi's own ``set_pause_generator(None)`` stops the old generator
+    but keeps the last value it set: a channel stopped mid-pause would stay paused for good.)"""
+    channel.set_pause_generator(generator)
+    if generator is None:
+        channel.pause = False
 
 
 def axi_channel(dut, prefix: str, channel: str, fields: Sequence[str] = ()) -> Channel:

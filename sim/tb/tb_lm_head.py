@@ -63,7 +63,7 @@ from cocotb.triggers import ClockCycles
 from ...contract import formats
 from ...contract.layouts import PAGE, stripe
 from .. import golden
-from .axi import ADDRESS_FIELDS, axi_channel, axi_ram_read
+from .axi import ADDRESS_FIELDS, axi_channel, axi_ram_read, set_pauses
 from .streams import HandshakeMonitor, StreamSink, StreamSource, random_pause, with_timeout
 from .testbench import Testbench
 
@@ -387,7 +387,7 @@ class LmHeadTB(Testbench):
 
         for ram in self.rams:
             for model_channel in ("ar_channel", "r_channel"):
-                getattr(ram, model_channel).set_pause_generator(pause(p_axi))
+                set_pauses(getattr(ram, model_channel), pause(p_axi))
         cmd, xs, scale, out, token = self.cmd, self.xs, self.scale, self.out, self.token
         for port, prob in ((cmd, p_cmd), (xs, p_x), (scale, p_scale), (out, p_logits), (token, p_token)):
             if port is not None:

@@ -23,12 +23,18 @@ Configuration (``run_cocotb(parameters=...)``, read with :func:`tellme.sim.tb.tb
 ``random_problems``
     Problems per stall setting in ``test_random`` (default 6).
 ``real_tiles``
-    ``test_real_tiles``: list of ``{"name", "rows", "k", ["tiles"]}``: one command of ``rows``
-    rows over the full K, or with ``tiles`` a list of row counts (the real N_t tiling: the
-    commands run back to back, the activations are resent for every tile).
+    ``test_real_tiles``: list of ``{"name", "rows", "k", ["tiles"], ["weights"], ["acts"],
+    ["tokens"]}``: one command of ``rows`` rows over the full K, or with ``tiles`` a list of row
+    counts (the real N_t tiling: the commands run back to back, the activations are resent for
+    every tile); ``weights`` and ``acts`` as :func:`make_problem` takes them (default random),
+    ``tokens`` default T.
 ``real_stalls``
     Stall settings for ``test_real_tiles`` (default ``[[0, 0, 0, 0]]``; the first should be
     stall-free, it is where rows/cycle is measured).
+``results``
+    A JSON file: ``test_random`` records there every problem it drew (``problems``: name, with
+    the shape, and a digest of its weights, activations and scales), so a replay with the same
+    seed can be shown to draw the same ones.
 ``corrupt``
     Negative check of the harness: feed one lane word with a code whose sign is flipped (the
     expected values stay those of the true code), so the scoreboard must fail.
@@ -37,6 +43,7 @@ Configuration (``run_cocotb(parameters=...)``, read with :func:`tellme.sim.tb.tb
 from __future__ import annotations
 
 import collections
+import hashlib
 import itertools
 from dataclasses import dataclass
 
@@ -125,6 +132,14 @@ def make_problem(rng: np.random.Generator, cfg: dict, *, rows: int, k: int, toke
     label = name or f"{weights}/{acts}"
     return Problem(f"{label} N={rows} K={k} B={blocks} tok={tokens}", rows, k, tokens, blocks,
                    trits, x, stream, expected, d_x, w_mult)
+
+
+def problem_digest(problem: Problem) -> str:
+    """A short digest of everything a problem feeds the engine (weights, activations, scales)."""
+    digest = hashlib.sha256()
+    for part in (problem.trits, problem.x, np.array(problem.d_x, np.uint64), np.array([problem.w_mult], np.uint64)):
+        digest.update(np.ascontiguousarray(part).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def random_problem(rng, cfg, *, max_rows=None) -> Problem:
@@ -342,6 +357,7 @@ async def test_random(dut):
         max_k = cfg["max_blocks"] * cfg["lanes"] * cfg["group"]
         batches[0].insert(0, make_problem(rng, cfg, rows=4, k=max_k, tokens=cfg["tokens"],
                                           name="dense (corrupted)"))
+    bench.record("problems", [{"name": p.name, "digest": problem_digest(p)} for batch in batches for p in batch])
     budget = sum(int(4 * sum(estimate_cycles(cfg, p) for p in batch) / max((1 - max(s)) ** 2, 0.005))
                  + 400 * len(batch) for batch, s in zip(batches, stalls))
     start_watchdog(bench.clock, budget, "test_random")
@@ -601,7 +617,8 @@ async def test_real_tiles(dut):
         for tile in tiles:
             rows_list = tile.get("tiles", [tile["rows"]])
             plans.append((s, tile["name"], [
-                make_problem(rng, cfg, rows=r, k=tile["k"], tokens=t_count,
+                make_problem(rng, cfg, rows=r, k=tile["k"], tokens=tile.get("tokens", t_count),
+                             weights=tile.get("weights", "random"), acts=tile.get("acts", "random"),
                              name=f"{tile['name']} tile {i} ({r}x{tile['k']})")
                 for i, r in enumerate(rows_list)]))
     budget = sum(int(4 * sum(estimate_cycles(cfg, p) for p in probs) / max((1 - max(s)) ** 2, 0.005))

@@ -18,6 +18,7 @@ at each end-of-call pulse the harness's per-op cycle counters, ``op_counter_bits
 ``step_ends``, [step index, cycles] at each step-end pulse of the harness),
 ``axi_pauses`` (random pauses on the AXI4-Lite port), ``hp_pauses`` (probability that a
 channel of an HP port is held in a cycle, each channel of each port drawn apart; 0: none),
+``pause_seed`` (seed of both pause patterns; absent: fixed patterns),
 ``trace`` (an .npz path: the KV, scratch and I/O regions after every step,
 :func:`record_steps`).
 """
@@ -49,8 +50,9 @@ async def test_script(dut):
     tb = Testbench(dut)
     cfg, clock = tb.cfg, tb.clock
     dut.fault_step.value = cfg["fault_step"]
+    pause_seed = cfg.get("pause_seed")           # None: the fixed patterns of seeds 21-24
     if cfg.get("hp_pauses"):
-        cocotb.start_soon(tb.random_bits("stall", cfg["hp_pauses"], 24))
+        cocotb.start_soon(tb.random_bits("stall", cfg["hp_pauses"], 24 if pause_seed is None else 4 * pause_seed + 3))
     else:
         tb.hold_low("stall")
     await tb.reset()
@@ -59,9 +61,10 @@ async def test_script(dut):
                              memory_base=cfg["memory_base"], memory_bytes=cfg["memory_bytes"],
                              clock_hz=cfg["clock_hz"])
     if cfg.get("axi_pauses"):
-        transport.axil.write_if.aw_channel.set_pause_generator(random_pause(0.3, 21))
-        transport.axil.write_if.w_channel.set_pause_generator(random_pause(0.3, 22))
-        transport.axil.read_if.ar_channel.set_pause_generator(random_pause(0.3, 23))
+        base = 21 if pause_seed is None else 4 * pause_seed
+        transport.axil.write_if.aw_channel.set_pause_generator(random_pause(0.3, base))
+        transport.axil.write_if.w_channel.set_pause_generator(random_pause(0.3, base + 1))
+        transport.axil.read_if.ar_channel.set_pause_generator(random_pause(0.3, base + 2))
     progress = cfg.get("progress")
     snapshots: list[dict] = []
     regions: dict[str, tuple[int, int]] = {}

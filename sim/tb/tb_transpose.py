@@ -25,6 +25,11 @@ ResidualAdd (``unit = "residual"``; ``test_residual_*``):
     pairs (random bit patterns, specials x specials, cancellation to zero and to the subnormal
     range, rounding ties, overflow); each output lane must equal ``golden.residual_add(h, y)``
     bit for bit (uint32 views), ``last`` that of ``y`` (``h``'s ``last`` is set differently).
+``test_residual_limits``
+    The largest residual values (issue #16): the pairs of :data:`RESIDUAL_LIMITS` at the top of
+    the binary32 range (sums that overflow to infinity, round on a tie at FLT_MAX, cancel to +0),
+    in both operand orders and both signs, without stalls and under the last ``stalls`` entry;
+    the golden model must give each pair's hand-derived sum before the unit is held to it.
 ``test_residual_throughput``
     No stalls: ``o`` beats in consecutive cycles, the first ``latency`` cycles after the first
     input pair moved.
@@ -240,6 +245,40 @@ async def test_transpose_throughput(dut):
 
 # -- ResidualAdd ----------------------------------------------------------------------------------
 
+#: (h, y, h + y) binary32 patterns at the top of the range, the sums derived by hand (round to
+#: nearest even; FLT_MAX = 0x7F7FFFFF = 2^128 - 2^104, its ulp 2^104, half an ulp 2^103 =
+#: 0x73000000). ``test_residual_limits`` also runs each with the operands swapped and with both
+#: signs flipped (the sum's sign flips with them; +0 stays +0).
+RESIDUAL_LIMITS = [
+    (0x7F7FFFFF, 0x7F7FFFFF, 0x7F800000),   # FLT_MAX + FLT_MAX: overflow to +inf
+    (0x7F7FFFFF, 0xFF7FFFFF, 0x00000000),   # FLT_MAX - FLT_MAX: +0
+    (0x7F7FFFFF, 0x73000000, 0x7F800000),   # + half an ulp: a tie, FLT_MAX's mantissa is odd: up, +inf
+    (0x7F7FFFFF, 0x72FFFFFF, 0x7F7FFFFF),   # + just under half an ulp: FLT_MAX
+    (0x7F7FFFFF, 0x73800000, 0x7F800000),   # + one ulp: 2^128, +inf
+    (0x7F7FFFFF, 0xF3800000, 0x7F7FFFFE),   # - one ulp: the next value down
+    (0x7F7FFFFF, 0xF3000000, 0x7F7FFFFE),   # - half an ulp: a tie, to the even 0x7F7FFFFE
+    (0x7F7FFFFE, 0x73000000, 0x7F7FFFFE),   # FLT_MAX - ulp + half an ulp: a tie, stays (even)
+    (0x7F7FFFFE, 0x73000001, 0x7F7FFFFF),   # ... just over half an ulp: up to FLT_MAX
+    (0x7F000000, 0x7F000000, 0x7F800000),   # 2^127 + 2^127 = 2^128: +inf
+    (0x7F000000, 0x7EFFFFFF, 0x7F800000),   # 2^127 + (2^127 - 2^103) = 2^128 - 2^103: a tie, +inf
+    (0x7F7FFFFF, 0x3F800000, 0x7F7FFFFF),   # FLT_MAX + 1: FLT_MAX
+    (0x7F7FFFFF, 0x00800000, 0x7F7FFFFF),   # + the smallest normal
+    (0x7F7FFFFF, 0x00000001, 0x7F7FFFFF),   # + a subnormal (flushed to 0)
+    (0x7F7FFFFF, 0x7F800000, 0x7F800000),   # + inf
+    (0x7F7FFFFF, 0xFF800000, 0xFF800000),   # - inf
+]
+
+
+def residual_limit_operands() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs of :data:`RESIDUAL_LIMITS`, each also swapped, negated, and swapped and negated:
+    (h, y, expected sum) as uint32 arrays."""
+    sign = np.uint32(0x80000000)
+    h, y, want = (np.array(column, dtype=U32) for column in zip(*RESIDUAL_LIMITS))
+    # -(+0) is -0, but x + (-x) is +0 in either sign: the negated sums keep +0
+    neg_want = np.where(want == 0, want, want ^ sign).astype(U32)
+    return (np.concatenate([h, y, h ^ sign, y ^ sign]), np.concatenate([y, h, y ^ sign, h ^ sign]),
+            np.concatenate([want, want, neg_want, neg_want]))
+
 def residual_operands(rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
     """``count`` operand pairs (h, y) as uint32 bit patterns: random bits, specials x specials,
     and pairs that cancel (x + -x, to the subnormal range), round on ties or overflow."""
@@ -286,8 +325,14 @@ class ResidualTB(UnitTB):
         self.o = StreamSink(dut, "o", self.clock, fields=fields["o"])
 
     def queue(self, beats: int):
+        return self.queue_pairs(*residual_operands(self.rng, beats * self.L))
+
+    def queue_pairs(self, h: np.ndarray, y: np.ndarray):
+        """Queue the operand pairs (uint32 patterns, padded with +0 to whole beats) and expect
+        ``golden.residual_add`` of each; returns (h, y, sums) by beat and the expected beats."""
         L = self.L
-        h, y = residual_operands(self.rng, beats * L)
+        beats = -(-len(h) // L)
+        h, y = (np.concatenate([a, np.zeros(beats * L - len(a), U32)]) for a in (h, y))
         want = golden.residual_add(h.view(np.float32), y.view(np.float32)).view(U32)
         h, y, want = (a.reshape(beats, L) for a in (h, y, want))
         lasts = self.rng.integers(0, 2, beats)
@@ -328,6 +373,23 @@ async def test_residual_values(dut):
         h, y, want, expected = tb.queue(beats)
         rate = min(1 - p for p in stall)
         await tb.check(h, y, want, expected, f"stalls {stall}", int(4 * beats / max(rate, 0.01) ** 3) + 200)
+        await _no_more([tb.o], tb.clock, 20)
+
+
+@cocotb.test(timeout_time=50, timeout_unit="ms")
+async def test_residual_limits(dut):
+    tb = ResidualTB(dut)
+    await tb.start(200_000, "test_residual_limits")
+    h, y, sums = residual_limit_operands()
+    got = golden.residual_add(h.view(np.float32), y.view(np.float32)).view(U32)
+    assert np.array_equal(got, sums), (
+        "golden.residual_add disagrees with the hand-derived sums at " +
+        ", ".join(f"{a:#010x} + {b:#010x} = {g:#010x} (not {w:#010x})"
+                  for a, b, g, w in zip(h, y, got, sums) if g != w))
+    for stall in ([0.0, 0.0, 0.0], tb.cfg["stalls"][-1]):
+        tb.stall((tb.y, tb.h, tb.o), stall)
+        bh, by, want, expected = tb.queue_pairs(h, y)
+        await tb.check(bh, by, want, expected, f"limits, stalls {stall}", 100 * len(expected) + 200)
         await _no_more([tb.o], tb.clock, 20)
 
 

@@ -51,6 +51,7 @@ from ...gen import image
 from ...gen.tiling import tile_projection
 from ...weights import TernaryTensor
 from . import tb_config
+from .axi import set_pauses
 from .streams import (CycleTimeout, StreamSink, StreamSource, random_pause, reset_dut,
                       start_clock, start_watchdog, with_timeout)
 
@@ -215,11 +216,7 @@ class Bench:
     def set_stalls(self, p_ar: float, p_r: float, p_codes: float) -> None:
         for ram in self.rams:
             for channel, p in ((ram.ar_channel, p_ar), (ram.r_channel, p_r)):
-                channel.set_pause_generator(random_pause(p, int(self.rng.integers(1 << 30))) if p else None)
-                if not p:
-                    # cocotbext-axi keeps the last value the old generator set: a channel
-                    # stopped mid-stall would stay paused for good.
-                    channel.pause = False
+                set_pauses(channel, random_pause(p, int(self.rng.integers(1 << 30))) if p else None)
         self.codes.set_pause_generator(random_pause(p_codes, int(self.rng.integers(1 << 30))) if p_codes else None)
 
     def queue(self, index: int, passes: int) -> None:
