@@ -93,7 +93,8 @@ class MatmulPath(wiring.Component):
     floats, ``dst``/``res``/``row_stride`` beat aligned. Throughput: the TLMM's (one lane word per
     cycle) while the units behind it keep up: results leave during a tile pass's last block,
     one row per lane word, and Dequant takes one per T / ``dequant_lanes`` cycles; the writer
-    takes column blocks back to back (up to :data:`WRITER_COMMANDS` awaiting their responses),
+    takes column blocks back to back (up to :data:`WRITER_COMMANDS` awaiting their responses,
+    its AXI master T x :data:`WRITER_COMMANDS` bursts),
     and the residual or gate rows are read up to :data:`OPERAND_COLUMNS` column blocks ahead of
     the transpose into a credit FIFO (:class:`~tellme.hw.credit_fifo.CreditFifo`). Cost: the
     units it holds, that FIFO and, with a narrowed Dequant, a
@@ -139,8 +140,11 @@ class MatmulPath(wiring.Component):
         # Column blocks are short (T rows of ``block`` floats): the writer takes them back to back
         # instead of waiting one write-response latency each (and, with a second operand, its
         # read and the adder's or gating unit's pipeline) before the next.
+        # Its AXI master holds a whole queue of column blocks (T row bursts each): with the
+        # default 4 bursts the next block's command waited for half of the current block's
+        # write responses, so neighbouring blocks overlapped only partly (docs 10).
         self.writer = ScratchWriter(lanes=lanes, data_width=data_width, addr_width=addr_width,
-                                    max_commands=WRITER_COMMANDS)
+                                    max_commands=WRITER_COMMANDS, max_outstanding=tokens * WRITER_COMMANDS)
         command = matmul_command_layout(geometry.ports, addr_width, max_rows, self.max_blocks, max_tokens)
         super().__init__({
             "cmd": In(stream.Signature(command)),
