@@ -76,20 +76,20 @@ class Calibration:
     dispatch: int = 4              # any step: ROM read, word load, dispatch, issue (exact)
     nq_word: int = 6               # a NORM_QUANT word into the act buffer, to the buffer's command (exact)
     head_nq_word: int = 5          # the NORM_QUANT word routed to the LM head (exact)
-    w_mult: int = 130              # MATMUL: the w_mult read beyond one DDR latency
-    nq_first: int = 199            # NORM_QUANT: first token, beyond one DDR latency and 3 beats per lane group
-    nq_period: int = 101           # NORM_QUANT: per token, beyond 2 cycles per beat
+    w_mult: int = 150              # MATMUL: the w_mult read beyond one DDR latency
+    nq_first: int = 69            # NORM_QUANT: first token, beyond one DDR latency and 3 beats per lane group
+    nq_period: int = 108           # NORM_QUANT: per token, beyond 2 cycles per beat
     tlmm_first: int = 0            # TLMM: a step's first table build beyond its build time
-    matmul_tail: int = 0           # MATMUL: drain (with tail_ddr and two column blocks)
-    tail_ddr: int = 4              # ... per cent of the DDR latency in the drain
+    matmul_tail: int = 1           # MATMUL: drain (with tail_ddr and two column blocks)
+    tail_ddr: int = 42              # ... per cent of the DDR latency in the drain
     tail_unit: int = 0             # ... with a second operand: per cent of its unit's latency
-    column: int = 5                # a column block without second operand, beyond its write beats
+    column: int = 12                # a column block without second operand, beyond its write beats
     column_second: int = 0         # a column block with a second operand (residual, gate), fixed
-    column_latency: int = 21       # ... per cent of the adder's or gating unit's latency
-    column_token: int = 6          # ... per token beyond its row's read and write beats
-    column_ddr: int = 19           # ... per cent of the DDR latency
-    embed_fixed: int = 31          # EMBED beyond two DDR latencies and its rows' beats
-    embed_row: int = 0             # ... per row
+    column_latency: int = 13       # ... per cent of the adder's or gating unit's latency
+    column_token: int = 3          # ... per token beyond its row's read and write beats
+    column_ddr: int = 39           # ... per cent of the DDR latency
+    embed_fixed: int = 45          # EMBED beyond two DDR latencies and its rows' beats
+    embed_row: int = 1             # ... per row
     attn_fixed: float = 601.729    # ATTENTION: a linear model of its work (CycleModel._attention), least squares
     attn_load: float = 0.793       # ... per load cycle (tokens x (DDR latency + beats))
     attn_pair: float = 0.861       # ... per cycle of causal (query, key) pairs
@@ -98,9 +98,9 @@ class Calibration:
     attn_output: float = 26.447    # ... per output cycle (hd / 16 per query)
     attn_history_beat: float = 0.923  # ... per AXI beat of K/V history
     attn_history_tile: float = -24.526  # ... per history tile read
-    load_share: int = 45           # per cent of the weight loads overlapping an ATTENTION step it loses
-    embed_load_share: int = 118    # the same for EMBED (its row reads queue behind the tiles' bursts)
-    lm_fixed: int = 0              # LM_HEAD beyond two DDR latencies, a NORM_QUANT and its rows' beats
+    load_share: int = 46           # per cent of the weight loads overlapping an ATTENTION step it loses
+    embed_load_share: int = 98    # the same for EMBED (its row reads queue behind the tiles' bursts)
+    lm_fixed: int = 94              # LM_HEAD beyond two DDR latencies, a NORM_QUANT and its rows' beats
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
