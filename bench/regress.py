@@ -775,7 +775,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"regress: units {', '.join(units)}; base seed {base_seed}; "
         f"{f'{minutes:g} minutes' if minutes is not None else 'no time limit'}"
         f"{f', at most {args.cases} cases' if args.cases is not None else ''}")
-    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    started, commit = time.strftime("%Y-%m-%d %H:%M:%S"), _commit()
     run = run_cases(units, base_seed, minutes=minutes, cases=args.cases, waves=not args.no_waves,
                     fault=args.inject_fault, case_log=Path(args.log) if args.log else None, out=log)
     records, failure = run["records"], run["failure"]
@@ -795,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
     if json_path is not None:
         top = {k: v for k, v in per_unit.items() if k == "top"}
         results = {
-            "generated_by": command.strip(), "commit": _commit(), "started": started,
+            "generated_by": command.strip(), "commit": commit, "commit_at_end": _commit(), "started": started,
             "duration_minutes": round(run["seconds"] / 60, 1), "requested_minutes": minutes,
             "base_seed": base_seed, "stall_patterns": list(STALL_PATTERNS),
             "total": {"cases": len(records), "failures": sum(s["failures"] for s in per_unit.values()),

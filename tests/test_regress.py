@@ -91,3 +91,22 @@ def test_regression_fails_on_a_wrong_expected_value(capsys):
     assert "replay: python -m bench.regress --only tlmm --seed 5 --cases 1 --inject-fault" in out
     assert "] tlmm seed 6 (" not in out                 # the run stopped at the failure
     assert out.rstrip().endswith("FAILED")
+
+
+def test_committed_results_are_a_passing_run_of_every_unit():
+    """``bench/results/reliability.json`` is a run of every unit and the top level without a
+    failure, with the malformed-input cases counted and every formal proof proven (and every
+    broken variant caught)."""
+    results = json.loads((REPO / "bench" / "results" / "reliability.json").read_text())
+    assert results["total"]["failures"] == 0 and results["failure"] is None
+    assert set(results["units"]) | {"top"} == set(regress.UNITS), "a unit the committed run did not reach"
+    assert results["end_to_end"]["cases"] >= 1 and results["end_to_end"]["failures"] == 0
+    assert all(u["failures"] == 0 and u["stall_settings"] >= u["cases"] for u in results["units"].values())
+    assert results["duration_minutes"] >= 3
+    inputs = results["malformed_inputs"]
+    assert inputs["failures"] == 0 and inputs["cases"] >= 3 * inputs["fuzz"]["examples_per_target"]
+    assert all(t["loaded"] + sum(t["refused"].values()) == t["cases"] for t in inputs["fuzz"]["targets"].values())
+    formal = results["formal"]
+    assert formal["status"] == "run" and formal["proofs"] and formal["failures"] == 0, formal
+    assert all(p["result"] == "proven" for p in formal["proofs"])
+    assert all(v.startswith("fails as it must") for v in formal["broken_variants"].values())
