@@ -153,7 +153,16 @@ class Accelerator:
                 raise ValueError(f"{name} {addr:#x} is not 4 KiB aligned")
             self.regs.write64(name, addr)
 
+    def refuse_if_busy(self, what: str) -> None:
+        """:class:`AcceleratorError` naming ``what`` while a call runs: a START then would be lost
+        (the sequencer takes one call at a time) and the flags a new call clears are the running
+        call's."""
+        if self.regs.read("STATUS")["BUSY"]:
+            raise AcceleratorError(f"{what}: the accelerator is busy with another call (STATUS.BUSY): "
+                                   f"wait for its DONE or write CONTROL.SOFT_RESET")
+
     def start(self, *, decode: bool, seq_pos: int, token_count: int) -> None:
+        self.refuse_if_busy(f"{'decode' if decode else 'prefill'} call at position {seq_pos}")
         self.regs.write("STATUS", DONE=1, ERROR=1)            # clear the previous call's flags
         self.regs.write("MODE", DECODE=int(decode))
         self.regs.write("SEQ_POS", POS=seq_pos)
@@ -194,6 +203,7 @@ class Accelerator:
         kind = "decode" if decode else "prefill"
         what = f"{kind} call at position {self.position} ({len(ids)} token{'s' * (len(ids) != 1)})"
         self._check(ids, what)
+        self.refuse_if_busy(what)                         # before the I/O region is touched
         io, layout = self.buffers["io"], self.program.io
         io[layout.ids_offset:layout.ids_offset + 4 * len(ids)] = np.asarray(ids, dtype="<u4").view(np.uint8)
         io.sync_to_device()

@@ -110,6 +110,14 @@ def test_hardware_errors_name_the_call(image):
     acc.timeout, acc.poll_interval = 0.01, 0.001
     with pytest.raises(AcceleratorError, match=r"prefill call at position 0 \(2 tokens\): no DONE after 0.01 s"):
         acc.prefill([1, 2])
+    # ... and the hardware still busy with it: the next call is refused, the I/O region untouched
+    io = acc.buffers["io"].copy()
+    with pytest.raises(AcceleratorError, match=r"prefill call at position 0 \(1 token\): the accelerator is busy "
+                                               r"with another call \(STATUS.BUSY\)"):
+        acc.prefill([3])
+    with pytest.raises(AcceleratorError, match=r"decode call at position 0: the accelerator is busy"):
+        acc.start(decode=True, seq_pos=0, token_count=1)
+    assert np.array_equal(acc.buffers["io"], io)
 
 
 def test_a_misplaced_buffer_is_an_axi_error(image):
