@@ -288,6 +288,8 @@ class LmHead(wiring.Component):
             x_depth = words
         else:
             x_depth = -(-max_cols // L) * (L // B)
+        # (at least two words: a one-word memory has a zero-width address, which lints as [-1:0])
+        x_depth = max(x_depth, 2)
         total_width = _bits(max_rows * max_cols * esize)
 
         master = self.master
