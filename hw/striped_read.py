@@ -5,12 +5,11 @@ from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..contract.layouts import stripe, unstripe
 from .axi import axi_read_signature
 from .axi_bursts import command_layout
 from .axi_read import AxiReadMaster, read_data_layout
 
-__all__ = ["StripedReadMaster", "stripe", "unstripe"]
+__all__ = ["StripedReadMaster"]
 
 
 class StripedReadMaster(wiring.Component):

@@ -163,6 +163,10 @@ class Accelerator:
 
     def start(self, *, decode: bool, seq_pos: int, token_count: int) -> None:
         self.refuse_if_busy(f"{'decode' if decode else 'prefill'} call at position {seq_pos}")
+        self._start(decode, seq_pos, token_count)
+
+    def _start(self, decode: bool, seq_pos: int, token_count: int) -> None:
+        """START without the busy check (the caller made it)."""
         self.regs.write("STATUS", DONE=1, ERROR=1)            # clear the previous call's flags
         self.regs.write("MODE", DECODE=int(decode))
         self.regs.write("SEQ_POS", POS=seq_pos)
@@ -207,7 +211,7 @@ class Accelerator:
         io, layout = self.buffers["io"], self.program.io
         io[layout.ids_offset:layout.ids_offset + 4 * len(ids)] = np.asarray(ids, dtype="<u4").view(np.uint8)
         io.sync_to_device()
-        self.start(decode=decode, seq_pos=self.position, token_count=len(ids))
+        self._start(decode, self.position, len(ids))
         waited = 0.0
         while True:
             try:

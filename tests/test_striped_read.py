@@ -19,8 +19,9 @@ from amaranth.lib import wiring
 from amaranth.sim import Simulator
 from helpers import kwargs_id
 
+from tellme.contract.layouts import stripe, unstripe
 from tellme.hw.axi_read import AxiReadMaster
-from tellme.hw.striped_read import StripedReadMaster, stripe, unstripe
+from tellme.hw.striped_read import StripedReadMaster
 from tellme.sim.rtl import run_cocotb
 
 TB = "tellme.sim.tb.tb_striped_read"

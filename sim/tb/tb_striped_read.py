@@ -63,7 +63,7 @@ from cocotb.triggers import ClockCycles, RisingEdge
 from ...contract.layouts import PAGE
 from ...hw.axi_bursts import command_layout
 from ...hw.axi_read import read_data_layout
-from ...hw.striped_read import stripe, unstripe
+from ...contract.layouts import stripe, unstripe
 from .axi import axi_ram_read, random_pauses
 from .streams import (HandshakeMonitor, StreamSink, StreamSource, cycle_now, random_pause, struct_fields,
                       unpack_struct, with_timeout)
