@@ -160,9 +160,12 @@ class TellmeTop(wiring.Component):
     datapaths, one step at a time, its weight walker sending every MATMUL's weight command
     ahead (loading runs ahead of the steps); ``STATUS.DONE`` (or ``ERROR`` with ``ERR_CODE``) at the
     end; ``CYCLES`` counts the call's cycles, ``STALL`` the cycles the TLMM waited for weights.
-    An AXI error response on any port ends the call with ``AXI_READ``/``AXI_WRITE``; it and
+    An AXI error response on any port ends the call with ``AXI_READ``/``AXI_WRITE``, a token id
+    not below the vocabulary with ``BAD_TOKEN_ID``, a call without AXI progress for
+    ``WATCHDOG.CYCLES`` with ``WATCHDOG``; each of them and
     ``SOFT_RESET`` return every engine to idle: the datapath is held in reset (not the register
-    file) until every HP port is at rest (:class:`~tellme.hw.axi_quiesce.AxiQuiesce`).
+    file) until every HP port is at rest (:class:`~tellme.hw.axi_quiesce.AxiQuiesce`). A START
+    while a call runs is ignored and sets ``START_WHILE_BUSY`` beside the running call's flags.
 
     Parameters: ``model``, ``hw``, ``fault_port`` (simulation only, for the tests of ``tellme
     trace``: an input ``fault_step``; every word the step of that index writes to DDR has bit 0
@@ -291,7 +294,13 @@ class TellmeTop(wiring.Component):
         ]
         if self.fault_port:
             m.d.comb += dpf.fault.eq(dpf.busy & (self.sequencer.step == self.fault_step))
-        # ERR_CODE: cleared at START, set by the call's refusal or an AXI error response.
+        # A START while a call runs is ignored (the sequencer takes it only when idle): it must
+        # not clear the running call's ERR_CODE, CYCLES or STALL either; it is flagged instead.
+        start_accepted, start_while_busy = Signal(), Signal()
+        m.d.comb += [start_accepted.eq(regs.control_start & ~dpf.busy),
+                     start_while_busy.eq(regs.control_start & dpf.busy & ~dp_reset)]
+        # ERR_CODE: cleared at an accepted START, set by the call's refusal, an AXI error
+        # response, a bad token id, the watchdog, or a START while busy.
         errors = Signal(len(ERROR_BITS))
         read_error, write_error = Signal(), Signal()
         # An error response the datapath takes during a call (not while draining after a reset:
@@ -306,18 +315,22 @@ class TellmeTop(wiring.Component):
             m.d.comb += getattr(regs, f"err_code_{name.lower()}").eq(errors[i])
         # START clears it; the same cycle may set bits again (a call refused at START).
         raised = Signal(len(ERROR_BITS))
+        bad_token = Signal()
         m.d.comb += [raised[ERROR_BITS.index("AXI_READ")].eq(read_error),
-                     raised[ERROR_BITS.index("AXI_WRITE")].eq(write_error)]
+                     raised[ERROR_BITS.index("AXI_WRITE")].eq(write_error),
+                     raised[ERROR_BITS.index("START_WHILE_BUSY")].eq(start_while_busy),
+                     bad_token.eq(dpf.bad_token_id & dpf.busy & ~draining),
+                     raised[ERROR_BITS.index("BAD_TOKEN_ID")].eq(bad_token)]
         for code, name in enumerate(("BAD_TOKEN_COUNT", "CONTEXT_OVERFLOW", "MISALIGNED_BASE")):
             m.d.comb += raised[ERROR_BITS.index(name)].eq(dpf.fail & dpf.fail_code[code])
-        m.d.sync += errors.eq(Mux(regs.control_start, 0, errors) | raised)
+        m.d.sync += errors.eq(Mux(start_accepted, 0, errors) | raised)
         # Watchdog: a call whose units stop making progress (no handshake on any channel of any
         # HP port for WATCHDOG.CYCLES cycles: a starved or deadlocked unit) ends as an AXI error
         # does, with ERR_CODE.WATCHDOG; it fires once, then the drain resets the datapath.
         progress = _any([getattr(port, f"{ch}valid") & getattr(port, f"{ch}ready")
                          for port in dpf.hp for ch in ("ar", "r", "aw", "w", "b")])
         quiet = Signal(32)
-        with m.If(regs.control_start | progress | ~dpf.busy | draining):
+        with m.If(start_accepted | progress | ~dpf.busy | draining):
             m.d.sync += quiet.eq(0)
         with m.Elif(quiet != regs.watchdog_cycles):
             m.d.sync += quiet.eq(quiet + 1)
@@ -328,13 +341,13 @@ class TellmeTop(wiring.Component):
         # The abort follows the error response by a cycle: the managers' RREADY may depend on
         # RVALID, which the drain overrides, so a combinational abort would close a loop.
         abort = Signal()
-        m.d.sync += abort.eq(read_error | write_error | watchdog)
+        m.d.sync += abort.eq(read_error | write_error | watchdog | bad_token)
         m.d.comb += [reset_request.eq(regs.control_soft_reset | abort),
                      regs.status_done_set.eq(dpf.done),
                      regs.status_error_set.eq(dpf.fail | abort)]
         # CYCLES: START to DONE; STALL: of those, the TLMM waiting for weights.
         cycles, stall = Signal(64), Signal(64)
-        with m.If(regs.control_start):
+        with m.If(start_accepted):
             m.d.sync += [cycles.eq(0), stall.eq(0)]
         with m.Elif(dpf.busy):
             m.d.sync += [cycles.eq(cycles + 1), stall.eq(stall + dpf.weights_wait)]
@@ -359,7 +372,7 @@ class _Datapath(wiring.Component):
             "start": In(1), "decode": In(1), "seq_pos": In(32), "token_count": In(32),
             "bases": In(ADDR_WIDTH).array(4),
             "busy": Out(1), "done": Out(1), "fail": Out(1), "fail_code": Out(len(seq.fail_code)),
-            "result_token": Out(32), "weights_wait": Out(1), "fault": In(1),
+            "result_token": Out(32), "weights_wait": Out(1), "bad_token_id": Out(1), "fault": In(1),
             "hp": Out(axi_signature(addr_width=aw, data_width=dw)).array(hw.hp_ports),
         })
 
@@ -380,7 +393,7 @@ class _Datapath(wiring.Component):
                      seq.token_count.eq(self.token_count),
                      self.busy.eq(seq.busy), self.done.eq(seq.done), self.fail.eq(seq.fail),
                      self.fail_code.eq(seq.fail_code), self.result_token.eq(seq.result_token),
-                     self.weights_wait.eq(top.matmul.weights_wait)]
+                     self.weights_wait.eq(top.matmul.weights_wait), self.bad_token_id.eq(top.embed.bad_id)]
         for i in range(4):
             m.d.comb += seq.bases[i].eq(self.bases[i])
 

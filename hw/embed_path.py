@@ -39,7 +39,8 @@ class EmbedPath(wiring.Component):
     pulses when every write is acknowledged; the next ``cmd`` is taken after that.
 
     Ids are taken modulo the next power of two of ``vocab`` (their low bits address the table);
-    the host checks them against the vocabulary. ``id * row_bytes`` is a sum of shifted ids, one
+    an id not below ``vocab`` pulses ``bad_id`` as its row read is issued (the top ends the call
+    with ``ERR_CODE.BAD_TOKEN_ID``; the host's driver refuses such ids before START). ``id * row_bytes`` is a sum of shifted ids, one
     per set bit of ``row_bytes`` (a constant of the design: 10240 bytes for hidden 2560 is two
 terms, one adder).
 
@@ -48,7 +49,8 @@ terms, one adder).
 
     Ports: ``cmd`` (In stream, :func:`embed_command_layout`), ``done`` (Out 1, one-cycle pulse),
     ``ids_axi``, ``rows_axi`` (AXI4 read managers), ``wr_axi`` (AXI4 write manager), ``error``
-    (Out 1, sticky: an AXI error response on any of them).
+    (Out 1, sticky: an AXI error response on any of them), ``bad_id`` (Out 1, a one-cycle pulse
+    per row read of an id >= ``vocab``).
 
     Constraints: ``ids``, ``table``, ``dst``, ``row_stride`` aligned to the AXI beat; ``row_bytes``
     a multiple of the AXI beat and of ``4 lanes`` (:func:`tellme.gen.program.check_datapath`).
@@ -90,7 +92,7 @@ terms, one adder).
             "done": Out(1),
             **axi_ports(reads=("ids_axi", "rows_axi"), writes=("wr_axi",), addr_width=addr_width,
                         data_width=data_width),
-            "error": Out(1),
+            "error": Out(1), "bad_id": Out(1),
         })
 
     @property
@@ -142,7 +144,8 @@ terms, one adder).
         # -- per id: a row command; a beat of ids leaves the FIFO after its last id (or unused)
         lane = Signal(range(L))
         id_bits = max(1, (self.vocab - 1).bit_length())
-        token_id = ids.r_data.word_select(lane, 32)[:id_bits]
+        full_id = ids.r_data.word_select(lane, 32)
+        token_id = full_id[:id_bits]
         offset = sum(token_id << b for b in range(self.row_bytes.bit_length()) if self.row_bytes >> b & 1)
         more = Signal()
         m.d.comb += [
@@ -153,6 +156,7 @@ terms, one adder).
         ]
         issue = Signal()
         m.d.comb += issue.eq(rows_rd.cmd.valid & rows_rd.cmd.ready)
+        m.d.comb += self.bad_id.eq(issue & (full_id >= self.vocab))
         with m.If(issue):
             m.d.sync += [t.eq(t + 1), lane.eq(lane + 1)]
             if L & (L - 1):

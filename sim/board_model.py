@@ -5,7 +5,8 @@ buffers (numpy arrays with a ``physical_address``, like ``pynq.allocate``'s). :c
 implements the register map of docs section 7 (:data:`tellme.contract.regmap.REGISTER_MAP`:
 read-only constants, RW words, write-1-to-clear status, self-clearing control) and, on
 ``START``, checks the call as the hardware does (``BAD_TOKEN_COUNT``, ``CONTEXT_OVERFLOW``,
-``MISALIGNED_BASE``, bases outside any buffer -> ``AXI_READ``) and runs the sequencer program
+``MISALIGNED_BASE``, ``BAD_TOKEN_ID``, bases outside any buffer -> ``AXI_READ``; a call ends
+inside its START, so ``START_WHILE_BUSY`` never arises) and runs the sequencer program
 on the buffers at the base registers with :class:`tellme.sim.machine.StepMachine`, which is
 bit-exact with the golden model. It counts no cycles (``CYCLES`` and ``STALL`` read 0).
 
@@ -161,8 +162,7 @@ class BoardModel:
         io_region = regions[3]
         ids = io_region[program.io.ids_offset:program.io.ids_offset + 4 * count].view("<u4")
         if np.any(ids >= program.model.vocab_size):
-            # The RTL reads the embedding row the id names; out of range it leaves the image.
-            return self._fail("AXI_READ")
+            return self._fail("BAD_TOKEN_ID")
         # The model copies nothing: StepMachine reads and writes the buffers in place.
         _, token = machine.call(ids.astype(np.int64), pos)
         self.words[self.regmap["RESULT_TOKEN"].offset] = token

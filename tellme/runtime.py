@@ -185,6 +185,11 @@ class Accelerator:
             raise AcceleratorError(f"accelerator error: {', '.join(names) or 'unknown'}")
         if not status["DONE"]:
             return None
+        if self.regs.read("ERR_CODE")["START_WHILE_BUSY"]:
+            # Another host (or process) wrote START while a call ran: one of the two calls never
+            # ran, and the result at hand may be the other's.
+            raise AcceleratorError("the accelerator ignored a START while this call ran (ERR_CODE.START_WHILE_BUSY): "
+                                   "another host or process drives it, so this result may not be this call's")
         return {"token": self.regs.read_word("RESULT_TOKEN"), "cycles": self.regs.read64("CYCLES"),
                 "stall_cycles": self.regs.read64("STALL")}
 

@@ -105,6 +105,25 @@ def test_hardware_errors_name_the_call(image):
     acc.start(decode=True, seq_pos=0, token_count=2)
     with pytest.raises(AcceleratorError, match="BAD_TOKEN_COUNT"):
         acc.poll()
+    # A token id the driver would refuse, written straight into the I/O region.
+    ids_at = acc.program.io.ids_offset
+    acc.buffers["io"][ids_at:ids_at + 8] = np.array([1, CONFIG.vocab_size], dtype="<u4").view(np.uint8)
+    acc.start(decode=False, seq_pos=0, token_count=2)
+    with pytest.raises(AcceleratorError, match="BAD_TOKEN_ID"):
+        acc.poll()
+    # Another host's START landing while this call ran: the call ends with DONE and the flag
+    # beside it; the driver does not take the result for this call's.
+    real_start = transport.board._start
+
+    def start_then_another_start():
+        real_start()
+        transport.board.words[REGISTER_MAP["ERR_CODE"].offset] |= REGISTER_MAP["ERR_CODE"].field("START_WHILE_BUSY").mask
+    transport.board._start = start_then_another_start
+    with pytest.raises(AcceleratorError, match=r"decode call at position 0 \(1 token\): the accelerator ignored a "
+                                               r"START while this call ran \(ERR_CODE.START_WHILE_BUSY\)"):
+        acc.decode(1)
+    assert acc.results == []
+    transport.board._start = real_start
     # A call that never finishes ends in a timeout that names it.
     transport.board._start = lambda: transport.board._set_status(busy=1)
     acc.timeout, acc.poll_interval = 0.01, 0.001

@@ -29,7 +29,7 @@ from tellme.weights import random_weights
 
 MEMORY_BASE = 0x1000_0000
 #: Ports of each path brought out of the harness (the AXI managers stay inside).
-OUTSIDE = {"embed": ("cmd", "done", "error"),
+OUTSIDE = {"embed": ("cmd", "done", "error", "bad_id"),
            "head": ("cmd", "x", "scale", "done", "token", "error"),
            "head2": ("cmd", "x", "scale", "done", "token", "error")}
 
@@ -100,7 +100,7 @@ def test_step_path_parameters():
 def test_step_paths_tiny(tmp_path):
     """The paths' cocotb tests in one simulation of one build (the design's conversion and
     build dominate the run time): ``test_embed`` (ids 0 and vocab-1, repeated ids, 1 to 16 tokens, table rows with subnormals and
-    NaNs) and ``test_lm_head`` (x_q/d_x of golden.rmsnorm_quantize with the image's final_norm;
+    NaNs; ids not below the vocabulary pulse ``bad_id``, once each) and ``test_lm_head`` (x_q/d_x of golden.rmsnorm_quantize with the image's final_norm;
     a tied maximum where the first index wins, vocabularies that are not whole beats, calls back
     to back, and a head of half the lanes padding its logits to whole AXI beats)."""
     hw = hardware_preset("sim-small")

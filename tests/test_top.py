@@ -12,7 +12,7 @@ import pytest
 from amaranth.lib import data
 
 from tellme.config import ConfigError, hardware_preset, model_preset
-from tellme.contract.regmap import WATCHDOG_CYCLES
+from tellme.contract.regmap import ERROR_BITS, WATCHDOG_CYCLES
 from tellme.gen.checkpoint import load_checkpoint
 from tellme.gen.image import write_image
 from tellme.gen.program import build_program
@@ -118,7 +118,8 @@ def test_generation_on_the_rtl_equals_golden(checkpoints):
     context), an AXI error on the first weight read and on the first read of all, a SOFT_RESET
     in the middle of a prefill and of a decode, the system reset in the middle of each, and a
     starved unit (one HP port's read data held back) ended by the watchdog with
-    ERR_CODE.WATCHDOG; the generation after them is still exact."""
+    ERR_CODE.WATCHDOG, a second START during a prefill (ignored, flagged START_WHILE_BUSY),
+    a token id past the vocabulary (BAD_TOKEN_ID); the generation after them is still exact."""
     from tellme.sim.top_harness import MEMORY_BASE, ddr_bytes, rtl_generate
     weights = checkpoints["tiny"]
     prompt, new_tokens = _prompt(weights), 17
@@ -153,6 +154,11 @@ def test_generation_on_the_rtl_equals_golden(checkpoints):
         {"op": "restore_bases"},                                    # the system reset cleared them
         {"op": "system_reset_during", "call": {"seq_pos": 5, "token_count": 1, "decode": True}, "after": 4e-6},
         {"op": "restore_bases"},
+        # another host's START in the middle of a prefill: ignored and flagged
+        {"op": "start_while_busy", "call": {"seq_pos": 0, "token_count": 12}, "after": 20e-6},
+        # a token id past the vocabulary, past the driver's checks: the hardware ends the call
+        {"op": "expect_error", "call": {"op": "start", "seq_pos": 0, "token_count": 3,
+                                        "ids": [prompt[0], weights.config.vocab_size, prompt[1]]}},
     ]
     got_ids, got_logits, run = rtl_generate(weights, HW, prompt, new_tokens, before=errors)
     messages = run.errors
@@ -172,6 +178,15 @@ def test_generation_on_the_rtl_equals_golden(checkpoints):
     for message in messages[9:11]:
         assert message == {"busy_when_reset": 1, "status_after": idle, "err_code_after": 0,
                            "watchdog_after": WATCHDOG_CYCLES}, message
+    # START while busy: the running call went on to DONE (no ERROR), its CYCLES counted from its
+    # own START (past the 20 us of the second one), ERR_CODE holds only the flag, the driver
+    # refuses the result
+    busy_start = messages[11]
+    assert busy_start["busy_when_started"] == 1 and busy_start["status_after"] == {"BUSY": 0, "DONE": 1, "ERROR": 0}
+    assert busy_start["err_code_after"] == 1 << ERROR_BITS.index("START_WHILE_BUSY"), busy_start
+    assert "ERR_CODE.START_WHILE_BUSY" in busy_start["error"], busy_start
+    assert busy_start["cycles"] > 20e-6 * HW.clock_mhz * 1e6, busy_start
+    assert messages[12] is not None and "BAD_TOKEN_ID" in messages[12], messages[12]
     _assert_same_generation(got_ids, got_logits, want_ids, want_logits)
     kinds = [c["kind"] for c in run.calls]
     assert kinds == ["prefill", "prefill"] + ["decode"] * (new_tokens - 1)

@@ -11,7 +11,9 @@ DDR and every write burst the path issued has been acknowledged.
 
 - ``test_embed``: ids in the I/O region (unused lanes of the last beat hold junk) -> rows of the
   image's ``embed`` table (some rows rewritten with subnormals, NaN payloads, infinities) into
-  scratch arrays: ``fp32.ftz(table[ids])``.
+  scratch arrays: ``fp32.ftz(table[ids])``; a last batch holds ids not below the vocabulary
+  (high bits set): ``bad_id`` pulses once for each (and never for a good id), the row read is
+  of the id's low bits.
 - ``test_lm_head``: x_q, d_x of ``golden.rmsnorm_quantize`` (image's ``final_norm``) on ``x`` and
   ``scale`` (random pauses) -> logits in the I/O region (``golden.lm_head``, +0 padding) and the
   argmax on ``token`` at ``done``; a head with a tied maximum (copied row) and fewer rows than
@@ -220,12 +222,24 @@ async def test_embed(dut):
     probe, checks = DoneProbe(tb, "embed"), []
     # batches of (ids offset in the ids page, destination array, ids)
     repeated = [0, vocab - 1, 7, 7, 0, 100, vocab - 1, 3, 3, 3, 42, 0, 200, 7, 100, vocab - 1]
+    id_bits = (vocab - 1).bit_length()
+    bad = [(1 << id_bits) | 5, 0xFFFF_0000 | (vocab - 1), (1 << 31) | 7]       # rows 5, vocab-1, 7 are read
     batches = [
         [(0, "h0", [vocab - 1]), (256, "h1", repeated), (512, "q", list(rng.integers(0, vocab, 5))),
          (768, "attn", [0])],
         [(0, "h0", list(rng.integers(0, vocab, 16))), (1024, "h1", [100, 100, 100])],
+        [(0, "h0", [3, bad[0], 9, bad[1]]), (256, "h1", [bad[2]])],
     ]
-    settings = [dict(latency=30, rate=16, stall=0.4, seed=2), dict(latency=5, rate=64, stall=0.1, seed=3)]
+    settings = [dict(latency=30, rate=16, stall=0.4, seed=2), dict(latency=5, rate=64, stall=0.1, seed=3),
+                dict(latency=12, rate=32, stall=0.2, seed=4)]
+    bad_id_pulses = []
+
+    async def count_bad_ids():
+        while True:
+            await RisingEdge(tb.clock)
+            if int(dut.embed_bad_id.value):
+                bad_id_pulses.append(number)
+    counter = cocotb.start_soon(count_bad_ids())
     pulses = 0
     for number, (batch, setting) in enumerate(zip(batches, settings)):
         stalls = tb.throttle(**setting)
@@ -243,7 +257,7 @@ async def test_embed(dut):
             last = scratch + a.offset + (len(ids) - 1) * a.row_bytes
             probe.expect(lambda last=last, a=a: tb.read(last, (a.row_bytes // 4,)))
             want_last = before[name][len(ids) - 1].copy()
-            want_last[:hidden] = fp32.ftz(table[ids[-1]]).view(np.uint32)
+            want_last[:hidden] = fp32.ftz(table[ids[-1] & ((1 << id_bits) - 1)]).view(np.uint32)
             checks.append((f"embed batch {number}, {len(ids)} ids -> {name}: last row at done", want_last))
             cmd.send_nowait({"ids": io_ids + offset, "tokens": len(ids), "table": table_base,
                              "dst": scratch + a.offset, "row_stride": a.row_bytes})
@@ -252,7 +266,7 @@ async def test_embed(dut):
         for offset, name, ids in batch:
             a = arrays[name]
             want = before[name].copy()
-            want[:len(ids), :hidden] = fp32.ftz(table[np.array(ids, dtype=np.int64)]).view(np.uint32)
+            want[:len(ids), :hidden] = fp32.ftz(table[np.array(ids, dtype=np.int64) & ((1 << id_bits) - 1)]).view(np.uint32)
             got = tb.read(scratch + a.offset, want.shape)
             problem = _first_difference(got, want, f"embed batch {number}, {len(ids)} ids -> {name} (row, word)")
             assert problem is None, problem
@@ -261,6 +275,8 @@ async def test_embed(dut):
         tb.log.info("embed batch %d: %d commands ok", number, len(batch))
     _check_probes(probe, checks)
     assert not int(dut.embed_error.value)
+    counter.cancel()
+    assert bad_id_pulses == [len(batches) - 1] * len(bad), f"bad_id pulses in batches {bad_id_pulses}, want one per bad id"
     done.stop()
     watchdog.cancel()
 

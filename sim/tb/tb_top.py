@@ -9,9 +9,12 @@ Configuration: ``image``, ``model``, ``hardware``, ``memory_base``, ``memory_byt
 (and ``system_reset_during``: the system reset instead of SOFT_RESET; both record BUSY before
 and STATUS, ERR_CODE, WATCHDOG after), ``{"op": "write", "register": name, "fields": {...}}``,
 ``{"op": "stall", "mask": m}`` (hold the HP channels of the stall bits in ``m`` from now on: a
-starved unit; needs ``hp_pauses`` off),
+starved unit; needs ``hp_pauses`` off), ``{"op": "start_while_busy", "call": {...}, "after":
+seconds}`` (start a call, write START again ``after`` later, wait for the end; records BUSY
+then, the driver's error, ERR_CODE, STATUS and CYCLES after),
 ``{"op": "generate", "ids": [...], "max_new_tokens": k}`` (greedy: prefill,
-then decode the token the hardware chose, k tokens in all), ``{"op": "expect_error", "call": {...}, "message": "..."}``), ``results`` (JSON
+then decode the token the hardware chose, k tokens in all), ``{"op": "expect_error", "call": {...}}``; a ``start`` call may give ``ids``, written into the
+I/O region as they are, past the driver's checks), ``results`` (JSON
 path: ``calls``, one ``{kind, tokens, token, cycles, stall_cycles, logits (uint32 bits)}`` per
 call; ``errors``; ``register_writes``, every (offset, value) the driver wrote; ``op_cycles``,
 at each end-of-call pulse the harness's per-op cycle counters, ``op_counter_bits`` wide each;
@@ -110,6 +113,21 @@ async def test_script(dut):
                 errors.append({"busy_when_reset": busy, "status_after": acc.regs.read("STATUS"),
                                "err_code_after": acc.regs.read_word("ERR_CODE"),
                                "watchdog_after": acc.regs.read_word("WATCHDOG")})
+                continue
+            if op == "start_while_busy":            # a second START (another host's) during a call
+                call = item["call"]
+                acc.start(decode=call.get("decode", False), seq_pos=call["seq_pos"], token_count=call["token_count"])
+                acc.transport.wait(item["after"])
+                busy = acc.regs.read("STATUS")["BUSY"]
+                acc.regs.write("CONTROL", START=1)
+                message = None
+                try:
+                    while acc.poll() is None:
+                        acc.transport.wait(acc.poll_interval)
+                except AcceleratorError as error:
+                    message = str(error)
+                errors.append({"busy_when_started": busy, "error": message, "status_after": acc.regs.read("STATUS"),
+                               "err_code_after": acc.regs.read_word("ERR_CODE"), "cycles": acc.regs.read64("CYCLES")})
                 continue
             if op == "write":                       # a register write, e.g. the watchdog's limit
                 acc.regs.write(item["register"], **item["fields"])
@@ -220,6 +238,10 @@ def _call(acc: Accelerator, item: dict) -> None:
     elif item["op"] == "decode":
         acc.decode(item["id"])
     elif item["op"] == "start":                 # a raw call, past the driver's own checks
+        if "ids" in item:
+            io, at = acc.buffers["io"], acc.program.io.ids_offset
+            io[at:at + 4 * len(item["ids"])] = np.asarray(item["ids"], dtype="<u4").view(np.uint8)
+            io.sync_to_device()
         acc.start(decode=bool(item.get("decode")), seq_pos=item["seq_pos"], token_count=item["token_count"])
         while acc.poll() is None:
             acc.transport.wait(acc.poll_interval)

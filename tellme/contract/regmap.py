@@ -146,8 +146,25 @@ def _word(name, doc, access="rw"):
 #: softmax) should stay far below it.
 WATCHDOG_CYCLES = 1 << 24
 
-# Error bits of ERR_CODE, in order (bit i).
-ERROR_BITS = ("AXI_READ", "AXI_WRITE", "BAD_TOKEN_COUNT", "CONTEXT_OVERFLOW", "MISALIGNED_BASE", "WATCHDOG")
+# Error bits of ERR_CODE, in order (bit i). All but START_WHILE_BUSY end the call with
+# STATUS.ERROR; START_WHILE_BUSY marks a START the hardware ignored because a call was running
+# (that call goes on and ends with DONE, the flag beside it: its host learns that another
+# START was lost, and a host whose START was the lost one does not take the running call's
+# result for its own).
+ERROR_BITS = ("AXI_READ", "AXI_WRITE", "BAD_TOKEN_COUNT", "CONTEXT_OVERFLOW", "MISALIGNED_BASE", "WATCHDOG",
+              "START_WHILE_BUSY", "BAD_TOKEN_ID")
+
+#: What each ERR_CODE bit says (the register table of docs section 7).
+ERROR_DOCS = {
+    "AXI_READ": "an HP port answered a read with an error response",
+    "AXI_WRITE": "an HP port answered a write with an error response",
+    "BAD_TOKEN_COUNT": "TOKEN_COUNT 0, above PREFILL_CHUNK, or not 1 in decode (refused at START)",
+    "CONTEXT_OVERFLOW": "SEQ_POS + TOKEN_COUNT above MAX_CONTEXT (refused at START)",
+    "MISALIGNED_BASE": "a region base not 4 KiB aligned (refused at START)",
+    "WATCHDOG": "no AXI handshake for WATCHDOG.CYCLES cycles during the call",
+    "START_WHILE_BUSY": "a START came while a call ran and was ignored (that call goes on; no STATUS.ERROR)",
+    "BAD_TOKEN_ID": "a token id in the I/O region not below VOCAB (the call ends at the EMBED step)",
+}
 
 REGISTER_MAP = RegisterMap(id_value=0x544C4D45, registers=(
     Register("ID", 0x00, _word("ID", 'reads 0x544C4D45 ("TLME")', "ro")),
@@ -165,7 +182,7 @@ REGISTER_MAP = RegisterMap(id_value=0x544C4D45, registers=(
     Register("MODE", 0x18, (Field("DECODE", 0, 1, "rw", "0 = prefill, 1 = decode"),)),
     Register("SEQ_POS", 0x1C, _word("POS", "position of the first token of this call")),
     Register("TOKEN_COUNT", 0x20, _word("COUNT", "tokens in this call (1..PREFILL_CHUNK; 1 in decode)")),
-    Register("ERR_CODE", 0x24, tuple(Field(name, i, 1, "ro") for i, name in enumerate(ERROR_BITS))),
+    Register("ERR_CODE", 0x24, tuple(Field(name, i, 1, "ro", ERROR_DOCS[name]) for i, name in enumerate(ERROR_BITS))),
     Register("RESULT_TOKEN", 0x28, _word("TOKEN", "argmax of the last position's logits", "ro")),
     Register("WATCHDOG", 0x2C, (Field("CYCLES", 0, 32, "rw", "a call whose AXI ports see no handshake for this "
                                       "many cycles ends with ERR_CODE.WATCHDOG (0: never)",
@@ -190,8 +207,9 @@ REGISTER_MAP = RegisterMap(id_value=0x544C4D45, registers=(
 ))
 
 
-#: ``VERSION.RTL``: bumped when the RTL's behaviour at the register map changes (2: WATCHDOG).
-RTL_VERSION = 2
+#: ``VERSION.RTL``: bumped when the RTL's behaviour at the register map changes (2: WATCHDOG;
+#: 3: START_WHILE_BUSY and BAD_TOKEN_ID).
+RTL_VERSION = 3
 
 #: Hardware fields that do not change the generated design (so not in its hash).
 _NOT_IN_DESIGN = ("board", "clock_mhz")
