@@ -29,6 +29,7 @@ import time
 
 from tellme.boards import get_board
 from tellme.config import model_preset
+from tellme.contract.regmap import WATCHDOG_CYCLES
 from tellme.errors import TellmeError
 from tellme.gen.cycles import Calibration, CycleModel, DdrTiming, performance
 from tellme.sim.cycle_check import CONFIGURATIONS, TOLERANCE, check_cycles, fit_calibration, recorded
@@ -104,7 +105,12 @@ def main(argv=None) -> int:
                         "positions: prefill chunks from position 0, then one decode per generated token",
                "error": "(model - RTL) / RTL of each call's CYCLES"},
            "configurations": results,
-           "max_abs_error": max(r["max_abs_error"] for r in results)}
+           "max_abs_error": max(r["max_abs_error"] for r in results),
+           "watchdog": _watchdog_margin(results)}
+    if out["watchdog"]:
+        w = out["watchdog"]
+        log(f"watchdog: longest stretch without an HP handshake {w['longest_quiet_cycles']:,} cycles "
+            f"({w['configuration']}, call {w['call']}); WATCHDOG.CYCLES {w['watchdog_cycles']:,} is {w['margin']:g} x it")
     log_table("cycle model against the RTL", f"{'configuration':<22} {'call':<8} {'n':>4} {'pos':>5} "
               f"{'RTL cycles':>12} {'model':>12} {'error':>8}", _table(results))
     if args.fit:
@@ -161,7 +167,23 @@ def markdown_table(results: dict) -> str:
 
 
 def _times(result: dict) -> dict:
-    return {k: result[k] for k in ("build_seconds", "sim_seconds", "wall_seconds") if k in result}
+    """What a recorded RTL run keeps besides its cycles: its times, its quiet stretches."""
+    return {k: result[k] for k in ("build_seconds", "sim_seconds", "wall_seconds", "longest_quiet_cycles")
+            if k in result}
+
+
+def _watchdog_margin(results: list[dict]) -> dict:
+    """The longest stretch of any simulated call without an HP handshake, against the
+    watchdog's reset value."""
+    quiet = [(q, r["name"], k) for r in results for k, q in enumerate(r.get("longest_quiet_cycles", []))]
+    if not quiet:
+        return {}
+    longest, name, call = max(quiet)
+    return {"watchdog_cycles": WATCHDOG_CYCLES, "longest_quiet_cycles": longest, "configuration": name,
+            "call": call, "margin": round(WATCHDOG_CYCLES / longest, 1),
+            "note": "busy cycles of a call in a row without a handshake on any channel of any HP port (what "
+                    "WATCHDOG counts), per simulated call; the margin is the reset value of WATCHDOG.CYCLES "
+                    "over the longest"}
 
 
 def _targets() -> list[dict]:

@@ -142,6 +142,8 @@ def check_cycles(config: Configuration, *, seed: int = 3, progress: bool = False
                              ddr_options={"bytes_per_cycle": config.ddr_bytes_per_cycle,
                                           "latency": config.ddr_latency})
     result = compare_run(config, run.calls, run.step_cycles)
+    # per call, the longest stretch without an HP handshake (the watchdog's measure)
+    result["longest_quiet_cycles"] = list(run.longest_quiet)
     result.update({"build_seconds": round(run.build_seconds, 1), "sim_seconds": round(run.sim_seconds, 1),
                    "wall_seconds": round(time.monotonic() - start, 1)})
     return result

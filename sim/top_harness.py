@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from amaranth.hdl import Array, Const, Module, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Signal
 from amaranth.lib import wiring
 
 from ..config import HardwareConfig, ModelConfig
@@ -68,6 +68,9 @@ class TopOnDdr(wiring.Component):
         # the sequencer's end-of-call pulse, when the testbench reads them. ``step_end``: a
         # one-cycle pulse after each step of a call ends, with ``step_end_index`` (the step) and
         # ``step_end_cycles`` (its cycles from the ROM read to its completion, both included).
+        # ``longest_quiet``: the longest run of busy cycles since the last START in which no
+        # channel of any HP port completed a handshake (what the watchdog counts), read at
+        # ``call_done``: the measured margin of WATCHDOG.CYCLES.
         self.probe_signals = list(_stream_handshakes(top))
         for p in range(top.hw.hp_ports):
             port = getattr(top, f"m_axi_hp{p}")
@@ -82,7 +85,8 @@ class TopOnDdr(wiring.Component):
                           "stall": wiring.In(len(STALL_CHANNELS) * top.hw.hp_ports),
                           "op_cycles": wiring.Out(OP_COUNTER_BITS * len(OPS)), "call_done": wiring.Out(1),
                           "step_end": wiring.Out(1), "step_end_index": wiring.Out(range(len(top.words))),
-                          "step_end_cycles": wiring.Out(OP_COUNTER_BITS)})
+                          "step_end_cycles": wiring.Out(OP_COUNTER_BITS),
+                          "longest_quiet": wiring.Out(OP_COUNTER_BITS)})
 
     def elaborate(self, platform):
         m = Module()
@@ -115,6 +119,19 @@ class TopOnDdr(wiring.Component):
             m.d.sync += count.eq(count + 1)
         with m.If(sequencer.start & ~sequencer.busy):        # a call starts at step 0
             m.d.sync += [previous.eq(0), count.eq(0)]
+        # The longest stretch of the call without an HP handshake (the watchdog's measure).
+        ports = [getattr(self.top, f"m_axi_hp{p}") for p in range(self.top.hw.hp_ports)]
+        handshake = Cat(*(getattr(port, f"{ch}valid") & getattr(port, f"{ch}ready")
+                          for port in ports for ch in ("ar", "r", "aw", "w", "b"))).any()
+        quiet = Signal(OP_COUNTER_BITS)
+        with m.If(sequencer.start & ~sequencer.busy):
+            m.d.sync += [quiet.eq(0), self.longest_quiet.eq(0)]
+        with m.Elif(sequencer.busy & handshake):
+            m.d.sync += quiet.eq(0)
+        with m.Elif(sequencer.busy):
+            m.d.sync += quiet.eq(quiet + 1)
+            with m.If(quiet + 1 > self.longest_quiet):
+                m.d.sync += self.longest_quiet.eq(quiet + 1)
         n = len(STALL_CHANNELS)
         for p in range(self.top.hw.hp_ports):
             connect_stalled(m, getattr(self.top, f"m_axi_hp{p}"), getattr(self.ddr, f"rd{p}"),
@@ -156,6 +173,9 @@ class RtlRun:
     register_writes: list[tuple[int, int]] = field(default_factory=list)
     #: Per completed call (each end-of-call pulse, in order), the cycles spent per op of OPS.
     op_cycles: list[dict[str, int]] = field(default_factory=list)
+    #: Per end-of-call pulse, the longest stretch of the call's busy cycles without a handshake
+    #: on any HP port (the watchdog's measure).
+    longest_quiet: list[int] = field(default_factory=list)
     #: Per completed call, the cycles of each step of the program, in step order (from the
     #: step's ROM read to its completion; they add up to the call's ``CYCLES`` less the
     #: register file's own cycles before and after).
@@ -214,7 +234,8 @@ def run_calls(model: ModelConfig, hw: HardwareConfig, image: str | Path, script:
         recorded = json.loads(results.read_text())
     return RtlRun(recorded["calls"], recorded["errors"], [tuple(w) for w in recorded["register_writes"]],
                   [dict(zip(OPS, counts, strict=True)) for counts in recorded["op_cycles"]],
-                  _completed_calls(recorded["step_ends"], len(top.words)), outcome.build_seconds, outcome.sim_seconds)
+                  recorded["longest_quiet"], _completed_calls(recorded["step_ends"], len(top.words)),
+                  outcome.build_seconds, outcome.sim_seconds)
 
 
 def _completed_calls(step_ends: list[list[int]], steps: int) -> list[list[int]]:

@@ -18,6 +18,7 @@ I/O region as they are, past the driver's checks), ``results`` (JSON
 path: ``calls``, one ``{kind, tokens, token, cycles, stall_cycles, logits (uint32 bits)}`` per
 call; ``errors``; ``register_writes``, every (offset, value) the driver wrote; ``op_cycles``,
 at each end-of-call pulse the harness's per-op cycle counters, ``op_counter_bits`` wide each;
+``longest_quiet``, at each end-of-call pulse the call's longest stretch without an HP handshake;
 ``step_ends``, [step index, cycles] at each step-end pulse of the harness),
 ``axi_pauses`` (random pauses on the AXI4-Lite port), ``hp_pauses`` (probability that a
 channel of an HP port is held in a cycle, each channel of each port drawn apart; 0: none),
@@ -164,7 +165,8 @@ async def test_script(dut):
     if cfg.get("trace"):
         cocotb.start_soon(record_steps(dut, regions, snapshots))
     op_cycles: list[list[int]] = []
-    cocotb.start_soon(record_op_cycles(dut, cfg["op_counter_bits"], op_cycles))
+    longest_quiet: list[int] = []
+    cocotb.start_soon(record_op_cycles(dut, cfg["op_counter_bits"], op_cycles, longest_quiet))
     step_ends: list[list[int]] = []
     cocotb.start_soon(record_step_ends(dut, step_ends))
     try:
@@ -175,21 +177,24 @@ async def test_script(dut):
     record_result(cfg.get("results"), "errors", errors)
     record_result(cfg.get("results"), "register_writes", transport.writes)
     record_result(cfg.get("results"), "op_cycles", op_cycles)
+    record_result(cfg.get("results"), "longest_quiet", longest_quiet)
     record_result(cfg.get("results"), "step_ends", step_ends)
     if cfg.get("trace"):
         np.savez(cfg["trace"], steps=np.array([s["step"] for s in snapshots], dtype=np.int64),
                  **{f"{name}_{i}": s[name] for i, s in enumerate(snapshots) for name in ("kv", "scratch", "io")})
 
 
-async def record_op_cycles(dut, bits: int, out: list) -> None:
+async def record_op_cycles(dut, bits: int, out: list, quiet: list) -> None:
     """At every end-of-call pulse (``call_done``), the per-op cycle counters of the harness
-    (``op_cycles``, ``bits`` each), appended to ``out``."""
+    (``op_cycles``, ``bits`` each), appended to ``out``, and the call's longest stretch without
+    an HP handshake (``longest_quiet``) to ``quiet``."""
     mask = (1 << bits) - 1
     count = len(dut.op_cycles) // bits
     while True:
         await RisingEdge(dut.call_done)
         value = int(dut.op_cycles.value)
         out.append([(value >> (bits * k)) & mask for k in range(count)])
+        quiet.append(int(dut.longest_quiet.value))
 
 
 async def record_step_ends(dut, out: list) -> None:
