@@ -41,7 +41,7 @@ from ..config import ConfigError, HardwareConfig, ModelConfig
 from ..contract.formats import ATTN_SCORE_LANES, table_entries
 from ..contract.layouts import BufferGeometry, ImageFormat, LmHeadStream
 from .program import Attention, LmHead, MatMul, Program, build_program
-from .tiling import MatmulRates
+from .tiling import MatmulRates, kv_history_ports
 
 __all__ = ["DdrTiming", "Calibration", "CycleModel", "StepCycles", "CallCycles"]
 
@@ -96,7 +96,7 @@ class Calibration:
     attn_key_tile: float = 53.148  # ... per key tile visited
     attn_query_tile: float = -238.012  # ... per query tile (with attn_fixed: the first ~360, later ones less)
     attn_output: float = 26.447    # ... per output cycle (hd / 16 per query)
-    attn_history_beat: float = 0.923  # ... per AXI beat of K/V history
+    attn_history_cycle: float = 0.923  # ... per cycle of K/V history at its read rate
     attn_history_tile: float = -24.526  # ... per history tile read
     load_share: int = 46           # per cent of the weight loads overlapping an ATTENTION step it loses
     embed_load_share: int = 98    # the same for EMBED (its row reads queue behind the tiles' bursts)
@@ -333,23 +333,26 @@ class CycleModel:
         (the reader's credit FIFO holds one token, so each token pays the DDR latency and its
         beats), the causal (query, key) pairs at max(hd / 16, 2) cycles, the key tiles and query
         tiles visited, the outputs (hd / 16 cycles per query), and the history: K and V rows below
-        pos0 read once per query tile at one AXI beat per cycle, and the tile reads."""
+        pos0 read once per query tile, one AXI beat per cycle on each of the history's read ports
+        (:func:`~tellme.gen.tiling.kv_history_ports`) but no faster than the DDR, and the tile
+        reads."""
         m, hw, cal = self.model, self.hw, self.cal
         hd, tile, H = m.head_dim, hw.attn_tile, len(step.heads)
-        row_beats = 4 * hd / self.ddr.beat_bytes
+        history_rate = min(self.ddr.bytes_per_cycle, kv_history_ports(hw) * self.ddr.beat_bytes)
+        row_cycles = 4 * hd / history_rate
         work = {"load": n * (self.ddr.latency + self._beats((H + 2) * hd)),
                 "pairs": 0, "key_tiles": 0, "query_tiles": 0, "outputs": n * H * hd / ATTN_SCORE_LANES,
-                "history_beats": 0, "history_tiles": 0}
+                "history_cycles": 0, "history_tiles": 0}
         for qt in range(pos // tile, (pos + n - 1) // tile + 1):
             q_lo, q_hi = max(qt * tile, pos), min(qt * tile + tile, pos + n)
             work["query_tiles"] += 1
             work["key_tiles"] += qt + 1
             work["pairs"] += H * sum(q + 1 for q in range(q_lo, q_hi))     # query q sees keys 0..q
-            work["history_beats"] += 2 * pos * row_beats
+            work["history_cycles"] += 2 * pos * row_cycles
             work["history_tiles"] += -(-pos // tile)
         cost = {"load": cal.attn_load, "pairs": cal.attn_pair * max(hd // ATTN_SCORE_LANES, 2),
                 "key_tiles": cal.attn_key_tile, "query_tiles": cal.attn_query_tile, "outputs": cal.attn_output,
-                "history_beats": cal.attn_history_beat, "history_tiles": cal.attn_history_tile}
+                "history_cycles": cal.attn_history_cycle, "history_tiles": cal.attn_history_tile}
         total = cal.attn_fixed + sum(work[k] * cost[k] for k in work)
         return max(total, 0.0), {k: round(v) for k, v in work.items()}
 

@@ -92,3 +92,16 @@ class MatmulRates:
         add = min(a for a in (1 << k for k in range(ew_lanes.bit_length())) if ew_lanes % a == 0
                   and (a * b >= tokens or a == ew_lanes))
         return cls(b, dequant, add)
+
+
+def kv_history_ports(hw) -> int:
+    """Read managers of the K/V history in the fp32 attention format (``TiledAttention``'s
+    ``history_ports``, one per HP port: K rows in halves on the first half of the ports, V rows
+    on the others): the most of 1, 2, 4, 8 the board's ``hp_ports`` hold. The int8 format's
+    ``PrefillAttention`` reads its history through one port."""
+    if hw.attn_format != "fp32":
+        return 1
+    ports = 1
+    while ports * 2 <= hw.hp_ports:
+        ports *= 2
+    return ports

@@ -98,12 +98,14 @@ class AttentionPath(wiring.Component):
     ``attn_format`` (``"int8"``; ``"fp32"``: no quantiser and no load assembler, RoPE's float32
     q and k and the float32 v go as beats into TiledAttention and the cache,
     ``golden.FloatKVCache``; L must then be whole AXI beats, L >= 4 at 128 bits),
-    ``rope_lanes`` (RoPE's rotating lanes, default L: ``Rope``'s ``rotate_lanes``).
+    ``rope_lanes`` (RoPE's rotating lanes, default L: ``Rope``'s ``rotate_lanes``),
+    ``history_ports`` (fp32: TiledAttention's history read managers; ``kv_read_axi`` is then an
+    array of that many, one per HP port; int8: 1).
     """
 
     def __init__(self, *, head_dim: int, heads: int, lanes: int, tile: int, chunk: int, data_width: int = 128,
                  addr_width: int = 40, dot_lanes: int = 16, pv_lanes: int = 16, attn_format: str = "int8",
-                 rope_lanes: int | None = None):
+                 rope_lanes: int | None = None, history_ports: int = 1):
         for name, value in (("head_dim", head_dim), ("heads", heads), ("lanes", lanes), ("tile", tile),
                             ("chunk", chunk)):
             check_positive_int(name, value)
@@ -124,8 +126,11 @@ class AttentionPath(wiring.Component):
                      data_width=data_width, dot_lanes=dot_lanes, pv_lanes=pv_lanes, out_lanes=lanes)
         if attn_format == "fp32":
             self.load = None
-            self.attention = TiledAttention(**units, load_lanes=lanes)
+            self.attention = TiledAttention(**units, load_lanes=lanes, history_ports=history_ports)
         else:
+            if history_ports != 1:
+                raise ValueError(f"history_ports: the int8 format's PrefillAttention reads its history "
+                                 f"through one port, got {history_ports}")
             self.load = AttentionLoad(head_dim=head_dim, heads=heads, lanes=lanes, attn_format=attn_format)
             self.attention = PrefillAttention(**units, attn_format=attn_format)
         self.demux = StreamDemux(shape=f32_vec(lanes), count=2)
@@ -133,8 +138,9 @@ class AttentionPath(wiring.Component):
         super().__init__({
             "cmd": In(stream.Signature(attention_command_layout(addr_width, chunk))),
             "done": Out(1),
-            **axi_ports(reads=("qkv_axi", "cos_axi", "sin_axi", "kv_read_axi"), writes=("kv_write_axi", "wr_axi"),
-                        addr_width=addr_width, data_width=data_width),
+            **axi_ports(reads=("qkv_axi", "cos_axi", "sin_axi"), addr_width=addr_width, data_width=data_width),
+            "kv_read_axi": self.attention.signature.members["axi_read"],
+            **axi_ports(writes=("kv_write_axi", "wr_axi"), addr_width=addr_width, data_width=data_width),
             "error": Out(1),
         })
 
@@ -154,7 +160,11 @@ class AttentionPath(wiring.Component):
                 m.submodules[name] = unit
         for unit, port in ((qkv, self.qkv_axi), (cos, self.cos_axi), (sin, self.sin_axi), (wr, self.wr_axi)):
             wiring.connect(m, unit.axi, wiring.flipped(port))
-        wiring.connect(m, pa.axi_read, wiring.flipped(self.kv_read_axi))
+        if isinstance(pa.axi_read, list):               # one history manager per HP port
+            for j, port in enumerate(pa.axi_read):
+                wiring.connect(m, port, wiring.flipped(self.kv_read_axi[j]))
+        else:
+            wiring.connect(m, pa.axi_read, wiring.flipped(self.kv_read_axi))
         wiring.connect(m, pa.axi_write, wiring.flipped(self.kv_write_axi))
         m.d.comb += self.error.eq(qkv.error | cos.error | sin.error | wr.error | pa.error)
 

@@ -54,16 +54,18 @@ def prefill_out_layout(out_lanes: int, heads: int, chunk: int) -> data.StructLay
 
 
 def prefill_ports(*, head_dim: int, heads: int, chunk: int, out_lanes: int, addr_width: int, data_width: int,
-                  attn_format: str, load=None) -> dict:
+                  attn_format: str, load=None, read_ports: int = 1) -> dict:
     """The signature members of a prefill attention unit (:class:`PrefillAttention`,
     :class:`~tellme.hw.attn_tiled.TiledAttention`): ``cmd``, ``load`` (a token per beat,
     :func:`prefill_load_layout`, unless ``load`` gives another layout), ``o``, the AXI read
-    (history) and write (cache append) managers, ``error`` and ``busy``."""
+    (history; an array of ``read_ports`` when more than one) and write (cache append) managers,
+    ``error`` and ``busy``."""
+    read = Out(axi_read_signature(addr_width=addr_width, data_width=data_width))
     return {
         "cmd": In(stream.Signature(prefill_command_layout(chunk, addr_width))),
         "load": In(stream.Signature(prefill_load_layout(head_dim, heads, attn_format) if load is None else load)),
         "o": Out(stream.Signature(prefill_out_layout(out_lanes, heads, chunk))),
-        "axi_read": Out(axi_read_signature(addr_width=addr_width, data_width=data_width)),
+        "axi_read": read.array(read_ports) if read_ports > 1 else read,
         "axi_write": Out(axi_write_signature(addr_width=addr_width, data_width=data_width)),
         "error": Out(1), "busy": Out(1),
     }

@@ -45,11 +45,15 @@ class TiledAttention(wiring.Component):
       P.V of an earlier key tile while the score side runs this one (three score banks: the
       score side may run two tiles ahead).
 
-    Keys below pos0 (earlier chunks) come from DDR once per query tile (not per query): a tile's
-    K rows and V rows in two bursts through an :class:`~tellme.hw.axi_read.AxiReadMaster`, their
-    beats gathered into memory words, into two history tile slots beside the chunk's rows
-    (the next tile requested as soon as its slot is free), filled while
-    older tiles compute.
+    Keys below pos0 (earlier chunks) come from DDR once per query tile (not per query), into
+    two history tile slots beside the chunk's rows (the next tile requested as soon as its slot
+    is free), filled while older tiles compute. With ``history_ports`` P = 1 a tile is a K burst
+    and a V burst through one :class:`~tellme.hw.axi_read.AxiReadMaster`; with P = 2, 4, ...
+    the K rows are cut into P/2 pieces of consecutive positions on masters 0..P/2-1 and the V
+    rows likewise on the others, all in flight at once (``axi_read`` is then an array of P
+    managers, one per HP port): a decode step's history streams at P beats per cycle, as fast
+    as the DDR gives, instead of one. Each master's beats are gathered into memory words that
+    take the K or V memory's write port in turn.
 
     Latency and throughput: one (query, key) pair per max(hd/dot_lanes, hd/pv_lanes) cycles
     when both sides are busy; per query tile about 100 + queries x (1 + hd/pv_lanes) cycles of
@@ -61,18 +65,22 @@ class TiledAttention(wiring.Component):
     at 16 lanes), the block RAM mostly the chunk's q, k and v in float32.
 
     Parameters (keyword-only): as PrefillAttention, and ``load_lanes`` (float32 per load beat,
-    whole AXI beats, dividing dot_lanes and pv_lanes); ``attn_format`` must be "fp32",
+    whole AXI beats, dividing dot_lanes and pv_lanes), ``history_ports`` (1 or twice a power of
+    two); ``attn_format`` must be "fp32",
     ``out_lanes`` divides ``pv_lanes``. With head_dim = dot_lanes a pair takes two cycles
     (the running max's update takes two).
     """
 
     def __init__(self, *, head_dim: int, tile: int, chunk: int, heads: int = 1, addr_width: int = 40,
                  data_width: int = 128, dot_lanes: int = 16, pv_lanes: int = 16, out_lanes: int = 8,
-                 load_lanes: int = 8, attn_format: str = "fp32"):
+                 load_lanes: int = 8, attn_format: str = "fp32", history_ports: int = 1):
         for name, value in (("head_dim", head_dim), ("tile", tile), ("chunk", chunk), ("heads", heads),
                             ("dot_lanes", dot_lanes), ("pv_lanes", pv_lanes), ("out_lanes", out_lanes),
-                            ("load_lanes", load_lanes)):
+                            ("load_lanes", load_lanes), ("history_ports", history_ports)):
             check_positive_int(name, value)
+        if history_ports != 1 and (history_ports % 2 or (history_ports // 2) & (history_ports // 2 - 1)):
+            raise ValueError(f"history_ports must be 1 or twice a power of two (K and V rows in equal "
+                             f"pieces), got {history_ports}")
         if check_attn_format(attn_format) != "fp32":
             raise ValueError(f"TiledAttention computes the fp32 format; attn_format {attn_format!r} is "
                              f"PrefillAttention's")
@@ -96,12 +104,12 @@ class TiledAttention(wiring.Component):
         self.score = DotScore(head_dim=head_dim, lanes=dot_lanes)
         self.softmax = SoftmaxAccumulator(head_dim=head_dim, tile=tile, heads=heads, chunk=chunk, rows=self.rows,
                                           lanes=pv_lanes, out_lanes=out_lanes)
-        self.history = AxiReadMaster(data_width=data_width, addr_width=addr_width)
+        self.history = [AxiReadMaster(data_width=data_width, addr_width=addr_width) for _ in range(history_ports)]
         self.data_width = data_width
         self.cache_writer = AxiWriteMaster(data_width=data_width, addr_width=addr_width)
         super().__init__(prefill_ports(head_dim=head_dim, heads=heads, chunk=chunk, out_lanes=out_lanes,
                                        addr_width=addr_width, data_width=data_width, attn_format=attn_format,
-                                       load=f32_vec(load_lanes)))
+                                       load=f32_vec(load_lanes), read_ports=history_ports))
 
     def elaborate(self, platform):
         m = Module()
@@ -109,10 +117,13 @@ class TiledAttention(wiring.Component):
         S, G, Q, R = self.steps, self.groups, self.queries, self.rows
         dl, pl = self.dot_lanes, self.pv_lanes
         m.submodules.score, m.submodules.softmax = score, sm = self.score, self.softmax
-        m.submodules.history, m.submodules.cache_writer = hist, writer = self.history, self.cache_writer
-        wiring.connect(m, hist.axi, wiring.flipped(self.axi_read))
+        hists = self.history
+        for j, master in enumerate(hists):
+            m.submodules[f"history{j}" if len(hists) > 1 else "history"] = master
+            wiring.connect(m, master.axi, wiring.flipped(self.axi_read[j] if len(hists) > 1 else self.axi_read))
+        m.submodules.cache_writer = writer = self.cache_writer
         wiring.connect(m, writer.axi, wiring.flipped(self.axi_write))
-        m.d.comb += self.error.eq(hist.error | writer.error)
+        m.d.comb += self.error.eq(Cat(*(master.error for master in hists), writer.error).any())
         wiring.connect(m, sm.o, wiring.flipped(self.o))
 
         # ---- memories: queries and keys dot_lanes wide, values pv_lanes wide, by row and beat
@@ -203,9 +214,14 @@ class TiledAttention(wiring.Component):
                 m.d.sync += ap_token.eq(ap_token + 1)
 
         # ---- history filler: per query tile the tiles of positions 0..pos0-1 from the one
-        # holding pos0-1 down to tile 0 (golden.key_tile_order's), each as a K burst and a V
-        # burst into slot requested % 2 once the accumulate side freed it (``freed``); the data
-        # side gathers the beats into memory words and counts ``filled`` tiles
+        # holding pos0-1 down to tile 0 (golden.key_tile_order's), each into slot requested % 2
+        # once the accumulate side freed it (``freed``). A tile's K rows and V rows are
+        # ``parts``, each a burst on its own read master with a descriptor (where its rows go)
+        # queued beside it: one master, a K part then a V part; P masters, the K rows in P/2
+        # pieces on masters 0..P/2-1 and the V rows on the others, all in flight at once. A
+        # master's data side gathers its beats into memory words, which take the k_mem / v_mem
+        # write port in turn (lowest master first); the tile is ``filled`` once every master
+        # has written its last word of it.
         fill_left = Signal(range(C + 1))           # query tiles whose history is still to request
         requested, filled, freed, used = Signal(2), Signal(2), Signal(2), Signal(2)   # tiles, mod 4
         with m.If(sm.slot_freed):
@@ -213,6 +229,21 @@ class TiledAttention(wiring.Component):
         fill_active = Signal()
         top_tile = Signal(POSITION)                # the tile holding pos0-1
         f_lo, f_hi = Signal(POSITION), Signal(POSITION)
+        P = len(hists)
+        pieces = max(P // 2, 1)
+        # (master, is_v, piece) per part, in request order; a master's last part of a tile ends it
+        parts = ([(0, 0, 0), (0, 1, 0)] if P == 1 else
+                 [(j, 0, j) for j in range(pieces)] + [(pieces + j, 1, j) for j in range(pieces)])
+        desc_layout = data.StructLayout({"row": range(R), "rows": range(T + 1), "is_v": 1, "tile_end": 1})
+        descs = []
+        for j in range(P):
+            q = fifo.SyncFIFOBuffered(width=desc_layout.size, depth=4)
+            m.submodules[f"history_desc{j}"] = q
+            descs.append(q)
+        n_rows = Signal(range(T + 1))
+        piece_rows = Signal(range(T + 1))          # rows of a full piece: ceil(n / pieces)
+        shift = (pieces - 1).bit_length()
+        m.d.comb += [n_rows.eq(f_hi - f_lo), piece_rows.eq((n_rows + (pieces - 1)) >> shift)]
         with m.FSM(name="fill_requests"):
             with m.State("IDLE"):
                 with m.If(fill_active & (fill_left != 0)):
@@ -220,13 +251,27 @@ class TiledAttention(wiring.Component):
                     m.next = "SLOT"
             with m.State("SLOT"):
                 with m.If((requested - freed)[:2] < 2):
-                    m.next = "K"
-            for part, base, nxt in (("K", cmd.k_base, "V"), ("V", cmd.v_base, "NEXT")):
-                with m.State(part):
-                    m.d.comb += [hist.cmd.valid.eq(1), hist.cmd.payload.addr.eq(base + f_lo * row_bytes),
-                                 hist.cmd.payload.beats.eq((f_hi - f_lo) * row_beats)]
-                    with m.If(hist.cmd.ready):
-                        m.next = nxt
+                    m.next = "PART0"
+            for k, (j, part_v, piece) in enumerate(parts):
+                with m.State(f"PART{k}"):
+                    first = Signal(range(T + 1), name=f"part{k}_first")
+                    rows = Signal(range(T + 1), name=f"part{k}_rows")
+                    m.d.comb += first.eq(piece * piece_rows)
+                    m.d.comb += rows.eq(Mux(first >= n_rows, 0, Mux(n_rows - first < piece_rows,
+                                                                     n_rows - first, piece_rows)))
+                    q, master = descs[j], hists[j]
+                    desc = Signal(desc_layout, name=f"part{k}_desc")
+                    m.d.comb += [desc.row.eq(C + requested[0] * T + first), desc.rows.eq(rows), desc.is_v.eq(part_v),
+                                 desc.tile_end.eq(k == len(parts) - 1 or parts[k + 1][0] != j),
+                                 q.w_data.eq(desc),
+                                 master.cmd.payload.addr.eq((cmd.v_base if part_v else cmd.k_base)
+                                                            + (f_lo + first) * row_bytes),
+                                 master.cmd.payload.beats.eq(rows * row_beats)]
+                    # the descriptor and the burst go together (an empty piece: the descriptor alone)
+                    m.d.comb += master.cmd.valid.eq(q.w_rdy & (rows != 0))
+                    with m.If(q.w_rdy & ((rows == 0) | master.cmd.ready)):
+                        m.d.comb += q.w_en.eq(1)
+                        m.next = f"PART{k + 1}" if k + 1 < len(parts) else "NEXT"
             with m.State("NEXT"):
                 m.d.sync += [requested.eq(requested + 1), f_hi.eq(f_lo), f_lo.eq(f_lo - T)]
                 with m.If(f_lo == 0):
@@ -234,35 +279,61 @@ class TiledAttention(wiring.Component):
                     m.next = "IDLE"
                 with m.Else():
                     m.next = "SLOT"
-        # data side: beat -> word (dl or pl float32) -> k_mem / v_mem row of the slot
-        d_lo, d_hi = Signal(POSITION), Signal(POSITION)
-        d_v = Signal()                             # the V burst of the tile
-        d_row = Signal(range(T))
-        d_word = Signal(range(max(S, G, 2)))
+        # data side, per master: beat -> word (dl or pl float32) -> a pending word that takes
+        # the k_mem / v_mem write port when granted (the master's R waits only when a word
+        # completes while the previous one still waits for the port)
         k_beats, v_beats = dl * 32 // dw, pl * 32 // dw
-        d_beat = Signal(range(max(k_beats, v_beats, 2)))
-        h_gather, h_word = gatherer(hist.rdata.payload.data, "hist")
-        m.d.comb += hist.rdata.ready.eq(1)
-        hist_row = C + filled[0] * T + d_row
-        fill_k, fill_v = Signal(), Signal()
-        with m.If(fill_k):
-            m.d.comb += [k_wp.en.eq(1), k_wp.addr.eq(hist_row * S + d_word), k_wp.data.eq(h_word[lw - 32 * dl:])]
-        with m.If(fill_v):
-            m.d.comb += [v_wp.en.eq(1), v_wp.addr.eq(hist_row * G + d_word), v_wp.data.eq(h_word[lw - 32 * pl:])]
-        with m.If(hist.rdata.valid):
-            m.d.sync += [h_gather.eq(h_word), d_beat.eq(d_beat + 1)]
-            word_end = d_beat == Mux(d_v, v_beats - 1, k_beats - 1)
-            with m.If(word_end):
-                m.d.comb += [fill_k.eq(~d_v), fill_v.eq(d_v)]
-                m.d.sync += [d_beat.eq(0), d_word.eq(d_word + 1)]
-                with m.If(d_word == Mux(d_v, G - 1, S - 1)):
-                    m.d.sync += [d_word.eq(0), d_row.eq(d_row + 1)]
-                    with m.If(d_row == d_hi - d_lo - 1):
-                        m.d.sync += [d_row.eq(0), d_v.eq(~d_v)]
-                        with m.If(d_v):            # the tile is in its slot
-                            m.d.sync += [filled.eq(filled + 1), d_hi.eq(d_lo), d_lo.eq(d_lo - T)]
-                            with m.If(d_lo == 0):
-                                m.d.sync += [d_lo.eq(top_tile), d_hi.eq(cmd.pos0)]
+        done_tiles = []
+        k_want, v_want = [], []
+        pendings = []
+        for j, (master, q) in enumerate(zip(hists, descs)):
+            desc = Signal(desc_layout, name=f"hist{j}_desc")
+            m.d.comb += desc.eq(q.r_data)
+            d_row = Signal(range(T + 1), name=f"hist{j}_row")
+            d_word = Signal(range(max(S, G, 2)), name=f"hist{j}_word")
+            d_beat = Signal(range(max(k_beats, v_beats, 2)), name=f"hist{j}_beat")
+            h_gather, h_word = gatherer(master.rdata.payload.data, f"hist{j}")
+            pend = Signal(name=f"hist{j}_pending")
+            pend_v = Signal(name=f"hist{j}_pending_v")
+            pend_end = Signal(name=f"hist{j}_pending_tile_end")
+            pend_addr = Signal(range(R * max(S, G)), name=f"hist{j}_pending_addr")
+            pend_data = Signal(32 * max(dl, pl), name=f"hist{j}_pending_data")
+            grant = Signal(name=f"hist{j}_grant")
+            done = Signal(2, name=f"hist{j}_tiles")
+            done_tiles.append(done)
+            pendings.append((pend, pend_v, pend_addr, pend_data, grant))
+            word_end = d_beat == Mux(desc.is_v, v_beats - 1, k_beats - 1)
+            row_end = d_word == Mux(desc.is_v, G - 1, S - 1)
+            last_beat = word_end & row_end & (d_row == desc.rows - 1)
+            m.d.comb += master.rdata.ready.eq(q.r_rdy & (desc.rows != 0) & ~(pend & ~grant & word_end))
+            with m.If(grant):
+                m.d.sync += pend.eq(0)
+                with m.If(pend_end):
+                    m.d.sync += done.eq(done + 1)
+            with m.If(master.rdata.valid & master.rdata.ready):
+                m.d.sync += [h_gather.eq(h_word), d_beat.eq(d_beat + 1)]
+                with m.If(word_end):
+                    m.d.sync += [pend.eq(1), pend_v.eq(desc.is_v), pend_end.eq(last_beat & desc.tile_end),
+                                 pend_addr.eq(Mux(desc.is_v, (desc.row + d_row) * G, (desc.row + d_row) * S) + d_word),
+                                 pend_data.eq(h_word), d_beat.eq(0), d_word.eq(d_word + 1)]
+                    with m.If(row_end):
+                        m.d.sync += [d_word.eq(0), d_row.eq(d_row + 1)]
+                        with m.If(last_beat):
+                            m.d.sync += d_row.eq(0)
+                            m.d.comb += q.r_en.eq(1)
+            # an empty piece ends at once (once no word of the master waits: one tile at a time)
+            with m.If(q.r_rdy & (desc.rows == 0) & ~pend):
+                m.d.comb += q.r_en.eq(1)
+                with m.If(desc.tile_end):
+                    m.d.sync += done.eq(done + 1)
+        # the write ports: the lowest pending master of each memory
+        for want_v, wp, width in ((0, k_wp, dl), (1, v_wp, pl)):
+            for k, (pend, pend_v, pend_addr, pend_data, grant) in enumerate(pendings):
+                with (m.If if k == 0 else m.Elif)(pend & (pend_v == want_v)):
+                    m.d.comb += [grant.eq(1), wp.en.eq(1), wp.addr.eq(pend_addr),
+                                 wp.data.eq(pend_data[len(pend_data) - 32 * width:])]
+        with m.If(Cat(*((done - filled)[:2] != 0 for done in done_tiles)).all()):
+            m.d.sync += filled.eq(filled + 1)
 
         # ---- score side
         t_hi = Signal(range(C + 1))                # the query tile: chunk tokens [t_lo, t_hi)
@@ -359,9 +430,7 @@ class TiledAttention(wiring.Component):
                 tiles = Signal(range(C + 1))           # query tiles of the pass
                 m.d.comb += tiles.eq(last // T - cmd.pos0 // T + 1)
                 m.d.sync += [t_hi.eq(cmd.count), fill_left.eq(Mux(cmd.pos0 != 0, tiles, 0)),
-                             fill_active.eq(1), top_tile.eq((cmd.pos0 - 1) // T * T),
-                             d_lo.eq((cmd.pos0 - 1) // T * T), d_hi.eq(cmd.pos0), d_v.eq(0), d_row.eq(0),
-                             d_word.eq(0), d_beat.eq(0)]
+                             fill_active.eq(1), top_tile.eq((cmd.pos0 - 1) // T * T)]
                 m.next = "QTILE"
             with m.State("QTILE"):
                 top = cmd.pos0 + t_hi - 1

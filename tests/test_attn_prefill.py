@@ -37,6 +37,9 @@ CONFIGS = {
 #: TiledAttention (fp32, query tiles): name -> (constructor arguments, slow).
 TILED_CONFIGS = {
     "tiled_hd32_t8_c20_h2": (dict(head_dim=32, tile=8, chunk=20, heads=2), False),
+    # the history over four read managers (K rows in halves on two, V rows on the other two)
+    "tiled_hd32_t8_c20_h2_p4": (dict(head_dim=32, tile=8, chunk=20, heads=2, history_ports=4), False),
+    "tiled_hd16_t8_c16_h2_p2": (dict(head_dim=16, tile=8, chunk=16, heads=2, out_lanes=4, history_ports=2), True),
     # the tiny presets' shape: one beat per pair (a free cycle after each), one lane group
     "tiled_hd16_t8_c16_h2": (dict(head_dim=16, tile=8, chunk=16, heads=2, out_lanes=4), False),
     "tiled_hd32_t4_c12_h1_pv32": (dict(head_dim=32, tile=4, chunk=12, heads=1, pv_lanes=32, out_lanes=8), True),
@@ -84,6 +87,8 @@ def test_tiled_parameters_checked():
         TiledAttention(head_dim=64, tile=8, chunk=16, pv_lanes=2, out_lanes=2)
     with pytest.raises(ValueError, match="load_lanes"):
         TiledAttention(head_dim=64, tile=8, chunk=16, pv_lanes=4, out_lanes=4, load_lanes=8)
+    with pytest.raises(ValueError, match="history_ports must be 1 or twice a power of two"):
+        TiledAttention(head_dim=64, tile=8, chunk=16, history_ports=6)
 
 
 @pytest.mark.rtl
@@ -96,5 +101,6 @@ def test_tiled_attention(config):
     results.unlink(missing_ok=True)
     run_cocotb(TiledAttention(**params), name=f"attn_{config}", test_module=TB, testcase=TESTS, timeout=3600,
                parameters={**params, "attn_format": "fp32", "history_per": "query_tile",
+                           "history_ports": params.get("history_ports", 1),
                            "load_lanes": params.get("load_lanes", 8),
                            "seed": 11 + params["head_dim"], "results": str(results)})

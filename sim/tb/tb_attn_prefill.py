@@ -11,7 +11,8 @@ default, or ``"query_tile"``: how often the unit reads a pass's history) (``"int
 fp32 score summed over ``dot_lanes``, which must match the build), optionally ``results`` (a
 JSON file for cycles per pass), ``bench_counts`` (token counts of ``prefill_bench``),
 ``bench_contexts`` (contexts of ``decode_bench``), ``load_lanes`` (TiledAttention: the load
-as beats of that many float32 per vector instead of a token per beat).
+as beats of that many float32 per vector instead of a token per beat), ``history_ports``
+(TiledAttention: its history read managers, each on its own AxiRamRead of one memory).
 
 - ``prefill_lengths``: first chunks (pos0 = 0) of 1, 2, tile, tile+1 and ``chunk`` tokens, no
   stalls (cycles per pass recorded);
@@ -143,21 +144,28 @@ class PrefillTB(AttentionTB):
         self.load_fields = struct_fields(prefill_load_layout(self.hd, self.heads, self.attn_format)
                                          if self.load_lanes is None else f32_vec(int(self.load_lanes)))
         self.out_fields = struct_fields(prefill_out_layout(self.out_lanes, self.heads, self.chunk))
+        self.history_ports = int(self.cfg.get("history_ports", 1))
 
     def connect(self, *, seed: int, pauses: bool, stall: float) -> None:
         dut, clock = self.dut, self.clock
         prng = random.Random(seed)
         self.bases, self.mem_size = kv_memory(KV_BASE, 1, 2, self.capacity, self.hd, self.attn_format)
-        self.rram = axi_ram_read(dut, "axi_read", clock, self.mem_size)
+        # the history read managers (TiledAttention's ``history_ports``: one RAM each, one memory)
+        self.read_ports = [f"axi_read__{j}" for j in range(self.history_ports)] if self.history_ports > 1 \
+            else ["axi_read"]
+        self.rram = axi_ram_read(dut, self.read_ports[0], clock, self.mem_size)
+        rrams = [self.rram] + [axi_ram_read(dut, port, clock, self.mem_size, mem=self.rram.mem)
+                               for port in self.read_ports[1:]]
         self.wimage = bytearray(prng.randbytes(self.mem_size))
         self.wram = axi_ram_write(dut, "axi_write", clock, self.mem_size, image=self.wimage)
         if pauses:
-            random_pauses([self.rram, self.wram], 0.3, prng)
+            random_pauses([*rrams, self.wram], 0.3, prng)
         self.csrc = StreamSource(dut, "cmd", clock, fields=self.cmd_fields, pause=self.stall(stall, prng))
         self.lsrc = StreamSource(dut, "load", clock, fields=self.load_fields, pause=self.stall(stall, prng))
         self.sink = StreamSink(dut, "o", clock, fields=self.out_fields, pause=self.stall(stall, prng))
         self.mon = HandshakeMonitor(dut, clock, {"cmd": None, "load": None, "o": None,
-                                                 "ar": axi_channel(dut, "axi_read", "ar", ("addr", "len"))})
+                                                 **{f"ar{j}": axi_channel(dut, port, "ar", ("addr", "len"))
+                                                    for j, port in enumerate(self.read_ports)}})
 
     def random_pass(self, rng: np.random.Generator, label: str, pos0: int, count: int, **kw) -> Pass:
         return random_pass(rng, label, pos0, count, head_dim=self.hd, heads=self.heads,
@@ -215,7 +223,7 @@ class PrefillTB(AttentionTB):
         assert self.sink.count() == 0, f"{p.label}: {self.sink.count()} output beats beyond the expected ones"
         assert not int(self.dut.error.value), f"{p.label}: error raised without an error response"
         # reads: the history 0..pos0-1 once per query (or query tile), nothing else
-        ar = self.mon.values["ar"][before["ar"]:]
+        ar = [v for j in range(len(self.read_ports)) for v in self.mon.values[f"ar{j}"][before[f"ar{j}"]:]]
         nbytes = sum((v["len"] + 1) * BEAT for v in ar)
         want_bytes = self.history_reads(p) * p.pos0 * kv_position_bytes(hd, fmt)
         assert nbytes == want_bytes, f"{p.label}: read {nbytes} bytes, expected {want_bytes}"
@@ -259,8 +267,8 @@ async def prefill_lengths(dut):
 
 @cocotb.test()
 async def prefill_history(dut):
-    """Chunks on top of a cache: aligned, straddling a tile, one token after a long history;
-    pauses on every AXI channel, stalls on every stream."""
+    """Chunks on top of a cache: aligned, straddling a tile, one token after a long history, one
+    history row in the top tile; pauses on every AXI channel, stalls on every stream."""
     tb = PrefillTB(dut)
     tile, chunk = tb.tile, tb.chunk
     rng = np.random.default_rng(tb.seed + 1)
@@ -268,6 +276,8 @@ async def prefill_history(dut):
     await tb.reset()
     cases = [("aligned", 2 * tile, min(chunk, tile + 3)), ("straddle", tile + 3, min(chunk, tile)),
              ("straddle-short", 5, 2), ("one-after-long", min(tb.capacity - 1, 3 * chunk + 1), 1),
+             # one history row in the top tile (a multi-port fill's second K / V piece is empty)
+             ("one-row-top", tile + 1, 2),
              ("second-chunk", chunk, chunk)]
     for i, (label, pos0, count) in enumerate(cases):
         if pos0 + count <= tb.capacity:
