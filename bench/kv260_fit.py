@@ -131,7 +131,7 @@ def cycle_figures(results_dir) -> dict:
         "decode_attention_ddr_fraction": {
             "value": {str(r["context"]): r["ddr_fraction"] for r in tiled.get("decode", [])} or None,
             "source": "bench/results/attention.json tiled.decode (one-token pass at the context: history "
-                      "bytes / 16 B per cycle / cycles, AxiRamRead without pauses)"},
+                      "bytes / (history ports x 16 B per cycle) / cycles, AxiRamReads without pauses)"},
         "tlmm_lane_efficiency": {
             "value": {name: job["efficiency"]["padded_total"] for name, job in jobs.items()} or None,
             "source": "bench/results/tlmm.json simulation.jobs (lane words issued / cycles of the job, "
