@@ -847,7 +847,7 @@ def _swept(hw: HardwareConfig, point: Mapping | None = None) -> dict:
 
 
 def _run_task(task: dict) -> dict:
-    """One process's share of the sweep: the grid points of one (G, P, T), validated, estimated,
+    """One process's share of the sweep: the grid points of one (G, P, T, L), validated, estimated,
     held against the board and (the ones that fit) timed."""
     from ..boards import get_board
     from .estimate import fits
@@ -855,7 +855,7 @@ def _run_task(task: dict) -> dict:
     board = get_board(task["board"])
     capacity = board.pl_resources
     grid = task["grid"]
-    rest = [getattr(grid, f) for f in SWEPT[3:]]
+    rest = [getattr(grid, f) for f in SWEPT[len(task["head"]):]]
     invalid: dict[str, dict] = {}
     nofit: dict[str, dict] = {}
     points = []
@@ -1022,12 +1022,15 @@ def explore(model: ModelConfig, board_name: str, *, grid: Grid = DEFAULT_GRID, j
     start = time.monotonic()
     rmodel = resource_model or fit_model(results_dir)
     worker_model = ResourceModel(rmodel.fits, rmodel.glue)
-    heads = list(itertools.product(grid.tlmm_group, grid.tlmm_lanes, grid.tlmm_tokens))
+    # a task per (G, P, T, L): the configurations that share the cycle model's calls (differing
+    # in rope_lanes, or in prefill_chunk for decode) stay in one process
+    heads = list(itertools.product(grid.tlmm_group, grid.tlmm_lanes, grid.tlmm_tokens, grid.ew_lanes))
     per_task = grid.size() // max(len(heads), 1)
     tasks = [{"model": model, "board": board_name, "base": base.to_dict(), "resources": worker_model,
               "grid": grid, "head": head, "efficiency": efficiency} for head in heads]
-    # the big TLMMs first: most of them do not fit and finish fast, the small ones take the time
-    tasks.sort(key=lambda t: -t["head"][1] * t["head"][2])
+    # the slow tasks first (few lanes and tokens: many tiles and passes for the cycle model; the
+    # big TLMMs mostly do not fit and finish fast), so the processes end together
+    tasks.sort(key=lambda t: (t["head"][1] * t["head"][2], t["head"][0]))
     bar = ProgressBar(grid.size(), f"tellme explore: {model.name} on {board_name}") if progress else None
     results = []
     if jobs == 1:
