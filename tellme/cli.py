@@ -302,6 +302,46 @@ def cmd_estimate(args) -> int:
     return 0
 
 
+def cmd_explore(args) -> int:
+    """``tellme explore``: sweep hardware configurations of a model on a board; resources from an
+    analytic model calibrated on Yosys points, speed from the cycle model; the Pareto front and a
+    chosen point, optionally written as a hardware file (gen/explore.py)."""
+    from .boards import get_board
+    from .gen.explore import DEFAULT_GRID, FULL_GRID, QUICK_GRID, explore, fit_model, report
+    get_board(args.board)                      # an unknown board: one line, before any work
+    if args.checkpoint:
+        from .gen.checkpoint import inspect_checkpoint
+        config = inspect_checkpoint(args.checkpoint).config
+    else:
+        config = model_preset(args.preset)
+    if args.jobs is not None and args.jobs < 1:
+        raise CliError(f"--jobs must be at least 1, got {args.jobs}")
+    if not 0 < args.ddr_efficiency <= 1:
+        raise CliError(f"--ddr-efficiency must be in (0, 1], got {args.ddr_efficiency}")
+    if args.write_hardware and not args.write_hardware.endswith(".json"):
+        raise CliError(f"--write-hardware: {args.write_hardware!r} must end in .json (how --hardware tells a file "
+                       "from a preset name)")
+    for path in (args.json, args.write_hardware):
+        if path and not Path(path).resolve().parent.is_dir():
+            raise CliError(f"{path}: its folder does not exist")
+    grid = QUICK_GRID if args.quick else FULL_GRID if args.full else DEFAULT_GRID
+    resource_model = fit_model()
+    print(resource_model.table())
+    result = explore(config, args.board, grid=grid, jobs=args.jobs, efficiency=args.ddr_efficiency,
+                     how=args.pick, resource_model=resource_model, progress=not args.quiet)
+    print(report(result, rows=args.rows))
+    if result["chosen"] is None:
+        raise CliError(f"no configuration of the sweep fits {args.board} (reasons above); nothing written")
+    if args.json:
+        write_json_atomic(args.json, result)
+        print(f"wrote {args.json}")
+    if args.write_hardware:
+        write_json_atomic(args.write_hardware, result["chosen"]["hardware_config"])
+        print(f"wrote {args.write_hardware}: the chosen configuration ({args.pick}); use it with "
+              f"--hardware {args.write_hardware} (run, convert, generate, estimate, build --board {args.board})")
+    return 0
+
+
 def cmd_compare(args) -> int:
     """``tellme compare``: the golden model against the float reference layer by layer, or with
     ``--budget`` the error budget of its hardware approximations (tellme.sim.budget)."""
@@ -527,6 +567,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", help="write the estimate as JSON here")
     s.add_argument("--plot", help="write roofline.png (and resources.png when a synthesis is recorded) here")
     s.set_defaults(func=cmd_estimate)
+
+    s = sub.add_parser("explore", help="sweep hardware configurations on a board: Pareto front of decode tok/s, "
+                                       "time to first token and LUTs")
+    source = s.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="HF checkpoint directory (its config.json is read)")
+    source.add_argument("--preset", help="model preset (" + ", ".join(sorted(MODEL_PRESETS)) + ")")
+    s.add_argument("--board", required=True, help="board (tellme info lists them)")
+    s.add_argument("--jobs", type=int, help="worker processes (default: the number of CPUs)")
+    size = s.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="a small grid (seconds)")
+    size.add_argument("--full", action="store_true", help="every value of every swept field (tens of minutes)")
+    s.add_argument("--pick", default="balanced", choices=["balanced", "fastest", "smallest"],
+                   help="which front point to choose (default balanced: nearest the ideal corner)")
+    s.add_argument("--ddr-efficiency", type=float, default=0.85,
+                   help="sustained fraction of the board's DDR peak (default 0.85)")
+    s.add_argument("--rows", type=int, default=15, help="front rows to print (default 15)")
+    s.add_argument("--json", help="write the whole result (front, counts, calibration, assumptions) here")
+    s.add_argument("--write-hardware", metavar="FILE.json",
+                   help="write the chosen configuration as a hardware file for --hardware")
+    s.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    s.set_defaults(func=cmd_explore)
 
     s = sub.add_parser("compare", help="layer-by-layer agreement of the golden model with the float reference")
     model_source(s)
