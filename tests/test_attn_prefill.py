@@ -36,8 +36,10 @@ CONFIGS = {
 
 #: TiledAttention (fp32, query tiles): name -> (constructor arguments, slow).
 TILED_CONFIGS = {
-    "tiled_hd32_t8_c20_h2": (dict(head_dim=32, tile=8, chunk=20, heads=2), False),
-    # the history over four read managers (K rows in halves on two, V rows on the other two)
+    # one history read manager (no preset's top uses it: slow set)
+    "tiled_hd32_t8_c20_h2": (dict(head_dim=32, tile=8, chunk=20, heads=2), True),
+    # the history over four read managers (K rows in halves on two, V rows on the other two),
+    # as in the tops of every preset (one per HP port)
     "tiled_hd32_t8_c20_h2_p4": (dict(head_dim=32, tile=8, chunk=20, heads=2, history_ports=4), False),
     "tiled_hd16_t8_c16_h2_p2": (dict(head_dim=16, tile=8, chunk=16, heads=2, out_lanes=4, history_ports=2), True),
     # the tiny presets' shape: one beat per pair (a free cycle after each), one lane group
