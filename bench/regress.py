@@ -401,7 +401,8 @@ def _prefill_attention(rng, seed, fault):
         return ctx.sim(TiledAttention(**params), name=f"attn_{config}", test_module=t.TB,
                        testcase=["prefill_history", "prefill_gqa"],
                        parameters={**params, "attn_format": "fp32", "history_per": "query_tile",
-                                   "load_lanes": params.get("load_lanes", 8)})
+                                   "load_lanes": params.get("load_lanes", 8),
+                                   "history_ports": params.get("history_ports", 1)})
     return Case("prefill_attention", seed, config, {"chunks": "lengths, histories and GQA groups drawn from the seed"},
                 _own_pauses("stalls on cmd, load and out, pauses on every AXI channel, drawn from the seed"), run)
 
