@@ -43,7 +43,7 @@ import numpy as np
 from ..config import ConfigError, HardwareConfig, ModelConfig, model_preset
 from ..contract.formats import ATTN_SCORE_LANES, code_bits, table_entries
 from ..contract.layouts import BufferGeometry, ImageFormat, LmHeadStream
-from .tiling import MatmulRates, tile_projection
+from .tiling import MatmulRates, kv_history_ports, tile_projection
 
 __all__ = ["RESOURCE_KEYS", "LABEL", "CalibrationPoint", "ResourceModel", "calibration_points", "fit_model",
            "instances", "Grid", "QUICK_GRID", "DEFAULT_GRID", "FULL_GRID", "explore", "pareto_front", "pick",
@@ -111,10 +111,14 @@ FORMULAS: dict[str, dict[str, list]] = {
                _f("T", lambda p: p["tokens"]), _ONE],
         "bram36": [_f("T*max_rows/1024", lambda p: p["tokens"] * p["max_rows"] / 1024), _ONE],
     },
-    # 16 dot-product and P.V lanes whatever the configuration: logic grows with the query tile
+    # 16 dot-product and P.V lanes whatever the configuration: logic grows with the query tile;
+    # each K/V history read manager beyond the first adds an AXI read master, a word gatherer
+    # and a pending word (units synthesised alone have one: points recorded before have none)
     "attention": {
-        "lut": [_f("tile*heads", lambda p: p["tile"] * p["heads"]), _ONE],
-        "ff": [_f("tile*heads", lambda p: p["tile"] * p["heads"]), _ONE],
+        "lut": [_f("tile*heads", lambda p: p["tile"] * p["heads"]),
+                _f("history_ports-1", lambda p: p.get("history_ports", 1) - 1), _ONE],
+        "ff": [_f("tile*heads", lambda p: p["tile"] * p["heads"]),
+               _f("history_ports-1", lambda p: p.get("history_ports", 1) - 1), _ONE],
         "dsp": [_ONE],
         # q, k and v of the chunk in float32 (BRAM36 = 1,152 floats); the score banks and the rest
         "bram36": [_f("chunk*(H+2)*hd/1152", lambda p: p["chunk"] * (p["heads"] + 2) * p["head_dim"] / 1152), _ONE],
@@ -214,7 +218,8 @@ def instances(model: ModelConfig, hw: HardwareConfig) -> list[tuple[str, dict, i
     words = program_words(model, hw)
     return [
         ("tlmm", {"group": G, "lanes": P, "tokens": T, "max_rows": max_rows}, 1),
-        ("attention", {"tile": hw.attn_tile, "chunk": C, "lanes": L, "heads": H, "head_dim": model.head_dim}, 1),
+        ("attention", {"tile": hw.attn_tile, "chunk": C, "lanes": L, "heads": H, "head_dim": model.head_dim,
+                       "history_ports": kv_history_ports(hw)}, 1),
         ("norm_quant", {"lanes": L, "max_dim": max_dim}, 1),
         ("rope", {"lanes": L, "rotate_lanes": hw.rope_lanes}, 1),
         (gating, {"lanes": L, "act_lanes": hw.gating_lanes}, 1),
@@ -283,8 +288,9 @@ _PORT_GLUE_RE = re.compile(r"(quiesce|read_arbiter)")
 
 #: Units a recorded whole top built with other parameters than today's generator builds for the
 #: same hardware file (by the commit it was measured at): kv260_fit.json at 2968e36 predates the
-#: LM head over all four HP ports (d2e3eb9), so its head read one port.
-AS_BUILT = {"2968e36": {"lm_head": {"ports": 1}}}
+#: LM head over all four HP ports (d2e3eb9) and the K/V history over all four (d3aa05b), so its
+#: head and its history read one port each.
+AS_BUILT = {"2968e36": {"lm_head": {"ports": 1}, "attention": {"history_ports": 1}}}
 
 
 def top_instances(model: ModelConfig, hw: HardwareConfig, commit: str | None = None) -> dict[str, dict]:
