@@ -33,7 +33,7 @@ from ..hw.lm_head_path import LmHeadPath
 from ..hw.matmul_path import MatmulPath
 from ..hw.norm_quant_path import NormQuantPath
 from ..hw.regfile import RegisterFile
-from ..hw.sequencer import OPS, RUNTIME_FIELDS, Sequencer, step_layout
+from ..hw.sequencer import FAIL_CODES, OPS, RUNTIME_FIELDS, Sequencer, step_layout
 from .program import Attention, Embed, LmHead, MatMul, NormQuant, Program, build_program
 from .tiling import MatmulRates, kv_history_ports
 
@@ -321,7 +321,7 @@ class TellmeTop(wiring.Component):
                      raised[ERROR_BITS.index("START_WHILE_BUSY")].eq(start_while_busy),
                      bad_token.eq(dpf.bad_token_id & dpf.busy & ~draining),
                      raised[ERROR_BITS.index("BAD_TOKEN_ID")].eq(bad_token)]
-        for code, name in enumerate(("BAD_TOKEN_COUNT", "CONTEXT_OVERFLOW", "MISALIGNED_BASE")):
+        for code, name in enumerate(FAIL_CODES):      # the sequencer's refusals, by their ERR_CODE names
             m.d.comb += raised[ERROR_BITS.index(name)].eq(dpf.fail & dpf.fail_code[code])
         m.d.sync += errors.eq(Mux(start_accepted, 0, errors) | raised)
         # Watchdog: a call whose units stop making progress (no handshake on any channel of any
