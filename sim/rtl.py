@@ -31,6 +31,11 @@ complete by a stamp file, so pytest-xdist workers building the same design wait 
 instead of racing, and workers with different designs never share a directory. Each simulation
 runs in its own fresh directory under ``<build_root>/runs/``, which is deleted when the run passes
 and kept (log, results, waveform) when it fails.
+
+Disk: every change of a design makes a new build (the top level's is about 270 MB), so the build
+cache is bounded: after each new build the least recently used builds are deleted until the
+cache holds at most :func:`build_cache_limit` bytes (``TELLME_RTL_CACHE_GIB``, default 16 GiB);
+builds used within the last hour are never deleted (another worker may be simulating them).
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ from .tb import CONFIG_ENV
 from .toolchain import build_root as _build_root
 from .toolchain import file_lock, log_tail, verilator_env
 
-__all__ = ["default_build_root", "RTLTestFailure", "CocotbResult",
+__all__ = ["default_build_root", "build_cache_limit", "prune_builds", "RTLTestFailure", "CocotbResult",
            "waves_format", "run_cocotb"]
 
 
@@ -80,6 +85,69 @@ VERILATOR_ARGS = ["-Wno-fatal"]
 # Failed run directories kept per design name (older ones are deleted).
 KEEP_FAILED_RUNS = 6
 _STAMP = "tellme-build-complete"
+CACHE_LIMIT_ENV = "TELLME_RTL_CACHE_GIB"
+DEFAULT_CACHE_LIMIT_GIB = 16.0
+# A build used this recently may be running in another worker's simulator: never pruned.
+PRUNE_GRACE_SECONDS = 3600.0
+
+
+def build_cache_limit() -> int:
+    """Bytes the build cache may hold: ``TELLME_RTL_CACHE_GIB`` (GiB, > 0), default 16."""
+    text = os.environ.get(CACHE_LIMIT_ENV)
+    if text is None:
+        return int(DEFAULT_CACHE_LIMIT_GIB * 2**30)
+    try:
+        gib = float(text)
+    except ValueError:
+        gib = -1.0
+    if not gib > 0:
+        raise ValueError(f"{CACHE_LIMIT_ENV}={text!r}: expected a positive number of GiB")
+    return int(gib * 2**30)
+
+
+def _tree_bytes(path: Path) -> int:
+    total = 0
+    for folder, _, files in os.walk(path):
+        for file in files:
+            try:
+                total += os.lstat(os.path.join(folder, file)).st_size
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def prune_builds(build_root: Path, *, limit: int | None = None, keep: Sequence[Path] = (),
+                 now: float | None = None) -> list[Path]:
+    """Delete the least recently used complete builds under ``build_root`` (by their stamp's
+    time, renewed at each use) until the rest hold at most ``limit`` bytes (default
+    :func:`build_cache_limit`); builds in ``keep`` and builds used within the last
+    :data:`PRUNE_GRACE_SECONDS` stay. Returns the deleted build directories."""
+    limit = build_cache_limit() if limit is None else limit
+    now = time.time() if now is None else now
+    keep = {Path(path).resolve() for path in keep}
+    builds = []
+    for stamp in build_root.glob(f"*/{_STAMP}"):
+        try:
+            used = stamp.stat().st_mtime
+            lines = stamp.read_text().split()
+        except FileNotFoundError:  # pruned meanwhile by another worker
+            continue
+        size = int(lines[1]) if len(lines) > 1 and lines[1].isdigit() else _tree_bytes(stamp.parent)
+        builds.append((used, size, stamp.parent))
+    total = sum(size for _, size, _ in builds)
+    deleted = []
+    for used, size, build_dir in sorted(builds, key=lambda build: build[0]):
+        if total <= limit:
+            break
+        if build_dir.resolve() in keep or now - used < PRUNE_GRACE_SECONDS:
+            continue
+        # Under the build's own lock, so a worker that is about to rebuild it waits.
+        with file_lock(build_dir.with_name(build_dir.name + ".lock")):
+            (build_dir / _STAMP).unlink(missing_ok=True)
+            shutil.rmtree(build_dir, ignore_errors=True)
+        total -= size
+        deleted.append(build_dir)
+    return deleted
 
 
 class RTLTestFailure(AssertionError):
@@ -233,6 +301,7 @@ def _build(verilog_text: str, name: str, build_dir: Path, *, waves: str | None,
     stamp = build_dir / _STAMP
     with file_lock(build_dir.with_name(build_dir.name + ".lock")):
         if stamp.exists():
+            stamp.touch()  # last use, for the cache's pruning
             return 0.0
         start = time.monotonic()
         build_dir.mkdir(parents=True, exist_ok=True)
@@ -263,8 +332,10 @@ def _build(verilog_text: str, name: str, build_dir: Path, *, waves: str | None,
         except (RuntimeError, SystemExit) as error:
             raise RuntimeError(f"Verilator build of {name} failed ({error}); log {log}:\n"
                                f"{log_tail(log)}") from None
-        stamp.write_text(f"{name}\n")
-        return time.monotonic() - start
+        stamp.write_text(f"{name}\n{_tree_bytes(build_dir)}\n")
+        seconds = time.monotonic() - start
+    prune_builds(build_dir.parent, keep=[build_dir])
+    return seconds
 
 
 def _parse_results(results_xml: Path) -> tuple[dict[str, str], dict[str, str]]:

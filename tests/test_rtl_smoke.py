@@ -3,6 +3,7 @@ testbench catches broken designs (so a passing run means something)."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -11,7 +12,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from tellme.hw.stream_buffer import StreamBuffer
-from tellme.sim.rtl import RTLTestFailure, run_cocotb, waves_format
+from tellme.sim.rtl import RTLTestFailure, build_cache_limit, prune_builds, run_cocotb, waves_format
 from tellme.sim.tb.streams import pack_struct, struct_fields, unpack_struct
 
 TB = "tellme.sim.tb.tb_stream_buffer"
@@ -189,3 +190,50 @@ def test_runner_rejects_an_empty_testcase(testcase):
     # Refused before the design is looked at, so no design is needed.
     with pytest.raises(ValueError, match="names no cocotb test"):
         run_cocotb(None, name="stream_buffer", test_module=RUNNER_TB, testcase=testcase)
+
+
+def _fake_build(root, name, size, used):
+    build = root / name
+    build.mkdir()
+    (build / "Vtop").write_bytes(b"\0" * size)
+    stamp = build / "tellme-build-complete"
+    stamp.write_text(f"{name}\n{size}\n")
+    os.utime(stamp, (used, used))
+    return build
+
+
+def test_build_cache_prunes_least_recently_used(tmp_path):
+    now = 1_000_000.0
+    old = _fake_build(tmp_path, "a-1", 400, now - 9000)
+    older = _fake_build(tmp_path, "b-1", 300, now - 9500)
+    kept = _fake_build(tmp_path, "c-1", 300, now - 9900)   # oldest, but asked to keep
+    recent = _fake_build(tmp_path, "d-1", 500, now - 60)   # within the grace hour
+    half = tmp_path / "e-1"                                # a build without a stamp (in progress)
+    half.mkdir()
+    deleted = prune_builds(tmp_path, limit=900, keep=[kept], now=now)
+    # 1500 bytes: the older unkept build goes first (1200), then the next (800 <= 900).
+    assert deleted == [older, old]
+    assert not older.exists() and not old.exists()
+    assert kept.exists() and recent.exists() and half.exists()
+    assert prune_builds(tmp_path, limit=900, now=now) == []
+
+
+def test_build_cache_keeps_recent_builds_over_the_limit(tmp_path):
+    now = 1_000_000.0
+    recent = _fake_build(tmp_path, "a-1", 1000, now - 10)
+    assert prune_builds(tmp_path, limit=1, now=now) == []
+    assert recent.exists()
+
+
+@pytest.mark.parametrize("text", ["0", "-2", "lots", ""])
+def test_build_cache_limit_rejects_bad_values(monkeypatch, text):
+    monkeypatch.setenv("TELLME_RTL_CACHE_GIB", text)
+    with pytest.raises(ValueError, match="TELLME_RTL_CACHE_GIB"):
+        build_cache_limit()
+
+
+def test_build_cache_limit_reads_gib(monkeypatch):
+    monkeypatch.setenv("TELLME_RTL_CACHE_GIB", "0.5")
+    assert build_cache_limit() == 2**29
+    monkeypatch.delenv("TELLME_RTL_CACHE_GIB")
+    assert build_cache_limit() == 16 * 2**30
