@@ -16,7 +16,7 @@ NORM_QUANT word and an LM_HEAD word) on a time line, with the weight streamer be
 - **TLMM** (per tile and token pass of n_p tokens, B blocks of R rows): block b's tables build
   while block b-1 is looked up, ``ceil(n_p / K) max(K P, E)`` cycles (:class:`TlmmTables`), so a
   block takes ``max(R, build)``. The results leave during the last block, one row per lookup,
-  and the units behind take them at their own rate: Dequant ``T / dequant_lanes`` cycles per row,
+  and the units behind take them at their own rate: Dequant ``ceil(n_p / dequant_lanes)`` cycles per row,
   and per transposed column block of ``block`` rows the writer, which takes one column block at a
   time; with a residual or gate operand the operand's read, the adder's or gating unit's pipeline
   and the writes of every column block follow each other (:meth:`CycleModel._column_cost`).
@@ -287,10 +287,11 @@ class CycleModel:
         Dequant the MATMUL path buffers a tile's rows (:class:`~tellme.hw.result_buffer.ResultBuffer`),
         so the back end works on pass k while the TLMM runs pass k+1, which ends no earlier than
         the back end frees the buffer of pass k; without the buffer the last block itself runs
-        at the back end's rate (the transpose's two banks aside)."""
+        at the back end's rate (the transpose's two banks aside). A row of a pass of n_p tokens
+        takes ceil(n_p / dequant_lanes) cycles in Dequant (one in a decode step)."""
         hw = self.hw
-        T, row_cycles = hw.tlmm_tokens, hw.tlmm_tokens / self.rates.dequant_lanes
-        buffered = self.rates.dequant_lanes < T
+        T, lanes = hw.tlmm_tokens, self.rates.dequant_lanes
+        buffered = lanes < T
         t = back_end = start
         stall = lookups = 0.0
         first = True
@@ -300,6 +301,7 @@ class CycleModel:
             columns = -(-rows // self.shape.block)
             for p0 in range(0, n, T):
                 n_p = min(T, n - p0)
+                row_cycles = -(-n_p // lanes)      # Dequant converts only the parts of the pass's tokens
                 build = self._build(n_p)
                 go = max(t, act_ready(p0 + n_p - 1))
                 if ready > go:
@@ -431,7 +433,7 @@ class CycleModel:
                         "a NORM_QUANT into the act buffer overlaps the MATMUL after it; EMBED and ATTENTION "
                         "lose a share of the weight loads they overlap (shared HP ports)",
             "tlmm": "per block max(rows, table build); the results leave in the last block and the units "
-                    "behind the TLMM take them at their own rate (Dequant T/dequant_lanes cycles per row, "
+                    "behind the TLMM take them at their own rate (Dequant ceil(tokens/dequant_lanes) cycles per row, "
                     "through the result buffer when narrowed, so a pass's back end overlaps the next pass; "
                     "per column block the writer's beats and, with a residual or gate operand, a fitted "
                     "share of the unit's and the DDR's latency)",

@@ -24,7 +24,9 @@ class Dequant(wiring.Component):
     ``lanes`` (default ``tokens``, dividing it) sets how many tokens are dequantised per cycle:
     with fewer, each row is split into tokens/lanes parts (:class:`RowNarrow`, and
     :class:`VecNarrow` for ``res``) and the results joined again (:class:`VecWiden`); a row then
-    takes tokens/lanes cycles and the latency grows by 1. The TLMM gives a row at most once per
+    takes tokens/lanes cycles and the latency grows by 1. Without the residual a row takes only
+    ceil(used / lanes) cycles, ``used`` its ``tokens`` field (0: all T): the output lanes of the
+    tokens beyond hold stale values. The TLMM gives a row at most once per
     B cycles (B blocks of its lane word), so the composition needs only ceil(T / B) lanes
     (``gen.tiling.MatmulRates``).
 
@@ -92,7 +94,12 @@ class Dequant(wiring.Component):
         m = Module()
         T, k = self.tokens, self.lanes
         core = Dequant(tokens=k, residual=self.residual)
-        inputs = {"acc": (self.acc, RowNarrow(layout=result_layout, count=T, out_count=k), core.acc)}
+        # Without a residual a row gives only the parts that hold its used tokens (a decode
+        # step's one token: one part, not T/lanes); the parts in flight (the core's pipeline,
+        # the join's register) each have their count queued.
+        used = None if self.residual else "tokens"
+        narrow = RowNarrow(layout=result_layout, count=T, out_count=k, used=used, parts_depth=core.latency + 3)
+        inputs = {"acc": (self.acc, narrow, core.acc)}
         if self.residual:
             inputs["res"] = (self.res, VecNarrow(lanes=T, out_lanes=k), core.res)
         wire_narrowed(m, core, inputs=inputs, out=self.o, lanes=T, narrow=k)

@@ -92,7 +92,8 @@ class MatmulPath(wiring.Component):
     Constraints (the generator's): ``tile_rows`` a multiple of ``lanes`` and of the AXI beat in
     floats, ``dst``/``res``/``row_stride`` beat aligned. Throughput: the TLMM's (one lane word per
     cycle) while the units behind it keep up: results leave during a tile pass's last block,
-    one row per lane word, and Dequant takes one per T / ``dequant_lanes`` cycles; the writer
+    one row per lane word, and Dequant takes one per ceil(n_p / ``dequant_lanes``) cycles (n_p the
+    pass's tokens: 1 in a decode step); the writer
     takes column blocks back to back (up to :data:`WRITER_COMMANDS` awaiting their responses,
     its AXI master T x :data:`WRITER_COMMANDS` bursts),
     and the residual or gate rows are read up to :data:`OPERAND_COLUMNS` column blocks ahead of
@@ -127,7 +128,8 @@ class MatmulPath(wiring.Component):
         self.tlmm = TlmmEngine(group=geometry.group, lanes=geometry.lanes, tokens=tokens, max_rows=max_rows,
                                max_blocks=self.max_blocks)
         # A tile pass's rows leave the TLMM in its last block, one per lane word; the narrowed
-        # Dequant takes one per T / dequant_lanes cycles. A tile's rows wait here instead of the
+        # Dequant takes one per ceil(n_p / dequant_lanes) cycles (n_p the pass's tokens: the TLMM
+        # passes the count along, Dequant skips the parts beyond it). A tile's rows wait here instead of the
         # TLMM (only when Dequant is narrowed: at full rate it keeps up).
         self.results = None
         if dequant_lanes is not None and dequant_lanes < tokens:
@@ -275,6 +277,7 @@ class MatmulPath(wiring.Component):
         m.d.comb += [
             tlmm.cmd.payload.blocks.eq(cmd.blocks), tlmm.cmd.payload.rows.eq(tile_rows_now),
             tlmm.cmd.payload.w_mult.eq(cmd.w_mult), tlmm.cmd.payload.d_x.eq(scales.payload.d_x),
+            tlmm.cmd.payload.tokens.eq(scales.payload.tokens),
             tlmm.cmd.valid.eq(scales.valid & ~tl_sent),
             tr.cmd.payload.tokens.eq(scales.payload.tokens),
             tr.cmd.valid.eq(scales.valid & ~tr_sent & ranges.w_rdy & operand_ranges.w_rdy),

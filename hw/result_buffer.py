@@ -24,18 +24,18 @@ class ResultBuffer(wiring.Component):
 
     Storage: per row only what varies within a command: each token's accumulator in
     ``acc_bits`` bits (the TLMM's own accumulator width; rows leave sign-extended to ACC_BITS)
-    and ``last``, in one memory of ``depth`` words (block RAM); ``d_x`` and ``w_mult``, the same
+    and ``last``, in one memory of ``depth`` words (block RAM); ``d_x``, ``w_mult`` and ``tokens``, the same
     for every row of a command, in a second FIFO of ``commands`` entries, written with a
     command's first row and read with its last. The input takes a command's first row only
     while that FIFO has room, so at most ``commands`` commands are inside at once.
 
     Ports: ``i`` (In stream), ``o`` (Out stream), both ``result_layout(tokens)``. The input's
-    ``d_x`` and ``w_mult`` must be the same on every row of a command (rows up to and including
+    ``d_x``, ``w_mult`` and ``tokens`` must be the same on every row of a command (rows up to and including
     the one with ``last``), and its accumulators must fit ``acc_bits`` signed bits.
 
     Latency: a row taken at an edge is offered on ``o`` two cycles later (the FIFO's read
     register). Throughput: one row per cycle on each side. Cost: ``depth`` x (T x acc_bits + 1)
-    bits of memory, ``commands`` x (T + 1) x 32 bits of registers.
+    bits of memory, ``commands`` x ((T + 1) x 32 + 4) bits of registers.
 
     Parameters (keyword-only): ``tokens`` T, ``acc_bits`` (at most ACC_BITS), ``depth``,
     ``commands`` (default 4).
@@ -54,7 +54,7 @@ class ResultBuffer(wiring.Component):
         m = Module()
         T, A = self.tokens, self.acc_bits
         m.submodules.rows = rows = fifo.SyncFIFOBuffered(width=T * A + 1, depth=self.depth)
-        scale_width = 32 * (T + 1)
+        scale_width = 32 * (T + 1) + T.bit_length()
         m.submodules.scales = scales = fifo.SyncFIFOBuffered(width=scale_width, depth=self.commands)
 
         i, o = self.i, self.o
@@ -65,7 +65,7 @@ class ResultBuffer(wiring.Component):
             rows.w_en.eq(i.valid & room),
             rows.w_data.eq(Cat(*(i.payload.acc[t][:A] for t in range(T)), i.payload.last)),
             scales.w_en.eq(i.valid & room & first),
-            scales.w_data.eq(Cat(i.payload.d_x, i.payload.w_mult)),
+            scales.w_data.eq(Cat(i.payload.d_x, i.payload.w_mult, i.payload.tokens)),
         ]
         with m.If(i.valid & i.ready):
             m.d.sync += first.eq(i.payload.last)
@@ -77,7 +77,8 @@ class ResultBuffer(wiring.Component):
             o.valid.eq(rows.r_rdy & scales.r_rdy),
             *(o.payload.acc[t].eq(rows.r_data[t * A:(t + 1) * A].as_signed()) for t in range(T)),
             o.payload.last.eq(out_last),
-            o.payload.d_x.eq(scales.r_data[:32 * T]), o.payload.w_mult.eq(scales.r_data[32 * T:]),
+            o.payload.d_x.eq(scales.r_data[:32 * T]), o.payload.w_mult.eq(scales.r_data[32 * T:32 * T + 32]),
+            o.payload.tokens.eq(scales.r_data[32 * T + 32:]),
             rows.r_en.eq(o.valid & o.ready),
             scales.r_en.eq(o.valid & o.ready & out_last),
         ]

@@ -25,12 +25,15 @@ def entry_bits(group: int) -> int:
 
 
 def command_layout(tokens: int, max_blocks: int, max_rows: int) -> data.StructLayout:
-    """One TLMM command: ``blocks`` lane blocks of ``rows`` rows, plus the scales passed along."""
+    """One TLMM command: ``blocks`` lane blocks of ``rows`` rows, plus what is passed along to
+    its result rows: the scales and ``tokens``, how many of the T tokens are used (1..T, 0 for
+    all T; the engine computes all T either way, units behind it may skip the rest)."""
     return data.StructLayout({
         "blocks": unsigned((max_blocks).bit_length()),
         "rows": unsigned((max_rows).bit_length()),
         "w_mult": unsigned(32),
         "d_x": data.ArrayLayout(unsigned(32), tokens),
+        "tokens": unsigned(tokens.bit_length()),
     })
 
 
@@ -40,11 +43,13 @@ def act_layout(group: int) -> data.StructLayout:
 
 
 def result_layout(tokens: int) -> data.StructLayout:
-    """One output row: a dot product per token, the command's scales, and the command's last row."""
+    """One output row: a dot product per token, the command's scales and used ``tokens`` (0:
+    all), and the command's last row."""
     return data.StructLayout({
         "acc": data.ArrayLayout(signed(ACC_BITS), tokens),
         "d_x": data.ArrayLayout(unsigned(32), tokens),
         "w_mult": unsigned(32),
+        "tokens": unsigned(tokens.bit_length()),
         "last": unsigned(1),
     })
 
@@ -311,8 +316,8 @@ class TlmmEngine(wiring.Component):
     complement, the count of negative lanes added to the tree's sum); the sum is added to the
     row's accumulator (zero in block 0; ``bits(max_blocks P G 128) + 1`` bits wide, results
     sign-extended to ACC_BITS). During the last block each row leaves on ``o`` with the
-    command's ``d_x``/``w_mult`` passed along and ``last`` on the command's final row. Results
-    for tokens beyond those the act stream supplied are meaningless.
+    command's ``d_x``/``w_mult``/``tokens`` passed along and ``last`` on the command's final row.
+    Results for tokens beyond those the act stream supplied are meaningless.
 
     Ports: ``cmd`` (In stream, command_layout), ``act`` (In stream, act_layout), ``codes`` (In
     stream, ``tlmm_decode.codes_layout``), ``o`` (Out stream, result_layout).
@@ -373,7 +378,8 @@ class TlmmEngine(wiring.Component):
 
         # Scales travel beside the pipeline in a FIFO: pushed when a command starts, popped with
         # its last output row. Commands are accepted only while the FIFO has room.
-        meta_layout = data.StructLayout({"w_mult": unsigned(32), "d_x": data.ArrayLayout(unsigned(32), self.tokens)})
+        meta_layout = data.StructLayout({"w_mult": unsigned(32), "d_x": data.ArrayLayout(unsigned(32), self.tokens),
+                                         "tokens": unsigned(self.tokens.bit_length())})
         m.submodules.meta = meta = fifo.SyncFIFOBuffered(width=meta_layout.size, depth=4)
 
         # Global pipeline advance: everything moves unless the output register holds a beat
@@ -400,7 +406,7 @@ class TlmmEngine(wiring.Component):
         rbank = Signal()
         m.d.comb += [
             self.cmd.ready.eq(~running & meta.w_rdy),
-            meta.w_data.eq(Cat(self.cmd.payload.w_mult, self.cmd.payload.d_x)),
+            meta.w_data.eq(Cat(self.cmd.payload.w_mult, self.cmd.payload.d_x, self.cmd.payload.tokens)),
             meta.w_en.eq(self.cmd.valid & self.cmd.ready),
         ]
         with m.If(self.cmd.valid & self.cmd.ready):
@@ -556,6 +562,7 @@ class TlmmEngine(wiring.Component):
             with m.If(sa.valid & sa.last_block):
                 m.d.sync += [*(self.o.payload.acc[t].eq(new_acc[t]) for t in range(self.tokens)),   # sign-extended
                              self.o.payload.last.eq(sa.last_row),
-                             self.o.payload.w_mult.eq(meta_data.w_mult), self.o.payload.d_x.eq(meta_data.d_x)]
+                             self.o.payload.w_mult.eq(meta_data.w_mult), self.o.payload.d_x.eq(meta_data.d_x),
+                             self.o.payload.tokens.eq(meta_data.tokens)]
                 with m.If(sa.last_row):
                     m.d.comb += meta.r_en.eq(1)

@@ -120,6 +120,14 @@ def test_dequant_narrowed(residual):
 
 
 @pytest.mark.rtl
+def test_dequant_narrowed_one_token_rows():
+    """A decode step's rows (one used token of T = 8) pass the two-lane Dequant at one row per
+    cycle: only the part holding the token is converted."""
+    dut = Dequant(tokens=8, residual=False, lanes=2)
+    _run(dut, "dequant_t8_a2_plain", dequant_parameters(dut, throughput_used=1, min_beats_per_cycle=0.999))
+
+
+@pytest.mark.rtl
 @pytest.mark.slow
 @pytest.mark.parametrize("tokens", [1, 8])
 @pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])

@@ -294,7 +294,8 @@ class ActBufferBench(Testbench):
                 tile = read.tiles[j]
                 rows = tile.stream.shape[1]
                 self.src["cmd"].send_nowait({"blocks": read.blocks, "rows": rows,
-                                             "w_mult": tile.w_mult, "d_x": beat["d_x"]})
+                                             "w_mult": tile.w_mult, "d_x": beat["d_x"],
+                                             "tokens": beat["tokens"]})
                 for b in range(read.blocks):
                     for r in range(rows):
                         self.src["codes"].send_nowait(self.tile_word(tile, b, r))

@@ -27,12 +27,13 @@ def random_rows(rng: random.Random, count: int, cfg: dict) -> list[dict]:
     while len(rows) < count:
         n = rng.choice([1, 2, 3, rng.randint(1, 2 * cfg["depth"])])
         d_x, w_mult = rng.getrandbits(32 * tokens), rng.getrandbits(32)
+        used = rng.randint(0, tokens)
         for k in range(n):
             accs = [rng.choice([lo, hi, 0, -1]) if rng.random() < 0.2 else rng.randint(lo, hi) for _ in range(tokens)]
             packed = 0
             for t, a in enumerate(accs):
                 packed |= (a & 0xFFFF_FFFF) << (32 * t)          # sign-extended to ACC_BITS (32)
-            rows.append({"acc": packed, "d_x": d_x, "w_mult": w_mult, "last": int(k == n - 1)})
+            rows.append({"acc": packed, "d_x": d_x, "w_mult": w_mult, "tokens": used, "last": int(k == n - 1)})
     # the stream ends on a command's last row
     while not rows[-1]["last"]:
         rows.pop()
@@ -90,7 +91,7 @@ async def takes_a_burst_at_full_rate(dut):
     while len(rows) < depth + 8:                 # commands of depth / 2 rows
         d_x, w_mult = rng.getrandbits(32 * cfg["tokens"]), rng.getrandbits(32)
         rows += [{"acc": rng.getrandbits(32 * cfg["tokens"]) & _sign_extended_mask(cfg), "d_x": d_x,
-                  "w_mult": w_mult, "last": int(k == depth // 2 - 1)} for k in range(depth // 2)]
+                  "w_mult": w_mult, "tokens": 0, "last": int(k == depth // 2 - 1)} for k in range(depth // 2)]
     for row in rows:
         source.send_nowait(row)
     await ClockCycles(clock, depth + 40)

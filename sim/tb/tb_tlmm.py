@@ -199,7 +199,7 @@ class TlmmBench(Testbench):
             d_x |= v << (32 * t)
         self.cmd.send_nowait({"blocks": problem.blocks if blocks is None else blocks,
                               "rows": problem.rows if rows is None else rows,
-                              "w_mult": problem.w_mult, "d_x": d_x})
+                              "w_mult": problem.w_mult, "d_x": d_x, "tokens": problem.tokens})
 
     def send_acts(self, problem: Problem):
         g, p_count = self.g, self.p
@@ -282,6 +282,7 @@ class TlmmBench(Testbench):
         assert d_x == problem.d_x, f"{where}: d_x {d_x} != command's {problem.d_x}"
         assert beat["w_mult"] == problem.w_mult, \
             f"{where}: w_mult {beat['w_mult']:#x} != command's {problem.w_mult:#x}"
+        assert beat["tokens"] == problem.tokens, f"{where}: tokens {beat['tokens']} != command's {problem.tokens}"
         want_last = int(r == problem.rows - 1)
         assert beat["last"] == want_last, f"{where}: last = {beat['last']}, expected {want_last}"
 

@@ -107,7 +107,7 @@ async def bench_tlmm(dut):
             d_x |= int(stim["cmd_d_x"][c, t]) << (32 * t)
         cmd.send_nowait(pack_struct(fields_cmd, {
             "blocks": int(stim["cmd_blocks"][c]), "rows": int(stim["cmd_rows"][c]),
-            "w_mult": int(stim["cmd_w_mult"][c]), "d_x": d_x}))
+            "w_mult": int(stim["cmd_w_mult"][c]), "d_x": d_x, "tokens": 0}))
     for beat in _pack_act(stim["act_x"], stim["act_last"]):
         act.send_nowait(beat)
     words = _pack_lanes(stim["codes"], bits)
