@@ -72,7 +72,9 @@ class VecWiden(_LaneConverter):
     With ``variable=True`` a beat may be made of fewer parts: an In stream ``beat_parts`` (1 ..
     out_lanes/lanes, e.g. :class:`RowNarrow`'s) says, per output beat, how many input beats make
     it (the lanes of the parts not given hold stale values); every part waits for it to be
-    valid, and it is taken with the beat's final part.
+    valid, and it is taken with the beat's final part. Fed by a RowNarrow's count, the parts
+    must reach the join at least two cycles after the splitter gave them (a pipeline between,
+    as in :func:`wire_narrowed`; ``sim/formal.py`` proves the pair with two stages between).
 
     Cost: a register of one output beat and a part counter.
     """
@@ -195,6 +197,10 @@ def wire_narrowed(m: Module, core: wiring.Component, *, inputs: dict, out, lanes
     counted = [splitter for _, splitter, _ in inputs.values() if getattr(splitter, "used", None) is not None]
     if counted and len(inputs) != 1:
         raise ValueError("a RowNarrow that skips unused parts must be the only input")
+    if counted and getattr(core, "latency", 0) < 2:
+        # the join waits for a beat's count, which leaves the splitter's FIFO two cycles after
+        # the beat's first part: a core of less latency would wait for it forever
+        raise ValueError("a RowNarrow that skips unused parts needs a core of latency >= 2")
     for name, (outer, splitter, inner) in inputs.items():
         m.submodules[f"{name}_parts"] = splitter
         wiring.connect(m, wiring.flipped(outer), splitter.i)

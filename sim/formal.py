@@ -332,6 +332,93 @@ class StreamHarness(Harness):
             self.within(m, "live_accept", i.valid & ~i.ready & o.ready, self.accept)
 
 
+def _skip_layout(count: int) -> data.StructLayout:
+    """Rows of ``count`` 32-bit elements of which ``used`` are used (0: all), and ``last``."""
+    return data.StructLayout({"data": data.ArrayLayout(32, count), "used": 2, "last": 1})
+
+
+class _SkipPartsUnit(wiring.Component):
+    """A RowNarrow that skips unused parts (``used``) into a VecWiden that joins a variable
+    number of them, two stream stages between (as a narrowed unit's pipeline; the join waits
+    for each beat's count, which leaves the splitter's FIFO a cycle after the first part):
+    rows of two elements in, ``f32_vec(2)`` out. ``fixed_join``: a join that always takes two
+    parts (the broken variant)."""
+
+    def __init__(self, *, parts_depth: int = 1, fixed_join: bool = False):
+        self.parts_depth, self.fixed_join = parts_depth, fixed_join
+        super().__init__({"i": In(stream.Signature(_skip_layout(2))), "o": Out(stream.Signature(f32_vec(2)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.split = split = RowNarrow(layout=_skip_layout, count=2, out_count=1, used="used",
+                                               parts_depth=self.parts_depth)
+        m.submodules.stage0 = stage0 = StreamBuffer(shape=f32_vec(1))
+        m.submodules.stage1 = stage1 = StreamBuffer(shape=f32_vec(1))
+        m.submodules.join = join = VecWiden(lanes=1, out_lanes=2, variable=not self.fixed_join)
+        wiring.connect(m, wiring.flipped(self.i), split.i)
+        m.d.comb += [stage0.i.valid.eq(split.o.valid), split.o.ready.eq(stage0.i.ready),
+                     stage0.i.payload.data.eq(split.o.payload.data), stage0.i.payload.last.eq(split.o.payload.last)]
+        wiring.connect(m, stage0.o, stage1.i)
+        wiring.connect(m, stage1.o, join.i)
+        if self.fixed_join:
+            m.d.comb += split.beat_parts.ready.eq(1)
+        else:
+            wiring.connect(m, split.beat_parts, join.beat_parts)
+        wiring.connect(m, join.o, wiring.flipped(self.o))
+        return m
+
+
+class SkipPartsHarness(Harness):
+    """:class:`_SkipPartsUnit`: a row in, a row out, its used elements in place.
+
+    Environment: ``i`` obeys the stream rules, its payload and ``o.ready`` are free.
+
+    Properties: ``held_o``; ``order_data`` (the n-th row out has the n-th row in's used
+    elements: element 0 always, element 1 when ``used`` is 0 or 2), ``order_last`` (its
+    ``last``) and ``order_count`` (never more rows out than in); ``live_drain`` (after
+    ``drain`` quiet cycles of ``o.ready`` every row that entered has left) and ``live_accept``
+    (an offered row waits at most ``accept`` cycles while ``o.ready`` is high).
+    ``fault="fixed_join"``: the join takes two parts whatever the row used."""
+
+    FAULTS = ("fixed_join",)
+
+    def __init__(self, name, *, drain: int, accept: int, parts_depth: int = 1,
+                 families=("held", "order", "live"), **kwargs):
+        super().__init__(name, **kwargs)
+        if self.fault not in (None, *self.FAULTS):
+            raise ValueError(f"unknown fault {self.fault!r}")
+        self.drain, self.accept, self.parts_depth, self.families = drain, accept, parts_depth, set(families)
+
+    def build(self, m):
+        m.submodules.unit = unit = _SkipPartsUnit(parts_depth=self.parts_depth,
+                                                  fixed_join=self.fault == "fixed_join")
+        i, o = unit.i, unit.o
+        free(m, i.valid, i.payload, o.ready)
+        self.held(m, "i", i.valid, i.ready, [i.payload], assume=True)
+        if "held" in self.families:
+            self.held(m, "held_o", o.valid, o.ready, [o.payload])
+        took, gave = i.valid & i.ready, o.valid & o.ready
+        width = (self.depth + 1).bit_length() + 1
+        rows_in, rows_out = counter(m, width, "rows_in", took), counter(m, width, "rows_out", gave)
+        if "order" in self.families:
+            tag = AnyConst(width)
+            rec = Signal(_skip_layout(2), name="tag_row")
+            seen = Signal(name="tag_seen")
+            hit = took & (rows_in == tag)
+            with m.If(hit):
+                m.d.sync += [rec.eq(i.payload), seen.eq(1)]
+            here = gave & (rows_out == tag)
+            both = (rec.used == 0) | (rec.used >= 2)
+            self.check(m, "order_data", seen & (o.payload.data[0] == rec.data[0])
+                       & (~both | (o.payload.data[1] == rec.data[1])), when=here)
+            self.check(m, "order_last", o.payload.last == rec.last, when=here)
+            self.check(m, "order_count", rows_out + gave <= rows_in)
+        if "live" in self.families:
+            quiet = run_length(m, o.ready & ~i.valid, self.drain, "quiet_run")
+            self.check(m, "live_drain", rows_out == rows_in, when=quiet == self.drain)
+            self.within(m, "live_accept", i.valid & ~i.ready & o.ready, self.accept)
+
+
 class _CreditFifoUnit(wiring.Component):
     """:class:`~tellme.hw.credit_fifo.CreditFifo` behind a stand-in reader whose output stream
     is ``i``; ``o`` is the FIFO's output; ``ask`` -> ``room``: may a command of ``ask`` beats
@@ -858,6 +945,7 @@ PROOFS = {
                      drain=3, accept=2),
     **_stream_proofs("vec_widen", make_unit=lambda: VecWiden(lanes=1, out_lanes=3), part_width=32, out_parts=3,
                      drain=1, accept=0, held_by_induction=False),
+    **_proof("skip_parts", SkipPartsHarness, drain=3, accept=3, method="bounded", depth=BOUNDED),
     **_stream_proofs("row_narrow", make_unit=lambda: RowNarrow(layout=f32_vec, count=2, out_count=1),
                      part_width=32, in_parts=2, drain=1, accept=1),
     **_proof("incr_bursts-w128", IncrBurstsHarness, addr_width=40, data_width=128, max_burst=256,
@@ -881,6 +969,9 @@ BROKEN = {
     # order: a beat lost, a beat shown twice
     "stream_buffer-drop": ("stream_buffer", dict(fault="drop", families=("order",), depth=8),
                            {"order_data", "order_last"}),
+    "skip_parts-fixed_join": ("skip_parts", dict(fault="fixed_join", families=("order",)),
+                              {"order_data", "order_last", "order_count"}),
+    "skip_parts-accept2": ("skip_parts", dict(accept=2, families=("live",)), {"live_accept"}),
     "vec_narrow-dup": ("vec_narrow", dict(fault="dup", families=("order",), depth=8), {"order_data", "order_last"}),
     "credit_fifo-no_credit": ("credit_fifo", dict(fault="no_credit", families=("order",), depth=8),
                               {"order_never_waits"}),

@@ -20,6 +20,7 @@ FAMILIES = {
     "vec_narrow-held": {"held"}, "vec_narrow": {"order", "live"},
     "vec_widen": {"held", "order", "live"},
     "row_narrow-held": {"held"}, "row_narrow": {"order", "live"},
+    "skip_parts": {"held", "order", "live"},
     "incr_bursts-w128": {"held", "burst", "split", "inv"}, "incr_bursts-w32": {"held", "burst", "split", "inv"},
     "axi_read": {"held", "burst", "order", "live"}, "axi_write": {"held", "burst", "order", "live"},
     "regfile": {"held", "reserved", "live"},
