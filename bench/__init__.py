@@ -10,18 +10,34 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 __all__ = ["BENCH_DIR", "RESULTS_DIR", "CLOCK_MHZ", "benchmarks", "log", "log_table", "argument_parser",
-           "results_file", "reuse_or_run"]
+           "results_file", "reuse_or_run", "source_commit"]
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 #: The clock cycle counts are converted to time at (the KV260 target).
 CLOCK_MHZ = 300.0
+
+
+def source_commit() -> str:
+    """The commit a result was measured at: HEAD's short hash, and the design and simulation
+    sources (hw/, gen/, sim/, tellme/) with uncommitted changes in the tree it ran from
+    ("unknown" outside a git checkout)."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=BENCH_DIR.parent, capture_output=True, text=True).stdout
+    try:
+        changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
+                   if line[3:].startswith(("hw/", "gen/", "sim/", "tellme/"))]
+        head = git("rev-parse", "--short", "HEAD").strip()
+    except OSError:
+        return "unknown"
+    return (head or "unknown") + (f" with uncommitted changes to {', '.join(changed)}" if changed else "")
 
 
 def benchmarks() -> list[str]:

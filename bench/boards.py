@@ -13,12 +13,15 @@ Assumptions written into the JSON: Yosys estimates, not Vivado's figures (LUT-eq
 and SRL sites; typically within some tens of per cent of Vivado's post-synthesis LUTs); each
 board at its default hardware file; the whole design flattened. The whole-top synthesis of one
 design takes from ~12 minutes (tiny at sim-small settings) to hours; results merge into the
-existing JSON, so the pairs can be run a few at a time. Writes ``bench/results/boards.json``;
+existing JSON, so the pairs can be run a few at a time (``--board B``, repeatable, limits a run
+to those boards); each row records the commit it was synthesised at, and the README's table
+shows it, so a row older than the design says so. Writes ``bench/results/boards.json``;
 ``python -m bench.boards --table`` prints the README's table of it.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -29,7 +32,7 @@ from tellme.gen.build import build_verilog
 from tellme.gen.estimate import fits, synth_resources, utilisation, yosys_version
 from tellme.gen.top import TellmeTop
 
-from . import RESULTS_DIR
+from . import RESULTS_DIR, source_commit
 
 PRESETS = ("tiny", "bitnet-b1.58-large", "tiny-silu", "bitnet-b1.58-2B-4T")
 
@@ -55,15 +58,15 @@ def estimate_pair(preset: str, board_name: str) -> dict:
         "capacity": board.pl_resources,
         "utilisation_percent": {k: round(v, 1) for k, v in utilisation(res, board.pl_resources).items()},
         "verilog_kib": len(text) // 1024, "generate_seconds": round(generate_seconds, 1),
-        "synth_seconds": res["synth_seconds"], "estimate_key": res["key"],
+        "synth_seconds": res["synth_seconds"], "estimate_key": res["key"], "commit": source_commit(),
     }
 
 
 def markdown_table(results: dict) -> str:
     """The README's table of ``boards.json``: per board and preset, fits or not, the estimate
     and, where it does not fit, which resources by how much."""
-    lines = ["| board | preset | hardware | LUT-eq | FF | DSP | BRAM36 | URAM | fits |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| board | preset | hardware | LUT-eq | FF | DSP | BRAM36 | URAM | fits | synthesised at |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in results["pairs"]:
         hw, res, cap = row["hardware"], row["resources"], row["capacity"]
         cells = [f"{res['lut_equiv']:,} ({row['utilisation_percent']['lut']:g} %)",
@@ -74,16 +77,21 @@ def markdown_table(results: dict) -> str:
         verdict = "yes" if row["fits"] else "no: " + ", ".join(
             f"{r.split(':')[0]} {row['utilisation_percent'][r.split(':')[0]]:g} %" for r in row["reasons"])
         lines.append(f"| {row['board']} | {row['preset']} | G={hw['tlmm_group']} x {hw['tlmm_lanes']} lanes x "
-                     f"{hw['tlmm_tokens']} tokens, {hw['ew_lanes']} ew lanes | " + " | ".join(cells) + f" | {verdict} |")
+                     f"{hw['tlmm_tokens']} tokens, {hw['ew_lanes']} ew lanes | " + " | ".join(cells)
+                     + f" | {verdict} | {row.get('commit', 'not recorded')} |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv == ["--table"]:
+    parser = argparse.ArgumentParser(prog="python -m bench.boards", description=__doc__.split("\n\n")[0])
+    parser.add_argument("presets", nargs="*", help=f"model presets (default: {', '.join(PRESETS)})")
+    parser.add_argument("--board", action="append", choices=BOARD_MODULES, help="only this board (repeatable)")
+    parser.add_argument("--table", action="store_true", help="print the README's table of the JSON and stop")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.table:
         print(markdown_table(json.loads((RESULTS_DIR / "boards.json").read_text())))
         return 0
-    presets = argv or list(PRESETS)
+    presets = args.presets or list(PRESETS)
     unknown = [p for p in presets if p not in MODEL_PRESETS]
     if unknown:
         print(f"unknown preset(s) {unknown}", file=sys.stderr)
@@ -92,7 +100,7 @@ def main(argv=None) -> int:
     results = json.loads(path.read_text()) if path.exists() else {}
     rows = {(r["preset"], r["board"]): r for r in results.get("pairs", [])}
     for preset in presets:
-        for board_name in BOARD_MODULES:
+        for board_name in (b for b in BOARD_MODULES if not args.board or b in args.board):
             print(f"== {preset} on {board_name}", flush=True)
             row = estimate_pair(preset, board_name)
             rows[(preset, board_name)] = row

@@ -14,25 +14,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 
 from tellme.config import model_preset
 from tellme.gen.explore import DEFAULT_GRID, LABEL, QUICK_GRID, explore, fit_model, hardware_summary, report
 
-from . import argument_parser, log, results_file
+from . import argument_parser, log, results_file, source_commit
 
 BOARDS = ("kv260", "zcu104")
 PRESET = "bitnet-b1.58-large"
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
 
 
 def _compact(point: dict) -> dict:
@@ -164,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                          "board_hardware": _compact(r["board_hardware"]),
                          "seconds": r["seconds"], "jobs": r["jobs"]}
     results = {
-        "benchmark": "explore", "preset": PRESET, "commit": commit(), "resources_label": LABEL,
+        "benchmark": "explore", "preset": PRESET, "commit": source_commit(), "resources_label": LABEL,
         "grid": grid.to_dict(), "quick": args.quick,
         "calibration": {"summary": rmodel.summary(), "points": rmodel.errors, "coefficients": rmodel.coefficients()},
         "boards": boards,

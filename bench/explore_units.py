@@ -15,13 +15,12 @@ each (one Yosys process at a time).
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 
 from tellme.gen.estimate import synth_resources, yosys_version
 
-from . import argument_parser, log, results_file
+from . import argument_parser, log, results_file, source_commit
 
 #: Resource fields kept per point.
 FIELDS = ("lut_equiv", "lut", "inv", "lutram_luts", "srl_luts", "ff", "dsp", "bram36", "uram", "carry8_equiv")
@@ -119,18 +118,6 @@ POINTS = [
 ]
 
 
-def commit() -> str:
-    """HEAD's short hash, with ``+dirty hw/`` when the hardware sources differ from it."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "hw"], capture_output=True, text=True,
-                               check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
-    return head + (" +dirty hw/" if dirty else "")
-
-
 def synthesise(name: str, builder, params: dict) -> dict:
     start = time.monotonic()
     log(f"[synth] explore_{name} {params} ...")
@@ -175,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if args.only and name not in args.only:
             continue
-        points[name] = {"unit": unit, "params": params, "commit": commit(),
+        points[name] = {"unit": unit, "params": params, "commit": source_commit(),
                         "resources": synthesise(name, builder, params)}
         # written after every point: an interrupted run keeps what it has
         results["points"] = {n: points[n] for n in names if n in points}

@@ -27,7 +27,6 @@ copies the ones those results hold, with their source, and says which are not me
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 
@@ -39,7 +38,7 @@ from tellme.gen.estimate import (fits, synth_resources, unit_instance, unit_long
 from tellme.gen.levels import RULES
 from tellme.gen.top import TellmeTop
 
-from . import argument_parser, log, log_table, results_file
+from . import argument_parser, log, log_table, results_file, source_commit
 
 PRESET = "bitnet-b1.58-large"
 BOARD = "kv260"
@@ -66,14 +65,6 @@ GROUPS = (
     ("datapath", "AXI arbiters, datapath glue"),
     ("", "register file, AXI quiesce, top glue"),
 )
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def group_of(unit: str) -> str:
@@ -184,7 +175,7 @@ def main(argv=None) -> int:
     whole = table(res)
     util = utilisation(res, capacity)
     problems = fits(res, capacity)
-    measured = {"commit": commit(), "per_unit": per_unit}
+    measured = {"commit": source_commit(), "per_unit": per_unit}
     before = measured if args.rebaseline or "before" not in previous else previous["before"]
     results = {
         "benchmark": "kv260_fit",

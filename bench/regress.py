@@ -54,7 +54,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import BENCH_DIR, RESULTS_DIR, log
+from . import BENCH_DIR, RESULTS_DIR, log, source_commit
 
 TESTS_DIR = BENCH_DIR.parent / "tests"
 DEFAULT_MINUTES = 30.0
@@ -720,15 +720,6 @@ def formal_section() -> dict:
 
 # -- main -------------------------------------------------------------------------------------------
 
-def _commit() -> str:
-    """HEAD, and the tracked design and simulation files changed in the tree it ran from."""
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=BENCH_DIR.parent, capture_output=True, text=True).stdout
-    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
-               if line[3:].startswith(("hw/", "gen/", "sim/", "tellme/"))]
-    return (git("rev-parse", "--short", "HEAD").strip() or "unknown") + \
-        (f" with uncommitted changes to {', '.join(changed)}" if changed else "")
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.regress", description=__doc__.split("\n\n")[0])
@@ -776,7 +767,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"regress: units {', '.join(units)}; base seed {base_seed}; "
         f"{f'{minutes:g} minutes' if minutes is not None else 'no time limit'}"
         f"{f', at most {args.cases} cases' if args.cases is not None else ''}")
-    started, commit = time.strftime("%Y-%m-%d %H:%M:%S"), _commit()
+    started, commit = time.strftime("%Y-%m-%d %H:%M:%S"), source_commit()
     run = run_cases(units, base_seed, minutes=minutes, cases=args.cases, waves=not args.no_waves,
                     fault=args.inject_fault, case_log=Path(args.log) if args.log else None, out=log)
     records, failure = run["records"], run["failure"]
@@ -796,7 +787,7 @@ def main(argv: list[str] | None = None) -> int:
     if json_path is not None:
         top = {k: v for k, v in per_unit.items() if k == "top"}
         results = {
-            "generated_by": command.strip(), "commit": commit, "commit_at_end": _commit(), "started": started,
+            "generated_by": command.strip(), "commit": commit, "commit_at_end": source_commit(), "started": started,
             "duration_minutes": round(run["seconds"] / 60, 1), "requested_minutes": minutes,
             "base_seed": base_seed, "stall_patterns": list(STALL_PATTERNS),
             "total": {"cases": len(records), "failures": sum(s["failures"] for s in per_unit.values()),
