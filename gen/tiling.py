@@ -94,6 +94,14 @@ class MatmulRates:
         return cls(b, dequant, add)
 
 
+def kv_history_slots(hw) -> int:
+    """History tile slots of ``TiledAttention``: three where the history streams over several
+    ports (a decode step reads at the DDR's rate only if the next tile's request does not wait
+    for the accumulate side to finish the tile two before: about 65 cycles per tile with two),
+    else two; the int8 format's ``PrefillAttention`` has two."""
+    return 3 if kv_history_ports(hw) > 1 else 2
+
+
 def kv_history_ports(hw) -> int:
     """Read managers of the K/V history in the fp32 attention format (``TiledAttention``'s
     ``history_ports``, one per HP port: K rows in halves on the first half of the ports, V rows

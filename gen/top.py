@@ -35,7 +35,7 @@ from ..hw.norm_quant_path import NormQuantPath
 from ..hw.regfile import RegisterFile
 from ..hw.sequencer import FAIL_CODES, OPS, RUNTIME_FIELDS, Sequencer, step_layout
 from .program import Attention, Embed, LmHead, MatMul, NormQuant, Program, build_program
-from .tiling import MatmulRates, kv_history_ports
+from .tiling import MatmulRates, kv_history_ports, kv_history_slots
 
 __all__ = ["TellmeTop", "encode_program", "top_ports", "write_top", "summary", "ADDR_WIDTH"]
 
@@ -202,7 +202,8 @@ class TellmeTop(wiring.Component):
         self.attention = AttentionPath(head_dim=model.head_dim, heads=hw.attn_heads_parallel, lanes=L,
                                        tile=hw.attn_tile, chunk=C, data_width=dw, addr_width=aw,
                                        dot_lanes=ATTN_SCORE_LANES, attn_format=hw.attn_format,
-                                       rope_lanes=hw.rope_lanes, history_ports=kv_history_ports(hw))
+                                       rope_lanes=hw.rope_lanes, history_ports=kv_history_ports(hw),
+                                       history_slots=kv_history_slots(hw))
         # The head streams over every HP port at once when its rows allow (LmHeadStream).
         head_ports = LmHeadStream.of(model, ImageFormat.of(hw)).ports
         self.lm_head = LmHeadPath(lanes=L, max_rows=model.vocab_size, max_cols=model.hidden_size,

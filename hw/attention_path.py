@@ -100,12 +100,13 @@ class AttentionPath(wiring.Component):
     ``golden.FloatKVCache``; L must then be whole AXI beats, L >= 4 at 128 bits),
     ``rope_lanes`` (RoPE's rotating lanes, default L: ``Rope``'s ``rotate_lanes``),
     ``history_ports`` (fp32: TiledAttention's history read managers; ``kv_read_axi`` is then an
-    array of that many, one per HP port; int8: 1).
+    array of that many, one per HP port; int8: 1), ``history_slots`` (fp32: TiledAttention's
+    history tile slots, 2 or 3; int8: 2).
     """
 
     def __init__(self, *, head_dim: int, heads: int, lanes: int, tile: int, chunk: int, data_width: int = 128,
                  addr_width: int = 40, dot_lanes: int = 16, pv_lanes: int = 16, attn_format: str = "int8",
-                 rope_lanes: int | None = None, history_ports: int = 1):
+                 rope_lanes: int | None = None, history_ports: int = 1, history_slots: int = 2):
         for name, value in (("head_dim", head_dim), ("heads", heads), ("lanes", lanes), ("tile", tile),
                             ("chunk", chunk)):
             check_positive_int(name, value)
@@ -126,11 +127,15 @@ class AttentionPath(wiring.Component):
                      data_width=data_width, dot_lanes=dot_lanes, pv_lanes=pv_lanes, out_lanes=lanes)
         if attn_format == "fp32":
             self.load = None
-            self.attention = TiledAttention(**units, load_lanes=lanes, history_ports=history_ports)
+            self.attention = TiledAttention(**units, load_lanes=lanes, history_ports=history_ports,
+                                            history_slots=history_slots)
         else:
             if history_ports != 1:
                 raise ValueError(f"history_ports: the int8 format's PrefillAttention reads its history "
                                  f"through one port, got {history_ports}")
+            if history_slots != 2:
+                raise ValueError(f"history_slots: the int8 format's PrefillAttention has two history "
+                                 f"slots, got {history_slots}")
             self.load = AttentionLoad(head_dim=head_dim, heads=heads, lanes=lanes, attn_format=attn_format)
             self.attention = PrefillAttention(**units, attn_format=attn_format)
         self.demux = StreamDemux(shape=f32_vec(lanes), count=2)

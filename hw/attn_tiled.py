@@ -46,8 +46,12 @@ class TiledAttention(wiring.Component):
       score side may run two tiles ahead).
 
     Keys below pos0 (earlier chunks) come from DDR once per query tile (not per query), into
-    two history tile slots beside the chunk's rows (the next tile requested as soon as its slot
-    is free), filled while older tiles compute. With ``history_ports`` P = 1 a tile is a K burst
+    ``history_slots`` (2 or 3) history tile slots beside the chunk's rows (the next tile
+    requested as soon as its slot is free), filled while older tiles compute. With two slots a
+    tile's request waits for the accumulate side to finish the tile two before, about 65 cycles
+    after the previous tile's data at hd 96 (the score and P.V of a tile outlast its read): the
+    DDR idles that long per tile; a third slot (tile x hd x 8 bytes more block RAM) lets the
+    requests run a tile further ahead. With ``history_ports`` P = 1 a tile is a K burst
     and a V burst through one :class:`~tellme.hw.axi_read.AxiReadMaster`; with P = 2, 4, ...
     the K rows are cut into P/2 pieces of consecutive positions on masters 0..P/2-1 and the V
     rows likewise on the others, all in flight at once (``axi_read`` is then an array of P
@@ -66,14 +70,14 @@ class TiledAttention(wiring.Component):
 
     Parameters (keyword-only): as PrefillAttention, and ``load_lanes`` (float32 per load beat,
     whole AXI beats, dividing dot_lanes and pv_lanes), ``history_ports`` (1 or twice a power of
-    two); ``attn_format`` must be "fp32",
+    two), ``history_slots`` (2 or 3); ``attn_format`` must be "fp32",
     ``out_lanes`` divides ``pv_lanes``. With head_dim = dot_lanes a pair takes two cycles
     (the running max's update takes two).
     """
 
     def __init__(self, *, head_dim: int, tile: int, chunk: int, heads: int = 1, addr_width: int = 40,
                  data_width: int = 128, dot_lanes: int = 16, pv_lanes: int = 16, out_lanes: int = 8,
-                 load_lanes: int = 8, attn_format: str = "fp32", history_ports: int = 1):
+                 load_lanes: int = 8, attn_format: str = "fp32", history_ports: int = 1, history_slots: int = 2):
         for name, value in (("head_dim", head_dim), ("tile", tile), ("chunk", chunk), ("heads", heads),
                             ("dot_lanes", dot_lanes), ("pv_lanes", pv_lanes), ("out_lanes", out_lanes),
                             ("load_lanes", load_lanes), ("history_ports", history_ports)):
@@ -81,6 +85,8 @@ class TiledAttention(wiring.Component):
         if history_ports != 1 and (history_ports % 2 or (history_ports // 2) & (history_ports // 2 - 1)):
             raise ValueError(f"history_ports must be 1 or twice a power of two (K and V rows in equal "
                              f"pieces), got {history_ports}")
+        if history_slots not in (2, 3):
+            raise ValueError(f"history_slots must be 2 or 3, got {history_slots!r}")
         if check_attn_format(attn_format) != "fp32":
             raise ValueError(f"TiledAttention computes the fp32 format; attn_format {attn_format!r} is "
                              f"PrefillAttention's")
@@ -94,7 +100,8 @@ class TiledAttention(wiring.Component):
         self.dot_lanes, self.pv_lanes, self.out_lanes, self.load_lanes = dot_lanes, pv_lanes, out_lanes, load_lanes
         self.steps, self.groups = head_dim // dot_lanes, head_dim // pv_lanes
         self.queries = tile * heads
-        self.rows = chunk + 2 * tile               # the chunk's rows, then two history slots
+        self.history_slots = history_slots
+        self.rows = chunk + history_slots * tile   # the chunk's rows, then the history slots
         for name, value in (("dot_lanes", dot_lanes), ("pv_lanes", pv_lanes), ("load_lanes", load_lanes)):
             if value * 32 % data_width:
                 raise ValueError(f"{name} ({value}) float32 must be whole {data_width}-bit AXI beats")
@@ -226,6 +233,12 @@ class TiledAttention(wiring.Component):
         requested, filled, freed, used = Signal(2), Signal(2), Signal(2), Signal(2)   # tiles, mod 4
         with m.If(sm.slot_freed):
             m.d.sync += freed.eq(freed + 1)
+        slots = self.history_slots
+        # the slot of the next tile to request and of the next to use: with two slots the low bit
+        # of the tile counts, with three a counter of their own
+        req_slot, use_slot = requested[0], used[0]
+        if slots != 2:
+            req_slot, use_slot = Signal(range(slots), name="req_slot"), Signal(range(slots), name="use_slot")
         fill_active = Signal()
         top_tile = Signal(POSITION)                # the tile holding pos0-1
         f_lo, f_hi = Signal(POSITION), Signal(POSITION)
@@ -250,7 +263,7 @@ class TiledAttention(wiring.Component):
                     m.d.sync += [f_lo.eq(top_tile), f_hi.eq(cmd.pos0)]
                     m.next = "SLOT"
             with m.State("SLOT"):
-                with m.If((requested - freed)[:2] < 2):
+                with m.If((requested - freed)[:2] < slots):
                     m.next = "PART0"
             for k, (j, part_v, piece) in enumerate(parts):
                 with m.State(f"PART{k}"):
@@ -261,7 +274,7 @@ class TiledAttention(wiring.Component):
                                                                      n_rows - first, piece_rows)))
                     q, master = descs[j], hists[j]
                     desc = Signal(desc_layout, name=f"part{k}_desc")
-                    m.d.comb += [desc.row.eq(C + requested[0] * T + first), desc.rows.eq(rows), desc.is_v.eq(part_v),
+                    m.d.comb += [desc.row.eq(C + req_slot * T + first), desc.rows.eq(rows), desc.is_v.eq(part_v),
                                  desc.tile_end.eq(k == len(parts) - 1 or parts[k + 1][0] != j),
                                  q.w_data.eq(desc),
                                  master.cmd.payload.addr.eq((cmd.v_base if part_v else cmd.k_base)
@@ -274,6 +287,8 @@ class TiledAttention(wiring.Component):
                         m.next = f"PART{k + 1}" if k + 1 < len(parts) else "NEXT"
             with m.State("NEXT"):
                 m.d.sync += [requested.eq(requested + 1), f_hi.eq(f_lo), f_lo.eq(f_lo - T)]
+                if slots != 2:
+                    m.d.sync += req_slot.eq(Mux(req_slot == slots - 1, 0, req_slot + 1))
                 with m.If(f_lo == 0):
                     m.d.sync += fill_left.eq(fill_left - 1)
                     m.next = "IDLE"
@@ -351,7 +366,7 @@ class TiledAttention(wiring.Component):
         started, taken = Signal(2), Signal(2)      # key tiles the score side started / the softmax took
         issued_tiles, landed_tiles = Signal(2), Signal(2)
         hist_tile = Signal()                       # the key tile has positions below pos0
-        hslot = Signal()
+        hslot = Signal(range(self.history_slots))
 
         def key_setup(pos):
             """Registers for key position ``pos`` of the current tile: its row, the first query
@@ -447,9 +462,11 @@ class TiledAttention(wiring.Component):
                 bank_free = (started - taken)[:2] < BANKS
                 slot_ready = ~(lo < cmd.pos0) | ((filled - used)[:2] != 0)
                 with m.If(bank_free & slot_ready):
-                    m.d.sync += [started.eq(started + 1), hist_tile.eq(lo < cmd.pos0), hslot.eq(used[0]), pairs.eq(0)]
+                    m.d.sync += [started.eq(started + 1), hist_tile.eq(lo < cmd.pos0), hslot.eq(use_slot), pairs.eq(0)]
                     with m.If(lo < cmd.pos0):
                         m.d.sync += used.eq(used + 1)
+                        if self.history_slots != 2:
+                            m.d.sync += use_slot.eq(Mux(use_slot == self.history_slots - 1, 0, use_slot + 1))
                     m.next = "KEY"
             with m.State("KEY"):
                 key_setup(lo)

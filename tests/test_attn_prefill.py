@@ -38,9 +38,10 @@ CONFIGS = {
 TILED_CONFIGS = {
     # one history read manager (no preset's top uses it: slow set)
     "tiled_hd32_t8_c20_h2": (dict(head_dim=32, tile=8, chunk=20, heads=2), True),
-    # the history over four read managers (K rows in halves on two, V rows on the other two),
-    # as in the tops of every preset (one per HP port)
-    "tiled_hd32_t8_c20_h2_p4": (dict(head_dim=32, tile=8, chunk=20, heads=2, history_ports=4), False),
+    # the history over four read managers (K rows in halves on two, V rows on the other two)
+    # into three slots, as in the tops of every preset (one per HP port, gen.tiling)
+    "tiled_hd32_t8_c20_h2_p4": (dict(head_dim=32, tile=8, chunk=20, heads=2, history_ports=4, history_slots=3),
+                                False),
     "tiled_hd16_t8_c16_h2_p2": (dict(head_dim=16, tile=8, chunk=16, heads=2, out_lanes=4, history_ports=2), True),
     # the tiny presets' shape: one beat per pair (a free cycle after each), one lane group
     "tiled_hd16_t8_c16_h2": (dict(head_dim=16, tile=8, chunk=16, heads=2, out_lanes=4), False),
@@ -91,6 +92,9 @@ def test_tiled_parameters_checked():
         TiledAttention(head_dim=64, tile=8, chunk=16, pv_lanes=4, out_lanes=4, load_lanes=8)
     with pytest.raises(ValueError, match="history_ports must be 1 or twice a power of two"):
         TiledAttention(head_dim=64, tile=8, chunk=16, history_ports=6)
+    for slots in (1, 4):
+        with pytest.raises(ValueError, match="history_slots must be 2 or 3"):
+            TiledAttention(head_dim=64, tile=8, chunk=16, history_slots=slots)
 
 
 @pytest.mark.rtl
