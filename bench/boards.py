@@ -44,6 +44,7 @@ def board_hardware(board, model):
 def estimate_pair(preset: str, board_name: str) -> dict:
     board, model = get_board(board_name), model_preset(preset)
     hw = board_hardware(board, model)
+    commit = source_commit()           # before the Verilog: the tree may move on during a long synthesis
     start = time.monotonic()
     text = build_verilog(TellmeTop(model, hw, ram_style=board.weight_ram_style))
     generate_seconds = time.monotonic() - start
@@ -58,7 +59,7 @@ def estimate_pair(preset: str, board_name: str) -> dict:
         "capacity": board.pl_resources,
         "utilisation_percent": {k: round(v, 1) for k, v in utilisation(res, board.pl_resources).items()},
         "verilog_kib": len(text) // 1024, "generate_seconds": round(generate_seconds, 1),
-        "synth_seconds": res["synth_seconds"], "estimate_key": res["key"], "commit": source_commit(),
+        "synth_seconds": res["synth_seconds"], "estimate_key": res["key"], "commit": commit,
     }
 
 
