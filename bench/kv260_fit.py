@@ -157,6 +157,7 @@ def main(argv=None) -> int:
     path, previous = results_file(args.out, "kv260_fit")
     board, model = get_board(BOARD), model_preset(PRESET)
     hw = board.default_hardware().capped_to(model)
+    commit = source_commit()           # before the Verilog: the tree may move on during the synthesis
     start = time.monotonic()
     log(f"generating the {PRESET} top level at the {BOARD} settings ...")
     text = build_verilog(TellmeTop(model, hw, ram_style=board.weight_ram_style))
@@ -175,7 +176,7 @@ def main(argv=None) -> int:
     whole = table(res)
     util = utilisation(res, capacity)
     problems = fits(res, capacity)
-    measured = {"commit": source_commit(), "per_unit": per_unit}
+    measured = {"commit": commit, "per_unit": per_unit}
     before = measured if args.rebaseline or "before" not in previous else previous["before"]
     results = {
         "benchmark": "kv260_fit",
