@@ -76,31 +76,30 @@ class Calibration:
     dispatch: int = 4              # any step: ROM read, word load, dispatch, issue (exact)
     nq_word: int = 6               # a NORM_QUANT word into the act buffer, to the buffer's command (exact)
     head_nq_word: int = 5          # the NORM_QUANT word routed to the LM head (exact)
-    w_mult: int = 140              # MATMUL: the w_mult read beyond one DDR latency
-    nq_first: int = 52            # NORM_QUANT: first token, beyond one DDR latency and 3 beats per lane group
-    nq_period: int = 106           # NORM_QUANT: per token, beyond 2 cycles per beat
+    w_mult: int = 145              # MATMUL: the w_mult read beyond one DDR latency
+    nq_first: int = 59            # NORM_QUANT: first token, beyond one DDR latency and 3 beats per lane group
+    nq_period: int = 112           # NORM_QUANT: per token, beyond 2 cycles per beat
     tlmm_first: int = 0            # TLMM: a step's first table build beyond its build time
     matmul_tail: int = 0           # MATMUL: drain (with tail_ddr and two column blocks)
     tail_ddr: int = 11              # ... per cent of the DDR latency in the drain
-    tail_unit: int = 1             # ... with a second operand: per cent of its unit's latency
-    column: int = 19                # a column block without second operand, beyond its write beats
+    tail_unit: int = 35             # ... with a second operand: per cent of its unit's latency
+    column: int = 18                # a column block without second operand, beyond its write beats
     column_second: int = 0         # a column block with a second operand (residual, gate), fixed
-    column_latency: int = 25       # ... per cent of the adder's or gating unit's latency
-    column_token: int = 2          # ... per token beyond its row's read and write beats
-    column_ddr: int = 25           # ... per cent of the DDR latency
-    embed_fixed: int = 43          # EMBED beyond two DDR latencies and its rows' beats
-    embed_row: int = 0             # ... per row
-    attn_fixed: float = 624.489    # ATTENTION: a linear model of its work (CycleModel._attention), least squares
-    attn_load: float = 0.774       # ... per load cycle (tokens x (DDR latency + beats))
-    attn_pair: float = 0.872       # ... per cycle of causal (query, key) pairs
-    attn_key_tile: float = 80.101  # ... per key tile visited
-    attn_query_tile: float = -283.221  # ... per query tile (with attn_fixed: the first ~360, later ones less)
-    attn_output: float = 26.458    # ... per output cycle (hd / 16 per query)
-    attn_history_cycle: float = 0.755  # ... per cycle of K/V history at its read rate
-    attn_history_tile: float = -29.768  # ... per history tile read
-    load_share: int = 44           # per cent of the weight loads overlapping an ATTENTION step it loses
-    embed_load_share: int = 107    # the same for EMBED (its row reads queue behind the tiles' bursts)
-    lm_fixed: int = 112              # LM_HEAD beyond two DDR latencies, a NORM_QUANT and its rows' beats
+    column_latency: int = 22       # ... per cent of the adder's or gating unit's latency
+    column_token: int = 1          # ... per token beyond its row's read and write beats
+    column_ddr: int = 29           # ... per cent of the DDR latency
+    embed_fixed: int = 39          # EMBED beyond two DDR latencies and its rows' beats
+    embed_row: int = 1             # ... per row
+    attn_fixed: float = 323.695    # ATTENTION: a linear model of its work (CycleModel._attention), least squares
+    attn_load: float = 0.787       # ... per load cycle (tokens x (DDR latency + beats))
+    attn_stream: float = 1.061     # ... per cycle of max(the pairs' score cycles, the K/V history at its read rate)
+    attn_key_tile: float = -30.934  # ... per key tile visited
+    attn_query_tile: float = 62.284  # ... per query tile (with attn_fixed: the first ~360, later ones less)
+    attn_output: float = 20.499    # ... per output cycle (hd / 16 per query)
+    attn_history_tile: float = 56.686  # ... per history tile read
+    load_share: int = 45           # per cent of the weight loads overlapping an ATTENTION step it loses
+    embed_load_share: int = 105    # the same for EMBED (its row reads queue behind the tiles' bursts)
+    lm_fixed: int = 105              # LM_HEAD beyond two DDR latencies, a NORM_QUANT and its rows' beats
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -333,11 +332,12 @@ class CycleModel:
         """Cycles of an ATTENTION step: a linear model in the work the unit does, its
         coefficients fitted (:class:`Calibration`, ``attn_*``): the load of the chunk's q/k/v
         (the reader's credit FIFO holds one token, so each token pays the DDR latency and its
-        beats), the causal (query, key) pairs at max(hd / 16, 2) cycles, the key tiles and query
-        tiles visited, the outputs (hd / 16 cycles per query), and the history: K and V rows below
-        pos0 read once per query tile, one AXI beat per cycle on each of the history's read ports
-        (:func:`~tellme.gen.tiling.kv_history_ports`) but no faster than the DDR, and the tile
-        reads."""
+        beats), one stream term: the longer of the causal (query, key) pairs at max(hd / 16, 2)
+        cycles and the history's reads (K and V rows below pos0 read once per query tile, one AXI
+        beat per cycle on each of the history's read ports,
+        :func:`~tellme.gen.tiling.kv_history_ports`, but no faster than the DDR), since the score
+        side works while the history streams in; the key tiles and query tiles visited, the
+        outputs (hd / 16 cycles per query) and the history tile reads."""
         m, hw, cal = self.model, self.hw, self.cal
         hd, tile, H = m.head_dim, hw.attn_tile, len(step.heads)
         history_rate = min(self.ddr.bytes_per_cycle, kv_history_ports(hw) * self.ddr.beat_bytes)
@@ -352,10 +352,12 @@ class CycleModel:
             work["pairs"] += H * sum(q + 1 for q in range(q_lo, q_hi))     # query q sees keys 0..q
             work["history_cycles"] += 2 * pos * row_cycles
             work["history_tiles"] += -(-pos // tile)
-        cost = {"load": cal.attn_load, "pairs": cal.attn_pair * max(hd // ATTN_SCORE_LANES, 2),
+        # the score side and the history's reads overlap: the longer of the two streams counts
+        work["stream"] = max(work["pairs"] * max(hd // ATTN_SCORE_LANES, 2), work["history_cycles"])
+        cost = {"load": cal.attn_load, "stream": cal.attn_stream,
                 "key_tiles": cal.attn_key_tile, "query_tiles": cal.attn_query_tile, "outputs": cal.attn_output,
-                "history_cycles": cal.attn_history_cycle, "history_tiles": cal.attn_history_tile}
-        total = cal.attn_fixed + sum(work[k] * cost[k] for k in work)
+                "history_tiles": cal.attn_history_tile}
+        total = cal.attn_fixed + sum(work[k] * cost[k] for k in cost)
         return max(total, 0.0), {k: round(v) for k, v in work.items()}
 
     # -- a call --------------------------------------------------------------------------------------
@@ -438,7 +440,8 @@ class CycleModel:
                     "per column block the writer's beats and, with a residual or gate operand, a fitted "
                     "share of the unit's and the DDR's latency)",
             "attention": "a linear model in the work of the tiled fp32 attention and its load (load cycles, "
-                         "causal pairs, key and query tiles, outputs, history beats and tile reads)",
+                         "the longer of the causal pairs' and the history's read cycles, key and query tiles, "
+                         "outputs, history tile reads)",
             "calibration": "constants fitted to per-step cycles of Verilator runs (bench/cycle_model.py): "
                            + ", ".join(f"{k}={v}" for k, v in self.cal.to_dict().items()),
         }

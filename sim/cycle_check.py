@@ -160,7 +160,7 @@ FITTED = ("w_mult", "nq_first", "nq_period", "tlmm_first", "matmul_tail", "tail_
 START = dict(w_mult=8, nq_first=120, nq_period=90, tlmm_first=10, matmul_tail=30, tail_ddr=0, tail_unit=100,
              column=12, column_second=4, column_latency=100, column_token=6, column_ddr=0, embed_fixed=40,
              embed_row=9, load_share=70, embed_load_share=100, lm_fixed=60)
-ATTENTION_TERMS = ("load", "pairs", "key_tiles", "query_tiles", "outputs", "history_cycles", "history_tiles")
+ATTENTION_TERMS = ("load", "stream", "key_tiles", "query_tiles", "outputs", "history_tiles")
 
 
 @dataclass
@@ -193,20 +193,18 @@ def fit_attention(runs: list[RecordedRun], cal: Calibration) -> Calibration:
     rows, targets = [], []
     for run in runs:
         model = CycleModel(run.config.model, run.config.hw, run.config.ddr, cal)
-        pair = max(run.config.model.head_dim // 16, 2)
         for pred, steps in zip(_model_calls(model, run.calls), run.step_cycles):
             for s, r in zip(pred.steps, steps):
                 if s.op != "ATTENTION" or s.parts.get("weight_loads", 0):
                     continue
                 work = dict(s.parts)
-                work["pairs"] *= pair
                 rows.append([1.0] + [float(work[k]) for k in ATTENTION_TERMS])
                 targets.append(float(r))
     x, y = np.array(rows), np.array(targets)
     weight = 1 / np.maximum(y, 300)
     coef, *_ = np.linalg.lstsq(x * weight[:, None], y * weight, rcond=None)
-    names = ("attn_fixed", "attn_load", "attn_pair", "attn_key_tile", "attn_query_tile", "attn_output",
-             "attn_history_cycle", "attn_history_tile")
+    names = ("attn_fixed", "attn_load", "attn_stream", "attn_key_tile", "attn_query_tile", "attn_output",
+             "attn_history_tile")
     return dataclasses.replace(cal, **{n: round(float(c), 3) for n, c in zip(names, coef)})
 
 
