@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Signal
-from amaranth.lib import fifo, stream, wiring
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import check_positive_int
 from .tlmm import ACC_BITS, result_layout
 
 __all__ = ["ResultBuffer"]
+
+#: The members of a result row that are the same on every row of a command, kept once per command.
+PER_COMMAND = ("d_x", "w_mult", "tokens")
 
 
 class ResultBuffer(wiring.Component):
@@ -35,7 +38,8 @@ class ResultBuffer(wiring.Component):
 
     Latency: a row taken at an edge is offered on ``o`` two cycles later (the FIFO's read
     register). Throughput: one row per cycle on each side. Cost: ``depth`` x (T x acc_bits + 1)
-    bits of memory, ``commands`` x ((T + 1) x 32 + 4) bits of registers.
+    bits of memory, ``commands`` x the per-command members' bits (``PER_COMMAND``: (T + 1) x 32
+    + the token count's) of registers.
 
     Parameters (keyword-only): ``tokens`` T, ``acc_bits`` (at most ACC_BITS), ``depth``,
     ``commands`` (default 4).
@@ -54,8 +58,10 @@ class ResultBuffer(wiring.Component):
         m = Module()
         T, A = self.tokens, self.acc_bits
         m.submodules.rows = rows = fifo.SyncFIFOBuffered(width=T * A + 1, depth=self.depth)
-        scale_width = 32 * (T + 1) + T.bit_length()
-        m.submodules.scales = scales = fifo.SyncFIFOBuffered(width=scale_width, depth=self.commands)
+        row_layout = result_layout(T)
+        per_command = data.StructLayout({name: row_layout[name].shape for name in PER_COMMAND})
+        m.submodules.scales = scales = fifo.SyncFIFOBuffered(width=per_command.size, depth=self.commands)
+        scales_in, scales_out = Signal(per_command), Signal(per_command)
 
         i, o = self.i, self.o
         first = Signal(init=1)                   # the next input row starts a command
@@ -65,7 +71,8 @@ class ResultBuffer(wiring.Component):
             rows.w_en.eq(i.valid & room),
             rows.w_data.eq(Cat(*(i.payload.acc[t][:A] for t in range(T)), i.payload.last)),
             scales.w_en.eq(i.valid & room & first),
-            scales.w_data.eq(Cat(i.payload.d_x, i.payload.w_mult, i.payload.tokens)),
+            *(scales_in[name].eq(i.payload[name]) for name in PER_COMMAND),
+            scales.w_data.eq(scales_in),
         ]
         with m.If(i.valid & i.ready):
             m.d.sync += first.eq(i.payload.last)
@@ -77,8 +84,8 @@ class ResultBuffer(wiring.Component):
             o.valid.eq(rows.r_rdy & scales.r_rdy),
             *(o.payload.acc[t].eq(rows.r_data[t * A:(t + 1) * A].as_signed()) for t in range(T)),
             o.payload.last.eq(out_last),
-            o.payload.d_x.eq(scales.r_data[:32 * T]), o.payload.w_mult.eq(scales.r_data[32 * T:32 * T + 32]),
-            o.payload.tokens.eq(scales.r_data[32 * T + 32:]),
+            scales_out.eq(scales.r_data),
+            *(o.payload[name].eq(scales_out[name]) for name in PER_COMMAND),
             rows.r_en.eq(o.valid & o.ready),
             scales.r_en.eq(o.valid & o.ready & out_last),
         ]

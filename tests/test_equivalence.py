@@ -35,6 +35,7 @@ from tellme.hw.embed_path import EmbedPath
 from tellme.hw.kv_reader import KvReader
 from tellme.hw.lm_head_path import LmHeadPath
 from tellme.hw.norm_quant import NormQuant
+from tellme.hw.result_buffer import ResultBuffer
 from tellme.hw.tlmm import TlmmEngine, TlmmTables
 from tellme.hw.weight_buffer import WeightBuffer
 
@@ -49,6 +50,8 @@ CASES = {
                                              tree_levels_per_stage=1), {}),
     "tlmm-g2p5t1r4b3s2": (lambda: TlmmEngine(group=2, lanes=5, tokens=1, max_rows=4, max_blocks=3,
                                              tree_levels_per_stage=2), {}),
+    # the per-command scales FIFO's word packed from a layout instead of by hand
+    "result_buffer-t2a6d4": (lambda: ResultBuffer(tokens=2, acc_bits=6, depth=4, commands=2), {}),
     "weight_buffer-w8d4": (lambda: WeightBuffer(shape=8, depth=4, ram_style="block"), {}),
     "axi_read-w32": (lambda: AxiReadMaster(data_width=32, **AXI), {}),
     "axi_write-w32": (lambda: AxiWriteMaster(data_width=32, **AXI), {}),
