@@ -299,7 +299,6 @@ class TiledAttention(wiring.Component):
         # completes while the previous one still waits for the port)
         k_beats, v_beats = dl * 32 // dw, pl * 32 // dw
         done_tiles = []
-        k_want, v_want = [], []
         pendings = []
         for j, (master, q) in enumerate(zip(hists, descs)):
             desc = Signal(desc_layout, name=f"hist{j}_desc")
@@ -366,7 +365,7 @@ class TiledAttention(wiring.Component):
         started, taken = Signal(2), Signal(2)      # key tiles the score side started / the softmax took
         issued_tiles, landed_tiles = Signal(2), Signal(2)
         hist_tile = Signal()                       # the key tile has positions below pos0
-        hslot = Signal(range(self.history_slots))
+        hslot = Signal(range(slots))
 
         def key_setup(pos):
             """Registers for key position ``pos`` of the current tile: its row, the first query
@@ -465,8 +464,8 @@ class TiledAttention(wiring.Component):
                     m.d.sync += [started.eq(started + 1), hist_tile.eq(lo < cmd.pos0), hslot.eq(use_slot), pairs.eq(0)]
                     with m.If(lo < cmd.pos0):
                         m.d.sync += used.eq(used + 1)
-                        if self.history_slots != 2:
-                            m.d.sync += use_slot.eq(Mux(use_slot == self.history_slots - 1, 0, use_slot + 1))
+                        if slots != 2:
+                            m.d.sync += use_slot.eq(Mux(use_slot == slots - 1, 0, use_slot + 1))
                     m.next = "KEY"
             with m.State("KEY"):
                 key_setup(lo)
