@@ -132,7 +132,14 @@ def prune_builds(build_root: Path, *, limit: int | None = None, keep: Sequence[P
             lines = stamp.read_text().split()
         except FileNotFoundError:  # pruned meanwhile by another worker
             continue
-        size = int(lines[1]) if len(lines) > 1 and lines[1].isdigit() else _tree_bytes(stamp.parent)
+        if len(lines) > 1 and lines[1].isdigit():
+            size = int(lines[1])
+        else:
+            # a stamp from before sizes were recorded: measured once, written back with its
+            # time of last use kept (the next prune reads it instead of walking the tree again)
+            size = _tree_bytes(stamp.parent)
+            stamp.write_text(f"{lines[0] if lines else stamp.parent.name}\n{size}\n")
+            os.utime(stamp, (used, used))
         builds.append((used, size, stamp.parent))
     total = sum(size for _, size, _ in builds)
     deleted = []

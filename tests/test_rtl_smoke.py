@@ -237,3 +237,16 @@ def test_build_cache_limit_reads_gib(monkeypatch):
     assert build_cache_limit() == 2**29
     monkeypatch.delenv("TELLME_RTL_CACHE_GIB")
     assert build_cache_limit() == 16 * 2**30
+
+
+def test_build_cache_records_the_size_of_an_old_stamp(tmp_path):
+    """A stamp written before sizes were recorded (the name alone) is measured once and gets
+    its size, with its time of last use unchanged."""
+    now = 1_000_000.0
+    build = _fake_build(tmp_path, "a-1", 300, now - 9000)
+    stamp = build / "tellme-build-complete"
+    stamp.write_text("a-1\n")
+    os.utime(stamp, (now - 9000, now - 9000))
+    assert prune_builds(tmp_path, limit=10_000, now=now) == []
+    assert stamp.read_text().split() == ["a-1", str(300 + len("a-1\n"))]
+    assert stamp.stat().st_mtime == now - 9000
